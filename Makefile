@@ -1,0 +1,49 @@
+# The edge modules: build, test, demo and benchmarks.
+#
+#   make                 build the four .so files into build/modules/
+#   make test            install what is missing, build, run t/ with fixtures
+#   make test-valgrind   the same, nginx under valgrind memcheck
+#   make run             demo: redis, a backend and nginx on 127.0.0.1:8080
+#   make bench           wrk benchmarks on loopback, ratios against proxy_pass
+#
+# NGINX_SRC=/path/to/nginx-x.y.z builds against another nginx source tree
+# (default: Debian's nginx-dev tree, matching /usr/sbin/nginx).
+
+NGINX_SRC ?= /usr/share/nginx/src
+PROVE     ?= prove
+T         ?= t/
+
+export NGINX_SRC
+
+.PHONY: all modules deps-build deps-test deps-bench test test-valgrind \
+        run bench clean
+
+all: modules
+
+modules: deps-build
+	@scripts/build.sh
+
+deps-build:
+	@scripts/install-deps.sh build
+
+deps-test:
+	@scripts/install-deps.sh test
+
+deps-bench:
+	@scripts/install-deps.sh bench
+
+test: deps-test modules
+	@t/fixtures.sh $(PROVE) --exec t/perl-append-inc -r $(T)
+
+test-valgrind: deps-test modules
+	@TEST_NGINX_USE_VALGRIND=1 t/fixtures.sh \
+	    $(PROVE) --exec t/perl-append-inc -r $(T)
+
+run: deps-test modules
+	@scripts/run-demo.sh
+
+bench: deps-bench modules
+	@bench/run.sh
+
+clean:
+	rm -rf build t/servroot

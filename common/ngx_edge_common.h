@@ -1,0 +1,35 @@
+/*
+ * Shared definitions for the edge modules.
+ *
+ * Code under common/ is linked into several .so files.  nginx dlopen()s
+ * modules with RTLD_GLOBAL, so an exported helper in one module would
+ * interpose on the same helper in another.  Every shared function is
+ * therefore declared NGX_EDGE_API: hidden visibility keeps each module's
+ * copy private, and state that modules really share lives in shared memory.
+ */
+
+#ifndef _NGX_EDGE_COMMON_H_INCLUDED_
+#define _NGX_EDGE_COMMON_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+#if (defined __GNUC__ || defined __clang__)
+#define NGX_EDGE_API  __attribute__((visibility("hidden")))
+#else
+#define NGX_EDGE_API
+#endif
+
+
+/* the log levels an operator may pick for a module's decision messages */
+NGX_EDGE_API extern ngx_conf_enum_t  ngx_edge_log_levels[];
+
+
+NGX_EDGE_API char *ngx_edge_conf_set_status(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
+
+#endif /* _NGX_EDGE_COMMON_H_INCLUDED_ */

@@ -1,0 +1,53 @@
+/*
+ * Configuration helpers shared by the edge modules.
+ */
+
+#include "ngx_edge_common.h"
+
+
+ngx_conf_enum_t  ngx_edge_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
+/*
+ * "xxx_status code": an HTTP status an operator wants for a refusal.
+ * Like limit_req_status, only 400..599 make sense: a refusal that looks
+ * like a success would be cached or retried by clients as one.
+ */
+
+char *
+ngx_edge_conf_set_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_int_t    n;
+    ngx_uint_t  *np;
+    ngx_str_t   *value;
+
+    np = (ngx_uint_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 400 || n > 599) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid status code \"%V\" in \"%V\", "
+                           "it must be between 400 and 599",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    *np = (ngx_uint_t) n;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Runs a command with the test fixtures up: one redis-server and one
+# PostgreSQL, each on a free loopback port, in a temporary directory that is
+# removed afterwards (also on failure or Ctrl-C).
+#
+#   t/fixtures.sh COMMAND [ARGS...]
+#
+# The command sees TEST_NGINX_REDIS_PORT, TEST_NGINX_PG_PORT,
+# TEST_NGINX_PG_DSN, TEST_NGINX_PORT, TEST_NGINX_SERVROOT,
+# TEST_NGINX_LOAD_MODULES and TEST_EDGE_FIXTURES (the directory, used by
+# t/lib/Test/Edge.pm to stop and restart Redis).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir=$(mktemp -d /tmp/edge-fixtures.XXXXXX)
+chmod 755 "$dir"
+
+free_port() {
+    perl -MIO::Socket::INET -e '
+        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
+                                      Listen => 1, ReuseAddr => 1) or die $!;
+        print $s->sockport, "\n";'
+}
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+    as_pg=(runuser -u postgres --)
+fi
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -f "$dir/redis.pid" ]; then
+        kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+    fi
+    if [ -f "$dir/pg/data/postmaster.pid" ]; then
+        "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$dir/pg/data" -m immediate stop \
+            > /dev/null 2>&1 || true
+    fi
+    # a test may have left a server of its own; nothing outlives the run
+    pkill -f "$dir/" 2>/dev/null || true
+    rm -rf "$dir"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+wait_for() {    # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" > /dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "fixtures: timed out waiting for: $*" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+redis_port=$(free_port)
+cat > "$dir/redis.conf" <<CONF
+bind 127.0.0.1
+port $redis_port
+daemonize yes
+pidfile $dir/redis.pid
+logfile $dir/redis.log
+dir $dir
+save ""
+appendonly no
+CONF
+redis-server "$dir/redis.conf"
+wait_for 10 redis-cli -p "$redis_port" ping
+
+pg_port=$(free_port)
+mkdir -p "$dir/pg"
+[ "$(id -u)" = 0 ] && chown postgres: "$dir/pg"
+"${as_pg[@]}" "$pg_bin/initdb" -D "$dir/pg/data" -A trust -U postgres \
+    --no-sync > "$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/postgres.log" -w \
+    -o "-p $pg_port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off" \
+    start > /dev/null || { cat "$dir/pg/postgres.log" >&2; exit 1; }
+psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc 'CREATE DATABASE edge_test' > /dev/null
+
+modules=""
+for m in ratelimit cache breaker metrics; do
+    modules="$modules $root/build/modules/ngx_http_${m}_module.so"
+done
+
+export TEST_EDGE_FIXTURES=$dir
+export TEST_NGINX_REDIS_PORT=$redis_port
+export TEST_NGINX_PG_PORT=$pg_port
+export TEST_NGINX_PG_DSN="host=127.0.0.1 port=$pg_port user=postgres dbname=edge_test"
+export TEST_NGINX_PORT=${TEST_NGINX_PORT:-$(free_port)}
+export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$dir/servroot}
+export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
+export TEST_NGINX_LOAD_MODULES=${TEST_NGINX_LOAD_MODULES:-${modules# }}
+
+echo "fixtures: redis 127.0.0.1:$redis_port, postgresql 127.0.0.1:$pg_port, nginx port $TEST_NGINX_PORT"
+"$@"
