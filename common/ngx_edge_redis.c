@@ -1,0 +1,1094 @@
+/*
+ * An asynchronous Redis client on nginx's event loop: the hiredis async
+ * adapter, one pipelined connection per worker and server, command slots
+ * with timeouts, reconnects with backoff, and EVALSHA with NOSCRIPT
+ * recovery.  See ngx_edge_redis.h for the contract.
+ */
+
+#include "ngx_edge_redis.h"
+
+#include <ngx_sha1.h>
+
+
+#define NGX_EDGE_REDIS_DEFAULT_PORT       6379
+#define NGX_EDGE_REDIS_BACKOFF_MIN        100
+#define NGX_EDGE_REDIS_BACKOFF_MAX        3000
+#define NGX_EDGE_REDIS_LOG_INTERVAL       5       /* seconds */
+
+
+typedef enum {
+    NGX_EDGE_REDIS_DISCONNECTED = 0,
+    NGX_EDGE_REDIS_CONNECTING,
+    NGX_EDGE_REDIS_READY
+} ngx_edge_redis_state_e;
+
+
+struct ngx_edge_redis_conn_s {
+    ngx_edge_redis_server_t     *server;
+    redisAsyncContext           *ac;
+    ngx_connection_t            *c;
+    ngx_log_t                   *log;
+    ngx_edge_redis_state_e       state;
+
+    ngx_event_t                  connect_timer;
+    ngx_event_t                  reconnect_timer;
+    ngx_msec_t                   backoff;
+
+    ngx_edge_redis_cmd_t        *cmds;
+    ngx_queue_t                  free;
+    ngx_uint_t                   inflight;
+
+    time_t                       log_next;
+    ngx_uint_t                   log_suppressed;
+    unsigned                     failing:1;
+    unsigned                     exiting:1;
+    unsigned                     writing:1;
+};
+
+
+static void ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_send_handshake(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_load_scripts(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_stat(ngx_edge_redis_server_t *server,
+    ngx_edge_stats_id_t id, int64_t delta);
+static void ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn,
+    const char *fmt, ...);
+
+
+/* configuration */
+
+static ngx_int_t
+ngx_edge_redis_parse_address(ngx_conf_t *cf, ngx_edge_redis_server_t *server)
+{
+    u_char     *p;
+    ngx_url_t   u;
+
+    if (server->address.len > 5
+        && ngx_strncmp(server->address.data, "unix:", 5) == 0)
+    {
+        /* hiredis wants a C string */
+        p = ngx_pnalloc(cf->pool, server->address.len - 5 + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        server->unix_path.len = server->address.len - 5;
+        server->unix_path.data = p;
+        ngx_cpystrn(p, server->address.data + 5, server->unix_path.len + 1);
+
+        return NGX_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = server->address;
+    u.default_port = NGX_EDGE_REDIS_DEFAULT_PORT;
+
+    /* resolved now: redisAsyncConnect() would call a blocking
+     * getaddrinfo() in the worker */
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in redis server \"%V\"", u.err,
+                               &server->address);
+        }
+
+        return NGX_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\" has no address",
+                           &server->address);
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    server->host.data = p;
+    server->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                                     p, NGX_SOCKADDR_STRLEN, 0);
+    p[server->host.len] = '\0';
+    server->port = u.port;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_edge_redis_copy_cstr(ngx_conf_t *cf, ngx_str_t *dst, u_char *src,
+    size_t len)
+{
+    dst->data = ngx_pnalloc(cf->pool, len + 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_cpystrn(dst->data, src, len + 1);
+    dst->len = len;
+
+    return NGX_OK;
+}
+
+
+ngx_edge_redis_server_t *
+ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
+{
+    ngx_str_t                 s;
+    ngx_int_t                 n;
+    ngx_msec_t                ms;
+    ngx_uint_t                i;
+    ngx_edge_redis_server_t  *server;
+
+    server = ngx_pcalloc(cf->pool, sizeof(ngx_edge_redis_server_t));
+    if (server == NULL) {
+        return NULL;
+    }
+
+    server->name = args[0];
+    server->address = args[1];
+    server->db = 0;
+    server->connect_timeout = 1000;
+    server->timeout = 100;
+    server->max_inflight = 1024;
+
+    server->st_commands = NGX_EDGE_STATS_NONE;
+    server->st_errors = NGX_EDGE_STATS_NONE;
+    server->st_timeouts = NGX_EDGE_STATS_NONE;
+    server->st_reconnects = NGX_EDGE_STATS_NONE;
+    server->st_inflight = NGX_EDGE_STATS_NONE;
+    server->st_rtt = NGX_EDGE_STATS_NONE;
+
+    if (ngx_array_init(&server->scripts, cf->pool, 2,
+                       sizeof(ngx_edge_redis_script_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_edge_redis_parse_address(cf, server) != NGX_OK) {
+        return NULL;
+    }
+
+    for (i = 2; i < nargs; i++) {
+
+        if (ngx_strncmp(args[i].data, "password=", 9) == 0) {
+            if (ngx_edge_redis_copy_cstr(cf, &server->password,
+                                         args[i].data + 9, args[i].len - 9)
+                != NGX_OK)
+            {
+                return NULL;
+            }
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "user=", 5) == 0) {
+            if (ngx_edge_redis_copy_cstr(cf, &server->user,
+                                         args[i].data + 5, args[i].len - 5)
+                != NGX_OK)
+            {
+                return NULL;
+            }
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(args[i].data + 3, args[i].len - 3);
+            if (n == NGX_ERROR) {
+                goto invalid;
+            }
+            server->db = n;
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "connect_timeout=", 16) == 0
+            || ngx_strncmp(args[i].data, "timeout=", 8) == 0)
+        {
+            s.data = (u_char *) ngx_strlchr(args[i].data,
+                                            args[i].data + args[i].len, '=')
+                     + 1;
+            s.len = args[i].data + args[i].len - s.data;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+                goto invalid;
+            }
+
+            if (args[i].data[0] == 'c') {
+                server->connect_timeout = ms;
+            } else {
+                server->timeout = ms;
+            }
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "max_inflight=", 13) == 0) {
+            n = ngx_atoi(args[i].data + 13, args[i].len - 13);
+            if (n <= 0) {
+                goto invalid;
+            }
+            server->max_inflight = n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (server->user.len && server->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\": \"user=\" needs "
+                           "\"password=\"", &server->name);
+        return NULL;
+    }
+
+    return server;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" of redis server \"%V\"",
+                       &args[i], &server->name);
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_edge_redis_register_stats(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
+    ngx_edge_stats_t *stats, const char *prefix)
+{
+    u_char                   *name;
+    ngx_int_t                 fam;
+    ngx_uint_t                i;
+    ngx_edge_stats_id_t      *ids[6];
+    ngx_edge_stats_family_t   family;
+
+    static const char  *labels[] = { "server", NULL };
+
+    /* round-trip bounds in microseconds, exposed in seconds */
+    static const uint64_t  rtt_bounds[] = {
+        100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
+        250000, 1000000
+    };
+
+    static const struct {
+        const char             *suffix;
+        const char             *help;
+        ngx_edge_stats_type_e   type;
+    } series[6] = {
+        { "redis_commands_total", "Commands sent to Redis.",
+          NGX_EDGE_STATS_COUNTER },
+        { "redis_errors_total",
+          "Commands that failed: error reply, connection lost or refused.",
+          NGX_EDGE_STATS_COUNTER },
+        { "redis_timeouts_total", "Commands that timed out.",
+          NGX_EDGE_STATS_COUNTER },
+        { "redis_reconnects_total", "Connection attempts after a failure.",
+          NGX_EDGE_STATS_COUNTER },
+        { "redis_inflight", "Commands waiting for a reply.",
+          NGX_EDGE_STATS_GAUGE },
+        { "redis_rtt_seconds", "Round-trip time of commands.",
+          NGX_EDGE_STATS_HISTOGRAM },
+    };
+
+    ids[0] = &server->st_commands;
+    ids[1] = &server->st_errors;
+    ids[2] = &server->st_timeouts;
+    ids[3] = &server->st_reconnects;
+    ids[4] = &server->st_inflight;
+    ids[5] = &server->st_rtt;
+
+    server->stats = stats;
+
+    for (i = 0; i < 6; i++) {
+        name = ngx_pnalloc(cf->pool, ngx_strlen(prefix) + 1
+                                     + ngx_strlen(series[i].suffix) + 1);
+        if (name == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(name, "%s_%s%Z", prefix, series[i].suffix);
+
+        ngx_memzero(&family, sizeof(ngx_edge_stats_family_t));
+        family.name = (const char *) name;
+        family.help = series[i].help;
+        family.type = series[i].type;
+        family.labels = labels;
+
+        if (series[i].type == NGX_EDGE_STATS_HISTOGRAM) {
+            family.bounds = rtt_bounds;
+            family.nbounds = sizeof(rtt_bounds) / sizeof(rtt_bounds[0]);
+            family.scale = 1000000;
+        }
+
+        fam = ngx_edge_stats_add_family(cf, stats, &family);
+        if (fam == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        *ids[i] = ngx_edge_stats_add_series(cf, stats, fam, &server->name);
+        if (*ids[i] == NGX_EDGE_STATS_NONE) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_edge_redis_script_t *
+ngx_edge_redis_add_script(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
+    ngx_str_t *source)
+{
+    u_char                    digest[20];
+    ngx_sha1_t                sha1;
+    ngx_edge_redis_script_t  *script, **sp;
+
+    script = ngx_pcalloc(cf->pool, sizeof(ngx_edge_redis_script_t));
+    if (script == NULL) {
+        return NULL;
+    }
+
+    script->source = *source;
+
+    /* EVALSHA needs the digest Redis will compute for SCRIPT LOAD */
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, source->data, source->len);
+    ngx_sha1_final(digest, &sha1);
+    ngx_hex_dump(script->sha1, digest, 20);
+
+    sp = ngx_array_push(&server->scripts);
+    if (sp == NULL) {
+        return NULL;
+    }
+
+    *sp = script;
+
+    return script;
+}
+
+
+/* the hiredis event hooks, on an nginx connection wrapping its socket */
+
+static void
+ngx_edge_redis_add_read(void *privdata)
+{
+    ngx_edge_redis_conn_t  *conn = privdata;
+
+    /*
+     * Level-triggered: hiredis reads at most 16 KiB per call, and with
+     * edge-triggered epoll the rest of a large reply would never be
+     * signalled again.
+     */
+
+    if (conn->c && !conn->c->read->active) {
+        if (ngx_add_event(conn->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ALERT, conn->log, 0,
+                          "redis \"%V\": cannot add read event",
+                          &conn->server->name);
+        }
+    }
+}
+
+
+static void
+ngx_edge_redis_del_read(void *privdata)
+{
+    ngx_edge_redis_conn_t  *conn = privdata;
+
+    if (conn->c && conn->c->read->active) {
+        (void) ngx_del_event(conn->c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_edge_redis_add_write(void *privdata)
+{
+    ngx_edge_redis_conn_t  *conn = privdata;
+
+    ngx_event_t  *wev;
+
+    if (conn->c == NULL) {
+        return;
+    }
+
+    wev = conn->c->write;
+
+    if (wev->active) {
+        return;
+    }
+
+    if (conn->state == NGX_EDGE_REDIS_READY && !conn->writing) {
+        /*
+         * Flush once at the end of this event-loop iteration: every
+         * command appended until then leaves in the same write.
+         */
+        if (!wev->posted) {
+            ngx_post_event(wev, &ngx_posted_events);
+        }
+
+        return;
+    }
+
+    /*
+     * Still connecting, or a write left data behind (posting again from
+     * the write handler would spin in the posted queue): wait for the
+     * socket to become writable.
+     */
+    if (ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, conn->log, 0,
+                      "redis \"%V\": cannot add write event",
+                      &conn->server->name);
+    }
+}
+
+
+static void
+ngx_edge_redis_del_write(void *privdata)
+{
+    ngx_edge_redis_conn_t  *conn = privdata;
+
+    ngx_event_t  *wev;
+
+    if (conn->c == NULL) {
+        return;
+    }
+
+    wev = conn->c->write;
+
+    if (wev->posted) {
+        ngx_delete_posted_event(wev);
+    }
+
+    if (wev->active) {
+        (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_edge_redis_cleanup(void *privdata)
+{
+    ngx_edge_redis_conn_t  *conn = privdata;
+
+    ngx_connection_t  *c;
+
+    c = conn->c;
+
+    conn->c = NULL;
+    conn->ac = NULL;
+    conn->state = NGX_EDGE_REDIS_DISCONNECTED;
+
+    if (conn->connect_timer.timer_set) {
+        ngx_del_timer(&conn->connect_timer);
+    }
+
+    if (c == NULL) {
+        return;
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    /* the socket is still open here: hiredis closes it after this hook */
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+
+    /* hiredis owns the descriptor: only the nginx connection is released */
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
+}
+
+
+static void
+ngx_edge_redis_read_handler(ngx_event_t *rev)
+{
+    ngx_connection_t       *c = rev->data;
+    ngx_edge_redis_conn_t  *conn = c->data;
+
+    if (conn->ac) {
+        redisAsyncHandleRead(conn->ac);
+    }
+}
+
+
+static void
+ngx_edge_redis_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t       *c = wev->data;
+    ngx_edge_redis_conn_t  *conn = c->data;
+
+    if (conn->ac) {
+        conn->writing = 1;
+        redisAsyncHandleWrite(conn->ac);
+        conn->writing = 0;
+    }
+}
+
+
+/* connection life */
+
+static void
+ngx_edge_redis_on_connect(const redisAsyncContext *ac, int status)
+{
+    ngx_edge_redis_conn_t  *conn = ac->data;
+
+    if (conn->connect_timer.timer_set) {
+        ngx_del_timer(&conn->connect_timer);
+    }
+
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback */
+        ngx_edge_redis_log_failure(conn, "connect failed: %s", ac->errstr);
+        ngx_edge_redis_schedule_reconnect(conn);
+        return;
+    }
+
+    conn->state = NGX_EDGE_REDIS_READY;
+    conn->backoff = 0;
+
+    if (conn->failing) {
+        conn->failing = 0;
+        ngx_log_error(NGX_LOG_NOTICE, conn->log, 0,
+                      "redis \"%V\" at %V: connected again",
+                      &conn->server->name, &conn->server->address);
+    }
+
+    /* the handshake queued before the connect completed goes out now */
+    ngx_edge_redis_add_write(conn);
+}
+
+
+static void
+ngx_edge_redis_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    ngx_edge_redis_conn_t  *conn = ac->data;
+
+    if (conn->exiting) {
+        return;
+    }
+
+    ngx_edge_redis_log_failure(conn, "connection lost: %s",
+                               status == REDIS_OK ? "closed"
+                                                  : (char *) ac->errstr);
+    ngx_edge_redis_schedule_reconnect(conn);
+}
+
+
+static void
+ngx_edge_redis_connect_timeout(ngx_event_t *ev)
+{
+    ngx_edge_redis_conn_t  *conn = ev->data;
+
+    ngx_edge_redis_log_failure(conn, "connect timed out after %M ms",
+                               conn->server->connect_timeout);
+
+    if (conn->ac) {
+        /* not connected yet, so hiredis runs no disconnect callback */
+        redisAsyncFree(conn->ac);
+    }
+
+    ngx_edge_redis_schedule_reconnect(conn);
+}
+
+
+static void
+ngx_edge_redis_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_edge_redis_conn_t  *conn = ev->data;
+
+    ngx_edge_redis_stat(conn->server, conn->server->st_reconnects, 1);
+    ngx_edge_redis_connect(conn);
+}
+
+
+static void
+ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn)
+{
+    conn->state = NGX_EDGE_REDIS_DISCONNECTED;
+    conn->failing = 1;
+
+    if (conn->exiting || conn->reconnect_timer.timer_set) {
+        return;
+    }
+
+    conn->backoff = conn->backoff ? ngx_min(conn->backoff * 2,
+                                            NGX_EDGE_REDIS_BACKOFF_MAX)
+                                  : NGX_EDGE_REDIS_BACKOFF_MIN;
+
+    ngx_add_timer(&conn->reconnect_timer, conn->backoff);
+}
+
+
+static void
+ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn)
+{
+    redisAsyncContext        *ac;
+    ngx_connection_t         *c;
+    ngx_edge_redis_server_t  *server;
+
+    server = conn->server;
+
+    if (server->unix_path.len) {
+        ac = redisAsyncConnectUnix((char *) server->unix_path.data);
+
+    } else {
+        ac = redisAsyncConnect((char *) server->host.data, server->port);
+    }
+
+    if (ac == NULL) {
+        ngx_edge_redis_log_failure(conn, "cannot allocate a context");
+        ngx_edge_redis_schedule_reconnect(conn);
+        return;
+    }
+
+    if (ac->err) {
+        ngx_edge_redis_log_failure(conn, "connect failed: %s", ac->errstr);
+        redisAsyncFree(ac);
+        ngx_edge_redis_schedule_reconnect(conn);
+        return;
+    }
+
+    c = ngx_get_connection(ac->c.fd, conn->log);
+    if (c == NULL) {
+        redisAsyncFree(ac);
+        ngx_edge_redis_schedule_reconnect(conn);
+        return;
+    }
+
+    c->data = conn;
+    c->log = conn->log;
+    c->read->log = conn->log;
+    c->write->log = conn->log;
+    c->read->handler = ngx_edge_redis_read_handler;
+    c->write->handler = ngx_edge_redis_write_handler;
+
+    conn->ac = ac;
+    conn->c = c;
+    conn->state = NGX_EDGE_REDIS_CONNECTING;
+
+    ac->data = conn;
+    ac->ev.data = conn;
+    ac->ev.addRead = ngx_edge_redis_add_read;
+    ac->ev.delRead = ngx_edge_redis_del_read;
+    ac->ev.addWrite = ngx_edge_redis_add_write;
+    ac->ev.delWrite = ngx_edge_redis_del_write;
+    ac->ev.cleanup = ngx_edge_redis_cleanup;
+
+    redisAsyncSetConnectCallback(ac, ngx_edge_redis_on_connect);
+    redisAsyncSetDisconnectCallback(ac, ngx_edge_redis_on_disconnect);
+
+    ngx_add_timer(&conn->connect_timer, server->connect_timeout);
+
+    /* queued now, written as soon as the connect completes, and ahead of
+     * every request's command */
+    ngx_edge_redis_send_handshake(conn);
+    ngx_edge_redis_add_write(conn);
+}
+
+
+static void
+ngx_edge_redis_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply             *reply = r;
+    ngx_edge_redis_conn_t  *conn = privdata;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        return;
+    }
+
+    /* wrong password, unknown db, ...: every command would fail the same
+     * way, so say it loudly and start over */
+    ngx_edge_redis_log_failure(conn, "handshake failed: %*s",
+                               (size_t) reply->len, reply->str);
+    redisAsyncDisconnect(ac);
+}
+
+
+static void
+ngx_edge_redis_send_handshake(ngx_edge_redis_conn_t *conn)
+{
+    u_char                    db[NGX_INT_T_LEN + 1];
+    ngx_edge_redis_server_t  *server;
+
+    server = conn->server;
+
+    if (server->user.len) {
+        (void) redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
+                                 conn, "AUTH %b %b", server->user.data,
+                                 server->user.len, server->password.data,
+                                 server->password.len);
+
+    } else if (server->password.len) {
+        (void) redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
+                                 conn, "AUTH %b", server->password.data,
+                                 server->password.len);
+    }
+
+    if (server->db) {
+        *ngx_sprintf(db, "%i", server->db) = '\0';
+        (void) redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
+                                 conn, "SELECT %s", db);
+    }
+
+    ngx_edge_redis_load_scripts(conn);
+}
+
+
+static void
+ngx_edge_redis_load_scripts(ngx_edge_redis_conn_t *conn)
+{
+    ngx_uint_t                 i;
+    ngx_edge_redis_script_t  **scripts;
+
+    scripts = conn->server->scripts.elts;
+
+    for (i = 0; i < conn->server->scripts.nelts; i++) {
+        (void) redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
+                                 conn, "SCRIPT LOAD %b",
+                                 scripts[i]->source.data,
+                                 scripts[i]->source.len);
+    }
+}
+
+
+/* worker life */
+
+ngx_int_t
+ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
+    ngx_edge_redis_server_t *server)
+{
+    ngx_uint_t              i;
+    ngx_edge_redis_cmd_t   *cmd;
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = ngx_pcalloc(cycle->pool, sizeof(ngx_edge_redis_conn_t));
+    if (conn == NULL) {
+        return NGX_ERROR;
+    }
+
+    conn->cmds = ngx_pcalloc(cycle->pool,
+                             server->max_inflight
+                             * sizeof(ngx_edge_redis_cmd_t));
+    if (conn->cmds == NULL) {
+        return NGX_ERROR;
+    }
+
+    conn->server = server;
+    conn->log = cycle->log;
+
+    ngx_queue_init(&conn->free);
+
+    for (i = 0; i < server->max_inflight; i++) {
+        cmd = &conn->cmds[i];
+        cmd->conn = conn;
+        cmd->timer.data = cmd;
+        cmd->timer.log = cycle->log;
+        cmd->timer.cancelable = 1;
+        ngx_queue_insert_tail(&conn->free, &cmd->queue);
+    }
+
+    conn->connect_timer.handler = ngx_edge_redis_connect_timeout;
+    conn->connect_timer.data = conn;
+    conn->connect_timer.log = cycle->log;
+    conn->connect_timer.cancelable = 1;
+
+    conn->reconnect_timer.handler = ngx_edge_redis_reconnect_handler;
+    conn->reconnect_timer.data = conn;
+    conn->reconnect_timer.log = cycle->log;
+    conn->reconnect_timer.cancelable = 1;
+
+    server->conn = conn;
+
+    ngx_edge_redis_connect(conn);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
+{
+    ngx_uint_t              i;
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = server->conn;
+    if (conn == NULL) {
+        return;
+    }
+
+    conn->exiting = 1;
+
+    if (conn->reconnect_timer.timer_set) {
+        ngx_del_timer(&conn->reconnect_timer);
+    }
+
+    for (i = 0; i < server->max_inflight; i++) {
+        ngx_edge_redis_detach(&conn->cmds[i]);
+    }
+
+    if (conn->ac) {
+        /* runs the pending callbacks (all detached) and the cleanup hook,
+         * which releases the nginx connection: no "open socket left" */
+        redisAsyncFree(conn->ac);
+    }
+
+    server->conn = NULL;
+}
+
+
+/* commands */
+
+ngx_flag_t
+ngx_edge_redis_ready(ngx_edge_redis_server_t *server)
+{
+    return server->conn && server->conn->state == NGX_EDGE_REDIS_READY;
+}
+
+
+static void
+ngx_edge_redis_cmd_timeout(ngx_event_t *ev)
+{
+    ngx_edge_redis_cmd_t  *cmd = ev->data;
+
+    void                       *data;
+    ngx_edge_redis_conn_t      *conn;
+    ngx_edge_redis_handler_pt   handler;
+
+    conn = cmd->conn;
+    handler = cmd->handler;
+    data = cmd->data;
+
+    /* the slot stays taken until Redis answers or the connection drops:
+     * hiredis keeps the callback queued and we cannot remove it */
+    cmd->handler = NULL;
+    cmd->argv = NULL;
+
+    ngx_edge_redis_stat(conn->server, conn->server->st_timeouts, 1);
+    ngx_edge_redis_log_failure(conn, "command timed out after %M ms",
+                               conn->server->timeout);
+
+    if (handler) {
+        handler(data, NULL, NGX_AGAIN);
+    }
+}
+
+
+static ngx_flag_t
+ngx_edge_redis_is_noscript(redisReply *reply)
+{
+    return reply->type == REDIS_REPLY_ERROR
+           && reply->len >= 8
+           && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0;
+}
+
+
+static void
+ngx_edge_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply                 *reply = r;
+    ngx_edge_redis_cmd_t       *cmd = privdata;
+
+    void                       *data;
+    ngx_int_t                   rc;
+    ngx_msec_t                  rtt;
+    ngx_edge_redis_server_t    *server;
+    ngx_edge_redis_handler_pt   handler;
+
+    server = cmd->conn->server;
+
+    if (reply && cmd->handler && !cmd->retried && cmd->argv
+        && ngx_edge_redis_is_noscript(reply))
+    {
+        /*
+         * Redis restarted or SCRIPT FLUSH ran: load the scripts again and
+         * resend the same EVALSHA on the same slot, once.  Pipelining
+         * orders the load before the retry.
+         */
+        cmd->retried = 1;
+        ngx_edge_redis_load_scripts(cmd->conn);
+
+        if (redisAsyncCommandArgv(ac, ngx_edge_redis_reply, cmd, cmd->argc,
+                                  cmd->argv, cmd->argvlen)
+            == REDIS_OK)
+        {
+            ngx_edge_redis_stat(server, server->st_commands, 1);
+            return;
+        }
+    }
+
+    rtt = ngx_current_msec - cmd->start;
+    ngx_edge_redis_stat(server, server->st_inflight, -1);
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_edge_redis_stat(server, server->st_errors, 1);
+    }
+
+    if (reply && server->stats) {
+        ngx_edge_stats_observe(server->stats, server->st_rtt, rtt * 1000);
+    }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR && cmd->handler) {
+        ngx_edge_redis_log_failure(cmd->conn, "error reply: %*s",
+                                   (size_t) reply->len, reply->str);
+    }
+
+    handler = cmd->handler;
+    data = cmd->data;
+
+    /* free the slot first: the handler may resume a request that sends
+     * its next command right away */
+    ngx_edge_redis_free_cmd(cmd);
+
+    if (handler) {
+        rc = reply ? NGX_OK : NGX_ERROR;
+        handler(data, reply, rc);
+    }
+}
+
+
+ngx_edge_redis_cmd_t *
+ngx_edge_redis_send(ngx_edge_redis_server_t *server,
+    ngx_edge_redis_handler_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_queue_t            *q;
+    ngx_edge_redis_cmd_t   *cmd;
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = server->conn;
+
+    if (conn == NULL || conn->state != NGX_EDGE_REDIS_READY) {
+        return NULL;
+    }
+
+    if (ngx_queue_empty(&conn->free)) {
+        ngx_edge_redis_stat(server, server->st_errors, 1);
+        ngx_edge_redis_log_failure(conn, "%ui commands in flight, "
+                                   "the limit of max_inflight",
+                                   server->max_inflight);
+        return NULL;
+    }
+
+    q = ngx_queue_head(&conn->free);
+    cmd = ngx_queue_data(q, ngx_edge_redis_cmd_t, queue);
+
+    if (redisAsyncCommandArgv(conn->ac, ngx_edge_redis_reply, cmd, argc,
+                              argv, argvlen)
+        != REDIS_OK)
+    {
+        return NULL;
+    }
+
+    ngx_queue_remove(q);
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->argc = argc;
+    cmd->argv = argv;
+    cmd->argvlen = argvlen;
+    cmd->retried = 0;
+    cmd->start = ngx_current_msec;
+    cmd->timer.handler = ngx_edge_redis_cmd_timeout;
+
+    ngx_add_timer(&cmd->timer, server->timeout);
+
+    conn->inflight++;
+    ngx_edge_redis_stat(server, server->st_commands, 1);
+    ngx_edge_redis_stat(server, server->st_inflight, 1);
+
+    return cmd;
+}
+
+
+void
+ngx_edge_redis_detach(ngx_edge_redis_cmd_t *cmd)
+{
+    cmd->handler = NULL;
+    cmd->data = NULL;
+    cmd->argv = NULL;
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+}
+
+
+static void
+ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd)
+{
+    ngx_edge_redis_detach(cmd);
+
+    cmd->conn->inflight--;
+    ngx_queue_insert_head(&cmd->conn->free, &cmd->queue);
+}
+
+
+static void
+ngx_edge_redis_stat(ngx_edge_redis_server_t *server, ngx_edge_stats_id_t id,
+    int64_t delta)
+{
+    if (server->stats && id != NGX_EDGE_STATS_NONE) {
+        ngx_edge_stats_add(server->stats, id, delta);
+    }
+}
+
+
+/* One line per interval and server, not one per request: when Redis is
+ * down every request would otherwise log the same failure. */
+
+static void
+ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn, const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+    u_char    msg[NGX_MAX_ERROR_STR];
+
+    conn->failing = 1;
+
+    if (ngx_time() < conn->log_next) {
+        conn->log_suppressed++;
+        return;
+    }
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
+    va_end(args);
+
+    if (conn->log_suppressed) {
+        ngx_log_error(NGX_LOG_ERR, conn->log, 0,
+                      "redis \"%V\" at %V: %*s "
+                      "(and %ui more failures in the last %ds)",
+                      &conn->server->name, &conn->server->address,
+                      p - msg, msg, conn->log_suppressed,
+                      NGX_EDGE_REDIS_LOG_INTERVAL);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, conn->log, 0, "redis \"%V\" at %V: %*s",
+                      &conn->server->name, &conn->server->address,
+                      p - msg, msg);
+    }
+
+    conn->log_suppressed = 0;
+    conn->log_next = ngx_time() + NGX_EDGE_REDIS_LOG_INTERVAL;
+}

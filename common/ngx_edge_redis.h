@@ -1,0 +1,132 @@
+/*
+ * An asynchronous Redis client on nginx's event loop, built on hiredis's
+ * async API.
+ *
+ * Each configured server gets one connection per worker.  Commands from
+ * every request in the worker share it: they are appended to hiredis's
+ * output buffer and flushed together once per event-loop iteration (a
+ * posted write event), so concurrent requests are pipelined in one write,
+ * and replies are matched in order.
+ *
+ * A command is tracked by a slot taken from a fixed per-connection array
+ * (the in-flight bound).  The slot, not the request, is hiredis's privdata:
+ * a request that goes away detaches its slot (ngx_edge_redis_detach() from
+ * a pool cleanup), and the reply that arrives later finds no handler.
+ *
+ * The handler is called exactly once per ngx_edge_redis_send() that
+ * returned a command, unless the command was detached first; the slot is
+ * already free by then, so the handler gets the caller's data only:
+ *   rc == NGX_OK       reply != NULL (which may be a Redis error reply)
+ *   rc == NGX_ERROR    connection lost or broken reply, reply == NULL
+ *   rc == NGX_AGAIN    the command timed out, reply == NULL
+ */
+
+#ifndef _NGX_EDGE_REDIS_H_INCLUDED_
+#define _NGX_EDGE_REDIS_H_INCLUDED_
+
+
+#include "ngx_edge_common.h"
+#include "ngx_edge_stats.h"
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+typedef struct ngx_edge_redis_server_s  ngx_edge_redis_server_t;
+typedef struct ngx_edge_redis_conn_s    ngx_edge_redis_conn_t;
+typedef struct ngx_edge_redis_cmd_s     ngx_edge_redis_cmd_t;
+
+typedef void (*ngx_edge_redis_handler_pt)(void *data, redisReply *reply,
+    ngx_int_t rc);
+
+
+typedef struct {
+    ngx_str_t                    source;
+    u_char                       sha1[40];
+} ngx_edge_redis_script_t;
+
+
+struct ngx_edge_redis_server_s {
+    ngx_str_t                    name;
+    ngx_str_t                    address;    /* as written, for logs */
+
+    ngx_str_t                    host;       /* numeric, resolved at conf */
+    int                          port;
+    ngx_str_t                    unix_path;  /* or a unix: socket */
+
+    ngx_str_t                    user;
+    ngx_str_t                    password;
+    ngx_int_t                    db;
+
+    ngx_msec_t                   connect_timeout;
+    ngx_msec_t                   timeout;
+    ngx_uint_t                   max_inflight;
+
+    ngx_array_t                  scripts;    /* ngx_edge_redis_script_t * */
+
+    /* series in the owning module's stats zone */
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          st_commands;
+    ngx_edge_stats_id_t          st_errors;
+    ngx_edge_stats_id_t          st_timeouts;
+    ngx_edge_stats_id_t          st_reconnects;
+    ngx_edge_stats_id_t          st_inflight;
+    ngx_edge_stats_id_t          st_rtt;
+
+    ngx_edge_redis_conn_t       *conn;       /* this worker's connection */
+};
+
+
+struct ngx_edge_redis_cmd_s {
+    ngx_edge_redis_conn_t       *conn;
+    ngx_edge_redis_handler_pt    handler;    /* NULL once detached */
+    void                        *data;       /* the caller's */
+
+    /* kept for a NOSCRIPT retry while the caller is attached: the caller's
+     * memory, valid until it detaches */
+    int                          argc;
+    const char                 **argv;
+    const size_t                *argvlen;
+    unsigned                     retried:1;
+
+    ngx_event_t                  timer;
+    ngx_msec_t                   start;
+    ngx_queue_t                  queue;      /* in the free list */
+};
+
+
+/* configuration time */
+
+/* args: "name address [password=..] [user=..] [db=N] [connect_timeout=T]
+ * [timeout=T] [max_inflight=N]" */
+NGX_EDGE_API ngx_edge_redis_server_t *ngx_edge_redis_parse_server(
+    ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs);
+
+NGX_EDGE_API ngx_int_t ngx_edge_redis_register_stats(ngx_conf_t *cf,
+    ngx_edge_redis_server_t *server, ngx_edge_stats_t *stats,
+    const char *prefix);
+
+NGX_EDGE_API ngx_edge_redis_script_t *ngx_edge_redis_add_script(
+    ngx_conf_t *cf, ngx_edge_redis_server_t *server, ngx_str_t *source);
+
+/* worker life */
+
+NGX_EDGE_API ngx_int_t ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
+    ngx_edge_redis_server_t *server);
+NGX_EDGE_API void ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server);
+
+/* request time */
+
+NGX_EDGE_API ngx_flag_t ngx_edge_redis_ready(ngx_edge_redis_server_t *server);
+
+/* Returns NULL when the server is not connected or the in-flight bound is
+ * reached: the caller applies its failure policy.  argv must stay valid
+ * until the handler runs or the command is detached (r->pool is fine). */
+NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send(
+    ngx_edge_redis_server_t *server, ngx_edge_redis_handler_pt handler,
+    void *data, int argc, const char **argv, const size_t *argvlen);
+
+NGX_EDGE_API void ngx_edge_redis_detach(ngx_edge_redis_cmd_t *cmd);
+
+
+#endif /* _NGX_EDGE_REDIS_H_INCLUDED_ */
