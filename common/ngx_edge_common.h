@@ -31,5 +31,9 @@ NGX_EDGE_API extern ngx_conf_enum_t  ngx_edge_log_levels[];
 NGX_EDGE_API char *ngx_edge_conf_set_status(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
+/* post handler: { ngx_edge_conf_check_bounds, low, high or -1 } */
+NGX_EDGE_API char *ngx_edge_conf_check_bounds(ngx_conf_t *cf, void *post,
+    void *data);
+
 
 #endif /* _NGX_EDGE_COMMON_H_INCLUDED_ */

@@ -51,3 +51,41 @@ ngx_edge_conf_set_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     return NGX_CONF_OK;
 }
+
+
+/*
+ * A post handler for ngx_conf_set_num_slot, as ngx_conf_check_num_bounds
+ * but naming the directive and the value: "value must be between" alone
+ * does not tell an operator which line of a long include is wrong.
+ */
+
+char *
+ngx_edge_conf_check_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    ngx_int_t              *np = data;
+
+    ngx_str_t  *value;
+
+    if (*np >= bounds->low
+        && (bounds->high == -1 || *np <= bounds->high))
+    {
+        return NGX_CONF_OK;
+    }
+
+    value = cf->args->elts;
+
+    if (bounds->high == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\", it must be "
+                           "at least %i", &value[1], &value[0], bounds->low);
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\", it must be "
+                           "between %i and %i", &value[1], &value[0],
+                           bounds->low, bounds->high);
+    }
+
+    return NGX_CONF_ERROR;
+}

@@ -52,7 +52,17 @@ typedef struct {
     const uint64_t              *bounds;
     ngx_uint_t                   nbounds;
     uint64_t                     scale;
+
+    /* optional, zero by default */
+    ngx_uint_t                   flags;     /* NGX_EDGE_STATS_* below */
+    ngx_uint_t                   max_series; /* run-time series, see lookup */
 } ngx_edge_stats_family_t;
+
+
+/* the family's series are created at run time by ngx_edge_stats_lookup() */
+#define NGX_EDGE_STATS_DYNAMIC   0x01
+/* kept and counted, but not rendered (e.g. a label's set of values) */
+#define NGX_EDGE_STATS_HIDDEN    0x02
 
 
 /* a series handle: valid in every worker, resolved at configuration time */
@@ -84,6 +94,110 @@ NGX_EDGE_API void ngx_edge_stats_set(ngx_edge_stats_t *st,
 /* histograms: value in the family's base units */
 NGX_EDGE_API void ngx_edge_stats_observe(ngx_edge_stats_t *st,
     ngx_edge_stats_id_t id, uint64_t value);
+
+
+/*
+ * Run-time series (families with NGX_EDGE_STATS_DYNAMIC, or max_series > 0).
+ *
+ * A family with max_series > 0 reserves room for that many series of its
+ * own; other dynamic families share the room given by _reserve().  The
+ * lookup takes no lock when the series exists; the first insert takes the
+ * zone's mutex.  When the family or the zone is full, the lookup returns
+ * the family's overflow series (every label "__overflow__"), counts the
+ * request in the family's dropped counter and sets *overflow to 1.
+ * Label values longer than NGX_EDGE_STATS_VALUE_MAX bytes are truncated.
+ */
+
+#define NGX_EDGE_STATS_VALUE_MAX  128
+
+NGX_EDGE_API ngx_int_t ngx_edge_stats_reserve(ngx_conf_t *cf,
+    ngx_edge_stats_t *st, ngx_uint_t nseries, ngx_uint_t nvalues);
+
+NGX_EDGE_API ngx_edge_stats_id_t ngx_edge_stats_lookup(ngx_edge_stats_t *st,
+    ngx_int_t family, ngx_str_t *values, ngx_uint_t *overflow);
+
+/* the number of values one series of the family takes (1, or nbounds + 2
+ * for a histogram); for sizing a reserve */
+NGX_EDGE_API ngx_uint_t ngx_edge_stats_width(ngx_edge_stats_family_t *family);
+
+
+/*
+ * The zone as the metrics module reads it.  Everything below is in shared
+ * memory; pointers are absolute (every process maps the zone at the same
+ * address).  Series are appended and published by a release store of
+ * nseries; values are slot-major: slot s of the value at offset o is
+ * values[s * stride + o], each slot starting on its own cache line.
+ */
+
+#define NGX_EDGE_STATS_MAGIC    0x45535453      /* "ESTS" */
+#define NGX_EDGE_STATS_LAYOUT   1
+#define NGX_EDGE_STATS_PREFIX   "edge_stats_"
+#define NGX_EDGE_STATS_MAX_SLOTS  64
+#define NGX_EDGE_STATS_MAX_LABELS  16
+
+
+typedef struct {
+    ngx_str_t                    name;
+    ngx_str_t                    help;
+    ngx_uint_t                   type;
+    ngx_uint_t                   flags;
+    ngx_uint_t                   nlabels;
+    ngx_str_t                   *labels;
+    ngx_uint_t                   nbounds;
+    uint64_t                    *bounds;
+    uint64_t                     scale;
+    ngx_uint_t                   width;
+    ngx_uint_t                   max_series;
+    ngx_uint_t                   nseries;      /* run-time ones, locked */
+    ngx_int_t                    overflow;     /* series id, or NONE */
+    ngx_int_t                    dropped;      /* value offset, or -1 */
+} ngx_edge_stats_shfamily_t;
+
+
+typedef struct {
+    uint32_t                     family;
+    uint32_t                     hash;
+    uint32_t                     off;          /* first value */
+    uint32_t                     overflow;
+    ngx_str_t                   *values;       /* family's nlabels */
+} ngx_edge_stats_series_t;
+
+
+typedef struct {
+    uint32_t                     magic;
+    uint32_t                     layout;
+    uint32_t                     hash;         /* of the whole catalog */
+    uint32_t                     nslots;
+    time_t                       start_time;
+
+    ngx_uint_t                   nfamilies;
+    ngx_edge_stats_shfamily_t   *families;
+
+    ngx_uint_t                   nstatic;
+    ngx_uint_t                   capacity;     /* series, in all */
+    ngx_uint_t                   nseries;      /* published */
+    ngx_edge_stats_series_t     *series;
+
+    ngx_uint_t                   nbuckets;     /* power of two */
+    uint32_t                    *buckets;      /* series index + 1 */
+
+    ngx_uint_t                   nvalues;      /* per slot, in all */
+    ngx_uint_t                   used;         /* per slot, allocated */
+    ngx_uint_t                   stride;       /* per slot, with padding */
+    uint64_t                    *values;
+} ngx_edge_stats_sh_t;
+
+
+/* the header of a zone named edge_stats_*, or NULL if it is not one or
+ * is not initialized (yet) */
+NGX_EDGE_API ngx_edge_stats_sh_t *ngx_edge_stats_zone(ngx_shm_zone_t *zone);
+
+/* a series' published count (acquire) */
+NGX_EDGE_API ngx_uint_t ngx_edge_stats_nseries(ngx_edge_stats_sh_t *sh);
+
+/* sums value k of series s over the slots (a gauge set: slot 0 only) */
+NGX_EDGE_API int64_t ngx_edge_stats_read(ngx_edge_stats_sh_t *sh,
+    ngx_edge_stats_series_t *s, ngx_uint_t k);
 
 
 #endif /* _NGX_EDGE_STATS_H_INCLUDED_ */

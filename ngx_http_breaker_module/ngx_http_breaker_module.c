@@ -22,7 +22,7 @@ static char *ngx_http_breaker_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
 
 static ngx_conf_num_bounds_t  ngx_http_breaker_threshold_bounds = {
-    ngx_conf_check_num_bounds, 1, 1000000
+    ngx_edge_conf_check_bounds, 1, 1000000
 };
 
 

@@ -2,37 +2,61 @@
  * ngx_http_metrics_module: Prometheus metrics of nginx itself and of the
  * other edge modules.
  *
- * This file holds the module tables, the zone and the exposition handler.
+ * This file holds the module tables, the configuration and the LOG phase
+ * handler that counts requests; ngx_http_metrics_render.c holds the
+ * exposition handler.
+ *
+ * Request metrics live in a stats zone of their own ("edge_stats_metrics",
+ * see common/ngx_edge_stats.h).  Their series are created at run time: a
+ * series' labels are the operator's names for the server and location, the
+ * method, the status and the values of variables, each variable label
+ * bounded by its declared maximum of distinct values.
  */
 
-#include "ngx_edge_common.h"
-
-
-/* bumped whenever the layout of the zone changes; a reload with another
- * layout starts the zone afresh instead of misreading it */
-#define NGX_HTTP_METRICS_LAYOUT  1
+#include "ngx_http_metrics_module.h"
 
 
 typedef struct {
-    ngx_uint_t                   layout;
-    time_t                       start_time;
-} ngx_http_metrics_shctx_t;
+    ngx_edge_stats_id_t          upgraded;
+} ngx_http_metrics_ctx_t;
 
 
-typedef struct {
-    ngx_shm_zone_t              *shm_zone;
-    ngx_http_metrics_shctx_t    *sh;
-} ngx_http_metrics_main_conf_t;
-
-
-static ngx_int_t ngx_http_metrics_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_metrics_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
+static ngx_int_t ngx_http_metrics_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_metrics_header_filter(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_metrics_labels(ngx_http_request_t *r,
+    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values);
+static void ngx_http_metrics_status(ngx_http_metrics_main_conf_t *mmcf,
+    ngx_uint_t status, ngx_str_t *value, u_char *buf);
+static void ngx_http_metrics_upstream(ngx_http_request_t *r,
+    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values, ngx_uint_t n);
+static ngx_int_t ngx_http_metrics_register(ngx_conf_t *cf,
+    ngx_http_metrics_main_conf_t *mmcf);
+static ngx_int_t ngx_http_metrics_init(ngx_conf_t *cf);
 static void *ngx_http_metrics_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_metrics_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_metrics_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_http_metrics_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static void *ngx_http_metrics_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
 static char *ngx_http_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_metrics_location(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_metrics_label(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_metrics_buckets(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+
+static ngx_conf_enum_t  ngx_http_metrics_status_modes[] = {
+    { ngx_string("code"), NGX_HTTP_METRICS_STATUS_CODE },
+    { ngx_string("class"), NGX_HTTP_METRICS_STATUS_CLASS },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_http_metrics_commands[] = {
@@ -41,6 +65,41 @@ static ngx_command_t  ngx_http_metrics_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_metrics_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("metrics_status"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_metrics_main_conf_t, status),
+      &ngx_http_metrics_status_modes },
+
+    { ngx_string("metrics_label"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE23,
+      ngx_http_metrics_label,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("metrics_buckets"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_metrics_buckets,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("metrics_server"),
+      NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_metrics_srv_conf_t, server),
+      NULL },
+
+    { ngx_string("metrics_location"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_metrics_location,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -57,16 +116,16 @@ static ngx_command_t  ngx_http_metrics_commands[] = {
 
 static ngx_http_module_t  ngx_http_metrics_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_metrics_init,                 /* postconfiguration */
 
     ngx_http_metrics_create_main_conf,     /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_metrics_init_main_conf,       /* init main configuration */
 
-    NULL,                                  /* create server configuration */
-    NULL,                                  /* merge server configuration */
+    ngx_http_metrics_create_srv_conf,      /* create server configuration */
+    ngx_http_metrics_merge_srv_conf,       /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_metrics_create_loc_conf,      /* create location configuration */
+    ngx_http_metrics_merge_loc_conf        /* merge location configuration */
 };
 
 
@@ -86,134 +145,487 @@ ngx_module_t  ngx_http_metrics_module = {
 };
 
 
-static ngx_str_t  ngx_http_metrics_content_type =
-    ngx_string("text/plain; version=0.0.4; charset=utf-8");
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 
-/* room for every sample the handler prints, with their HELP/TYPE lines */
-#define NGX_HTTP_METRICS_BUF_SIZE  2048
+/* label names before the variable labels, per family */
+
+static const char  *ngx_http_metrics_requests_labels[] = {
+    "server", "location", "method", "status", NULL
+};
+
+static const char  *ngx_http_metrics_request_labels[] = {
+    "server", "location", NULL
+};
+
+static const char  *ngx_http_metrics_upstream_labels[] = {
+    "server", "location", "upstream", NULL
+};
+
+static const char  *ngx_http_metrics_peer_labels[] = {
+    "server", "location", "upstream", "peer", "status", NULL
+};
+
+static const char  *ngx_http_metrics_value_label[] = { "value", NULL };
+
+
+typedef struct {
+    const char                  *name;
+    const char                  *help;
+    ngx_edge_stats_type_e        type;
+    const char                 **labels;
+    ngx_uint_t                   variables;  /* + the variable labels */
+    ngx_int_t                    histogram;  /* metrics_buckets index */
+} ngx_http_metrics_family_t;
+
+
+static ngx_http_metrics_family_t  ngx_http_metrics_families[] = {
+
+    { "http_requests_total",
+      "Requests completed, by method and status.",
+      NGX_EDGE_STATS_COUNTER, ngx_http_metrics_requests_labels, 1, -1 },
+
+    { "http_request_duration_seconds",
+      "Time from the first byte of the request to the log phase.",
+      NGX_EDGE_STATS_HISTOGRAM, ngx_http_metrics_request_labels, 1, 0 },
+
+    { "http_request_size_bytes",
+      "Request length: request line, header and body.",
+      NGX_EDGE_STATS_HISTOGRAM, ngx_http_metrics_request_labels, 1, 1 },
+
+    { "http_response_size_bytes",
+      "Response body bytes sent to the client.",
+      NGX_EDGE_STATS_HISTOGRAM, ngx_http_metrics_request_labels, 1, 2 },
+
+    { "http_upstream_response_time_seconds",
+      "Time to receive the response from an upstream server, per try.",
+      NGX_EDGE_STATS_HISTOGRAM, ngx_http_metrics_upstream_labels, 0, 3 },
+
+    { "http_upstream_responses_total",
+      "Responses of upstream servers, per peer and status.",
+      NGX_EDGE_STATS_COUNTER, ngx_http_metrics_peer_labels, 0, -1 },
+
+    { "http_upgraded_connections",
+      "Upgraded (WebSocket) connections in flight.",
+      NGX_EDGE_STATS_GAUGE, ngx_http_metrics_request_labels, 0, -1 }
+};
+
+
+static const char  *ngx_http_metrics_histograms[] = {
+    "request_duration", "request_size", "response_size",
+    "upstream_response_time"
+};
+
+/* the unit of each histogram's base values: microseconds or bytes */
+static uint64_t  ngx_http_metrics_scales[] = { 1000000, 1, 1, 1000000 };
+
+static uint64_t  ngx_http_metrics_time_buckets[] = {
+    5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000, 2500000, 5000000, 10000000
+};
+
+static uint64_t  ngx_http_metrics_size_buckets[] = {
+    64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216
+};
+
+
+static ngx_str_t  ngx_http_metrics_other_method = ngx_string("OTHER");
+static ngx_str_t  ngx_http_metrics_none = ngx_string("");
+
+
+#define NGX_HTTP_METRICS_FIXED_LABELS  4
 
 
 static ngx_int_t
-ngx_http_metrics_handler(ngx_http_request_t *r)
+ngx_http_metrics_log_handler(ngx_http_request_t *r)
 {
-    u_char                        *p;
-    ngx_int_t                      rc;
-    ngx_buf_t                     *b;
-    ngx_chain_t                    out;
+    int64_t                        ms;
+    off_t                          sent;
+    u_char                         status[4];
+    ngx_uint_t                     n;
+    ngx_time_t                    *tp;
+    ngx_edge_stats_t              *st;
+    ngx_edge_stats_id_t            id;
+    ngx_http_metrics_ctx_t        *ctx;
+    ngx_http_metrics_loc_conf_t   *mlcf;
     ngx_http_metrics_main_conf_t  *mmcf;
+    ngx_str_t                      values[NGX_HTTP_METRICS_FIXED_LABELS
+                                          + NGX_EDGE_STATS_MAX_LABELS];
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_metrics_module);
+
+    if (!mlcf->enabled) {
+        return NGX_OK;
     }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    b = ngx_create_temp_buf(r->pool, NGX_HTTP_METRICS_BUF_SIZE);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = b->last;
-
-#if (NGX_STAT_STUB)
-    p = ngx_sprintf(p,
-        "# HELP nginx_connections_active Client connections open now.\n"
-        "# TYPE nginx_connections_active gauge\n"
-        "nginx_connections_active %uA\n"
-        "# HELP nginx_connections_reading Connections reading a request "
-        "header.\n"
-        "# TYPE nginx_connections_reading gauge\n"
-        "nginx_connections_reading %uA\n"
-        "# HELP nginx_connections_writing Connections writing a response.\n"
-        "# TYPE nginx_connections_writing gauge\n"
-        "nginx_connections_writing %uA\n"
-        "# HELP nginx_connections_waiting Idle keep-alive connections.\n"
-        "# TYPE nginx_connections_waiting gauge\n"
-        "nginx_connections_waiting %uA\n"
-        "# HELP nginx_connections_accepted_total Client connections "
-        "accepted.\n"
-        "# TYPE nginx_connections_accepted_total counter\n"
-        "nginx_connections_accepted_total %uA\n"
-        "# HELP nginx_connections_handled_total Client connections "
-        "handled.\n"
-        "# TYPE nginx_connections_handled_total counter\n"
-        "nginx_connections_handled_total %uA\n"
-        "# HELP nginx_http_requests_total Client requests received.\n"
-        "# TYPE nginx_http_requests_total counter\n"
-        "nginx_http_requests_total %uA\n",
-        *ngx_stat_active, *ngx_stat_reading, *ngx_stat_writing,
-        *ngx_stat_waiting, *ngx_stat_accepted, *ngx_stat_handled,
-        *ngx_stat_requests);
-#endif
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_metrics_module);
+    st = mmcf->stats;
 
-    if (mmcf->sh) {
-        p = ngx_sprintf(p,
-            "# HELP nginx_edge_metrics_start_time_seconds When the metrics "
-            "zone was created; a change means the counters restarted.\n"
-            "# TYPE nginx_edge_metrics_start_time_seconds gauge\n"
-            "nginx_edge_metrics_start_time_seconds %T\n",
-            mmcf->sh->start_time);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_metrics_module);
+
+    if (ctx && ctx->upgraded != NGX_EDGE_STATS_NONE) {
+        ngx_edge_stats_add(st, ctx->upgraded, -1);
     }
 
-    b->last = p;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
+    /* values: server, location, method, status, variables... */
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    r->headers_out.content_type = ngx_http_metrics_content_type;
-    r->headers_out.content_type_len = ngx_http_metrics_content_type.len;
+    n = ngx_http_metrics_labels(r, mmcf, values);
 
-    rc = ngx_http_send_header(r);
+    values[2] = (r->method & NGX_HTTP_UNKNOWN) ? ngx_http_metrics_other_method
+                                               : r->method_name;
 
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
+    ngx_http_metrics_status(mmcf,
+                            r->err_status ? r->err_status
+                                          : r->headers_out.status,
+                            &values[3], status);
+
+    id = ngx_edge_stats_lookup(st,
+                               mmcf->family[NGX_HTTP_METRICS_REQUESTS],
+                               values, NULL);
+    ngx_edge_stats_add(st, id, 1);
+
+    /* the histograms go without method and status */
+
+    values[2] = values[0];
+    values[3] = values[1];
+
+    tp = ngx_timeofday();
+    ms = (int64_t) (tp->sec - r->start_sec) * 1000
+         + (int64_t) tp->msec - (int64_t) r->start_msec;
+
+    id = ngx_edge_stats_lookup(st, mmcf->family[NGX_HTTP_METRICS_DURATION],
+                               &values[2], NULL);
+    ngx_edge_stats_observe(st, id, (uint64_t) ngx_max(ms, 0) * 1000);
+
+    id = ngx_edge_stats_lookup(st,
+                               mmcf->family[NGX_HTTP_METRICS_REQUEST_SIZE],
+                               &values[2], NULL);
+    ngx_edge_stats_observe(st, id, (uint64_t) r->request_length);
+
+    sent = r->connection->sent - (off_t) r->header_size;
+
+    id = ngx_edge_stats_lookup(st,
+                               mmcf->family[NGX_HTTP_METRICS_RESPONSE_SIZE],
+                               &values[2], NULL);
+    ngx_edge_stats_observe(st, id, (uint64_t) ngx_max(sent, 0));
+
+    if (r->upstream_states && r->upstream_states->nelts) {
+        ngx_http_metrics_upstream(r, mmcf, values, n);
     }
 
-    out.buf = b;
-    out.next = NULL;
+    return NGX_OK;
+}
 
-    return ngx_http_output_filter(r, &out);
+
+/* server, location and the variable labels from values[4] on */
+
+static ngx_uint_t
+ngx_http_metrics_labels(ngx_http_request_t *r,
+    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values)
+{
+    ngx_uint_t                    i, overflow;
+    ngx_str_t                    *v;
+    ngx_http_metrics_label_t     *label;
+    ngx_http_metrics_srv_conf_t  *mscf;
+    ngx_http_metrics_loc_conf_t  *mlcf;
+
+    mscf = ngx_http_get_module_srv_conf(r, ngx_http_metrics_module);
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_metrics_module);
+
+    values[0] = mscf->server;
+    values[1] = mlcf->location;
+
+    label = mmcf->labels.elts;
+
+    for (i = 0; i < mmcf->labels.nelts; i++) {
+        v = &values[NGX_HTTP_METRICS_FIXED_LABELS + i];
+
+        if (ngx_http_complex_value(r, &label[i].value, v) != NGX_OK) {
+            *v = ngx_http_metrics_none;
+        }
+
+        /* a value beyond the label's maximum becomes "__overflow__" */
+
+        (void) ngx_edge_stats_lookup(mmcf->stats, label[i].family, v,
+                                     &overflow);
+        if (overflow) {
+            ngx_str_set(v, "__overflow__");
+        }
+    }
+
+    return mmcf->labels.nelts;
+}
+
+
+static void
+ngx_http_metrics_status(ngx_http_metrics_main_conf_t *mmcf,
+    ngx_uint_t status, ngx_str_t *value, u_char *buf)
+{
+    if (status > 999) {
+        status = 0;
+    }
+
+    buf[0] = (u_char) ('0' + status / 100);
+
+    if (mmcf->status == NGX_HTTP_METRICS_STATUS_CLASS) {
+        buf[1] = 'x';
+        buf[2] = 'x';
+
+    } else {
+        buf[1] = (u_char) ('0' + status / 10 % 10);
+        buf[2] = (u_char) ('0' + status % 10);
+    }
+
+    value->data = buf;
+    value->len = 3;
+}
+
+
+static void
+ngx_http_metrics_upstream(ngx_http_request_t *r,
+    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values, ngx_uint_t n)
+{
+    u_char                      status[4];
+    ngx_uint_t                  i;
+    ngx_str_t                   v[5];
+    ngx_edge_stats_t           *st;
+    ngx_edge_stats_id_t         id;
+    ngx_http_upstream_t        *u;
+    ngx_http_upstream_state_t  *state;
+
+    st = mmcf->stats;
+    u = r->upstream;
+
+    v[0] = values[0];
+    v[1] = values[1];
+    v[2] = ngx_http_metrics_none;
+
+    if (u && u->upstream) {
+        v[2] = u->upstream->host;
+
+    } else if (u && u->resolved) {
+        v[2] = u->resolved->host;
+    }
+
+    state = r->upstream_states->elts;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+
+        if (state[i].peer == NULL) {
+            /* a separator between upstream groups of a redirected request */
+            continue;
+        }
+
+        if (state[i].response_time != (ngx_msec_t) -1) {
+            id = ngx_edge_stats_lookup(st,
+                                mmcf->family[NGX_HTTP_METRICS_UPSTREAM_TIME],
+                                v, NULL);
+            ngx_edge_stats_observe(st, id,
+                                   (uint64_t) state[i].response_time * 1000);
+        }
+
+        v[3] = *state[i].peer;
+        ngx_http_metrics_status(mmcf, state[i].status, &v[4], status);
+
+        id = ngx_edge_stats_lookup(st,
+                            mmcf->family[NGX_HTTP_METRICS_UPSTREAM_RESPONSES],
+                            v, NULL);
+        ngx_edge_stats_add(st, id, 1);
+    }
 }
 
 
 static ngx_int_t
-ngx_http_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+ngx_http_metrics_header_filter(ngx_http_request_t *r)
 {
-    ngx_http_metrics_main_conf_t  *omcf = data;
-
-    ngx_slab_pool_t               *shpool;
+    ngx_str_t                      values[2];
+    ngx_http_metrics_ctx_t        *ctx;
+    ngx_http_metrics_srv_conf_t   *mscf;
+    ngx_http_metrics_loc_conf_t   *mlcf;
     ngx_http_metrics_main_conf_t  *mmcf;
 
-    mmcf = shm_zone->data;
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (omcf && omcf->sh && omcf->sh->layout == NGX_HTTP_METRICS_LAYOUT) {
-        /* nginx -s reload: keep the counters and their start time */
-        mmcf->sh = omcf->sh;
-        return NGX_OK;
+    if (r->headers_out.status != NGX_HTTP_SWITCHING_PROTOCOLS
+        || r != r->main)
+    {
+        return ngx_http_next_header_filter(r);
     }
 
-    if (shm_zone->shm.exists) {
-        mmcf->sh = shpool->data;
-        return NGX_OK;
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_http_metrics_module);
+
+    if (!mlcf->enabled) {
+        return ngx_http_next_header_filter(r);
     }
 
-    mmcf->sh = ngx_slab_calloc(shpool, sizeof(ngx_http_metrics_shctx_t));
-    if (mmcf->sh == NULL) {
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_metrics_module);
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_metrics_ctx_t));
+    if (ctx == NULL) {
         return NGX_ERROR;
     }
 
-    mmcf->sh->layout = NGX_HTTP_METRICS_LAYOUT;
-    mmcf->sh->start_time = ngx_time();
+    mscf = ngx_http_get_module_srv_conf(r, ngx_http_metrics_module);
 
-    shpool->data = mmcf->sh;
+    values[0] = mscf->server;
+    values[1] = mlcf->location;
+
+    ctx->upgraded = ngx_edge_stats_lookup(mmcf->stats,
+                                   mmcf->family[NGX_HTTP_METRICS_UPGRADED],
+                                   values, NULL);
+    ngx_edge_stats_add(mmcf->stats, ctx->upgraded, 1);
+
+    ngx_http_set_ctx(r, ctx, ngx_http_metrics_module);
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_metrics_register(ngx_conf_t *cf, ngx_http_metrics_main_conf_t *mmcf)
+{
+    u_char                     *p;
+    size_t                      cost;
+    ngx_uint_t                  i, j, k, n, width, nslots, nseries;
+    ngx_array_t                *b;
+    ngx_http_metrics_label_t   *label;
+    ngx_edge_stats_family_t     family;
+    ngx_http_metrics_family_t  *mf;
+    const char                **names;
+
+    mmcf->stats = ngx_edge_stats_create(cf, "metrics",
+                                        &ngx_http_metrics_module);
+    if (mmcf->stats == NULL) {
+        return NGX_ERROR;
+    }
+
+    label = mmcf->labels.elts;
+    n = mmcf->labels.nelts;
+
+    /* a hidden family per variable label: its set of values, bounded */
+
+    for (i = 0; i < n; i++) {
+        ngx_memzero(&family, sizeof(ngx_edge_stats_family_t));
+
+        p = ngx_pnalloc(cf->pool, sizeof("http_label_") + label[i].name.len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(p, "http_label_%V%Z", &label[i].name);
+
+        family.name = (const char *) p;
+        family.help = "Values of a variable label.";
+        family.type = NGX_EDGE_STATS_COUNTER;
+        family.labels = ngx_http_metrics_value_label;
+        family.flags = NGX_EDGE_STATS_HIDDEN;
+        family.max_series = label[i].max;
+
+        label[i].family = ngx_edge_stats_add_family(cf, mmcf->stats, &family);
+        if (label[i].family == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+
+    width = 0;
+
+    for (i = 0; i < NGX_HTTP_METRICS_NFAMILIES; i++) {
+        mf = &ngx_http_metrics_families[i];
+
+        ngx_memzero(&family, sizeof(ngx_edge_stats_family_t));
+
+        family.name = mf->name;
+        family.help = mf->help;
+        family.type = mf->type;
+        family.flags = NGX_EDGE_STATS_DYNAMIC;
+
+        for (k = 0; mf->labels[k]; k++) { /* void */ }
+
+        names = ngx_palloc(cf->pool, (k + n + 1) * sizeof(char *));
+        if (names == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(names, mf->labels, k * sizeof(char *));
+
+        if (mf->variables) {
+            for (j = 0; j < n; j++) {
+                names[k++] = (const char *) label[j].name.data;
+            }
+        }
+
+        names[k] = NULL;
+        family.labels = names;
+
+        if (mf->histogram >= 0) {
+            b = mmcf->buckets[mf->histogram];
+            family.scale = ngx_http_metrics_scales[mf->histogram];
+
+            if (b) {
+                family.bounds = b->elts;
+                family.nbounds = b->nelts;
+
+            } else if (family.scale == 1) {
+                family.bounds = ngx_http_metrics_size_buckets;
+                family.nbounds = sizeof(ngx_http_metrics_size_buckets)
+                                 / sizeof(uint64_t);
+
+            } else {
+                family.bounds = ngx_http_metrics_time_buckets;
+                family.nbounds = sizeof(ngx_http_metrics_time_buckets)
+                                 / sizeof(uint64_t);
+            }
+        }
+
+        mmcf->family[i] = ngx_edge_stats_add_family(cf, mmcf->stats, &family);
+        if (mmcf->family[i] == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        width += ngx_edge_stats_width(&family);
+    }
+
+    /*
+     * The run-time series share the room metrics_zone gives: a series
+     * costs its entry, two lookup buckets, its label strings and its
+     * values in every slot; the average width is taken over the families.
+     */
+
+    nslots = ngx_min(ngx_max(ngx_ncpu, 1), NGX_EDGE_STATS_MAX_SLOTS);
+    width = (width + NGX_HTTP_METRICS_NFAMILIES - 1)
+            / NGX_HTTP_METRICS_NFAMILIES;
+
+    cost = sizeof(ngx_edge_stats_series_t) + 2 * sizeof(uint32_t) + 256
+           + width * nslots * sizeof(uint64_t);
+
+    nseries = mmcf->size / cost;
+
+    return ngx_edge_stats_reserve(cf, mmcf->stats, nseries, nseries * width);
+}
+
+
+static ngx_int_t
+ngx_http_metrics_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt           *h;
+    ngx_http_core_main_conf_t     *cmcf;
+    ngx_http_metrics_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_metrics_module);
+
+    if (mmcf->stats == NULL) {
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_metrics_log_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_metrics_header_filter;
 
     return NGX_OK;
 }
@@ -222,8 +634,133 @@ ngx_http_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 static void *
 ngx_http_metrics_create_main_conf(ngx_conf_t *cf)
 {
-    /* ngx_pcalloc() leaves shm_zone and sh NULL: no zone configured */
-    return ngx_pcalloc(cf->pool, sizeof(ngx_http_metrics_main_conf_t));
+    ngx_http_metrics_main_conf_t  *mmcf;
+
+    mmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_metrics_main_conf_t));
+    if (mmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mmcf->stats = NULL;
+     *     mmcf->buckets[] = NULL;
+     */
+
+    mmcf->size = NGX_CONF_UNSET_SIZE;
+    mmcf->status = NGX_CONF_UNSET_UINT;
+
+    if (ngx_array_init(&mmcf->labels, cf->pool, 2,
+                       sizeof(ngx_http_metrics_label_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return mmcf;
+}
+
+
+static char *
+ngx_http_metrics_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_metrics_main_conf_t *mmcf = conf;
+
+    ngx_conf_init_uint_value(mmcf->status, NGX_HTTP_METRICS_STATUS_CODE);
+
+    if (mmcf->size == NGX_CONF_UNSET_SIZE) {
+        if (mmcf->labels.nelts) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"metrics_label\" needs \"metrics_zone\"");
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_http_metrics_register(cf, mmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_metrics_create_srv_conf(ngx_conf_t *cf)
+{
+    /* ngx_pcalloc(): server is { 0, NULL }, unset */
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_metrics_srv_conf_t));
+}
+
+
+static char *
+ngx_http_metrics_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_metrics_srv_conf_t *prev = parent;
+    ngx_http_metrics_srv_conf_t *conf = child;
+
+    ngx_http_core_srv_conf_t  *cscf;
+
+    if (conf->server.data == NULL) {
+        conf->server = prev->server;
+    }
+
+    if (conf->server.data == NULL) {
+        /* the server's first name: configuration, never the Host header */
+        cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+        conf->server = cscf->server_name;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_metrics_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_metrics_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_metrics_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->enabled = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_metrics_loc_conf_t *prev = parent;
+    ngx_http_metrics_loc_conf_t *conf = child;
+
+    ngx_http_metrics_main_conf_t  *mmcf;
+
+    if (conf->enabled == NGX_CONF_UNSET) {
+        conf->enabled = prev->enabled;
+        conf->location = prev->location;
+    }
+
+    if (conf->enabled == NGX_CONF_UNSET) {
+        conf->enabled = 0;
+    }
+
+    if (conf->enabled) {
+        mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_metrics_module);
+        if (mmcf->stats == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"metrics_location\" needs \"metrics_zone\"");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -233,9 +770,9 @@ ngx_http_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_metrics_main_conf_t *mmcf = conf;
 
     ssize_t     size;
-    ngx_str_t  *value, name;
+    ngx_str_t  *value;
 
-    if (mmcf->shm_zone) {
+    if (mmcf->size != NGX_CONF_UNSET_SIZE) {
         return "is duplicate";
     }
 
@@ -257,18 +794,283 @@ ngx_http_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    ngx_str_set(&name, "edge_metrics");
+    /* the zone itself is added once the http block is parsed */
+    mmcf->size = (size_t) size;
 
-    mmcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                           &ngx_http_metrics_module);
-    if (mmcf->shm_zone == NULL) {
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_metrics_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_metrics_loc_conf_t *mlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (mlcf->enabled != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        mlcf->enabled = 0;
+        return NGX_CONF_OK;
+    }
+
+    mlcf->enabled = 1;
+    mlcf->location = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_metrics_label(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_metrics_main_conf_t *mmcf = conf;
+
+    u_char                            *p;
+    ngx_int_t                          max;
+    ngx_str_t                         *value;
+    ngx_uint_t                         i;
+    ngx_http_metrics_label_t          *label;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    if (mmcf->labels.nelts
+        >= NGX_EDGE_STATS_MAX_LABELS - NGX_HTTP_METRICS_FIXED_LABELS - 1)
+    {
+        return "has too many labels";
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        p = &value[1].data[i];
+
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_'
+            || (i > 0 && *p >= '0' && *p <= '9'))
+        {
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid label name \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    mmcf->shm_zone->init = ngx_http_metrics_init_zone;
-    mmcf->shm_zone->data = mmcf;
+    if (value[1].len == 0
+        || (value[1].len > 1 && value[1].data[0] == '_'
+            && value[1].data[1] == '_')
+        || (value[1].len == 2 && ngx_strncmp(value[1].data, "le", 2) == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid label name \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    label = mmcf->labels.elts;
+
+    for (i = 0; i < mmcf->labels.nelts; i++) {
+        if (label[i].name.len == value[1].len
+            && ngx_strncmp(label[i].name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate label \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (i = 0; ngx_http_metrics_requests_labels[i]; i++) {
+        if (ngx_strlen(ngx_http_metrics_requests_labels[i]) == value[1].len
+            && ngx_strncmp(ngx_http_metrics_requests_labels[i], value[1].data,
+                           value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "label \"%V\" is built in", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    max = 10;
+
+    if (cf->args->nelts == 4) {
+        if (value[3].len <= 4 || ngx_strncmp(value[3].data, "max=", 4) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[3]);
+            return NGX_CONF_ERROR;
+        }
+
+        max = ngx_atoi(value[3].data + 4, value[3].len - 4);
+
+        if (max <= 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid maximum \"%V\"", &value[3]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    label = ngx_array_push(&mmcf->labels);
+    if (label == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(label, sizeof(ngx_http_metrics_label_t));
+
+    /* NUL-terminated: the stats registry takes C strings */
+    label->name.len = value[1].len;
+    label->name.data = ngx_pnalloc(cf->pool, value[1].len + 1);
+    if (label->name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_cpystrn(label->name.data, value[1].data, value[1].len + 1);
+
+    label->max = (ngx_uint_t) max;
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[2];
+    ccv.complex_value = &label->value;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
+}
+
+
+/* "0.005", "1", "2.5" seconds as microseconds */
+
+static ngx_int_t
+ngx_http_metrics_parse_seconds(ngx_str_t *s, uint64_t *us)
+{
+    u_char      *p, *last;
+    uint64_t     v, scale;
+    ngx_uint_t   frac, digits;
+
+    v = 0;
+    frac = 0;
+    digits = 0;
+    scale = 1000000;
+    last = s->data + s->len;
+
+    for (p = s->data; p < last; p++) {
+        if (*p == '.' && !frac) {
+            frac = 1;
+            continue;
+        }
+
+        if (*p < '0' || *p > '9' || v > 1000000000000ULL) {
+            return NGX_ERROR;
+        }
+
+        if (frac) {
+            if (scale == 1) {
+                return NGX_ERROR;    /* finer than a microsecond */
+            }
+
+            scale /= 10;
+            v += (*p - '0') * scale;
+
+        } else {
+            v = v * 10 + (*p - '0') * 1000000;
+        }
+
+        digits++;
+    }
+
+    if (digits == 0) {
+        return NGX_ERROR;
+    }
+
+    *us = v;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_metrics_buckets(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_metrics_main_conf_t *mmcf = conf;
+
+    off_t         size;
+    uint64_t     *bound;
+    ngx_int_t     h;
+    ngx_str_t    *value;
+    ngx_uint_t    i;
+    ngx_array_t  *a;
+
+    value = cf->args->elts;
+
+    for (h = 0; h < NGX_HTTP_METRICS_NHISTOGRAMS; h++) {
+        if (ngx_strlen(ngx_http_metrics_histograms[h]) == value[1].len
+            && ngx_strncmp(ngx_http_metrics_histograms[h], value[1].data,
+                           value[1].len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (h == NGX_HTTP_METRICS_NHISTOGRAMS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown histogram \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (mmcf->buckets[h]) {
+        return "is duplicate";
+    }
+
+    a = ngx_array_create(cf->pool, cf->args->nelts - 2, sizeof(uint64_t));
+    if (a == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        bound = ngx_array_push(a);
+        if (bound == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_metrics_scales[h] == 1) {
+            size = ngx_parse_offset(&value[i]);
+            if (size == NGX_ERROR) {
+                goto invalid;
+            }
+
+            *bound = (uint64_t) size;
+
+        } else if (ngx_http_metrics_parse_seconds(&value[i], bound)
+                   != NGX_OK)
+        {
+            goto invalid;
+        }
+
+        if (i > 2 && *bound <= bound[-1]) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "bucket \"%V\" is not above the one before",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    mmcf->buckets[h] = a;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid bucket \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
 }
 
 

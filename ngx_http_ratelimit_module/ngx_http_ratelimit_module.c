@@ -68,6 +68,7 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                    name;
+    ngx_str_t                    prefix;       /* of its Redis keys */
     ngx_shm_zone_t              *shm_zone;
     ngx_http_ratelimit_shctx_t  *sh;
     ngx_slab_pool_t             *shpool;
@@ -133,9 +134,9 @@ typedef struct {
     ngx_http_ratelimit_verdict_t verdict;
 
     ngx_edge_redis_cmd_t        *cmd;
-    const char                  *argv[11];
-    size_t                       argvlen[11];
-    u_char                       nums[5][NGX_INT64_LEN];
+    const char                  *argv[13];
+    size_t                       argvlen[13];
+    u_char                       nums[7][NGX_INT64_LEN];
 } ngx_http_ratelimit_check_t;
 
 
@@ -763,7 +764,7 @@ ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
 
     /* "rl:{zone:key}:t": the hash tag keeps a key's three entries in one
      * slot of a Redis Cluster */
-    len = sizeof("rl:{:}:t") - 1 + zone->name.len + chk->key.len;
+    len = sizeof("rl:{:}:t") - 1 + zone->prefix.len + chk->key.len;
 
     keys = ngx_pnalloc(r->pool, 3 * len);
     if (keys == NULL) {
@@ -781,7 +782,8 @@ ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
         p = keys + i * len;
         chk->argv[3 + i] = (const char *) p;
         chk->argvlen[3 + i] = len;
-        ngx_sprintf(p, "rl:{%V:%V}:%c", &zone->name, &chk->key, suffix[i]);
+        ngx_sprintf(p, "rl:{%V:%V}:%c", &zone->prefix, &chk->key,
+                    suffix[i]);
     }
 
 #define ngx_http_ratelimit_arg(k, n, fmt, v)                                  \
@@ -801,10 +803,11 @@ ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
     }
 
     ngx_http_ratelimit_arg(10, 4, "%ui", zone->ban_threshold);
+    ngx_http_ratelimit_arg(11, 5, "%M", zone->ban_window);
+    ngx_http_ratelimit_arg(12, 6, "%M", zone->ban_duration);
 
 #undef ngx_http_ratelimit_arg
 
-    /* the window and duration are constants of the zone */
     chk->cmd = ngx_edge_redis_send(zone->redis,
                                    ngx_http_ratelimit_redis_reply, chk,
                                    zone->ban_threshold ? 13 : 11,
@@ -840,6 +843,58 @@ ngx_http_ratelimit_fail(ngx_http_ratelimit_check_t *chk, int64_t now)
     default: /* NGX_HTTP_RATELIMIT_FAIL_OPEN */
         chk->status = NGX_HTTP_RATELIMIT_FAILED_OPEN;
     }
+}
+
+
+/*
+ * The deny cache: after Redis refused, the key is refused here until a
+ * request could pass, without asking Redis again.  The time is the one
+ * for a request of cost 1, so a cheaper request than the refused one is
+ * not refused longer than Redis would.  Zones with bans cache the ban
+ * only: their refusals are counted in Redis, for every node to see.
+ */
+
+static void
+ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk, ngx_flag_t ban,
+    int64_t now)
+{
+    int64_t                     until;
+    ngx_http_ratelimit_zone_t  *zone;
+    ngx_http_ratelimit_node_t  *node;
+
+    zone = chk->zone;
+
+    if (!ban && zone->ban_threshold) {
+        /* every refusal must reach Redis to count toward a ban there */
+        return;
+    }
+
+    if (ban) {
+        until = now + chk->verdict.retry;
+
+    } else {
+        until = now + chk->verdict.retry
+                - (chk->gcra.cost - 1) * chk->gcra.interval;
+
+        if (until <= now) {
+            return;
+        }
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_ratelimit_lookup(zone, &chk->key, chk->tier_index, 1);
+
+    if (node) {
+        if (ban) {
+            node->ban_until = until;
+
+        } else {
+            node->deny_until = until;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
@@ -881,7 +936,6 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
     ngx_connection_t           *c;
     ngx_http_request_t         *r;
     ngx_http_ratelimit_ctx_t   *ctx;
-    ngx_http_ratelimit_node_t  *node;
     ngx_http_ratelimit_zone_t  *zone;
 
     /* the check lives in r->pool: the request is alive, else the command
@@ -902,20 +956,7 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
             chk->status = (code == 2) ? NGX_HTTP_RATELIMIT_BANNED
                                       : NGX_HTTP_RATELIMIT_REJECTED;
 
-            /* deny cache: no need to ask Redis again before then */
-            ngx_shmtx_lock(&zone->shpool->mutex);
-
-            node = ngx_http_ratelimit_lookup(zone, &chk->key,
-                                             chk->tier_index, 1);
-            if (node) {
-                if (code == 2) {
-                    node->ban_until = now + chk->verdict.retry;
-                } else {
-                    node->deny_until = now + chk->verdict.retry;
-                }
-            }
-
-            ngx_shmtx_unlock(&zone->shpool->mutex);
+            ngx_http_ratelimit_remember(chk, code == 2, now);
         }
 
     } else {
@@ -2133,6 +2174,19 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            zone->prefix.data = value[i].data + 7;
+            zone->prefix.len = value[i].len - 7;
+
+            if (ngx_http_ratelimit_valid_name(&zone->prefix) != NGX_OK) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid parameter \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_strcmp(value[i].data, "clock=redis") == 0) {
             zone->clock = NGX_HTTP_RATELIMIT_CLOCK_REDIS;
             continue;
@@ -2215,6 +2269,10 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->name = name;
+
+    if (zone->prefix.len == 0) {
+        zone->prefix = name;
+    }
 
     if (ngx_array_init(&zone->tiers, cf->pool, 4,
                        sizeof(ngx_http_ratelimit_tier_t))

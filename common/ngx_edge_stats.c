@@ -1,0 +1,1140 @@
+/*
+ * Shared-memory counters, gauges and histograms: the registry every module
+ * fills at configuration time and the metrics module reads.
+ *
+ * A stats zone is sized from what was registered, while the configuration
+ * is still being parsed: every registration updates the zone's size and a
+ * CRC of the catalog.  When the previous cycle has a zone of that name with
+ * the same catalog, the zone takes the old size and nginx hands the old
+ * zone over on reload, values and all; otherwise the size differs and the
+ * zone starts afresh, so old workers still writing with the old layout
+ * never touch the new zone.
+ */
+
+#include "ngx_edge_stats.h"
+
+
+/* label room budgeted per run-time series (label strings in the slab) */
+#define NGX_EDGE_STATS_LABEL_BUDGET  256
+
+
+typedef struct {
+    ngx_edge_stats_shfamily_t    sh;          /* cf->pool pointers */
+} ngx_edge_stats_cfamily_t;
+
+
+struct ngx_edge_stats_s {
+    ngx_str_t                    name;
+    void                        *tag;
+    ngx_shm_zone_t              *shm_zone;
+    ngx_edge_stats_sh_t         *sh;          /* set by the zone init */
+
+    ngx_array_t                  families;    /* ngx_edge_stats_cfamily_t */
+    ngx_array_t                  series;      /* ngx_edge_stats_series_t */
+
+    ngx_uint_t                   nvalues;     /* static values */
+    ngx_uint_t                   dyn_series;  /* run-time reserve */
+    ngx_uint_t                   dyn_values;
+    size_t                       catalog;     /* arrays and strings */
+    ngx_uint_t                   nslots;
+    uint32_t                     crc;         /* running, not finalized */
+    uint32_t                     hash;
+
+    ngx_edge_stats_sh_t         *old_sh;      /* previous cycle's zone */
+    size_t                       old_size;
+};
+
+
+static ngx_int_t ngx_edge_stats_update(ngx_conf_t *cf, ngx_edge_stats_t *st);
+static size_t ngx_edge_stats_block_size(ngx_edge_stats_t *st,
+    ngx_uint_t *capacity, ngx_uint_t *nbuckets, ngx_uint_t *stride);
+static ngx_int_t ngx_edge_stats_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_int_t ngx_edge_stats_copy_str(u_char **p, ngx_str_t *dst,
+    ngx_str_t *src);
+static uint32_t ngx_edge_stats_hash(ngx_uint_t family, ngx_str_t *values,
+    ngx_uint_t n);
+static ngx_int_t ngx_edge_stats_insert(ngx_edge_stats_sh_t *sh,
+    ngx_uint_t id);
+static ngx_edge_stats_id_t ngx_edge_stats_add_series_internal(ngx_conf_t *cf,
+    ngx_edge_stats_t *st, ngx_int_t family, ngx_str_t *values,
+    ngx_uint_t overflow);
+
+
+static ngx_str_t  ngx_edge_stats_overflow = ngx_string("__overflow__");
+
+
+ngx_edge_stats_t *
+ngx_edge_stats_create(ngx_conf_t *cf, const char *owner, void *tag)
+{
+    size_t                len;
+    ngx_uint_t            i;
+    ngx_list_part_t      *part;
+    ngx_shm_zone_t       *zone;
+    ngx_edge_stats_t     *st;
+    ngx_edge_stats_sh_t  *osh;
+
+    st = ngx_pcalloc(cf->pool, sizeof(ngx_edge_stats_t));
+    if (st == NULL) {
+        return NULL;
+    }
+
+    len = ngx_strlen(owner);
+
+    st->name.len = sizeof(NGX_EDGE_STATS_PREFIX) - 1 + len;
+    st->name.data = ngx_pnalloc(cf->pool, st->name.len);
+    if (st->name.data == NULL) {
+        return NULL;
+    }
+
+    ngx_sprintf(st->name.data, NGX_EDGE_STATS_PREFIX "%s", owner);
+
+    if (ngx_array_init(&st->families, cf->pool, 4,
+                       sizeof(ngx_edge_stats_cfamily_t))
+        != NGX_OK
+        || ngx_array_init(&st->series, cf->pool, 16,
+                          sizeof(ngx_edge_stats_series_t))
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    st->tag = tag;
+
+    /*
+     * One slot per CPU (at most 64): workers beyond that share slots,
+     * which atomic adds keep correct.  The count does not follow
+     * worker_processes, so changing it keeps the counters on reload.
+     */
+
+    st->nslots = ngx_min(ngx_max(ngx_ncpu, 1), NGX_EDGE_STATS_MAX_SLOTS);
+
+    ngx_crc32_init(st->crc);
+    ngx_crc32_update(&st->crc, st->name.data, st->name.len);
+
+    /* the previous cycle's zone of that name, mapped in this process */
+
+    part = &cf->cycle->old_cycle->shared_memory.part;
+    zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
+        if (zone[i].shm.name.len != st->name.len
+            || ngx_strncmp(zone[i].shm.name.data, st->name.data,
+                           st->name.len)
+               != 0)
+        {
+            continue;
+        }
+
+        osh = ngx_edge_stats_zone(&zone[i]);
+
+        if (osh) {
+            st->old_sh = osh;
+            st->old_size = zone[i].shm.size;
+        }
+
+        break;
+    }
+
+    return st;
+}
+
+
+ngx_uint_t
+ngx_edge_stats_width(ngx_edge_stats_family_t *family)
+{
+    if (family->type == NGX_EDGE_STATS_HISTOGRAM) {
+        /* one count per bound, +Inf, and the sum */
+        return family->nbounds + 2;
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_edge_stats_dup(ngx_conf_t *cf, ngx_str_t *dst, const char *src)
+{
+    ngx_str_t  s;
+
+    if (src == NULL) {
+        ngx_str_null(dst);
+        return NGX_OK;
+    }
+
+    s.data = (u_char *) src;
+    s.len = ngx_strlen(src);
+
+    dst->len = s.len;
+    dst->data = ngx_pstrdup(cf->pool, &s);
+
+    return (dst->data || s.len == 0) ? NGX_OK : NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_edge_stats_valid_name(ngx_str_t *name, ngx_uint_t metric)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (name->len == 0) {
+        return 0;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        c = name->data[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'
+            || (metric && c == ':')
+            || (i > 0 && c >= '0' && c <= '9'))
+        {
+            continue;
+        }
+
+        return 0;
+    }
+
+    return 1;
+}
+
+
+ngx_int_t
+ngx_edge_stats_add_family(ngx_conf_t *cf, ngx_edge_stats_t *st,
+    ngx_edge_stats_family_t *family)
+{
+    size_t                      len;
+    uint32_t                    num[6];
+    ngx_uint_t                  i, n;
+    ngx_str_t                   values[NGX_EDGE_STATS_MAX_LABELS];
+    ngx_edge_stats_cfamily_t   *cfam;
+    ngx_edge_stats_shfamily_t  *f;
+
+    cfam = ngx_array_push(&st->families);
+    if (cfam == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(cfam, sizeof(ngx_edge_stats_cfamily_t));
+    f = &cfam->sh;
+
+    if (ngx_edge_stats_dup(cf, &f->name, family->name) != NGX_OK
+        || ngx_edge_stats_dup(cf, &f->help, family->help) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!ngx_edge_stats_valid_name(&f->name, 1)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid metric family name \"%V\"", &f->name);
+        return NGX_ERROR;
+    }
+
+    if (family->type > NGX_EDGE_STATS_HISTOGRAM) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid type of metric family \"%V\"", &f->name);
+        return NGX_ERROR;
+    }
+
+    f->type = family->type;
+    f->flags = family->flags;
+    f->max_series = family->max_series;
+    f->overflow = NGX_EDGE_STATS_NONE;
+    f->dropped = -1;
+
+    if (f->max_series) {
+        f->flags |= NGX_EDGE_STATS_DYNAMIC;
+    }
+
+    for (n = 0; family->labels && family->labels[n]; n++) { /* void */ }
+
+    if (n > NGX_EDGE_STATS_MAX_LABELS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many labels in metric family \"%V\"",
+                           &f->name);
+        return NGX_ERROR;
+    }
+
+    f->nlabels = n;
+    len = f->name.len + f->help.len;
+
+    if (n) {
+        f->labels = ngx_palloc(cf->pool, n * sizeof(ngx_str_t));
+        if (f->labels == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < n; i++) {
+            if (ngx_edge_stats_dup(cf, &f->labels[i], family->labels[i])
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (!ngx_edge_stats_valid_name(&f->labels[i], 0)
+                || (f->labels[i].len > 1
+                    && f->labels[i].data[0] == '_'
+                    && f->labels[i].data[1] == '_')
+                || (f->type == NGX_EDGE_STATS_HISTOGRAM
+                    && f->labels[i].len == 2
+                    && ngx_strncmp(f->labels[i].data, "le", 2) == 0))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid label name \"%V\" in metric "
+                                   "family \"%V\"", &f->labels[i], &f->name);
+                return NGX_ERROR;
+            }
+
+            len += f->labels[i].len;
+        }
+    }
+
+    if (f->type == NGX_EDGE_STATS_HISTOGRAM) {
+        if (family->nbounds == 0 || family->bounds == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "histogram \"%V\" has no buckets", &f->name);
+            return NGX_ERROR;
+        }
+
+        for (i = 1; i < family->nbounds; i++) {
+            if (family->bounds[i] <= family->bounds[i - 1]) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "buckets of histogram \"%V\" are not "
+                                   "ascending", &f->name);
+                return NGX_ERROR;
+            }
+        }
+
+        f->nbounds = family->nbounds;
+        f->bounds = ngx_palloc(cf->pool, f->nbounds * sizeof(uint64_t));
+        if (f->bounds == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(f->bounds, family->bounds, f->nbounds * sizeof(uint64_t));
+    }
+
+    f->scale = family->scale ? family->scale : 1;
+    f->width = ngx_edge_stats_width(family);
+
+    st->catalog += len + n * sizeof(ngx_str_t) + f->nbounds * sizeof(uint64_t)
+                   + 16;
+
+    /* everything the zone's layout depends on goes into its CRC */
+
+    ngx_crc32_update(&st->crc, f->name.data, f->name.len);
+    ngx_crc32_update(&st->crc, (u_char *) "", 1);
+    ngx_crc32_update(&st->crc, f->help.data, f->help.len);
+
+    num[0] = (uint32_t) f->type;
+    num[1] = (uint32_t) f->flags;
+    num[2] = (uint32_t) f->nlabels;
+    num[3] = (uint32_t) f->nbounds;
+    num[4] = (uint32_t) f->scale;
+    num[5] = (uint32_t) f->max_series;
+    ngx_crc32_update(&st->crc, (u_char *) num, sizeof(num));
+
+    for (i = 0; i < n; i++) {
+        ngx_crc32_update(&st->crc, f->labels[i].data, f->labels[i].len);
+        ngx_crc32_update(&st->crc, (u_char *) "", 1);
+    }
+
+    if (f->nbounds) {
+        ngx_crc32_update(&st->crc, (u_char *) f->bounds,
+                         f->nbounds * sizeof(uint64_t));
+    }
+
+    if (f->flags & NGX_EDGE_STATS_DYNAMIC) {
+
+        /* the dropped counter, and the series that takes what does not fit */
+
+        f->dropped = st->nvalues++;
+
+        for (i = 0; i < n; i++) {
+            values[i] = ngx_edge_stats_overflow;
+        }
+
+        f->overflow = ngx_edge_stats_add_series_internal(cf, st,
+                                             st->families.nelts - 1, values, 1);
+        if (f->overflow == NGX_EDGE_STATS_NONE) {
+            return NGX_ERROR;
+        }
+
+        if (f->max_series) {
+            st->dyn_series += f->max_series;
+            st->dyn_values += f->max_series * f->width;
+        }
+    }
+
+    if (ngx_edge_stats_update(cf, st) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return st->families.nelts - 1;
+}
+
+
+ngx_edge_stats_id_t
+ngx_edge_stats_add_series(ngx_conf_t *cf, ngx_edge_stats_t *st,
+    ngx_int_t family, ngx_str_t *values)
+{
+    ngx_edge_stats_id_t  id;
+
+    id = ngx_edge_stats_add_series_internal(cf, st, family, values, 0);
+
+    if (id == NGX_EDGE_STATS_NONE) {
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    if (ngx_edge_stats_update(cf, st) != NGX_OK) {
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    return id;
+}
+
+
+static ngx_edge_stats_id_t
+ngx_edge_stats_add_series_internal(ngx_conf_t *cf, ngx_edge_stats_t *st,
+    ngx_int_t family, ngx_str_t *values, ngx_uint_t overflow)
+{
+    size_t                      len;
+    uint32_t                    num[2];
+    ngx_uint_t                  i, k, n;
+    ngx_edge_stats_series_t    *s;
+    ngx_edge_stats_cfamily_t   *cfam;
+    ngx_edge_stats_shfamily_t  *f;
+
+    if (family < 0 || (ngx_uint_t) family >= st->families.nelts) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no metric family %i in \"%V\"", family, &st->name);
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    cfam = st->families.elts;
+    f = &cfam[family].sh;
+    n = f->nlabels;
+
+    /* the same family and values: the same series */
+
+    s = st->series.elts;
+
+    for (i = 0; !overflow && i < st->series.nelts; i++) {
+        if (s[i].family != (uint32_t) family || s[i].overflow) {
+            continue;
+        }
+
+        for (k = 0; k < n; k++) {
+            if (ngx_min(values[k].len, NGX_EDGE_STATS_VALUE_MAX)
+                    != s[i].values[k].len
+                || ngx_strncmp(values[k].data, s[i].values[k].data,
+                               s[i].values[k].len)
+                   != 0)
+            {
+                break;
+            }
+        }
+
+        if (k == n) {
+            return i;
+        }
+    }
+
+    s = ngx_array_push(&st->series);
+    if (s == NULL) {
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    s->family = (uint32_t) family;
+    s->off = (uint32_t) st->nvalues;
+    s->overflow = (uint32_t) overflow;
+    s->values = NULL;
+
+    len = 0;
+
+    if (n) {
+        s->values = ngx_palloc(cf->pool, n * sizeof(ngx_str_t));
+        if (s->values == NULL) {
+            return NGX_EDGE_STATS_NONE;
+        }
+
+        for (k = 0; k < n; k++) {
+            s->values[k].len = ngx_min(values[k].len,
+                                       NGX_EDGE_STATS_VALUE_MAX);
+            s->values[k].data = ngx_pstrdup(cf->pool, &values[k]);
+            if (s->values[k].data == NULL) {
+                return NGX_EDGE_STATS_NONE;
+            }
+
+            len += s->values[k].len;
+        }
+    }
+
+    s->hash = ngx_edge_stats_hash(family, s->values, n);
+
+    st->nvalues += f->width;
+    st->catalog += len + n * sizeof(ngx_str_t) + 16;
+
+    num[0] = (uint32_t) family;
+    num[1] = (uint32_t) overflow;
+    ngx_crc32_update(&st->crc, (u_char *) num, sizeof(num));
+
+    for (k = 0; k < n; k++) {
+        ngx_crc32_update(&st->crc, s->values[k].data, s->values[k].len);
+        ngx_crc32_update(&st->crc, (u_char *) "", 1);
+    }
+
+    return st->series.nelts - 1;
+}
+
+
+ngx_int_t
+ngx_edge_stats_reserve(ngx_conf_t *cf, ngx_edge_stats_t *st,
+    ngx_uint_t nseries, ngx_uint_t nvalues)
+{
+    st->dyn_series += nseries;
+    st->dyn_values += nvalues;
+
+    return ngx_edge_stats_update(cf, st);
+}
+
+
+static size_t
+ngx_edge_stats_block_size(ngx_edge_stats_t *st, ngx_uint_t *capacity,
+    ngx_uint_t *nbuckets, ngx_uint_t *stride)
+{
+    size_t      size;
+    ngx_uint_t  n;
+
+    *capacity = st->series.nelts + st->dyn_series;
+
+    for (n = 16; n < 2 * *capacity; n <<= 1) { /* void */ }
+
+    *nbuckets = n;
+
+    /* a slot is a whole number of 64-byte cache lines */
+    *stride = ngx_align(st->nvalues + st->dyn_values, 8);
+
+    if (*stride == 0) {
+        *stride = 8;
+    }
+
+    size = ngx_align(sizeof(ngx_edge_stats_sh_t), 8)
+           + st->families.nelts * sizeof(ngx_edge_stats_shfamily_t)
+           + *capacity * sizeof(ngx_edge_stats_series_t)
+           + *nbuckets * sizeof(uint32_t)
+           + st->catalog
+           + 64
+           + st->nslots * *stride * sizeof(uint64_t);
+
+    return size;
+}
+
+
+static ngx_int_t
+ngx_edge_stats_update(ngx_conf_t *cf, ngx_edge_stats_t *st)
+{
+    size_t       size, pages;
+    uint32_t     crc, tail[4];
+    ngx_uint_t   capacity, nbuckets, stride;
+
+    size = ngx_edge_stats_block_size(st, &capacity, &nbuckets, &stride);
+
+    /* the block, label strings of run-time series, slab bookkeeping */
+
+    pages = (size + ngx_pagesize - 1) / ngx_pagesize;
+
+    if (st->dyn_series) {
+        pages += (st->dyn_series * NGX_EDGE_STATS_LABEL_BUDGET
+                  + ngx_pagesize - 1) / ngx_pagesize
+                 + 8;
+    }
+
+    pages += 4;
+
+    size = pages * (ngx_pagesize + sizeof(ngx_slab_page_t))
+           + sizeof(ngx_slab_pool_t)
+           + 16 * (sizeof(ngx_slab_page_t) + sizeof(ngx_slab_stat_t));
+
+    size = ngx_align(size, ngx_pagesize);
+    size = ngx_max(size, 8 * ngx_pagesize);
+
+    tail[0] = NGX_EDGE_STATS_LAYOUT;
+    tail[1] = (uint32_t) st->nslots;
+    tail[2] = (uint32_t) st->dyn_series;
+    tail[3] = (uint32_t) st->dyn_values;
+
+    crc = st->crc;
+    ngx_crc32_update(&crc, (u_char *) tail, sizeof(tail));
+    ngx_crc32_final(crc);
+
+    st->hash = crc;
+
+    /*
+     * nginx reuses a zone on reload when name, tag and size match.  The
+     * same catalog takes the old size, so the values are kept; another
+     * catalog that happens to need the same size gets one page more, so
+     * nginx creates a fresh zone and frees the old one once its workers
+     * are gone.  (noreuse cannot be used for this: nginx also reads it on
+     * the old zone when freeing, and would unmap a zone it just reused.)
+     */
+
+    if (st->old_sh) {
+        if (st->old_sh->hash == st->hash) {
+            size = ngx_max(size, st->old_size);
+
+        } else if (st->old_size == size) {
+            size += ngx_pagesize;
+        }
+    }
+
+    if (st->shm_zone == NULL) {
+        st->shm_zone = ngx_shared_memory_add(cf, &st->name, size, st->tag);
+        if (st->shm_zone == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (st->shm_zone->data) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "stats zone \"%V\" is already registered",
+                               &st->name);
+            return NGX_ERROR;
+        }
+
+        st->shm_zone->init = ngx_edge_stats_init_zone;
+        st->shm_zone->data = st;
+    }
+
+    st->shm_zone->shm.size = size;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_edge_stats_copy_str(u_char **p, ngx_str_t *dst, ngx_str_t *src)
+{
+    dst->len = src->len;
+    dst->data = *p;
+    *p = ngx_cpymem(*p, src->data, src->len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_edge_stats_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    u_char                     *p, *block;
+    size_t                      size, len;
+    ngx_uint_t                  i, k, capacity, nbuckets, stride;
+    ngx_slab_pool_t            *shpool;
+    ngx_edge_stats_t           *st;
+    ngx_edge_stats_sh_t        *sh;
+    ngx_edge_stats_series_t    *s, *cs;
+    ngx_edge_stats_cfamily_t   *cfam;
+    ngx_edge_stats_shfamily_t  *f;
+
+    st = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (data) {
+        sh = ngx_edge_stats_zone(shm_zone);
+
+        if (sh && sh->hash == st->hash) {
+            /* nginx -s reload with the same catalog: keep the values */
+            st->sh = sh;
+            return NGX_OK;
+        }
+
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "stats zone \"%V\" cannot be reused", &st->name);
+        return NGX_ERROR;
+    }
+
+    if (shm_zone->shm.exists) {
+        st->sh = shpool->data;
+        return NGX_OK;
+    }
+
+    size = ngx_edge_stats_block_size(st, &capacity, &nbuckets, &stride);
+
+    block = ngx_slab_calloc(shpool, size);
+    if (block == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = block;
+
+    sh = (ngx_edge_stats_sh_t *) p;
+    p += ngx_align(sizeof(ngx_edge_stats_sh_t), 8);
+
+    sh->families = (ngx_edge_stats_shfamily_t *) p;
+    p += st->families.nelts * sizeof(ngx_edge_stats_shfamily_t);
+
+    sh->series = (ngx_edge_stats_series_t *) p;
+    p += capacity * sizeof(ngx_edge_stats_series_t);
+
+    sh->buckets = (uint32_t *) p;
+    p += nbuckets * sizeof(uint32_t);
+
+    /* arrays first (aligned), then strings */
+
+    cfam = st->families.elts;
+
+    for (i = 0; i < st->families.nelts; i++) {
+        f = &sh->families[i];
+        *f = cfam[i].sh;
+
+        p = ngx_align_ptr(p, 8);
+        f->labels = (ngx_str_t *) p;
+        p += f->nlabels * sizeof(ngx_str_t);
+
+        f->bounds = (uint64_t *) p;
+        p += f->nbounds * sizeof(uint64_t);
+
+        if (f->nbounds) {
+            ngx_memcpy(f->bounds, cfam[i].sh.bounds,
+                       f->nbounds * sizeof(uint64_t));
+        }
+    }
+
+    cs = st->series.elts;
+
+    for (i = 0; i < st->series.nelts; i++) {
+        s = &sh->series[i];
+        *s = cs[i];
+
+        p = ngx_align_ptr(p, 8);
+        s->values = (ngx_str_t *) p;
+        p += sh->families[s->family].nlabels * sizeof(ngx_str_t);
+    }
+
+    for (i = 0; i < st->families.nelts; i++) {
+        f = &sh->families[i];
+
+        ngx_edge_stats_copy_str(&p, &f->name, &cfam[i].sh.name);
+        ngx_edge_stats_copy_str(&p, &f->help, &cfam[i].sh.help);
+
+        for (k = 0; k < f->nlabels; k++) {
+            ngx_edge_stats_copy_str(&p, &f->labels[k], &cfam[i].sh.labels[k]);
+        }
+    }
+
+    for (i = 0; i < st->series.nelts; i++) {
+        s = &sh->series[i];
+
+        for (k = 0; k < sh->families[s->family].nlabels; k++) {
+            ngx_edge_stats_copy_str(&p, &s->values[k], &cs[i].values[k]);
+        }
+    }
+
+    sh->values = (uint64_t *) ngx_align_ptr(p, 64);
+
+    if ((u_char *) (sh->values + st->nslots * stride) > block + size) {
+        ngx_log_error(NGX_LOG_ALERT, shm_zone->shm.log, 0,
+                      "stats zone \"%V\": layout overflows its block",
+                      &st->name);
+        return NGX_ERROR;
+    }
+
+    sh->magic = NGX_EDGE_STATS_MAGIC;
+    sh->layout = NGX_EDGE_STATS_LAYOUT;
+    sh->hash = st->hash;
+    sh->nslots = (uint32_t) st->nslots;
+    sh->start_time = ngx_time();
+    sh->nfamilies = st->families.nelts;
+    sh->nstatic = st->series.nelts;
+    sh->capacity = capacity;
+    sh->nseries = st->series.nelts;
+    sh->nbuckets = nbuckets;
+    sh->nvalues = st->nvalues + st->dyn_values;
+    sh->used = st->nvalues;
+    sh->stride = stride;
+
+    for (i = 0; i < sh->nstatic; i++) {
+        if (!sh->series[i].overflow) {
+            (void) ngx_edge_stats_insert(sh, i);
+        }
+    }
+
+    len = sizeof(" in stats zone \"\"") + shm_zone->shm.name.len;
+
+    shpool->log_ctx = ngx_slab_alloc(shpool, len);
+    if (shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(shpool->log_ctx, " in stats zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    shpool->log_nomem = 0;
+    shpool->data = sh;
+
+    st->sh = sh;
+
+    return NGX_OK;
+}
+
+
+static uint32_t
+ngx_edge_stats_hash(ngx_uint_t family, ngx_str_t *values, ngx_uint_t n)
+{
+    size_t      len;
+    uint32_t    h;
+    ngx_uint_t  i, k;
+
+    /* FNV-1a over the family and each value with its length */
+
+    h = 2166136261u ^ (uint32_t) family;
+    h *= 16777619u;
+
+    for (i = 0; i < n; i++) {
+        len = ngx_min(values[i].len, NGX_EDGE_STATS_VALUE_MAX);
+
+        h ^= (uint32_t) len;
+        h *= 16777619u;
+
+        for (k = 0; k < len; k++) {
+            h ^= values[i].data[k];
+            h *= 16777619u;
+        }
+    }
+
+    return h;
+}
+
+
+/* under the zone's mutex, or before any worker runs */
+
+static ngx_int_t
+ngx_edge_stats_insert(ngx_edge_stats_sh_t *sh, ngx_uint_t id)
+{
+    ngx_uint_t  i, mask;
+
+    mask = sh->nbuckets - 1;
+
+    for (i = sh->series[id].hash & mask;
+         sh->buckets[i] != 0;
+         i = (i + 1) & mask)
+    {
+        /* void */
+    }
+
+    __atomic_store_n(&sh->buckets[i], (uint32_t) id + 1, __ATOMIC_RELEASE);
+
+    return NGX_OK;
+}
+
+
+static ngx_inline uint64_t *
+ngx_edge_stats_slot(ngx_edge_stats_sh_t *sh)
+{
+    return sh->values + (ngx_worker % sh->nslots) * sh->stride;
+}
+
+
+void
+ngx_edge_stats_add(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
+    int64_t delta)
+{
+    ngx_edge_stats_sh_t  *sh;
+
+    if (st == NULL || st->sh == NULL || id < 0) {
+        return;
+    }
+
+    sh = st->sh;
+
+    if ((ngx_uint_t) id >= __atomic_load_n(&sh->nseries, __ATOMIC_RELAXED)) {
+        return;
+    }
+
+    __atomic_fetch_add(ngx_edge_stats_slot(sh) + sh->series[id].off,
+                       (uint64_t) delta, __ATOMIC_RELAXED);
+}
+
+
+void
+ngx_edge_stats_set(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
+    int64_t value)
+{
+    ngx_edge_stats_sh_t  *sh;
+
+    if (st == NULL || st->sh == NULL || id < 0) {
+        return;
+    }
+
+    sh = st->sh;
+
+    if ((ngx_uint_t) id >= __atomic_load_n(&sh->nseries, __ATOMIC_RELAXED)) {
+        return;
+    }
+
+    /* one value for all workers: slot 0 */
+    __atomic_store_n(sh->values + sh->series[id].off, (uint64_t) value,
+                     __ATOMIC_RELAXED);
+}
+
+
+void
+ngx_edge_stats_observe(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
+    uint64_t value)
+{
+    uint64_t                   *p;
+    ngx_uint_t                  i;
+    ngx_edge_stats_sh_t        *sh;
+    ngx_edge_stats_series_t    *s;
+    ngx_edge_stats_shfamily_t  *f;
+
+    if (st == NULL || st->sh == NULL || id < 0) {
+        return;
+    }
+
+    sh = st->sh;
+
+    if ((ngx_uint_t) id >= __atomic_load_n(&sh->nseries, __ATOMIC_RELAXED)) {
+        return;
+    }
+
+    s = &sh->series[id];
+    f = &sh->families[s->family];
+
+    if (f->type != NGX_EDGE_STATS_HISTOGRAM) {
+        return;
+    }
+
+    for (i = 0; i < f->nbounds && value > f->bounds[i]; i++) { /* void */ }
+
+    p = ngx_edge_stats_slot(sh) + s->off;
+
+    __atomic_fetch_add(p + i, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(p + f->nbounds + 1, value, __ATOMIC_RELAXED);
+}
+
+
+static ngx_inline ngx_int_t
+ngx_edge_stats_match(ngx_edge_stats_series_t *s, ngx_int_t family,
+    uint32_t hash, ngx_str_t *values, ngx_uint_t n)
+{
+    ngx_uint_t  k;
+
+    if (s->hash != hash || s->family != (uint32_t) family || s->overflow) {
+        return 0;
+    }
+
+    for (k = 0; k < n; k++) {
+        if (s->values[k].len != values[k].len
+            || ngx_memcmp(s->values[k].data, values[k].data, values[k].len)
+               != 0)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+ngx_edge_stats_id_t
+ngx_edge_stats_lookup(ngx_edge_stats_t *st, ngx_int_t family,
+    ngx_str_t *values, ngx_uint_t *overflow)
+{
+    u_char                     *p;
+    size_t                      size;
+    uint32_t                    hash, b;
+    ngx_uint_t                  i, k, n, mask, id;
+    ngx_str_t                   vals[NGX_EDGE_STATS_MAX_LABELS];
+    ngx_slab_pool_t            *shpool;
+    ngx_edge_stats_sh_t        *sh;
+    ngx_edge_stats_series_t    *s;
+    ngx_edge_stats_shfamily_t  *f;
+
+    if (overflow) {
+        *overflow = 0;
+    }
+
+    if (st == NULL || st->sh == NULL || family < 0
+        || (ngx_uint_t) family >= st->sh->nfamilies)
+    {
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    sh = st->sh;
+    f = &sh->families[family];
+    n = f->nlabels;
+
+    for (k = 0; k < n; k++) {
+        vals[k].data = values[k].data;
+        vals[k].len = ngx_min(values[k].len, NGX_EDGE_STATS_VALUE_MAX);
+    }
+
+    hash = ngx_edge_stats_hash(family, vals, n);
+    mask = sh->nbuckets - 1;
+
+    /* lock-free: buckets are only ever filled, with a release store */
+
+    for (i = hash & mask; /* void */ ; i = (i + 1) & mask) {
+        b = __atomic_load_n(&sh->buckets[i], __ATOMIC_ACQUIRE);
+
+        if (b == 0) {
+            break;
+        }
+
+        if (ngx_edge_stats_match(&sh->series[b - 1], family, hash, vals, n)) {
+            return b - 1;
+        }
+    }
+
+    if (!(f->flags & NGX_EDGE_STATS_DYNAMIC)) {
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    /* the first insert: under the zone's mutex, probing again */
+
+    shpool = (ngx_slab_pool_t *) st->shm_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (i = hash & mask; sh->buckets[i] != 0; i = (i + 1) & mask) {
+        b = sh->buckets[i];
+
+        if (ngx_edge_stats_match(&sh->series[b - 1], family, hash, vals, n)) {
+            ngx_shmtx_unlock(&shpool->mutex);
+            return b - 1;
+        }
+    }
+
+    if ((f->max_series && f->nseries >= f->max_series)
+        || sh->nseries >= sh->capacity
+        || sh->used + f->width > sh->nvalues)
+    {
+        goto full;
+    }
+
+    size = n * sizeof(ngx_str_t);
+
+    for (k = 0; k < n; k++) {
+        size += vals[k].len;
+    }
+
+    p = NULL;
+
+    if (size) {
+        p = ngx_slab_alloc_locked(shpool, size);
+        if (p == NULL) {
+            goto full;
+        }
+    }
+
+    id = sh->nseries;
+    s = &sh->series[id];
+
+    s->family = (uint32_t) family;
+    s->hash = hash;
+    s->off = (uint32_t) sh->used;
+    s->overflow = 0;
+    s->values = (ngx_str_t *) p;
+
+    if (n) {
+        p += n * sizeof(ngx_str_t);
+
+        for (k = 0; k < n; k++) {
+            (void) ngx_edge_stats_copy_str(&p, &s->values[k], &vals[k]);
+        }
+    }
+
+    sh->used += f->width;
+    f->nseries++;
+
+    /* publish the series to the scrape, then to lookups */
+    __atomic_store_n(&sh->nseries, id + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&sh->buckets[i], (uint32_t) id + 1, __ATOMIC_RELEASE);
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return id;
+
+full:
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    __atomic_fetch_add(ngx_edge_stats_slot(sh) + f->dropped, 1,
+                       __ATOMIC_RELAXED);
+
+    if (overflow) {
+        *overflow = 1;
+    }
+
+    return f->overflow;
+}
+
+
+ngx_edge_stats_sh_t *
+ngx_edge_stats_zone(ngx_shm_zone_t *zone)
+{
+    ngx_slab_pool_t      *shpool;
+    ngx_edge_stats_sh_t  *sh;
+
+    if (zone->shm.name.len <= sizeof(NGX_EDGE_STATS_PREFIX) - 1
+        || ngx_strncmp(zone->shm.name.data, NGX_EDGE_STATS_PREFIX,
+                       sizeof(NGX_EDGE_STATS_PREFIX) - 1)
+           != 0
+        || zone->shm.addr == NULL)
+    {
+        return NULL;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    sh = shpool->data;
+
+    if (sh == NULL
+        || sh->magic != NGX_EDGE_STATS_MAGIC
+        || sh->layout != NGX_EDGE_STATS_LAYOUT)
+    {
+        return NULL;
+    }
+
+    return sh;
+}
+
+
+ngx_uint_t
+ngx_edge_stats_nseries(ngx_edge_stats_sh_t *sh)
+{
+    return __atomic_load_n(&sh->nseries, __ATOMIC_ACQUIRE);
+}
+
+
+int64_t
+ngx_edge_stats_read(ngx_edge_stats_sh_t *sh, ngx_edge_stats_series_t *s,
+    ngx_uint_t k)
+{
+    uint64_t    sum, *p;
+    ngx_uint_t  i;
+
+    p = sh->values + s->off + k;
+
+    if (sh->families[s->family].type == NGX_EDGE_STATS_GAUGE_SET) {
+        return (int64_t) __atomic_load_n(p, __ATOMIC_RELAXED);
+    }
+
+    sum = 0;
+
+    for (i = 0; i < sh->nslots; i++) {
+        sum += __atomic_load_n(p + i * sh->stride, __ATOMIC_RELAXED);
+    }
+
+    return (int64_t) sum;
+}

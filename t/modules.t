@@ -1,0 +1,122 @@
+# Each module loads into nginx, accepts a good configuration, and refuses a
+# bad one at startup with a message naming the directive and file:line.
+use Test::Nginx::Socket 'no_plan';
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: all four modules load and serve with their directives
+--- http_config
+    metrics_zone 1m;
+    ratelimit_status 503;
+    cache_max_body_size 2m;
+    breaker_open_timeout 10s;
+--- config
+    location = /metrics { metrics; }
+    location = /t {
+        ratelimit_log_level warn;
+        cache_key $request_uri;
+        cache_lock_timeout 2s;
+        breaker_failure_threshold 3;
+        breaker_status 503;
+        return 200 "ok\n";
+    }
+--- request eval
+["GET /t", "GET /metrics"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/^ok$/, qr/^nginx_connections_active \d+$/m]
+--- no_error_log
+[error]
+[alert]
+[crit]
+
+
+
+=== TEST 2: ratelimit: a refusal status outside 400..599 is refused
+--- config
+    location = /t { ratelimit_status 200; return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid status code "200" in "ratelimit_status", it must be between 400 and 599 in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 3: ratelimit: an unknown zone is named
+--- config
+    location = /t { ratelimit zone=nosuch; return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*unknown ratelimit_zone "nosuch"/
+
+
+
+=== TEST 4: ratelimit: a bad rate is refused
+--- http_config
+    ratelimit_zone $binary_remote_addr zone=one:1m rate=10r/h;
+--- config
+    location = /t { return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid rate "rate=10r\/h" in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 5: cache: a bad size is refused
+--- config
+    location = /t { cache_max_body_size 10q; return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"cache_max_body_size" directive invalid value in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 6: cache: a key with an unknown variable is refused
+--- config
+    location = /t { cache_key $no_such_variable_here; return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*unknown "no_such_variable_here" variable/
+
+
+
+=== TEST 7: breaker: a bad time is refused
+--- config
+    location = /t { breaker_open_timeout soon; return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"breaker_open_timeout" directive invalid value in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 8: breaker: a threshold out of bounds is refused
+--- config
+    location = /t { breaker_failure_threshold 0; return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid value "0" in "breaker_failure_threshold", it must be between 1 and 1000000 in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 9: metrics: a zone too small is refused
+--- http_config
+    metrics_zone 4k;
+--- config
+    location = /t { return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*zone size "4k" is too small/
+
+
+
+=== TEST 10: metrics: the directive is not allowed at http level
+--- http_config
+    metrics;
+--- config
+    location = /t { return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"metrics" directive is not allowed here in \S+nginx\.conf:\d+/
