@@ -102,13 +102,6 @@ typedef struct {
 
 
 typedef struct {
-    ngx_array_t                  zones;        /* ngx_http_ratelimit_zone_t * */
-    ngx_array_t                  redis;        /* ngx_edge_redis_server_t * */
-    ngx_edge_stats_t            *stats;
-} ngx_http_ratelimit_main_conf_t;
-
-
-typedef struct {
     ngx_array_t                 *limits;       /* ngx_http_ratelimit_limit_t */
     ngx_uint_t                   status_code;
     ngx_uint_t                   failure_status;
@@ -246,6 +239,13 @@ static ngx_command_t  ngx_http_ratelimit_commands[] = {
     { ngx_string("ratelimit_ban"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE4,
       ngx_http_ratelimit_ban,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ratelimit_pg_map"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ratelimit_pg_map,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -2732,7 +2732,7 @@ ngx_http_ratelimit_init_process(ngx_cycle_t *cycle)
         }
     }
 
-    return NGX_OK;
+    return ngx_http_ratelimit_pg_init_process(cycle, rmcf);
 }
 
 
@@ -2754,4 +2754,6 @@ ngx_http_ratelimit_exit_process(ngx_cycle_t *cycle)
     for (i = 0; i < rmcf->redis.nelts; i++) {
         ngx_edge_redis_exit_worker(servers[i]);
     }
+
+    ngx_http_ratelimit_pg_exit_process(cycle, rmcf);
 }

@@ -50,8 +50,28 @@ typedef struct {
 } ngx_http_ratelimit_verdict_t;
 
 
+typedef struct {
+    ngx_array_t                  zones;        /* ngx_http_ratelimit_zone_t * */
+    ngx_array_t                  redis;        /* ngx_edge_redis_server_t * */
+    ngx_edge_stats_t            *stats;
+    ngx_array_t                 *pg_maps;      /* ngx_http_ratelimit_pg_map.c */
+} ngx_http_ratelimit_main_conf_t;
+
+
+extern ngx_module_t  ngx_http_ratelimit_module;
+
+
 void ngx_http_ratelimit_gcra(ngx_http_ratelimit_gcra_t *g, int64_t now,
     int64_t *tat, ngx_http_ratelimit_verdict_t *v);
+
+
+/* ngx_http_ratelimit_pg_map.c: tiers (or any map) loaded from PostgreSQL */
+char *ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_ratelimit_pg_init_process(ngx_cycle_t *cycle,
+    ngx_http_ratelimit_main_conf_t *rmcf);
+void ngx_http_ratelimit_pg_exit_process(ngx_cycle_t *cycle,
+    ngx_http_ratelimit_main_conf_t *rmcf);
 
 
 #endif /* _NGX_HTTP_RATELIMIT_MODULE_H_INCLUDED_ */
