@@ -44,6 +44,10 @@ fi
 
 make -s -C "$tree" -f objs/Makefile -j"$(nproc)" modules
 mkdir -p "$build/modules"
-cp "$tree"/objs/ngx_http_*_module.so "$build/modules/"
+for so in "$tree"/objs/ngx_http_*_module.so; do
+    # copy then rename: an nginx running the old file keeps its mapping
+    cp "$so" "$build/modules/.$(basename "$so").new"
+    mv -f "$build/modules/.$(basename "$so").new" "$build/modules/$(basename "$so")"
+done
 echo "build: modules in $build/modules:"
 ls "$build/modules"
