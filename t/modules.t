@@ -56,12 +56,12 @@ qr/\[emerg\] .*unknown ratelimit_zone "nosuch"/
 
 === TEST 4: ratelimit: a bad rate is refused
 --- http_config
-    ratelimit_zone $binary_remote_addr zone=one:1m rate=10r/h;
+    ratelimit_zone $binary_remote_addr zone=one:1m rate=10r/d;
 --- config
     location = /t { return 200; }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*invalid rate "rate=10r\/h" in \S+nginx\.conf:\d+/
+qr/\[emerg\] .*invalid rate "rate=10r\/d" in \S+nginx\.conf:\d+/
 
 
 

@@ -82,7 +82,7 @@ __DATA__
 === TEST 3: without nodelay the excess is delayed, as limit_req
 --- http_config
     ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT;
-    ratelimit_zone $arg_k zone=rl:1m rate=5r/s redis=main;
+    ratelimit_zone $arg_k zone=rl:1m rate=1r/s redis=main;
 --- config
     location = /ok { return 200 "ok\n"; }
     location = /rl {

@@ -60,7 +60,7 @@ __DATA__
 
 === TEST 3: without nodelay the excess is delayed, not refused, as limit_req
 --- http_config
-    ratelimit_zone $arg_k zone=rl:1m rate=5r/s;
+    ratelimit_zone $arg_k zone=rl:1m rate=1r/s;
 --- config
     location = /ok { return 200 "ok\n"; }
     location = /rl {
@@ -83,7 +83,7 @@ qr/\[warn\] .*ratelimit: delaying request for \d+ms/
 
 === TEST 4: delay=1: the first excess request goes at once, the next waits
 --- http_config
-    ratelimit_zone $arg_k zone=rl:1m rate=2r/s;
+    ratelimit_zone $arg_k zone=rl:1m rate=1r/s;
 --- config
     location = /ok { return 200 "ok\n"; }
     location = /rl {
@@ -203,7 +203,7 @@ qr/\[warn\] .*ratelimit: delaying request for \d+ms/
 --- http_config
     map $arg_plan $tier { default public; gold premium; }
     ratelimit_zone $arg_k zone=api:1m rate=1r/m tier=$tier;
-    ratelimit_tier zone=api tier=premium rate=1000r/m burst=3;
+    ratelimit_tier zone=api tier=premium rate=10r/m burst=3;
 --- config
     location = /ok { return 200 "ok\n"; }
     location = /rl {
@@ -217,7 +217,7 @@ qr/\[warn\] .*ratelimit: delaying request for \d+ms/
 --- error_code eval
 [200, 429, 200, 200, 200, 200, 429]
 --- response_headers eval
-["", "", "RateLimit-Policy: \"api/premium\";q=4;w=1", "", "", "", ""]
+["", "", "RateLimit-Policy: \"api/premium\";q=4;w=24", "", "", "", ""]
 
 
 
@@ -287,7 +287,25 @@ qr/\[notice\] .*ratelimit: REJECTED by zone "rl"/
 
 
 
-=== TEST 14: the workers share one shared-memory limit
+=== TEST 14: r/h: 5 per 15 minutes is 20r/h with burst=4
+--- http_config
+    ratelimit_zone $arg_k zone=login:1m rate=20r/h;
+--- config
+    location = /ok { return 200 "ok\n"; }
+    location = /login {
+        ratelimit zone=login burst=4 nodelay;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+--- request eval
+[map { "GET /login?k=p" } 1 .. 6]
+--- error_code eval
+[(200) x 5, 429]
+--- response_headers eval
+["", "", "", "", "", "Retry-After: 180"]
+
+
+
+=== TEST 15: the workers share one shared-memory limit
 --- http_config
     ratelimit_zone $arg_k zone=rl:1m rate=1r/m;
 --- config
