@@ -979,6 +979,9 @@ ngx_edge_redis_send(ngx_edge_redis_server_t *server,
     conn = server->conn;
 
     if (conn == NULL || conn->state != NGX_EDGE_REDIS_READY) {
+        /* not sent: the caller's failure policy applies, and it counts as
+         * a failed command */
+        ngx_edge_redis_stat(server, server->st_errors, 1);
         return NULL;
     }
 

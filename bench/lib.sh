@@ -1,0 +1,170 @@
+# shellcheck shell=bash
+# Helpers for bench/run.sh: ports, waiting, rendering the nginx templates,
+# starting and stopping nginx by its pid file, and reading wrk's output.
+# Sourced, not run.
+
+bench_say() { printf 'bench: %s\n' "$*"; }
+bench_die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+# a port nothing listens on now, on 127.0.0.1
+free_port() {
+    perl -MIO::Socket::INET -e '
+        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
+                                      Listen => 1, ReuseAddr => 1) or die $!;
+        print $s->sockport, "\n";'
+}
+
+# wait_for SECONDS COMMAND...: poll until COMMAND succeeds
+wait_for() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" > /dev/null 2>&1; do
+        [ $SECONDS -lt "$deadline" ] || return 1
+        sleep 0.1
+    done
+}
+
+# http_ok URL: true if URL answers 200
+http_ok() {
+    [ "$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$1")" = 200 ]
+}
+
+# running PID: the process exists and is not a zombie (a daemon's dead
+# master may wait a while for pid 1 to reap it; kill -0 would still see it)
+running() {
+    local st
+    st=$(ps -o stat= -p "$1" 2> /dev/null) || return 1
+    [[ $st != Z* ]]
+}
+
+# render_conf TEMPLATE SCENARIO OUTPUT
+#
+# Copies TEMPLATE to OUTPUT.  A line holding only @SCENARIO_MAIN@,
+# @SCENARIO_HTTP@, @SCENARIO_SERVER@ or @SCENARIO_LOCATION@ is replaced by
+# that section of the SCENARIO file (sections start at a line
+# "# --- main ---", "# --- http ---", "# --- server ---" or
+# "# --- location ---"; what comes before the first one is the scenario's
+# description).  Then every @NAME@ outside comments is replaced by
+# $EDGE_NAME; a placeholder without a value is an error.  SCENARIO may be
+# empty: no sections.
+render_conf() {
+    perl -e '
+        use strict; use warnings;
+        my ($template, $scenario) = @ARGV;
+        my %section = map { $_ => "" } qw(main http server location);
+        if ($scenario ne "") {
+            open my $s, "<", $scenario or die "$scenario: $!\n";
+            my $cur;
+            while (<$s>) {
+                if (/^#\s*---\s*(\S+)\s*---\s*$/) {
+                    exists $section{$1}
+                        or die "$scenario:$.: unknown section \"$1\" "
+                             . "(main, http, server, location)\n";
+                    $cur = $1;
+                    next;
+                }
+                $section{$cur} .= $_ if defined $cur;
+            }
+        }
+        open my $t, "<", $template or die "$template: $!\n";
+        my $text = do { local $/; <$t> };
+        $text =~ s{^([ \t]*)\@SCENARIO_(MAIN|HTTP|SERVER|LOCATION)\@[ \t]*\n}{
+            my ($indent, $name) = ($1, lc $2);
+            my $body = $section{$name};
+            $body =~ s/^(?=.)/$indent/mg;     # indent it like the marker
+            "$indent# -- scenario $name --\n$body";
+        }mge;
+        for my $line (split /^/, $text) {
+            $line =~ s{\@([A-Z][A-Z0-9_]*)\@}{
+                defined $ENV{"EDGE_$1"} ? $ENV{"EDGE_$1"}
+                    : die "unknown placeholder \@$1\@ (in $template or $scenario)\n"
+            }ge unless $line =~ /^\s*#/;
+            print $line;
+        }
+    ' "$1" "$2" > "$3"
+}
+
+# nginx_start PREFIX: start $nginx with PREFIX/conf/nginx.conf; on failure
+# show why, with the configuration numbered, and return 1
+nginx_start() {
+    local prefix=$1
+    mkdir -p "$prefix/logs" "$prefix/temp"
+    # .starting tells nginx_stop (run by a Ctrl-C now) to wait for the pid file
+    touch "$prefix/.starting"
+    if ! "${nginx:?the caller sets nginx}" -p "$prefix/" -c conf/nginx.conf 2> "$prefix/start.log"; then
+        rm -f "$prefix/.starting"
+        echo "bench: nginx did not start:" >&2
+        sed 's/^/    /' "$prefix/start.log" >&2
+        echo "bench: the configuration was ($prefix/conf/nginx.conf):" >&2
+        cat -n "$prefix/conf/nginx.conf" >&2
+        return 1
+    fi
+    wait_for 5 test -s "$prefix/logs/nginx.pid" || true
+    rm -f "$prefix/.starting"
+}
+
+# nginx_stop PREFIX: QUIT the master in PREFIX/logs/nginx.pid, wait for it,
+# KILL it and its workers if it is still there after 5 s
+nginx_stop() {
+    local pidfile=$1/logs/nginx.pid pid workers w
+    # a master just started writes its pid file a moment after `nginx` returns
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        [ -s "$pidfile" ] && break
+        [ -e "$1/.starting" ] || return 0
+        sleep 0.1
+    done
+    [ -s "$pidfile" ] || return 0
+    pid=$(cat "$pidfile")
+    [[ $pid =~ ^[0-9]+$ ]] && running "$pid" || return 0
+    workers=$(pgrep -P "$pid" || true)
+    kill -QUIT "$pid" 2> /dev/null || true
+    for _ in $(seq 1 50); do
+        running "$pid" || break
+        sleep 0.1
+    done
+    if running "$pid"; then
+        echo "bench: nginx $pid did not stop on QUIT, killing it" >&2
+        workers="$workers $(pgrep -P "$pid" || true)"
+        # shellcheck disable=SC2086
+        kill -KILL "$pid" $workers 2> /dev/null || true
+    else
+        # the master is gone; a worker it left behind would hold the port
+        # (checked by name: the pid could have been reused meanwhile)
+        for w in $workers; do
+            if tr '\0' ' ' 2> /dev/null < "/proc/$w/cmdline" | grep -q '^nginx: worker'; then
+                kill -KILL "$w" 2> /dev/null || true
+            fi
+        done
+    fi
+    return 0
+}
+
+# parse_wrk FILE: prints "rps p50_ms p90_ms p99_ms requests non2xx sockerr"
+# from the output of `wrk --latency`; a missing value is "-"
+parse_wrk() {
+    awk '
+        function ms(v,   n, u) {       # "489.00us", "2.08ms", "1.01s", "1.50m"
+            n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") return n / 1000
+            if (u == "ms") return n
+            if (u == "s")  return n * 1000
+            if (u == "m")  return n * 60000
+            if (u == "h")  return n * 3600000
+            return -1
+        }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "90%" { p90 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        $1 == "Requests/sec:" { rps = $2 }
+        $2 == "requests" && $3 == "in" { total = $1 }
+        /Non-2xx or 3xx responses:/ { non2xx = $NF }
+        /Socket errors:/ {          # connect N, read N, write N, timeout N
+            for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) sockerr += $i
+        }
+        END {
+            if (rps == "") { print "- - - - - - -"; exit }
+            printf "%s %s %s %s %s %d %d\n", rps,
+                   p50 == "" ? "-" : p50, p90 == "" ? "-" : p90,
+                   p99 == "" ? "-" : p99, total == "" ? "-" : total,
+                   non2xx, sockerr
+        }' "$1"
+}
