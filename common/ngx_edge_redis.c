@@ -36,7 +36,6 @@ struct ngx_edge_redis_conn_s {
 
     ngx_edge_redis_cmd_t        *cmds;
     ngx_queue_t                  free;
-    ngx_uint_t                   inflight;
 
     time_t                       log_next;
     ngx_uint_t                   log_suppressed;
@@ -1016,7 +1015,6 @@ ngx_edge_redis_send(ngx_edge_redis_server_t *server,
 
     ngx_add_timer(&cmd->timer, server->timeout);
 
-    conn->inflight++;
     ngx_edge_redis_stat(server, server->st_commands, 1);
     ngx_edge_redis_stat(server, server->st_inflight, 1);
 
@@ -1042,7 +1040,6 @@ ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd)
 {
     ngx_edge_redis_detach(cmd);
 
-    cmd->conn->inflight--;
     ngx_queue_insert_head(&cmd->conn->free, &cmd->queue);
 }
 

@@ -210,16 +210,92 @@ ngx_edge_stats_valid_name(ngx_str_t *name, ngx_uint_t metric)
 }
 
 
+/*
+ * A family registered again returns its index if the definition is the
+ * same, NGX_ERROR (logged) if it differs, NGX_DECLINED if it is new.
+ */
+
+static ngx_int_t
+ngx_edge_stats_find_family(ngx_conf_t *cf, ngx_edge_stats_t *st,
+    ngx_edge_stats_family_t *family)
+{
+    size_t                      len;
+    ngx_uint_t                  i, k;
+    ngx_edge_stats_cfamily_t   *cfam;
+    ngx_edge_stats_shfamily_t  *f;
+
+    len = ngx_strlen(family->name);
+    cfam = st->families.elts;
+
+    for (i = 0; i < st->families.nelts; i++) {
+        f = &cfam[i].sh;
+
+        if (f->name.len != len
+            || ngx_strncmp(f->name.data, family->name, len) != 0)
+        {
+            continue;
+        }
+
+        if (f->type != (ngx_uint_t) family->type
+            || (f->flags & ~NGX_EDGE_STATS_DYNAMIC)
+               != (family->flags & ~NGX_EDGE_STATS_DYNAMIC)
+            || f->max_series != family->max_series
+            || (f->type == NGX_EDGE_STATS_HISTOGRAM
+                && (f->nbounds != family->nbounds
+                    || ngx_memcmp(f->bounds, family->bounds,
+                                  f->nbounds * sizeof(uint64_t))
+                       != 0)))
+        {
+            goto conflict;
+        }
+
+        for (k = 0; k < f->nlabels; k++) {
+            if (family->labels == NULL || family->labels[k] == NULL
+                || ngx_strlen(family->labels[k]) != f->labels[k].len
+                || ngx_strncmp(f->labels[k].data, family->labels[k],
+                               f->labels[k].len)
+                   != 0)
+            {
+                goto conflict;
+            }
+        }
+
+        if (family->labels && family->labels[k]) {
+            goto conflict;
+        }
+
+        return i;
+    }
+
+    return NGX_DECLINED;
+
+conflict:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "metric family \"%s\" is registered twice with "
+                       "different definitions", family->name);
+    return NGX_ERROR;
+}
+
+
 ngx_int_t
 ngx_edge_stats_add_family(ngx_conf_t *cf, ngx_edge_stats_t *st,
     ngx_edge_stats_family_t *family)
 {
     size_t                      len;
     uint32_t                    num[6];
+    ngx_int_t                   rc;
     ngx_uint_t                  i, n;
     ngx_str_t                   values[NGX_EDGE_STATS_MAX_LABELS];
     ngx_edge_stats_cfamily_t   *cfam;
     ngx_edge_stats_shfamily_t  *f;
+
+    rc = ngx_edge_stats_find_family(cf, st, family);
+
+    if (rc != NGX_DECLINED) {
+        /* the same family again (e.g. once per zone of a module) */
+        return rc;
+    }
 
     cfam = ngx_array_push(&st->families);
     if (cfam == NULL) {
@@ -366,7 +442,8 @@ ngx_edge_stats_add_family(ngx_conf_t *cf, ngx_edge_stats_t *st,
         }
 
         f->overflow = ngx_edge_stats_add_series_internal(cf, st,
-                                             st->families.nelts - 1, values, 1);
+                                                         st->families.nelts
+                                                         - 1, values, 1);
         if (f->overflow == NGX_EDGE_STATS_NONE) {
             return NGX_ERROR;
         }

@@ -74,7 +74,9 @@ typedef ngx_int_t  ngx_edge_stats_id_t;
 NGX_EDGE_API ngx_edge_stats_t *ngx_edge_stats_create(ngx_conf_t *cf,
     const char *owner, void *tag);
 
-/* returns the family index, or NGX_ERROR (logged to cf) */
+/* returns the family index, or NGX_ERROR (logged to cf); the same family
+ * registered again (same name and definition) returns the same index, the
+ * same name with another definition is an error */
 NGX_EDGE_API ngx_int_t ngx_edge_stats_add_family(ngx_conf_t *cf,
     ngx_edge_stats_t *st, ngx_edge_stats_family_t *family);
 

@@ -53,6 +53,7 @@ typedef struct {
     ngx_str_t                    base;       /* for HELP and TYPE */
     u_char                      *labels;     /* scratch for label sets */
     size_t                       labels_size;
+    ngx_str_t                   *le;         /* a histogram's le="..." */
 
     json_t                      *json;       /* the families, for JSON */
     json_t                      *series;     /* the family's */
@@ -85,6 +86,9 @@ static u_char *ngx_http_metrics_escape(u_char *dst, ngx_str_t *src,
     ngx_uint_t quote);
 static u_char *ngx_http_metrics_scaled(u_char *p, uint64_t v, uint64_t scale,
     ngx_uint_t point);
+static u_char *ngx_http_metrics_int(u_char *p, int64_t v);
+static ngx_str_t *ngx_http_metrics_le(ngx_http_metrics_out_t *o,
+    ngx_edge_stats_shfamily_t *f);
 static ngx_int_t ngx_http_metrics_gzip(ngx_http_metrics_out_t *o);
 static void *ngx_http_metrics_zalloc(void *opaque, u_int items, u_int size);
 static void ngx_http_metrics_zfree(void *opaque, void *address);
@@ -619,6 +623,13 @@ ngx_http_metrics_render_zone(ngx_http_metrics_out_t *o,
                 }
 
                 begun = 1;
+
+                if (f->type == NGX_EDGE_STATS_HISTOGRAM) {
+                    o->le = ngx_http_metrics_le(o, f);
+                    if (o->le == NULL) {
+                        return NGX_ERROR;
+                    }
+                }
             }
 
             if (ngx_http_metrics_sample(o, f->labels, s->values, f->nlabels,
@@ -883,7 +894,7 @@ static ngx_int_t
 ngx_http_metrics_sample(ngx_http_metrics_out_t *o, ngx_str_t *keys,
     ngx_str_t *values, ngx_uint_t n, int64_t *v, ngx_edge_stats_shfamily_t *f)
 {
-    u_char      *p, *e, *labels, value[NGX_INT64_LEN + 32], extra[64];
+    u_char      *p, *labels, value[NGX_INT64_LEN + 32];
     size_t       len;
     int64_t      count;
     ngx_str_t    total;
@@ -990,7 +1001,7 @@ ngx_http_metrics_sample(ngx_http_metrics_out_t *o, ngx_str_t *keys,
     len = p - labels;
 
     if (o->type != NGX_EDGE_STATS_HISTOGRAM) {
-        p = ngx_sprintf(value, "%L", v[0]);
+        p = ngx_http_metrics_int(value, v[0]);
 
         /* o->name: the counter's full name in either format */
         return ngx_http_metrics_line(o, &o->name, "", labels, len, NULL, 0,
@@ -1005,22 +1016,11 @@ ngx_http_metrics_sample(ngx_http_metrics_out_t *o, ngx_str_t *keys,
     for (i = 0; i <= f->nbounds; i++) {
         count += v[i];
 
-        p = ngx_cpymem(extra, "le=\"", 4);
-
-        if (i < f->nbounds) {
-            p = ngx_http_metrics_scaled(p, f->bounds[i], f->scale, 1);
-
-        } else {
-            p = ngx_cpymem(p, "+Inf", 4);
-        }
-
-        *p++ = '"';
-        e = p;
-
-        p = ngx_sprintf(value, "%L", count);
+        p = ngx_http_metrics_int(value, count);
 
         if (ngx_http_metrics_line(o, &o->name, "_bucket", labels, len,
-                                  extra, e - extra, value, p - value)
+                                  o->le[i].data, o->le[i].len,
+                                  value, p - value)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -1037,7 +1037,7 @@ ngx_http_metrics_sample(ngx_http_metrics_out_t *o, ngx_str_t *keys,
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(value, "%L", count);
+    p = ngx_http_metrics_int(value, count);
 
     if (ngx_http_metrics_line(o, &o->name, "_count", labels, len, NULL, 0,
                               value, p - value)
@@ -1247,6 +1247,70 @@ ngx_http_metrics_scaled(u_char *p, uint64_t v, uint64_t scale,
     *p++ = '.';
 
     return ngx_cpymem(p, frac, f - frac);
+}
+
+
+/* le="..." of each bucket of a histogram, formatted once per family */
+
+static ngx_str_t *
+ngx_http_metrics_le(ngx_http_metrics_out_t *o, ngx_edge_stats_shfamily_t *f)
+{
+    u_char      *p;
+    ngx_str_t   *le;
+    ngx_uint_t   i;
+
+    le = ngx_palloc(o->r->pool, (f->nbounds + 1) * sizeof(ngx_str_t));
+    if (le == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i <= f->nbounds; i++) {
+        le[i].data = ngx_pnalloc(o->r->pool, NGX_INT64_LEN + 32);
+        if (le[i].data == NULL) {
+            return NULL;
+        }
+
+        p = ngx_cpymem(le[i].data, "le=\"", 4);
+
+        if (i < f->nbounds) {
+            p = ngx_http_metrics_scaled(p, f->bounds[i], f->scale, 1);
+
+        } else {
+            p = ngx_cpymem(p, "+Inf", 4);
+        }
+
+        *p++ = '"';
+        le[i].len = p - le[i].data;
+    }
+
+    return le;
+}
+
+
+/* a decimal integer: ngx_sprintf() parses its format on every call */
+
+static u_char *
+ngx_http_metrics_int(u_char *p, int64_t v)
+{
+    u_char    buf[NGX_INT64_LEN], *b;
+    uint64_t  u;
+
+    if (v < 0) {
+        *p++ = '-';
+        u = (uint64_t) -(v + 1) + 1;
+
+    } else {
+        u = (uint64_t) v;
+    }
+
+    b = buf + NGX_INT64_LEN;
+
+    do {
+        *--b = (u_char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+
+    return ngx_cpymem(p, b, buf + NGX_INT64_LEN - b);
 }
 
 

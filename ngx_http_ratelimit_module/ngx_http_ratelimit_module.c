@@ -87,6 +87,8 @@ typedef struct {
     ngx_msec_t                   ban_window;
     ngx_msec_t                   ban_duration;
 
+    time_t                       log_next;     /* this worker's */
+
     ngx_edge_stats_id_t          st_decisions[NGX_HTTP_RATELIMIT_NSTATUS];
 } ngx_http_ratelimit_zone_t;
 
@@ -149,6 +151,8 @@ struct ngx_http_ratelimit_ctx_s {
 };
 
 
+static ngx_http_ratelimit_ctx_t *ngx_http_ratelimit_get_ctx(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_ratelimit_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ratelimit_start(ngx_http_request_t *r,
     ngx_http_ratelimit_loc_conf_t *rlcf, ngx_http_ratelimit_ctx_t *ctx);
@@ -436,6 +440,38 @@ ngx_http_ratelimit_now(void)
 
 /* the request path */
 
+/*
+ * An internal redirect (error_page 429, try_files, a named location) wipes
+ * the module contexts, but the decision must survive it: for the refusal
+ * page's headers, for $ratelimit_status in the access log, and so that
+ * the request is not limited twice.  The pool cleanup registered with the
+ * ctx survives, so the ctx is found again through it.
+ */
+
+static ngx_http_ratelimit_ctx_t *
+ngx_http_ratelimit_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_ratelimit_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ratelimit_module);
+
+    if (ctx || !r->internal) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_ratelimit_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_ratelimit_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
 static ngx_int_t
 ngx_http_ratelimit_handler(ngx_http_request_t *r)
 {
@@ -449,12 +485,12 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ratelimit_module);
+    ctx = ngx_http_ratelimit_get_ctx(r);
 
     if (ctx) {
         if (ctx->done) {
-            /* after a delay, or the phase ran again (internal redirect
-             * keeps no ctx, so this is the same location) */
+            /* after a delay, or after an internal redirect (error_page,
+             * try_files): a request is limited once, as with limit_req */
             return NGX_DECLINED;
         }
 
@@ -960,7 +996,13 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
         }
 
     } else {
-        if (rc == NGX_OK) {
+        if (rc == NGX_OK && reply->type != REDIS_REPLY_ERROR
+            && ngx_time() >= zone->log_next)
+        {
+            /* once per interval: a Redis that answers nonsense would
+             * otherwise log on every request (error replies are logged by
+             * the client already) */
+            zone->log_next = ngx_time() + 5;
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                           "ratelimit zone \"%V\": unexpected reply from "
                           "redis \"%V\"", &zone->name, &zone->redis->name);
@@ -1643,7 +1685,7 @@ ngx_http_ratelimit_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ratelimit_module);
+    ctx = ngx_http_ratelimit_get_ctx(r);
 
     if (ctx == NULL || !ctx->done || ctx->nchecks == 0) {
         return ngx_http_next_header_filter(r);
@@ -1711,7 +1753,7 @@ ngx_http_ratelimit_variable(ngx_http_request_t *r,
     u_char                    *p;
     ngx_http_ratelimit_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ratelimit_module);
+    ctx = ngx_http_ratelimit_get_ctx(r->main);
 
     if (ctx == NULL || !ctx->done || ctx->status == NGX_HTTP_RATELIMIT_NONE)
     {
@@ -1882,7 +1924,7 @@ ngx_http_ratelimit_valid_name(ngx_str_t *name)
 }
 
 
-/* "10r/s" or "50r/m" */
+/* "10r/s", "50r/m" or "20r/h" */
 
 static ngx_int_t
 ngx_http_ratelimit_parse_rate(ngx_str_t *value, ngx_http_ratelimit_rate_t *rate)
@@ -1903,6 +1945,10 @@ ngx_http_ratelimit_parse_rate(ngx_str_t *value, ngx_http_ratelimit_rate_t *rate)
 
     } else if (p[2] == 'm') {
         rate->period = 60;
+
+    } else if (p[2] == 'h') {
+        /* beyond limit_req: "5 per 15 minutes" is 20r/h with burst=4 */
+        rate->period = 3600;
 
     } else {
         return NGX_ERROR;

@@ -318,3 +318,30 @@ qr/\[notice\] .*ratelimit: REJECTED by zone "rl"/
 [map { "GET /rl?k=o" } 1 .. 12]
 --- error_code eval
 [(200) x 10, 429, 429]
+
+
+
+=== TEST 16: error_page after a refusal keeps the decision, and limits once
+--- http_config
+    ratelimit_zone $arg_k zone=rl:1m rate=1r/m;
+--- config
+    location = /ok { return 200 "ok\n"; }
+    location = /page { return 200 "slow down\n"; }
+    location = /rl {
+        ratelimit zone=rl;
+        error_page 429 @limited;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+    location @limited {
+        ratelimit zone=rl;
+        add_header X-Status $ratelimit_status always;
+        proxy_pass http://127.0.0.1:$server_port/page;
+    }
+--- request eval
+["GET /rl?k=q", "GET /rl?k=q"]
+--- error_code eval
+[200, 429]
+--- response_body eval
+["ok\n", "slow down\n"]
+--- response_headers eval
+["", "X-Status: REJECTED\nRetry-After: 60\nRateLimit: \"rl\";r=0;t=60"]
