@@ -577,12 +577,12 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
         n++;
         ctx->nchecks = n;
 
-        if (ngx_http_ratelimit_cached(chk, now)) {
+        if (chk->zone->redis == NULL) {
+            ngx_http_ratelimit_local(chk, now);
             continue;
         }
 
-        if (chk->zone->redis == NULL) {
-            ngx_http_ratelimit_local(chk, now);
+        if (ngx_http_ratelimit_cached(chk, now)) {
             continue;
         }
 
@@ -692,7 +692,7 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
 }
 
 
-/* the zone's ban and deny caches: a verdict with no bucket involved */
+/* Redis mode: the zone's ban and deny caches decide without Redis */
 
 static ngx_flag_t
 ngx_http_ratelimit_cached(ngx_http_ratelimit_check_t *chk, int64_t now)
@@ -751,6 +751,15 @@ ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
                       &zone->name);
         chk->status = NGX_HTTP_RATELIMIT_REJECTED;
         chk->verdict.retry = chk->gcra.interval;
+        return;
+    }
+
+    if (node->ban_until > now) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        chk->status = NGX_HTTP_RATELIMIT_BANNED;
+        chk->verdict.retry = node->ban_until - now;
+        chk->verdict.reset = chk->verdict.retry;
         return;
     }
 
