@@ -1,0 +1,702 @@
+# ngx_http_ratelimit_module's ratelimit_pg_map: a map (API key -> tier)
+# loaded from the fixtures' real PostgreSQL into shared memory.
+#
+# The blocks cover what is decided without waiting for a load: PostgreSQL
+# down at start, queries that fail, limits on rows, shutdown during a
+# refresh, and bad configurations.  A load is asynchronous and a block
+# cannot wait for one before its first request, nor act between requests,
+# so the scenarios that need a loaded map or a change under a running nginx
+# (known keys, tiers applied, two workers, one refresher at a time, changed
+# rows, PostgreSQL down mid-run, reload, recovery) run after the blocks
+# against an nginx this file starts itself, and poll (bounded) instead of
+# sleeping.
+use Test::Nginx::Socket 'no_plan';
+use Test::Edge qw(:all);
+
+use File::Spec ();
+use File::Temp ();
+use IO::Select ();
+use IO::Socket::INET ();
+use POSIX ();
+use Time::HiRes ();
+
+workers(2);
+master_on();
+no_shuffle();
+
+# everything is slower under valgrind
+my $Slow = $ENV{TEST_NGINX_USE_VALGRIND} ? 5 : 1;
+
+sub pg_is_up {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $ENV{TEST_NGINX_PG_PORT},
+                                  Timeout => 2);
+    return defined $s;
+}
+
+# the table every scenario starts from: two usable rows, one NULL tier,
+# one row the query filters out
+sub pg_reset {
+    pg_exec(<<'SQL');
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS api_keys;
+CREATE TABLE api_keys (api_key text, tier text,
+                       active boolean NOT NULL DEFAULT true);
+INSERT INTO api_keys VALUES ('key-premium', 'premium', true),
+                            ('key-auth', 'authenticated', true),
+                            ('key-null', NULL, true),
+                            ('key-off', 'premium', false);
+SQL
+}
+
+# Every block starts from a running PostgreSQL and a fresh table; "--- sql"
+# adds to it, "--- pg: down" stops PostgreSQL for the block (the next
+# block starts it again).  Blocks run with a master and two workers, or
+# as a single process with "--- single_process".
+add_block_preprocessor(sub {
+    my $block = shift;
+    if (defined $block->single_process) {
+        master_off();
+        workers(1);
+    } else {
+        master_on();
+        workers(2);
+    }
+    pg_start() unless pg_is_up();
+    pg_reset();
+    pg_exec($block->sql) if defined $block->sql;
+    pg_stop() if ($block->pg // '') =~ /down/;
+});
+
+my $Live;   # the nginx live_scenarios() starts, stopped at exit in any case
+
+END { live_stop($Live) if $Live && $Live->{pid} }
+
+run_tests();
+
+live_scenarios();
+
+
+# ---------------------------------------------------------------------------
+# A loaded map under a running nginx: a small self-contained launcher
+# ---------------------------------------------------------------------------
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Listen => 1)
+        or die "cannot find a free port: $!\n";
+    return $s->sockport;
+}
+
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or return '';
+    local $/;
+    my $data = <$fh>;
+    return $data // '';
+}
+
+# live_start(workers => N, http => TEXT, server => TEXT): nginx in the
+# foreground (our child), master and N workers, error log at debug level.
+sub live_start {
+    my (%a) = @_;
+    my $base = $ENV{TEST_EDGE_FIXTURES} // File::Spec->tmpdir;
+    my $dir = File::Temp::tempdir('pg-live.XXXXXX', DIR => $base,
+                                  CLEANUP => 1);
+    my @temps = qw(client_body proxy fastcgi uwsgi scgi);
+    mkdir "$dir/$_" for qw(conf logs), map { "${_}_temp" } @temps;
+    my $port = free_port();
+
+    my $conf = join '', map { "load_module $_;\n" }
+                        split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '';
+    $conf .= "user root;\n" if $> == 0;
+    my $temps = join '', map { "    ${_}_temp_path $dir/${_}_temp;\n" } @temps;
+    $conf .= <<"_EOC_";
+worker_processes $a{workers};
+master_process on;
+daemon off;
+error_log $dir/logs/error.log debug;
+pid $dir/logs/nginx.pid;
+
+events {
+    worker_connections 64;
+    accept_mutex off;
+}
+
+http {
+    access_log off;
+    default_type text/plain;
+$temps
+$a{http}
+
+    server {
+        # one socket per worker: the kernel spreads connections over both
+        listen 127.0.0.1:$port reuseport;
+
+$a{server}
+    }
+}
+_EOC_
+    open my $fh, '>', "$dir/conf/nginx.conf" or die "$dir: $!\n";
+    print $fh $conf;
+    close $fh;
+
+    my @cmd = ($ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx',
+               '-p', "$dir/", '-c', 'conf/nginx.conf');
+    if ($ENV{TEST_NGINX_USE_VALGRIND}) {
+        unshift @cmd, 'valgrind', '--tool=memcheck', '--leak-check=full',
+            '--show-leak-kinds=definite', '--num-callers=30',
+            "--log-file=$dir/logs/valgrind.%p.log",
+            (-f 't/valgrind.suppress'
+             ? ('--suppressions=t/valgrind.suppress') : ());
+    }
+
+    my $pid = fork;
+    die "fork: $!\n" unless defined $pid;
+    if (!$pid) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$dir/logs/stderr.log";
+        open STDERR, '>&', \*STDOUT;
+        { exec { $cmd[0] } @cmd }
+        POSIX::_exit(127);
+    }
+
+    my $n = { dir => $dir, port => $port, pid => $pid,
+              log => "$dir/logs/error.log" };
+    # the master writes its pid file once the sockets are bound
+    my $up = wait_until(10 * $Slow, sub {
+        waitpid($pid, POSIX::WNOHANG()) == 0
+            && slurp("$dir/logs/nginx.pid") =~ /^$pid\b/
+    });
+    if (!$up) {
+        diag(slurp("$dir/logs/stderr.log") . slurp($n->{log}));
+        live_stop($n);
+        return undef;
+    }
+    return $n;
+}
+
+# QUIT, and wait (bounded) for a graceful exit; true if it was graceful
+sub live_stop {
+    my ($n) = @_;
+    my $pid = delete $n->{pid} or return 0;
+    kill 'QUIT', $pid;
+    my $gone = wait_until(10 * $Slow,
+                          sub { waitpid($pid, POSIX::WNOHANG()) == $pid });
+    return 1 if $gone && $? == 0;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+    return 0;
+}
+
+sub live_log { slurp($_[0]{log}) }
+
+# one GET on a new connection: { status, headers (lower case), body }
+sub live_get {
+    my ($n, $uri) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $n->{port},
+                                  Timeout => 5 * $Slow)
+        or return undef;
+    print $s "GET $uri HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    my ($raw, $sel) = ('', IO::Select->new($s));
+    my $deadline = Time::HiRes::time() + 5 * $Slow;
+    while (Time::HiRes::time() < $deadline
+           && $sel->can_read($deadline - Time::HiRes::time()))
+    {
+        last unless sysread $s, $raw, 65536, length $raw;
+    }
+    close $s;
+    my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+    my ($status, @lines) = split /\r\n/, $head // '';
+    my ($code) = ($status // '') =~ m{^HTTP/\S+ (\d+)} or return undef;
+    my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1 => $2) : () } @lines;
+    return { status => $code, headers => \%h, body => $body // '' };
+}
+
+sub count_lines {
+    my ($text, $re) = @_;
+    return scalar grep { $_ =~ $re } split /\n/, $text;
+}
+
+# valgrind's memory errors with one of our frames on the stack
+sub live_valgrind_errors {
+    my ($n) = @_;
+    my @errors;
+    for my $file (glob "$n->{dir}/logs/valgrind.*.log") {
+        for my $rec (split /\n==\d+==\s*\n/, slurp($file)) {
+            next unless $rec =~ /Invalid (?:read|write|free)|definitely lost
+                                 |Conditional jump or move depends/x;
+            push @errors, $rec if $rec =~ /ngx_http_ratelimit_|ngx_edge_/;
+        }
+    }
+    return @errors;
+}
+
+sub live_scenarios {
+    pg_start() unless pg_is_up();
+    pg_reset();
+
+    my $refresh = 200;   # ms
+    $Live = live_start(workers => 2, http => <<"_HTTP_", server => <<'_SRV_');
+    ratelimit_pg_map \$arg_k \$api_tier
+        "dsn=$ENV{TEST_NGINX_PG_DSN} password=s3cr3t"
+        "query=SELECT api_key, tier FROM api_keys WHERE active"
+        refresh=${refresh}ms timeout=2s default=public zone=api_tiers:1m;
+
+    ratelimit_zone \$arg_k zone=api:1m rate=1r/m tier=\$api_tier;
+    ratelimit_tier zone=api tier=authenticated rate=200r/m burst=1;
+    ratelimit_tier zone=api tier=premium rate=1000r/m burst=3;
+_HTTP_
+        location = /ok { return 200 "ok\n"; }
+
+        location = /tier {
+            add_header X-Pid $pid always;
+            return 200 "$api_tier\n";
+        }
+
+        # "return" runs before the limit (preaccess): proxy to /ok
+        location = /rl {
+            ratelimit zone=api nodelay;
+            add_header X-Tier $api_tier always;
+            proxy_pass http://127.0.0.1:$server_port/ok;
+        }
+_SRV_
+
+    ok($Live, 'live: nginx with two workers started') or return;
+    my $n = $Live;
+
+    my $get = sub { live_get($n, $_[0]) };
+    my $tier = sub {
+        my $r = live_get($n, "/tier?k=$_[0]");
+        return $r ? $r->{body} =~ s/\n\z//r : '(no response)';
+    };
+    my $codes = sub {
+        my ($key, $times) = @_;
+        join ' ', map { my $r = $get->("/rl?k=$key"); $r ? $r->{status} : '-' }
+                  1 .. $times;
+    };
+
+    # loaded as soon as the workers run
+    ok(wait_until(10 * $Slow, sub { $tier->('key-premium') eq 'premium' }),
+       'live: the map is loaded at startup');
+    is($tier->('key-auth'), 'authenticated', 'live: a known key maps');
+    is($tier->('no-such-key'), 'public', 'live: an unknown key is the default');
+    is($tier->(''), 'public', 'live: an empty key is the default');
+    is($tier->('key-null'), 'public', 'live: a row with NULL is skipped');
+    is($tier->('key-off'), 'public',
+       'live: a row the query filters out is not in the map');
+    like(live_log($n),
+         qr/\[info\] .*ratelimit_pg_map "\$api_tier": loaded 2 rows from 127\.0\.0\.1:\d+ in \d+ms \(3 returned, 1 with NULL/,
+         'live: an info line with the row count per load');
+
+    # both workers read the one copy in shared memory
+    my (%pids, @wrong);
+    for (1 .. 40) {
+        my $r = $get->('/tier?k=key-premium');
+        if (!$r || $r->{body} ne "premium\n") {
+            push @wrong, $r ? $r->{body} : 'no response';
+            next;
+        }
+        $pids{$r->{headers}{'x-pid'} // '?'}++;
+    }
+    is("@wrong", '', 'live: every answer maps the key');
+    is(scalar(keys %pids), 2, 'live: ... and both workers answered')
+        or diag(join ', ', map { "$_: $pids{$_}" } sort keys %pids);
+
+    # one refresher: loads are at least one interval apart, even with two
+    # workers polling the lease
+    my $loaded = qr/ratelimit_pg_map "\$api_tier": loaded /;
+    my $first = count_lines(live_log($n), $loaded);
+    my $t0 = Time::HiRes::time();
+    ok(wait_until(10 * $Slow,
+                  sub { count_lines(live_log($n), $loaded) >= $first + 5 }),
+       'live: the map is refreshed periodically');
+    my $elapsed = (Time::HiRes::time() - $t0) * 1000;
+    cmp_ok($elapsed, '>=', 4 * $refresh * 0.9,
+           'live: one load per interval, not one per worker');
+
+    # the tier from the database picks the limit
+    is($codes->('public-1', 2), '200 429',
+       'live: an unknown key is limited as public (1r/m, no burst)');
+    is($codes->('key-auth', 3), '200 200 429',
+       'live: authenticated (burst=1) gets 2 back-to-back requests');
+    is($codes->('key-premium', 5), '200 200 200 200 429',
+       'live: premium (burst=3) gets 4 back-to-back requests');
+    my $r = $get->('/rl?k=key-premium');
+    is($r && $r->{headers}{'x-tier'}, 'premium',
+       'live: the limited location sees the tier too');
+
+    # changed and new rows show up after a refresh
+    pg_exec("UPDATE api_keys SET tier = 'authenticated'"
+            . " WHERE api_key = 'key-premium';"
+            . " INSERT INTO api_keys VALUES ('key-new', 'premium', true)");
+    ok(wait_until(10 * $Slow, sub {
+           $tier->('key-premium') eq 'authenticated'
+               && $tier->('key-new') eq 'premium'
+       }), 'live: a refresh picks up changed and new rows');
+
+    # PostgreSQL down: the last good copy keeps serving, one line logged
+    pg_stop();
+    my $failed = qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ failed: .*; serving the last good copy \(3 rows\)/;
+    ok(wait_until(10 * $Slow, sub { live_log($n) =~ $failed }),
+       'live: PostgreSQL down: the failure is logged, with the address');
+    ok(wait_until(10 * $Slow,
+                  sub { live_log($n) =~ /"\$api_tier": failure 3 in a row/ }),
+       'live: ... and retried');
+    is(count_lines(live_log($n), qr/\[error\] .*"\$api_tier": loading from/),
+       1, 'live: ... with one error line for all the failed attempts');
+    my @answers = map { $tier->('key-new') . '/' . $tier->('key-premium') }
+                  1 .. 20;
+    is_deeply([grep { $_ ne 'premium/authenticated' } @answers], [],
+              'live: ... while the last good copy serves in every worker');
+
+    # a reload keeps the zone: the new workers serve the copy at once
+    my %old = %pids;
+    kill 'HUP', $n->{pid};
+    my $new;
+    ok(wait_until(10 * $Slow, sub {
+           my $x = $get->('/tier?k=key-new');
+           $new = $x if $x && !$old{$x->{headers}{'x-pid'} // ''};
+           return $new;
+       }), 'live: reload with PostgreSQL still down');
+    is($new && $new->{body}, "premium\n",
+       'live: ... the new workers serve the copy kept in the zone');
+
+    # PostgreSQL back: loading recovers without a reload
+    pg_start();
+    pg_exec("UPDATE api_keys SET tier = 'premium' WHERE api_key = 'key-auth'");
+    ok(wait_until(10 * $Slow, sub { $tier->('key-auth') eq 'premium' }),
+       'live: PostgreSQL back: loading recovers by itself');
+    like(live_log($n),
+         qr/\[notice\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ works again after \d+ failed attempts/,
+         'live: ... with a notice');
+
+    ok(live_stop($n), 'live: nginx stops gracefully');
+    my $log = live_log($n);
+    is(count_lines($log, qr/\[(?:alert|crit|emerg)\]/), 0,
+       'live: no alert (no socket left open), crit or emerg');
+    is(count_lines($log, qr/exited on signal/), 0, 'live: no worker crashed');
+    is(count_lines($log, qr/s3cr3t/), 0, 'live: the password is never logged');
+    is(join("\n", live_valgrind_errors($n)), '',
+       'live: valgrind found no memory error in our code')
+        if $ENV{TEST_NGINX_USE_VALGRIND};
+
+    # A query slower than the interval: the other worker polls the lease
+    # every 100ms meanwhile, and must not start a second refresh.
+    $Live = live_start(workers => 2, http => <<"_HTTP_", server => <<'_SRV_');
+    ratelimit_pg_map \$arg_k \$api_tier
+        "dsn=$ENV{TEST_NGINX_PG_DSN}"
+        "query=SELECT 'k', 'v' FROM pg_sleep(0.3)"
+        refresh=100ms timeout=5s;
+_HTTP_
+        location = /tier { return 200 "$api_tier\n"; }
+_SRV_
+    ok($Live, 'lease: nginx with two workers started') or return;
+    $n = $Live;
+
+    my $steps = qr/"\$api_tier": (refreshing) from|"\$api_tier": (loaded) 1 rows/;
+    ok(wait_until(10 * $Slow, sub {
+           count_lines(live_log($n), qr/"\$api_tier": loaded 1 rows/) >= 3
+       }), 'lease: a query slower than refresh= still loads');
+    ok(live_stop($n), 'lease: nginx stops gracefully');
+    my @steps = map { /$steps/ ? ($1 // $2) : () } split /\n/, live_log($n);
+    my $seq = join ' ', @steps;
+    like($seq, qr/\Arefreshing loaded(?: refreshing loaded)*(?: refreshing)?\z/,
+         'lease: one refresh at a time across the workers');
+    is(join("\n", live_valgrind_errors($n)), '',
+       'lease: valgrind found no memory error in our code')
+        if $ENV{TEST_NGINX_USE_VALGRIND};
+}
+
+__DATA__
+
+=== TEST 1: PostgreSQL down at start: every key gets the default, one error line
+--- pg: down
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=$TEST_NGINX_PG_DSN password=s3cr3t"
+        "query=SELECT api_key, tier FROM api_keys WHERE active"
+        refresh=100ms default=public zone=api_tiers:1m;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request eval
+["GET /t?k=key-premium", "GET /t?k=no-such-key", "GET /t"]
+--- response_body eval
+["[public]\n", "[public]\n", "[public]\n"]
+--- error_log eval
+[qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ failed: .*Connection refused.*; nothing loaded yet, the variable is the default/,
+ qr/ratelimit_pg_map "\$api_tier": failure 3 in a row/]
+--- grep_error_log eval
+qr/ratelimit_pg_map "\$api_tier": loading from/
+--- grep_error_log_out
+ratelimit_pg_map "$api_tier": loading from
+--- no_error_log
+s3cr3t
+[alert]
+[crit]
+--- no_shutdown_error_log
+[alert]
+
+
+
+=== TEST 2: single process; without default=, unknown and empty keys map to an empty value
+--- single_process
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT api_key, tier FROM api_keys WHERE active";
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request eval
+["GET /t?k=no-such-key", "GET /t"]
+--- response_body eval
+["[]\n", "[]\n"]
+--- error_log eval
+qr/\[info\] .*ratelimit_pg_map "\$api_tier": loaded 2 rows/
+--- no_error_log
+[error]
+[alert]
+[crit]
+
+
+
+=== TEST 3: a query that does not return 2 columns is a failed load, not a crash
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT api_key, tier, active FROM api_keys"
+        refresh=100ms default=public;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t?k=key-premium
+--- response_body
+[public]
+--- error_log eval
+qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ failed: the query returned 3 columns, not 2 \(key, value\); nothing loaded yet/
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 4: an SQL error is logged with PostgreSQL's message
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT api_key, tier FROM no_such_table"
+        refresh=100ms default=public;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t?k=key-premium
+--- response_body
+[public]
+--- error_log eval
+qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ failed: ERROR: relation "no_such_table" does not exist/
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 5: over-long keys and values are skipped, rows beyond the zone are dropped, with warnings
+--- sql
+INSERT INTO api_keys SELECT 'bulk-' || g, 'premium', true
+    FROM generate_series(1, 20000) g;
+INSERT INTO api_keys VALUES (repeat('k', 256), 'premium', true),
+                            ('key-long-value', repeat('v', 256), true);
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT api_key, tier FROM api_keys WHERE active"
+        default=public zone=small:32k;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t?k=no-such-key
+--- response_body
+[public]
+--- error_log eval
+[qr/\[warn\] .*ratelimit_pg_map "\$api_tier": 2 rows skipped, their key or value is longer than 255 bytes/,
+ qr/\[warn\] .*ratelimit_pg_map "\$api_tier": \d+ rows dropped, zone "small" is full/,
+ qr/\[info\] .*ratelimit_pg_map "\$api_tier": loaded \d+ rows from/]
+--- no_error_log
+[error]
+[alert]
+[crit]
+
+
+
+=== TEST 6: empty keys and duplicate keys: counted, the first row wins
+--- sql
+INSERT INTO api_keys VALUES ('', 'premium', true),
+                            ('key-auth', 'premium', true);
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT api_key, tier FROM api_keys WHERE active ORDER BY tier"
+        default=public;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t
+--- response_body
+[public]
+--- error_log eval
+qr/\[info\] .*ratelimit_pg_map "\$api_tier": loaded 2 rows from 127\.0\.0\.1:\d+ in \d+ms \(5 returned, 1 with NULL, 1 with an empty key, 1 duplicate keys\)/
+--- no_error_log
+[error]
+[alert]
+[crit]
+
+
+
+=== TEST 7: a server that never answers: the refresh times out
+# (the fake server starts after nginx: the first attempts are refused and
+# logged, the timeouts come next, within the same logging interval)
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=host=127.0.0.1 port=$TEST_NGINX_RAND_PORT_1 user=nginx dbname=app password=s3cr3t"
+        "query=SELECT 1, 2"
+        refresh=100ms timeout=200ms default=public;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- tcp_listen: $TEST_NGINX_RAND_PORT_1
+--- tcp_no_close
+--- request
+GET /t?k=key-premium
+--- response_body
+[public]
+--- error_log eval
+qr/ratelimit_pg_map "\$api_tier": failure \d+ in a row: "timed out after 200 ms while connecting"/
+--- no_error_log
+s3cr3t
+[alert]
+[crit]
+--- no_shutdown_error_log
+[alert]
+
+
+
+=== TEST 8: a refresh in flight at shutdown is closed: no socket left open
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT 'k', 'v' FROM pg_sleep(10)"
+        timeout=30s default=public;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t?k=k
+--- response_body
+[public]
+--- error_log eval
+qr/postgresql 127\.0\.0\.1:\d+: connected/
+--- no_error_log
+[error]
+[alert]
+--- no_shutdown_error_log
+[alert]
+open socket
+
+
+
+=== TEST 9: bad config: no dsn
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "query=SELECT 1, 2";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"ratelimit_pg_map" must have "dsn" parameter/
+
+
+
+=== TEST 10: bad config: no query
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"ratelimit_pg_map" must have "query" parameter/
+
+
+
+=== TEST 11: bad config: invalid refresh time
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT 1, 2" refresh=often;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "refresh" time "refresh=often"/
+
+
+
+=== TEST 12: bad config: the variable needs its "$"
+--- http_config
+    ratelimit_pg_map $arg_k api_tier "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT 1, 2";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid variable name "api_tier": it must start with "\$"/
+
+
+
+=== TEST 13: bad config: zone too small
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT 1, 2" zone=tiny:8k;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*zone "zone=tiny:8k" is too small/
+
+
+
+=== TEST 14: bad config: libpq rejects the connection string
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=host=127.0.0.1 no_such_option=1"
+        "query=SELECT 1, 2";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "dsn" parameter: invalid connection option "no_such_option"/
+
+
+
+=== TEST 15: bad config: unknown parameter
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT 1, 2" refresh_every=1s;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid parameter "refresh_every=1s"/
+
+
+
+=== TEST 16: bad config: a map's zone is not a ratelimit zone
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT 1, 2" zone=tiers:1m;
+--- config
+    location = /t { ratelimit zone=tiers; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*the shared memory zone "tiers" is already declared for a different use/
+
+
+
+=== TEST 17: bad config: one variable, two maps
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT 1, 2" zone=a:1m;
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT 1, 2" zone=b:1m;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*the duplicate "api_tier" variable/
