@@ -31,6 +31,13 @@ NGX_EDGE_API extern ngx_conf_enum_t  ngx_edge_log_levels[];
 NGX_EDGE_API char *ngx_edge_conf_set_status(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
+/* ngx_edge_conn.c: an nginx connection around a socket a client library
+ * owns (the library closes it; release never does) */
+NGX_EDGE_API ngx_connection_t *ngx_edge_conn_wrap(ngx_socket_t fd,
+    ngx_log_t *log, void *data, ngx_event_handler_pt read_handler,
+    ngx_event_handler_pt write_handler);
+NGX_EDGE_API void ngx_edge_conn_release(ngx_connection_t *c);
+
 /* post handler: { ngx_edge_conf_check_bounds, low, high or -1 } */
 NGX_EDGE_API char *ngx_edge_conf_check_bounds(ngx_conf_t *cf, void *post,
     void *data);

@@ -650,17 +650,11 @@ ngx_edge_pg_watch(ngx_edge_pg_t *pg, ngx_uint_t read, ngx_uint_t write)
     }
 
     if (c == NULL) {
-        c = ngx_get_connection(fd, pg->log);
+        c = ngx_edge_conn_wrap(fd, pg->log, pg, ngx_edge_pg_event_handler,
+                               ngx_edge_pg_event_handler);
         if (c == NULL) {
             return NGX_ERROR;
         }
-
-        c->data = pg;
-        c->log = pg->log;
-        c->read->log = pg->log;
-        c->write->log = pg->log;
-        c->read->handler = ngx_edge_pg_event_handler;
-        c->write->handler = ngx_edge_pg_event_handler;
 
         pg->c = c;
     }
@@ -710,27 +704,7 @@ ngx_edge_pg_unwatch(ngx_edge_pg_t *pg)
 
     pg->c = NULL;
 
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    /* the descriptor is still open: remove it from the kernel's set */
-
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-
-    /* libpq owns the descriptor: only the nginx connection is released */
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+    ngx_edge_conn_release(c);
 }
 
 

@@ -491,31 +491,11 @@ ngx_edge_redis_cleanup(void *privdata)
         ngx_del_timer(&conn->connect_timer);
     }
 
-    if (c == NULL) {
-        return;
+    if (c) {
+        /* the socket is still open here: hiredis closes it after this
+         * hook */
+        ngx_edge_conn_release(c);
     }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    /* the socket is still open here: hiredis closes it after this hook */
-
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-
-    /* hiredis owns the descriptor: only the nginx connection is released */
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
 }
 
 
@@ -668,19 +648,14 @@ ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn)
         return;
     }
 
-    c = ngx_get_connection(ac->c.fd, conn->log);
+    c = ngx_edge_conn_wrap(ac->c.fd, conn->log, conn,
+                           ngx_edge_redis_read_handler,
+                           ngx_edge_redis_write_handler);
     if (c == NULL) {
         redisAsyncFree(ac);
         ngx_edge_redis_schedule_reconnect(conn);
         return;
     }
-
-    c->data = conn;
-    c->log = conn->log;
-    c->read->log = conn->log;
-    c->write->log = conn->log;
-    c->read->handler = ngx_edge_redis_read_handler;
-    c->write->handler = ngx_edge_redis_write_handler;
 
     conn->ac = ac;
     conn->c = c;
