@@ -28,13 +28,11 @@ http_ok() {
     [ "$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$1")" = 200 ]
 }
 
-# running PID: the process exists and is not a zombie (a daemon's dead
-# master may wait a while for pid 1 to reap it; kill -0 would still see it)
-running() {
-    local st
-    st=$(ps -o stat= -p "$1" 2> /dev/null) || return 1
-    [[ $st != Z* ]]
-}
+# edge_running and edge_nginx_stop, shared with the demo
+# shellcheck source=../scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+
+running() { edge_running "$@"; }
 
 # render_conf TEMPLATE SCENARIO OUTPUT
 #
@@ -102,41 +100,11 @@ nginx_start() {
     rm -f "$prefix/.starting"
 }
 
-# nginx_stop PREFIX: QUIT the master in PREFIX/logs/nginx.pid, wait for it,
-# KILL it and its workers if it is still there after 5 s
+# nginx_stop PREFIX: stop the bench nginx in PREFIX (see edge_nginx_stop)
 nginx_stop() {
-    local pidfile=$1/logs/nginx.pid pid workers w
-    # a master just started writes its pid file a moment after `nginx` returns
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        [ -s "$pidfile" ] && break
-        [ -e "$1/.starting" ] || return 0
-        sleep 0.1
-    done
-    [ -s "$pidfile" ] || return 0
-    pid=$(cat "$pidfile")
-    [[ $pid =~ ^[0-9]+$ ]] && running "$pid" || return 0
-    workers=$(pgrep -P "$pid" || true)
-    kill -QUIT "$pid" 2> /dev/null || true
-    for _ in $(seq 1 50); do
-        running "$pid" || break
-        sleep 0.1
-    done
-    if running "$pid"; then
-        echo "bench: nginx $pid did not stop on QUIT, killing it" >&2
-        workers="$workers $(pgrep -P "$pid" || true)"
-        # shellcheck disable=SC2086
-        kill -KILL "$pid" $workers 2> /dev/null || true
-    else
-        # the master is gone; a worker it left behind would hold the port
-        # (checked by name: the pid could have been reused meanwhile)
-        for w in $workers; do
-            if tr '\0' ' ' 2> /dev/null < "/proc/$w/cmdline" | grep -q '^nginx: worker'; then
-                kill -KILL "$w" 2> /dev/null || true
-            fi
-        done
-    fi
-    return 0
+    edge_nginx_stop "$1" "bench: nginx"
 }
+
 
 # parse_wrk FILE: prints "rps p50_ms p90_ms p99_ms requests non2xx sockerr"
 # from the output of `wrk --latency`; a missing value is "-"

@@ -79,51 +79,15 @@ chmod 755 "$dir"
 sleeper=""              # the pid of the `sleep` the main loop waits on
 launched=()             # nginx prefixes whose start was attempted
 
-# running PID: the process exists and is not a zombie.  Daemons (nginx,
-# redis) are reparented to pid 1 or a subreaper, which may take its time to
-# reap them; `kill -0` alone would call a dead one alive until then.
-running() {
-    local st
-    st=$(ps -o stat= -p "$1" 2> /dev/null) || return 1
-    [[ $st != Z* ]]
-}
+# edge_running and edge_nginx_stop, shared with the benchmarks
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# stop_nginx PREFIX NAME: QUIT the master named in PREFIX/logs/nginx.pid,
-# wait for it and its workers to go, KILL them if they do not
+running() { edge_running "$@"; }
+
+# stop_nginx PREFIX NAME: see edge_nginx_stop
 stop_nginx() {
-    local prefix=$1 name=$2 pidfile=$1/logs/nginx.pid pid workers i
-    # a master that is just starting writes its pid file a moment after
-    # `nginx` returns; give it that moment
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-        [ -s "$pidfile" ] && break
-        sleep 0.1
-    done
-    [ -s "$pidfile" ] || return 0
-    pid=$(cat "$pidfile")
-    [[ $pid =~ ^[0-9]+$ ]] || return 0
-    running "$pid" || return 0
-    workers=$(pgrep -P "$pid" || true)
-    kill -QUIT "$pid" 2> /dev/null || true
-    # worker_shutdown_timeout is 3s in both configurations
-    for i in $(seq 1 60); do
-        running "$pid" || break
-        sleep 0.1
-    done
-    if running "$pid"; then
-        echo "run-demo: $name (pid $pid) did not stop on QUIT, killing it" >&2
-        workers="$workers $(pgrep -P "$pid" || true)"
-        # shellcheck disable=SC2086
-        kill -KILL "$pid" $workers 2> /dev/null || true
-    else
-        # the master is gone; a worker it left behind would keep the port
-        # (checked by name, the pid could have been reused meanwhile)
-        for w in $workers; do
-            if tr '\0' ' ' 2> /dev/null < "/proc/$w/cmdline" | grep -q '^nginx: worker'; then
-                kill -KILL "$w" 2> /dev/null || true
-            fi
-        done
-    fi
-    return 0
+    edge_nginx_stop "$1" "run-demo: $2"
 }
 
 stop_redis() {
@@ -197,10 +161,15 @@ start_nginx() {
     EDGE_PREFIX=$prefix render "$template" "$prefix/conf/nginx.conf" \
         || die "could not render $template"
     launched+=("$name")
+    # .starting tells stop_nginx (run by a Ctrl-C now) to wait for the pid file
+    touch "$prefix/.starting"
     if ! "$nginx" -p "$prefix/" -c conf/nginx.conf; then
+        rm -f "$prefix/.starting"
         [ -s "$prefix/logs/error.log" ] && tail -5 "$prefix/logs/error.log" >&2
         die "nginx $name did not start (configuration: $template)"
     fi
+    wait_for 5 test -s "$prefix/logs/nginx.pid" || true
+    rm -f "$prefix/.starting"
 }
 
 # --- redis -------------------------------------------------------------------

@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# Shell helpers shared by scripts/run-demo.sh and bench/ (sourced, not run).
+
+# edge_running PID: the process exists and is not a zombie.  Daemons (nginx,
+# redis) are reparented to pid 1 or a subreaper, which may take its time to
+# reap them; `kill -0` alone would call a dead one alive until then.
+edge_running() {
+    local st
+    st=$(ps -o stat= -p "$1" 2> /dev/null) || return 1
+    [[ $st != Z* ]]
+}
+
+# edge_nginx_stop PREFIX LABEL: QUIT the master in PREFIX/logs/nginx.pid,
+# wait up to 6 s for it, then KILL it and its workers.  A master that is
+# just starting writes its pid file a moment after `nginx` returns: when
+# PREFIX/.starting exists, wait up to 1 s for the file.
+edge_nginx_stop() {
+    local prefix=$1 label=$2 pidfile=$1/logs/nginx.pid pid workers w
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        [ -s "$pidfile" ] && break
+        [ -e "$prefix/.starting" ] || return 0
+        sleep 0.1
+    done
+    [ -s "$pidfile" ] || return 0
+    pid=$(cat "$pidfile")
+    [[ $pid =~ ^[0-9]+$ ]] && edge_running "$pid" || return 0
+    workers=$(pgrep -P "$pid" || true)
+    kill -QUIT "$pid" 2> /dev/null || true
+    for _ in $(seq 1 60); do
+        edge_running "$pid" || break
+        sleep 0.1
+    done
+    if edge_running "$pid"; then
+        echo "$label (pid $pid) did not stop on QUIT, killing it" >&2
+        workers="$workers $(pgrep -P "$pid" || true)"
+        # shellcheck disable=SC2086
+        kill -KILL "$pid" $workers 2> /dev/null || true
+    else
+        # the master is gone; a worker it left behind would hold the port
+        # (checked by name: the pid could have been reused meanwhile)
+        for w in $workers; do
+            if tr '\0' ' ' 2> /dev/null < "/proc/$w/cmdline" | grep -q '^nginx: worker'; then
+                kill -KILL "$w" 2> /dev/null || true
+            fi
+        done
+    fi
+    return 0
+}
