@@ -7,8 +7,13 @@
 #
 # The command sees TEST_NGINX_REDIS_PORT, TEST_NGINX_PG_PORT,
 # TEST_NGINX_PG_DSN, TEST_NGINX_PORT, TEST_NGINX_SERVROOT,
-# TEST_NGINX_LOAD_MODULES and TEST_EDGE_FIXTURES (the directory, used by
-# t/lib/Test/Edge.pm to stop and restart Redis).
+# TEST_NGINX_LOAD_MODULES, TEST_NGINX_BINARY and TEST_EDGE_FIXTURES (the
+# directory, used by t/lib/Test/Edge.pm to stop and restart Redis).
+#
+# TEST_NGINX_BINARY defaults to t/bin/nginx, which runs nginx with
+# "-e logs/error.log" so that startup errors reach the error.log the
+# harness reads (TEST_EDGE_REAL_NGINX picks the nginx it runs); a preset
+# TEST_NGINX_BINARY is kept.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,7 +98,7 @@ export TEST_NGINX_PG_PORT=$pg_port
 export TEST_NGINX_PG_DSN="host=127.0.0.1 port=$pg_port user=postgres dbname=edge_test"
 export TEST_NGINX_PORT=${TEST_NGINX_PORT:-$(free_port)}
 export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$dir/servroot}
-export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
+export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-$root/t/bin/nginx}
 export TEST_NGINX_LOAD_MODULES=${TEST_NGINX_LOAD_MODULES:-${modules# }}
 
 echo "fixtures: redis 127.0.0.1:$redis_port, postgresql 127.0.0.1:$pg_port, nginx port $TEST_NGINX_PORT"

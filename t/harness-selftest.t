@@ -3,7 +3,8 @@
 # real Test::Nginx::Socket.
 use Test::Nginx::Socket 'no_plan';
 
-# Port for the scripted upstream (--- tcp_listen); override if it is taken.
+# Port for the scripted upstream (--- tcp_listen eval: $ENV{...}: that
+# section is not $TEST_NGINX_* expanded); override if it is taken.
 $ENV{TEST_NGINX_FAKE_PORT} ||= 19850;
 
 repeat_each(2);
@@ -53,8 +54,23 @@ GET /t
 X-Foo: bar baz
 Content-Type: text/plain
 !X-Missing
+--- response_body
+ok
+
+
+
+=== TEST 2b: response headers matching patterns
+# (a block with response_headers ignores response_headers_like)
+--- config
+    location = /t {
+        add_header X-Foo "bar baz";
+        return 200 "ok\n";
+    }
+--- request
+GET /t
 --- response_headers_like
 Server: nginx(/[\d.]+)?
+X-Foo: bar \w+
 --- response_body
 ok
 
@@ -118,14 +134,20 @@ method=POST body=hello=world&x=1 len=15
 
 
 
-=== TEST 7: pipelined requests on one connection
+=== TEST 7: pipelined requests on one connection, each response checked
 --- config
     location /p {
+        add_header X-Uri $uri;
         return 200 "$uri;";
     }
 --- pipelined_requests eval
 ["GET /p/1", "GET /p/2", "GET /p/3"]
---- response_body: /p/1;/p/2;/p/3;
+--- error_code eval
+[200, 200, 200]
+--- response_headers eval
+["X-Uri: /p/1", "X-Uri: /p/2", "X-Uri: /p/3"]
+--- response_body eval
+["/p/1;", "/p/2;", "/p/3;"]
 
 
 
@@ -181,7 +203,7 @@ proto=HTTP/1.0
     }
 --- request
 GET /t
---- tcp_listen: $TEST_NGINX_FAKE_PORT
+--- tcp_listen eval: $ENV{TEST_NGINX_FAKE_PORT}
 --- tcp_query eval
 "GET /backend HTTP/1.0\r\nHost: backend\r\nConnection: close\r\n\r\n"
 --- tcp_reply eval
@@ -195,16 +217,16 @@ from upstream
 
 
 
-=== TEST 12: request body forwarded to a random-port TCP upstream
+=== TEST 12: request body forwarded to a TCP upstream
 --- config
     location = /t {
         proxy_set_header Host backend;
-        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_PORT;
     }
 --- request
 POST /t
 ping
---- tcp_listen: $TEST_NGINX_RAND_PORT_1
+--- tcp_listen eval: $ENV{TEST_NGINX_FAKE_PORT}
 --- tcp_query eval
 "POST /t HTTP/1.0\r\nHost: backend\r\nConnection: close\r\nContent-Length: 4\r\n\r\nping"
 --- tcp_query_len: 77
@@ -224,11 +246,45 @@ pong
     }
 --- request
 GET /t
---- tcp_listen: $TEST_NGINX_FAKE_PORT
+--- tcp_listen eval: $ENV{TEST_NGINX_FAKE_PORT}
+--- tcp_reply eval: ""
 --- tcp_no_close
 --- timeout: 0.3
 --- abort
 --- ignore_response
+
+
+
+=== TEST 12b: one random port per block, the same in every section
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        return 200 "backend $server_port\n";
+    }
+--- config
+    location = /t {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body_like: ^backend \d+$
+
+
+
+=== TEST 12c: error_log is checked after every request, on the lines logged since the previous one
+# (each request logs its own line: with accumulated windows the second
+# grep_error_log_out would see two)
+--- config
+--- request eval
+["GET /missing-1.txt", "GET /missing-1.txt"]
+--- error_code eval
+[404, 404]
+--- error_log
+missing-1.txt" failed (2: No such file or directory)
+--- grep_error_log eval
+qr/missing-\d\.txt" failed/
+--- grep_error_log_out eval
+["missing-1.txt\" failed\n", "missing-1.txt\" failed\n"]
 
 
 

@@ -3,9 +3,13 @@
 #
 # The blocks cover what is decided without waiting for a load: PostgreSQL
 # down at start, queries that fail, limits on rows, shutdown during a
-# refresh, and bad configurations.  A load is asynchronous and a block
-# cannot wait for one before its first request, nor act between requests,
-# so the scenarios that need a loaded map or a change under a running nginx
+# refresh, and bad configurations.  A load is asynchronous: error.log is
+# checked after every request against what was logged since the previous
+# check, without polling, so the lines of a load are asserted in
+# single-request blocks with a "--- wait" long enough for it.  A block
+# cannot wait for a load before its first request, nor act between
+# requests, so the scenarios that need a loaded map or a change under a
+# running nginx
 # (known keys, tiers applied, two workers, one refresher at a time, changed
 # rows, PostgreSQL down mid-run, reload, recovery) run after the blocks
 # against an nginx this file starts itself, and poll (bounded) instead of
@@ -26,6 +30,11 @@ no_shuffle();
 
 # everything is slower under valgrind
 my $Slow = $ENV{TEST_NGINX_USE_VALGRIND} ? 5 : 1;
+
+# The port of TEST 7's fake server: --- tcp_listen is not $TEST_NGINX_*
+# expanded (nor can it use $TEST_NGINX_RAND_PORT_N), so it gets this one
+# through eval, and http_config through $TEST_NGINX_PG_FAKE_PORT.
+$ENV{TEST_NGINX_PG_FAKE_PORT} ||= unused_port();
 
 sub pg_is_up {
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
@@ -88,6 +97,23 @@ sub free_port {
     return $s->sockport;
 }
 
+# A free port below the kernel's ephemeral range: it stays unused until a
+# later block listens on it, as no outgoing connection can pick it.
+sub unused_port {
+    my ($low) = slurp('/proc/sys/net/ipv4/ip_local_port_range')
+                =~ /^\s*(\d+)/;
+    $low = 32768 unless $low && $low > 12000;
+    for (1 .. 1000) {
+        my $port = 10000 + int rand($low - 10000);
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                      LocalPort => $port, Listen => 1,
+                                      ReuseAddr => 1)
+            or next;
+        return $port;
+    }
+    return free_port();
+}
+
 sub slurp {
     my ($path) = @_;
     open my $fh, '<', $path or return '';
@@ -144,8 +170,11 @@ _EOC_
     my @cmd = ($ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx',
                '-p', "$dir/", '-c', 'conf/nginx.conf');
     if ($ENV{TEST_NGINX_USE_VALGRIND}) {
+        # --trace-children: TEST_NGINX_BINARY may be a script that execs
+        # nginx (t/bin/nginx)
         unshift @cmd, 'valgrind', '--tool=memcheck', '--leak-check=full',
             '--show-leak-kinds=definite', '--num-callers=30',
+            '--trace-children=yes',
             "--log-file=$dir/logs/valgrind.%p.log",
             (-f 't/valgrind.suppress'
              ? ('--suppressions=t/valgrind.suppress') : ());
@@ -411,7 +440,7 @@ _SRV_
 
 __DATA__
 
-=== TEST 1: PostgreSQL down at start: every key gets the default, one error line
+=== TEST 1: PostgreSQL down at start: every key gets the default
 --- pg: down
 --- http_config
     ratelimit_pg_map $arg_k $api_tier
@@ -424,6 +453,27 @@ __DATA__
 ["GET /t?k=key-premium", "GET /t?k=no-such-key", "GET /t"]
 --- response_body eval
 ["[public]\n", "[public]\n", "[public]\n"]
+--- no_error_log
+s3cr3t
+[alert]
+[crit]
+
+
+
+=== TEST 1b: PostgreSQL down at start: one error line for the failed attempts, retried
+--- pg: down
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=$TEST_NGINX_PG_DSN password=s3cr3t"
+        "query=SELECT api_key, tier FROM api_keys WHERE active"
+        refresh=100ms default=public zone=api_tiers:1m;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t?k=key-premium
+--- response_body
+[public]
+--- wait: 0.5
 --- error_log eval
 [qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ failed: .*Connection refused.*; nothing loaded yet, the variable is the default/,
  qr/ratelimit_pg_map "\$api_tier": failure 3 in a row/]
@@ -435,6 +485,8 @@ ratelimit_pg_map "$api_tier": loading from
 s3cr3t
 [alert]
 [crit]
+--- shutdown_error_log
+gracefully shutting down
 --- no_shutdown_error_log
 [alert]
 
@@ -452,6 +504,26 @@ s3cr3t
 ["GET /t?k=no-such-key", "GET /t"]
 --- response_body eval
 ["[]\n", "[]\n"]
+--- no_error_log
+[error]
+[alert]
+[crit]
+
+
+
+=== TEST 2b: single process: the map is loaded
+--- single_process
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=$TEST_NGINX_PG_DSN"
+        "query=SELECT api_key, tier FROM api_keys WHERE active";
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t?k=no-such-key
+--- response_body
+[]
+--- wait: 0.5
 --- error_log eval
 qr/\[info\] .*ratelimit_pg_map "\$api_tier": loaded 2 rows/
 --- no_error_log
@@ -473,6 +545,7 @@ qr/\[info\] .*ratelimit_pg_map "\$api_tier": loaded 2 rows/
 GET /t?k=key-premium
 --- response_body
 [public]
+--- wait: 0.5
 --- error_log eval
 qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ failed: the query returned 3 columns, not 2 \(key, value\); nothing loaded yet/
 --- no_error_log
@@ -493,6 +566,7 @@ qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ fail
 GET /t?k=key-premium
 --- response_body
 [public]
+--- wait: 0.5
 --- error_log eval
 qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ failed: ERROR: relation "no_such_table" does not exist/
 --- no_error_log
@@ -518,6 +592,7 @@ INSERT INTO api_keys VALUES (repeat('k', 256), 'premium', true),
 GET /t?k=no-such-key
 --- response_body
 [public]
+--- wait: 1
 --- error_log eval
 [qr/\[warn\] .*ratelimit_pg_map "\$api_tier": 2 rows skipped, their key or value is longer than 255 bytes/,
  qr/\[warn\] .*ratelimit_pg_map "\$api_tier": \d+ rows dropped, zone "small" is full/,
@@ -544,6 +619,7 @@ INSERT INTO api_keys VALUES ('', 'premium', true),
 GET /t
 --- response_body
 [public]
+--- wait: 0.5
 --- error_log eval
 qr/\[info\] .*ratelimit_pg_map "\$api_tier": loaded 2 rows from 127\.0\.0\.1:\d+ in \d+ms \(5 returned, 1 with NULL, 1 with an empty key, 1 duplicate keys\)/
 --- no_error_log
@@ -558,23 +634,27 @@ qr/\[info\] .*ratelimit_pg_map "\$api_tier": loaded 2 rows from 127\.0\.0\.1:\d+
 # logged, the timeouts come next, within the same logging interval)
 --- http_config
     ratelimit_pg_map $arg_k $api_tier
-        "dsn=host=127.0.0.1 port=$TEST_NGINX_RAND_PORT_1 user=nginx dbname=app password=s3cr3t"
+        "dsn=host=127.0.0.1 port=$TEST_NGINX_PG_FAKE_PORT user=nginx dbname=app password=s3cr3t"
         "query=SELECT 1, 2"
         refresh=100ms timeout=200ms default=public;
 --- config
     location = /t { return 200 "[$api_tier]\n"; }
---- tcp_listen: $TEST_NGINX_RAND_PORT_1
+--- tcp_listen eval: $ENV{TEST_NGINX_PG_FAKE_PORT}
+--- tcp_reply eval: ""
 --- tcp_no_close
 --- request
 GET /t?k=key-premium
 --- response_body
 [public]
+--- wait: 1
 --- error_log eval
 qr/ratelimit_pg_map "\$api_tier": failure \d+ in a row: "timed out after 200 ms while connecting"/
 --- no_error_log
 s3cr3t
 [alert]
 [crit]
+--- shutdown_error_log
+gracefully shutting down
 --- no_shutdown_error_log
 [alert]
 
@@ -592,11 +672,14 @@ s3cr3t
 GET /t?k=k
 --- response_body
 [public]
+--- wait: 0.5
 --- error_log eval
 qr/postgresql 127\.0\.0\.1:\d+: connected/
 --- no_error_log
 [error]
 [alert]
+--- shutdown_error_log
+gracefully shutting down
 --- no_shutdown_error_log
 [alert]
 open socket

@@ -80,6 +80,9 @@ __DATA__
 
 
 === TEST 3: without nodelay the excess is delayed, as limit_req
+# (only the second request is delayed, and error.log is checked after each
+# request against the lines since the previous check: the delay's log line
+# is asserted in t/ratelimit-logs.t)
 --- http_config
     ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT;
     ratelimit_zone $arg_k zone=rl:1m rate=1r/s redis=main;
@@ -94,8 +97,6 @@ __DATA__
 ["GET /rl?k=c", "GET /rl?k=c"]
 --- response_headers eval
 ["X-Status: PASSED", "X-Status: DELAYED"]
---- error_log eval
-qr/ratelimit: delaying request for \d+ms/
 
 
 
@@ -192,6 +193,29 @@ qr/ratelimit: delaying request for \d+ms/
 [200, 200, 200]
 --- response_headers eval
 ["X-Status: FAILED_OPEN", "X-Status: FAILED_OPEN", "X-Status: FAILED_OPEN"]
+
+
+
+=== TEST 7b: Redis down: the failed connection is logged
+# (when the workers start, then rate-limited: a single request, so that the
+# line is in its error.log window)
+--- redis: down
+--- http_config
+    ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    ratelimit_zone $arg_k zone=rl:1m rate=1r/m redis=main on_failure=open;
+--- config
+    location = /ok { return 200 "ok\n"; }
+    location = /rl {
+        ratelimit zone=rl;
+        add_header X-Status $ratelimit_status always;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+--- request
+GET /rl?k=h
+--- error_code: 200
+--- response_headers
+X-Status: FAILED_OPEN
+--- wait: 0.2
 --- error_log eval
 qr/\[error\] .*redis "main" at 127\.0\.0\.1:\d+: connect failed: Connection refused/
 

@@ -59,6 +59,9 @@ __DATA__
 
 
 === TEST 3: without nodelay the excess is delayed, not refused, as limit_req
+# (only the second request is delayed, and error.log is checked after each
+# request against the lines since the previous check: the delay's log line
+# is asserted in t/ratelimit-logs.t)
 --- http_config
     ratelimit_zone $arg_k zone=rl:1m rate=1r/s;
 --- config
@@ -74,8 +77,6 @@ __DATA__
 [200, 200]
 --- response_headers eval
 ["X-Status: PASSED", "X-Status: DELAYED"]
---- error_log eval
-qr/\[warn\] .*ratelimit: delaying request for \d+ms/
 --- no_error_log
 [error]
 
@@ -238,6 +239,27 @@ qr/\[warn\] .*ratelimit: delaying request for \d+ms/
 [200, 200, 200]
 --- response_headers eval
 ["X-Status: PASSED", "X-Status: DRY_RUN", "X-Status: DRY_RUN"]
+
+
+
+=== TEST 11b: dry run logs the refusal it does not make
+# (cost=5 > burst + 1 is refused on the very first request, so the line is
+# in the first request's error.log window)
+--- http_config
+    ratelimit_zone $arg_k zone=rl:1m rate=1r/m;
+--- config
+    location = /ok { return 200 "ok\n"; }
+    location = /rl {
+        ratelimit zone=rl cost=5;
+        ratelimit_dry_run on;
+        add_header X-Status $ratelimit_status always;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+--- request
+GET /rl?k=k
+--- error_code: 200
+--- response_headers
+X-Status: DRY_RUN
 --- error_log
 ratelimit: REJECTED by zone "rl", retry in
 , dry run
@@ -259,6 +281,27 @@ ratelimit: REJECTED by zone "rl", retry in
 ["GET /rl?k=l", "GET /rl?k=l"]
 --- error_code eval
 [200, 503]
+--- no_error_log
+[error]
+
+
+
+=== TEST 12b: the refusal is logged at the configured level
+# (cost=5 > burst + 1 is refused on the very first request, so the line is
+# in the first request's error.log window)
+--- http_config
+    ratelimit_zone $arg_k zone=rl:1m rate=1r/m;
+--- config
+    location = /ok { return 200 "ok\n"; }
+    location = /rl {
+        ratelimit zone=rl cost=5;
+        ratelimit_status 503;
+        ratelimit_log_level notice;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+--- request
+GET /rl?k=l
+--- error_code: 503
 --- error_log eval
 qr/\[notice\] .*ratelimit: REJECTED by zone "rl"/
 --- no_error_log

@@ -1,9 +1,11 @@
 package Test::Nginx::Socket;
 
 # A small, self-contained stand-in for Test::Nginx::Socket (openresty's
-# test-nginx), written from its documented behaviour.  The .t files must run
-# unchanged under either; t/perl-append-inc puts t/lib at the END of @INC so
-# an installed Test::Nginx always wins.
+# test-nginx) with the same semantics (those of 0.29: what a block checks,
+# when, and against which part of error.log), so that a block that passes
+# here passes there.  The .t files must run unchanged under either;
+# t/perl-append-inc puts t/lib at the END of @INC so an installed
+# Test::Nginx always wins.
 #
 #   use Test::Nginx::Socket 'no_plan';
 #   repeat_each(1); workers(2); master_on(); no_shuffle();
@@ -24,6 +26,7 @@ use Test::Base -base;
 
 use IO::Socket::INET;
 use List::Util ();
+use Scalar::Util ();
 use Text::Diff ();
 use Time::HiRes ();
 use Test::Nginx::Util;
@@ -48,30 +51,6 @@ sub run_tests () {
         $_->($block) for @Test::Nginx::Util::BlockPreprocessors;
         run_block($block);
     }
-}
-
-my %Internal = map { $_ => 1 }
-    qw(name description seq_num is_filtered blocks_object original_values);
-
-# Applies $fn to every plain string in $v, descending into array refs.
-sub map_strings {
-    my ($v, $fn) = @_;
-    return $fn->($v) unless ref $v;
-    return [map { map_strings($_, $fn) } @$v] if ref $v eq 'ARRAY';
-    return $v;
-}
-
-# Expands $TEST_NGINX_* in every section value.
-sub expand_block {
-    my ($block) = @_;
-    my @secs = grep { !/^_/ && !$Internal{$_} && ref $block->{$_} eq 'ARRAY' }
-               keys %$block;
-    my @texts;
-    map_strings($block->{$_}, sub { push @texts, $_[0] if defined $_[0] })
-        for @secs;
-    Test::Nginx::Util::assign_rand_ports(\@texts);
-    $block->{$_} = map_strings($block->{$_}, \&Test::Nginx::Util::expand_env)
-        for @secs;
 }
 
 sub version_cmp {
@@ -105,6 +84,19 @@ sub skip_reason {
     return;
 }
 
+# "1.5", "1.5s" or "1500ms" -> seconds
+sub parse_time {
+    my ($t) = @_;
+    return undef unless defined $t;
+    $t =~ s/^\s+|\s+$//g;
+    return $1 / 1000 if $t =~ /^(.*\d)ms$/;
+    return $1 if $t =~ /^(.*\d)s$/;
+    return $t;
+}
+
+# The sections upstream expands $TEST_NGINX_* in (user_files too).
+my @Expanded = qw(config http_config main_config post_main_config);
+
 sub run_block {
     my ($block) = @_;
     my $name = $block->name;
@@ -115,18 +107,26 @@ sub run_block {
         SKIP: { skip("$name - $why", $nskip) }
         return;
     }
-    if (!eval { expand_block($block); 1 }) {
-        chomp(my $err = $@);
-        fail("$name - $err");
-        return;
-    }
+
+    my $rand_ports = {};
+    my %conf = map {
+        $_ => Test::Nginx::Util::expand_env_in_text(scalar $block->$_, $name,
+                                                    $rand_ports)
+    } @Expanded;
+
+    # upstream never runs a must_die block under valgrind
+    my $must_die = defined $block->must_die;
+    local $Test::Nginx::Util::UseValgrind =
+        $must_die ? 0 : $Test::Nginx::Util::UseValgrind;
 
     Test::Nginx::Util::stop_nginx();
     Test::Nginx::Util::prepare_servroot();
-    Test::Nginx::Util::write_user_files(scalar $block->user_files);
-    Test::Nginx::Util::write_config($block);
+    Test::Nginx::Util::write_user_files(scalar $block->user_files, $name,
+                                        $rand_ports);
+    Test::Nginx::Util::write_config($block, \%conf);
+    Test::Nginx::Util::reset_error_log_window();
 
-    if (defined $block->must_die) {
+    if ($must_die) {
         run_must_die($block);
         return;
     }
@@ -140,7 +140,7 @@ sub run_block {
     }
 
     for my $r (0 .. $Test::Nginx::Util::RepeatEach - 1) {
-        run_repeat($block, $r);
+        run_repeat($block, $r, $rand_ports);
     }
 
     # TEST_NGINX_NO_CLEAN leaves nginx running for inspection (the next
@@ -150,97 +150,139 @@ sub run_block {
         fail("$name - nginx exited before the end of the block");
         diag(log_tail(30));
     }
-    my $log = Test::Nginx::Util::read_file($Test::Nginx::Util::ErrLogFile);
-    check_log_patterns($block, $log, '(shutdown)', 'shutdown_error_log',
-                       'no_shutdown_error_log', 0);
-    check_crashes($block, $log);
+    check_shutdown_error_log($block);
+    check_crashes($block,
+                  Test::Nginx::Util::read_file($Test::Nginx::Util::ErrLogFile));
     check_valgrind($block) if $Test::Nginx::Util::UseValgrind;
 }
 
+# As upstream: nginx is started once per repetition and must fail; the
+# error_log patterns are matched against error.log only (t/bin/nginx makes
+# nginx log its startup errors there), "--- must_die: N" also checks the
+# exit code.
 sub run_must_die {
     my ($block) = @_;
     my $name = $block->name;
-    my ($ok) = Test::Nginx::Util::start_nginx();
-    if ($ok) {
-        fail("$name - nginx must die");
-        diag("nginx started although the block has --- must_die");
-        Test::Nginx::Util::stop_nginx();
-    } else {
-        pass("$name - nginx died as expected");
+    my $want = $block->must_die;
+    $want =~ s/^\s+|\s+$//g;
+    for my $r (0 .. $Test::Nginx::Util::RepeatEach - 1) {
+        my ($ok, $why, $code) = Test::Nginx::Util::start_nginx();
+        if (Scalar::Util::looks_like_number($want)) {
+            is($ok ? 0 : $code // 'none', $want,
+               "$name - die with the expected exit code");
+        } else {
+            ok(!$ok, "$name - die as expected")
+                or diag("nginx started although the block has --- must_die");
+        }
+        check_error_log($block, $r);
+        Test::Nginx::Util::stop_nginx() if $ok;
+        # the usual reason for a pattern not found here
+        diag("$name - nginx wrote its startup errors to stderr, not to"
+             . " error.log: start it with -e logs/error.log (t/fixtures.sh"
+             . " sets TEST_NGINX_BINARY to t/bin/nginx, which does)")
+            if !$ok && defined $block->error_log
+            && Test::Nginx::Util::read_file(
+                   $Test::Nginx::Util::ErrLogFile) !~ /\[emerg\]/
+            && Test::Nginx::Util::read_file(
+                   $Test::Nginx::Util::StderrFile) =~ /\[emerg\]/;
     }
-    # The reason nginx gave usually only made it to stderr.
-    my $log = Test::Nginx::Util::read_file($Test::Nginx::Util::StderrFile)
-            . Test::Nginx::Util::read_file($Test::Nginx::Util::ErrLogFile);
-    check_log_patterns($block, $log, '(req 0)', 'error_log', 'no_error_log',
-                       0);
-    check_valgrind($block) if $Test::Nginx::Util::UseValgrind;
 }
 
-# One repetition: all requests of the block plus the log checks.
+# One repetition: the requests, each followed by the log checks (upstream
+# checks error.log after every request and every pipelined response).
 sub run_repeat {
-    my ($block, $r) = @_;
+    my ($block, $r, $rand_ports) = @_;
     my $name = $block->name;
-    my $log_file = $Test::Nginx::Util::ErrLogFile;
-    # The first repetition also sees what nginx logged while starting.
-    my $log_off = $r == 0 ? 0 : Test::Nginx::Util::file_size($log_file);
     my $slow = $Test::Nginx::Util::Slowdown;
-    my $timeout = ($block->timeout // 3) * $slow;
+    my $idle = parse_time(scalar $block->timeout)
+               // $ENV{TEST_NGINX_TIMEOUT} // 3;
+    my $timeout = $idle * $slow;
 
-    my $srv;
-    if (defined(my $port = $block->tcp_listen)) {
-        chomp $port;
-        my $q = $block->tcp_query;
-        my $len = $block->tcp_query_len;
-        $len //= ref $q eq 'ARRAY' ? [map { ref $_ ? undef : length $_ } @$q]
-               : defined $q && !ref $q ? length $q : undef;
-        my ($s, $err) = Test::Nginx::Util::start_tcp_server(
-            port => $port, query_len => $len,
-            reply => scalar $block->tcp_reply,
-            no_close => defined $block->tcp_no_close,
-            tag => $block->seq_num . "-$r", timeout => $block->timeout // 3);
-        if (!$s) {
-            fail("$name - fake tcp server started");
-            diag($err);
-        } else {
-            push @Test::Nginx::Util::TcpServers, $srv = $s;
-        }
-    }
+    # as upstream: the files are written again for every repetition
+    Test::Nginx::Util::write_user_files(scalar $block->user_files, $name,
+                                        $rand_ports) if $r > 0;
 
-    my ($reqs, $need_array, $pipelined) = request_list($block);
+    my ($reqs, $pipelined) = request_list($block);
+    Test::Nginx::Util::bail_out("$name - request empty") unless @$reqs;
+
+    my $srv = defined $block->tcp_listen
+            ? start_block_tcp_server($block, $r, $idle) : undef;
+
     if ($pipelined) {
         my $res = http_exchange($block, [map { $_->{bytes} } @$reqs],
                                 [map { $_->{method} } @$reqs],
                                 $timeout, $r, 0);
-        check_pipelined($block, $res, $r);
+        for my $i (0 .. $#$reqs) {
+            check_response($block, $res->{responses}[$i], $r, $i, 1);
+            next if $i == $#$reqs;
+            sleep_wait($block);
+            check_error_log($block, $r);
+        }
     } else {
+        my $need_array = @$reqs > 1;
         for my $i (0 .. $#$reqs) {
             my $res = http_exchange($block, [$reqs->[$i]{bytes}],
                                     [$reqs->[$i]{method}], $timeout, $r, $i);
-            check_response($block, $res->{responses}[0], $r, $i, $need_array);
+            check_response($block, $res->{responses}[0], $r, $i,
+                           $need_array);
+            next if $i == $#$reqs;
+            sleep_wait($block);
+            check_error_log($block, $r);
         }
     }
-
-    check_tcp_query($block, $srv, $timeout) if $srv;
-
-    my $wait = $block->wait;
-    Time::HiRes::sleep($wait * $slow) if $wait;
-
-    check_log_patterns($block, undef, "(req $r)", 'error_log', 'no_error_log',
-                       $log_off);
-    check_grep_error_log($block, $r, $log_off);
+    sleep_wait($block);
+    check_error_log($block, $r);
 
     if ($srv) {
+        check_tcp_query($block, $srv, $timeout);
         Test::Nginx::Util::stop_tcp_server($srv);
         @Test::Nginx::Util::TcpServers =
             grep { $_ != $srv } @Test::Nginx::Util::TcpServers;
     }
 }
 
+sub sleep_wait {
+    my ($block) = @_;
+    my $wait = parse_time(scalar $block->wait);
+    Time::HiRes::sleep($wait * $Test::Nginx::Util::Slowdown) if $wait;
+}
+
+# --- tcp_listen: a port number or a path ending in .sock (use
+# "--- tcp_listen eval: $ENV{...}" for a port chosen at run time), and
+# --- tcp_reply or --- tcp_shutdown, or the run bails out as upstream's.
+sub start_block_tcp_server {
+    my ($block, $r, $idle) = @_;
+    my $name = $block->name;
+    my $target = $block->tcp_listen;
+    chomp $target;
+    Test::Nginx::Util::bail_out("$name - bad tcp_listen target: $target")
+        unless $target =~ /^\d+$/ || $target =~ /\S+\.sock$/;
+    my $reply = $block->tcp_reply;
+    Test::Nginx::Util::bail_out("$name - no --- tcp_reply specified but"
+                                . " --- tcp_listen is specified")
+        if !defined $reply && !defined $block->tcp_shutdown;
+    my $q = $block->tcp_query;
+    my $len = $block->tcp_query_len;
+    chomp $len if defined $len;
+    $len //= length $q if defined $q && !ref $q;
+    my ($srv, $err) = Test::Nginx::Util::start_tcp_server(
+        target => $target, query_len => $len, reply => $reply,
+        reply_delay => parse_time(scalar $block->tcp_reply_delay),
+        no_close => defined $block->tcp_no_close,
+        shutdown => scalar $block->tcp_shutdown,
+        shutdown_delay => parse_time(scalar $block->tcp_shutdown_delay),
+        tag => $block->seq_num . "-$r", timeout => $idle);
+    Test::Nginx::Util::bail_out("$name - failed to create the tcp listening"
+                                . " socket: $err") unless $srv;
+    push @Test::Nginx::Util::TcpServers, $srv;
+    return $srv;
+}
+
 # ---------------------------------------------------------------------------
 # Requests
 # ---------------------------------------------------------------------------
 
-# Returns ([{bytes, method}...], $need_array, $pipelined).
+# Returns ([{bytes, method}...], $pipelined).
 sub request_list {
     my ($block) = @_;
     my $join = sub {   # a request may be given as pieces
@@ -251,24 +293,26 @@ sub request_list {
     if (defined(my $raw = $block->raw_request)) {
         $raw = $join->($raw);
         my ($m) = $raw =~ /^\s*(\S+)/;
-        return ([{ bytes => $raw, method => $m // '' }], 0, 0);
+        return ([{ bytes => $raw, method => $m // '' }], 0);
     }
     if (defined(my $p = $block->pipelined_requests)) {
-        my @p = ref $p eq 'ARRAY' ? @$p : ($p);
+        Test::Nginx::Util::bail_out($block->name . " - invalid entries in"
+                                    . " --- pipelined_requests")
+            unless ref $p eq 'ARRAY';
+        my @p = @$p;
         my @reqs = map {
             build_request($join->($p[$_]), more_headers($block, $_),
                           $_ == $#p ? 'close' : 'keep-alive')
         } 0 .. $#p;
-        return (\@reqs, 0, 1);
+        return (\@reqs, 1);
     }
     my $req = $block->request;
-    return ([], 0, 0) unless defined $req;
-    my $need_array = ref $req eq 'ARRAY';
-    my @r = $need_array ? @$req : ($req);
+    return ([], 0) unless defined $req;
+    my @r = ref $req eq 'ARRAY' ? @$req : ($req);
     my @reqs = map {
         build_request($join->($r[$_]), more_headers($block, $_), 'close')
     } 0 .. $#r;
-    return (\@reqs, $need_array, 0);
+    return (\@reqs, 0);
 }
 
 sub more_headers {
@@ -484,21 +528,30 @@ sub header {
 # Checks
 # ---------------------------------------------------------------------------
 
-# Expected values for request $i: an array when several requests were
-# given (as upstream insists), otherwise a plain value.
+# Expected values for request $i.  With several requests (and always for
+# pipelined ones) every expectation must be an array, one entry per
+# request, or the run bails out as upstream's does.
 sub indexed {
     my ($block, $sec, $i, $need_array) = @_;
     my $v = $block->$sec;
     return undef unless defined $v;
-    if (ref $v eq 'ARRAY') {
-        return $v->[$i] if $need_array || $i == 0;
-    } elsif (!$need_array) {
-        return $v;
-    }
-    fail($block->name . " - --- $sec must be "
-         . ($need_array ? 'an array, one entry per request'
-                        : 'a single value for a single request'));
-    return undef;
+    return ref $v eq 'ARRAY' ? $v->[$i] : $v unless $need_array;
+    return $v->[$i] if ref $v eq 'ARRAY';
+    Test::Nginx::Util::bail_out($block->name . " - You asked for many"
+        . " requests, the expected results should be arrays as well"
+        . " (--- $sec)");
+}
+
+# Upstream silently ignores a section when another one wins (if/elsif):
+# say so once per block, so such a block is fixed here already.
+my %Warned;
+sub ignored {
+    my ($block, $sec, $winner) = @_;
+    return 0 unless defined $block->$sec && defined $block->$winner;
+    diag($block->name . " - WARNING: --- $sec is ignored because of"
+         . " --- $winner (as in Test::Nginx::Socket)")
+        unless $Warned{$block->seq_num, $sec}++;
+    return 1;
 }
 
 sub escape {
@@ -515,6 +568,7 @@ sub escape {
 sub is_str ($$;$) {
     my ($got, $exp, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
+    return like($got, $exp, $name) if ref $exp eq 'Regexp';
     if (defined $got && defined $exp && $got eq $exp) {
         return pass($name);
     }
@@ -543,32 +597,47 @@ sub check_response {
     my $name = $block->name;
     my $tag = "(repeated req $r, req $i)";
     my $sfx = $need_array || $Test::Nginx::Util::RepeatEach > 1 ? " $tag" : '';
+    my $code = ($res && $res->{code}) // '';
 
-    my $code = indexed($block, 'error_code', $i, $need_array) // 200;
-    $code =~ s/^\s+|\s+$//g;
-    is(($res && $res->{code}) // '', $code, "$name - status code ok$sfx");
+    if (defined(my $like = indexed($block, 'error_code_like', $i,
+                                   $need_array))) {
+        like($code, qr/$like/sm, "$name - status code ok$sfx");
+    } else {
+        my $exp = indexed($block, 'error_code', $i, $need_array) // 200;
+        $exp =~ s/^\s+|\s+$//g;
+        is($code, $exp, "$name - status code ok$sfx");
+    }
 
     check_headers($block, $res, $i, $need_array, $sfx);
 
     my $body = $res ? $res->{body} : undef;
-    my $exp = indexed($block, 'response_body', $i, $need_array);
-    is_str($body, $exp, "$name - response_body - response is expected $tag")
-        if defined $exp;
-    for my $sec (qw(response_body_like response_body_unlike)) {
-        my $pat = indexed($block, $sec, $i, $need_array);
-        next unless defined $pat;
-        $pat = qr/$pat/s unless ref $pat eq 'Regexp';
-        my $fn = $sec =~ /unlike/ ? \&unlike : \&like;
-        $fn->($body // '', $pat, "$name - $sec - response is expected $tag");
+    if (defined $block->response_body) {
+        ignored($block, $_, 'response_body')
+            for qw(response_body_like response_body_unlike);
+        my $exp = indexed($block, 'response_body', $i, $need_array);
+        is_str($body, $exp, "$name - response_body - response is expected $tag")
+            if defined $exp;
+    } else {
+        ignored($block, 'response_body_unlike', 'response_body_like');
+        for my $sec (qw(response_body_like response_body_unlike)) {
+            next unless defined $block->$sec;
+            my $pat = indexed($block, $sec, $i, $need_array);
+            next unless defined $pat;
+            my $fn = $sec =~ /unlike/ ? \&unlike : \&like;
+            $fn->($body // '', qr/$pat/s,
+                  "$name - $sec - response is expected $tag");
+            last;
+        }
     }
 }
 
 sub check_headers {
     my ($block, $res, $i, $need_array, $sfx) = @_;
     my $name = $block->name;
-    if (defined(my $spec = indexed($block, 'response_headers', $i,
-                                   $need_array))) {
-        for my $line (split /\n/, $spec) {
+    if (defined $block->response_headers) {
+        ignored($block, 'response_headers_like', 'response_headers');
+        my $spec = indexed($block, 'response_headers', $i, $need_array);
+        for my $line (split /\n/, $spec // '') {
             next unless $line =~ /\S/;
             if ($line =~ /^\s*!\s*([^\s:]+)/) {
                 my $v = header($res, $1);
@@ -578,10 +647,9 @@ sub check_headers {
                 is(header($res, $1) // '', $2, "$name - header $1 ok$sfx");
             }
         }
-    }
-    if (defined(my $spec = indexed($block, 'response_headers_like', $i,
-                                   $need_array))) {
-        for my $line (split /\n/, $spec) {
+    } elsif (defined $block->response_headers_like) {
+        my $spec = indexed($block, 'response_headers_like', $i, $need_array);
+        for my $line (split /\n/, $spec // '') {
             next unless $line =~ /^\s*([^:]+?)\s*:\s*(.*?)\s*$/;
             like(header($res, $1) // '', qr/^$2$/,
                  "$name - header $1 like ok$sfx");
@@ -589,59 +657,27 @@ sub check_headers {
     }
 }
 
-# Pipelined responses: one status check (all must match), headers of the
-# first response, and the concatenated bodies.
-sub check_pipelined {
-    my ($block, $res, $r) = @_;
-    return if defined $block->ignore_response;
-    my $name = $block->name;
-    my @res = @{$res->{responses}};
-    my $reqs = $block->pipelined_requests;
-    my $n = ref $reqs eq 'ARRAY' ? @$reqs : 1;
-    my $exp = $block->error_code // 200;
-    my @exp = ref $exp eq 'ARRAY' ? @$exp : ($exp) x $n;
-    s/^\s+|\s+$//g for @exp;
-    is(join(',', map { $_->{code} // '' } @res), join(',', @exp),
-       "$name - status code ok (repeated req $r)");
-    check_headers($block, $res[0], 0, 0, " (repeated req $r)");
-    my $body = join '', map { $_->{body} } @res;
-    if (defined(my $e = $block->response_body)) {
-        is_str($body, $e, "$name - response_body - response is expected"
-                          . " (repeated req $r)");
-    }
-    if (defined(my $pat = $block->response_body_like)) {
-        $pat = qr/$pat/s unless ref $pat eq 'Regexp';
-        like($body, $pat, "$name - response_body_like - response is expected"
-                          . " (repeated req $r)");
-    }
-}
-
+# The fake server takes one connection: one query, a string or a qr//.
 sub check_tcp_query {
     my ($block, $srv, $timeout) = @_;
     my $name = $block->name;
     my $exp = $block->tcp_query;
     my $len = $block->tcp_query_len;
     return unless defined $exp || defined $len;
-    my @exp = ref $exp eq 'ARRAY' ? @$exp : ($exp);
-    my @q = Test::Nginx::Util::tcp_server_queries($srv, scalar @exp,
-                                                  $timeout);
+    my $q = Test::Nginx::Util::tcp_server_query($srv, $timeout);
+    diag("$name - the fake server on " . $srv->{target}
+         . " received no connection") unless defined $q;
+    $q //= '';
+    if (ref $exp eq 'ARRAY') {
+        fail("$name - tcp_query ok");
+        diag("--- tcp_query must be a string or a qr//: the fake server"
+             . " accepts one connection");
+    } elsif (defined $exp) {
+        is_str($q, $exp, "$name - tcp_query ok");
+    }
     if (defined $len) {
         chomp $len;
-        is(defined $q[0] ? length $q[0] : 'no connection', $len,
-           "$name - TCP query length ok");
-    }
-    return unless defined $exp;
-    for my $k (0 .. $#exp) {
-        my $tn = "$name - tcp_query ok" . (@exp > 1 ? " (connection $k)" : '');
-        if (!defined $q[$k]) {
-            fail($tn);
-            diag("the fake server on port " . $block->tcp_listen
-                 . " received no connection #$k");
-        } elsif (ref $exp[$k] eq 'Regexp') {
-            like($q[$k], $exp[$k], $tn);
-        } else {
-            is_str($q[$k], $exp[$k], $tn);
-        }
+        is(length $q, $len, "$name - TCP query length ok");
     }
 }
 
@@ -649,7 +685,8 @@ sub check_tcp_query {
 # strings / qr// objects.
 sub patterns {
     return map {
-        ref $_ eq 'ARRAY' ? @$_ : ref $_ ? $_ : grep { length } split /\n/
+        ref $_ eq 'ARRAY' ? grep { defined } @$_
+            : ref $_ ? $_ : grep { length } split /\n/
     } grep { defined } @_;
 }
 
@@ -658,33 +695,34 @@ sub line_matches {
     return ref $pat eq 'Regexp' ? $line =~ $pat : index($line, $pat) >= 0;
 }
 
-# error_log / no_error_log style checks.  With $text undef the error log is
-# re-read from $off, and positive patterns are polled for a while so tests
-# do not need sleeps for messages logged just after the response.
+# error_log / no_error_log / grep_error_log, as upstream checks them after
+# every request: against the error.log lines written since the previous
+# check (the first one of a block includes nginx's startup; all lines
+# since the start with check_accum_error_log()).  No polling: a line logged
+# later than ~45 ms after the response needs "--- wait".
+sub check_error_log {
+    my ($block, $r) = @_;
+    my $window = Test::Nginx::Util::error_log_window(
+        scalar grep { defined $block->$_ }
+                    qw(error_log no_error_log grep_error_log));
+    check_grep_error_log($block, $r, $window);
+    check_log_patterns($block, $window, "(req $r)", 'error_log',
+                       'no_error_log');
+}
+
 sub check_log_patterns {
-    my ($block, $text, $tag, $pos_sec, $neg_sec, $off) = @_;
+    my ($block, $window, $tag, $pos_sec, $neg_sec) = @_;
     my $name = $block->name;
-    my @pos = patterns($block->$pos_sec);
-    my @neg = patterns($block->$neg_sec);
+    my @pos = patterns(scalar $block->$pos_sec);
+    my @neg = patterns(scalar $block->$neg_sec);
     return unless @pos || @neg;
-    my $file = $Test::Nginx::Util::ErrLogFile;
-    my $read = sub {
-        defined $text ? $text : Test::Nginx::Util::read_file($file, $off);
-    };
-    my @lines = split /\n/, $read->();
-    my $deadline = Time::HiRes::time() + 1 * $Test::Nginx::Util::Slowdown;
+    my @lines = map { s/\n\z//r } @$window;
     for my $pat (@pos) {
-        my $found;
-        while (1) {
-            $found = grep { line_matches($_, $pat) } @lines;
-            last if $found || defined $text
-                 || Time::HiRes::time() > $deadline;
-            Time::HiRes::sleep(0.02);
-            @lines = split /\n/, $read->();
-        }
+        my $found = grep { line_matches($_, $pat) } @lines;
         my @last = @lines > 10 ? @lines[-10 .. -1] : @lines;
         ok($found, "$name - pattern \"$pat\" matches a line in error.log $tag")
-            or diag("not found in " . scalar(@lines) . " lines; last ones:\n"
+            or diag("not found in the " . scalar(@lines) . " error.log"
+                    . " line(s) of this check's window; last ones:\n"
                     . join "\n", map { substr $_, 0, 300 } @last);
     }
     for my $pat (@neg) {
@@ -696,33 +734,52 @@ sub check_log_patterns {
     }
 }
 
-# grep_error_log + grep_error_log_out: every match, one per line.
+# grep_error_log + grep_error_log_out: the first match of every line that
+# matches (an array of either is indexed by the repetition).
 sub check_grep_error_log {
-    my ($block, $r, $off) = @_;
+    my ($block, $r, $window) = @_;
+    my $name = $block->name;
     my $pat = $block->grep_error_log;
+    my $exp = $block->grep_error_log_out;
+    if (!defined $pat) {
+        Test::Nginx::Util::bail_out("$name - No --- grep_error_log defined"
+                                    . " but --- grep_error_log_out is defined")
+            if defined $exp;
+        return;
+    }
+    Test::Nginx::Util::bail_out("$name - No --- grep_error_log_out defined"
+                                . " but --- grep_error_log is defined")
+        unless defined $exp;
+    $pat = $pat->[$r] if ref $pat eq 'ARRAY';
     return unless defined $pat;
     chomp $pat unless ref $pat;
-    my $exp = $block->grep_error_log_out;
     $exp = $exp->[$r] if ref $exp eq 'ARRAY';
     my $out = '';
-    for my $line (split /\n/, Test::Nginx::Util::read_file(
-                      $Test::Nginx::Util::ErrLogFile, $off)) {
-        if (ref $pat eq 'Regexp') {
-            $out .= "$&\n" while $line =~ /$pat/g;
-        } else {
-            my $at = 0;
-            while (($at = index $line, $pat, $at) >= 0) {
-                $out .= "$pat\n";
-                $at += length $pat;
-            }
-        }
+    for my $line (@$window) {
+        my $m = ref $pat ? ($line =~ $pat ? $& : undef)
+              : index($line, $pat) >= 0 ? $pat : undef;
+        $out .= "$m\n" if defined $m && $m !~ /\n/;
     }
     if (ref $exp eq 'Regexp') {
-        like($out, $exp, $block->name . " - grep_error_log_out (req $r)");
+        like($out, $exp, "$name - grep_error_log_out (req $r)");
     } else {
-        is_str($out, $exp // '',
-               $block->name . " - grep_error_log_out (req $r)");
+        is_str($out, $exp // '', "$name - grep_error_log_out (req $r)");
     }
+}
+
+# After nginx stopped, against the lines since the last check.  As
+# upstream, no_shutdown_error_log is only checked with shutdown_error_log.
+sub check_shutdown_error_log {
+    my ($block) = @_;
+    if (!defined $block->shutdown_error_log) {
+        diag($block->name . " - WARNING: --- no_shutdown_error_log is ignored"
+             . " without --- shutdown_error_log (as in Test::Nginx::Socket)")
+            if defined $block->no_shutdown_error_log;
+        return;
+    }
+    check_log_patterns($block, Test::Nginx::Util::error_log_window(1),
+                       '(shutdown)', 'shutdown_error_log',
+                       'no_shutdown_error_log');
 }
 
 # A crashed worker is never what a test wants unless it says so.
@@ -769,28 +826,39 @@ Test::Nginx::Socket - local stand-in for test-nginx's Test::Nginx::Socket
 
 =head1 SECTIONS
 
-main_config, http_config, config, server_name, log_level, user_files;
-request (a string or, with eval, an array of requests sent one after the
-other), raw_request, pipelined_requests, more_headers, timeout, abort,
-ignore_response; error_code, response_body, response_body_like,
+main_config, http_config, config, post_main_config, server_name,
+log_level, user_files; request (a string or, with eval, an array of
+requests sent one after the other), raw_request, pipelined_requests (an
+array), more_headers, timeout, abort, ignore_response; error_code,
+error_code_like, response_body (a string or qr//), response_body_like,
 response_body_unlike, response_headers (C<!Name> = must be absent),
 response_headers_like (anchored regex); error_log, no_error_log,
 grep_error_log, grep_error_log_out, shutdown_error_log,
-no_shutdown_error_log, wait; tcp_listen, tcp_query, tcp_query_len,
-tcp_reply (string, array of chunks, or code ref), tcp_no_close; must_die;
+no_shutdown_error_log, wait; tcp_listen, tcp_query (a string or qr//),
+tcp_query_len, tcp_reply (string, array of chunks, or code ref),
+tcp_reply_delay, tcp_shutdown, tcp_shutdown_delay, tcp_no_close; must_die;
 skip_eval, skip_nginx; ONLY, SKIP, LAST (from Test::Base).
 
 =head1 ENVIRONMENT
 
-TEST_NGINX_BINARY, TEST_NGINX_PORT, TEST_NGINX_CLIENT_PORT,
-TEST_NGINX_SERVROOT, TEST_NGINX_LOAD_MODULES, TEST_NGINX_LOG_LEVEL,
+TEST_NGINX_BINARY, TEST_NGINX_SERVER_PORT / TEST_NGINX_PORT,
+TEST_NGINX_CLIENT_PORT, TEST_NGINX_SERVROOT, TEST_NGINX_LOAD_MODULES,
+TEST_NGINX_LOG_LEVEL, TEST_NGINX_TIMEOUT, TEST_NGINX_SLEEP (error.log
+checks sleep 3 times this first), TEST_NGINX_CHECK_ACCUM_ERR_LOG,
 TEST_NGINX_USE_VALGRIND (1, or valgrind options), TEST_NGINX_VALGRIND_OURS
-(regex for "our" stack frames), TEST_NGINX_NO_CLEAN, TEST_NGINX_NO_SHUFFLE,
-TEST_NGINX_SLEEP (poll interval).  Any C<$TEST_NGINX_FOO> in a section is
-replaced by the environment variable; C<$TEST_NGINX_RAND_PORT_N> gets a free
-port per block.
+(regex for "our" stack frames), TEST_NGINX_NO_CLEAN, TEST_NGINX_NO_SHUFFLE.
+
+C<$TEST_NGINX_FOO> is replaced by the environment variable in config,
+http_config, main_config, post_main_config and the contents of user_files
+only (an undefined one bails out); C<$TEST_NGINX_RAND_PORT_N> is one free
+port per block, the same in all of those sections.  Other sections take
+run-time values through C<eval>, e.g. C<--- tcp_listen eval:
+$ENV{TEST_NGINX_FAKE_PORT}>.
 
 =head1 BEHAVIOUR NOTES
+
+The semantics follow the real Test::Nginx::Socket (0.29), so that a block
+that passes here passes there:
 
 =over
 
@@ -798,8 +866,40 @@ port per block.
 
 nginx is started afresh for every block (after wiping conf/, html/, logs/
 and the temp dirs under the server root) and stopped with QUIT at its end;
-repetitions of a block share one nginx.  Each repetition checks only the
-error.log lines written since it began (the first one includes startup).
+repetitions of a block share one nginx.
+
+=item *
+
+error_log, no_error_log and grep_error_log are checked after every request
+(and every pipelined response), each time against the error.log lines
+written since the previous check; the first window starts with nginx's
+startup.  Every positive pattern must match in every window.  Before each
+check: C<--- wait> seconds, then 45 ms (under valgrind 0.5 s more if the
+block has log patterns); there is no polling.  check_accum_error_log() makes every window start at the
+beginning of the block's log.  shutdown_error_log and no_shutdown_error_log
+are checked after nginx stopped against the lines since the last check,
+and no_shutdown_error_log only when shutdown_error_log is there too.
+
+=item *
+
+With several requests or pipelined_requests every expectation must be an
+array (one entry per request), otherwise the run bails out.  Where
+upstream ignores a section because another one wins (response_headers_like
+with response_headers, response_body_like with response_body), a warning
+is printed.
+
+=item *
+
+The fake server of tcp_listen (a port number or a *.sock path; tcp_reply
+or tcp_shutdown required) accepts a single connection.
+
+=item *
+
+must_die: nginx must fail to start (once per repetition, never under
+valgrind); the error_log patterns are matched against error.log only.  For
+startup errors to get there, nginx must be started with C<-e
+logs/error.log>: t/fixtures.sh points TEST_NGINX_BINARY to t/bin/nginx,
+which does that.
 
 =item *
 
@@ -819,13 +919,6 @@ Failures outside the upstream model are reported as extra failing tests:
 nginx failing to start, a client timeout (unless C<--- abort>), a worker
 "exited on signal" in error.log, nginx dying before the end of a block,
 and, under valgrind, memory errors with one of our frames on the stack.
-A C<--- must_die> block emits one test for the failed start, and its
-error_log patterns are matched against nginx's stderr plus error.log.
-
-=item *
-
-Extensions: C<--- tcp_query eval> may be an array (one entry per
-connection, in order), C<--- tcp_query> may be a qr//.
 
 =back
 

@@ -16,14 +16,16 @@ use Exporter 'import';
 use File::Path ();
 use File::Spec;
 use IO::Socket::INET;
+use IO::Socket::UNIX;
 use POSIX ();
+use Test::More ();
 use Time::HiRes ();
 
 our @EXPORT = qw(
     repeat_each workers master_on master_off master_process_enabled
     no_shuffle log_level no_long_string no_root_location
     worker_connections env_to_nginx add_block_preprocessor
-    html_dir server_port server_root
+    html_dir server_port server_root check_accum_error_log bail_out
     $ServerPort $ServRoot $NoShuffle $RepeatEach $NoLongString
 );
 
@@ -41,8 +43,11 @@ our $NoRootLocation    = 0;
 our $WorkerConnections = 64;
 our @EnvToNginx;
 our @BlockPreprocessors;
+# error_log checks see the whole log of the block, not only the lines
+# written since the previous check
+our $CheckAccumErrLog  = $ENV{TEST_NGINX_CHECK_ACCUM_ERR_LOG} ? 1 : 0;
 
-our $ServerPort = $ENV{TEST_NGINX_PORT} || $ENV{TEST_NGINX_SERVER_PORT}
+our $ServerPort = $ENV{TEST_NGINX_SERVER_PORT} || $ENV{TEST_NGINX_PORT}
                  || 1984;
 # Like upstream: one fixed server root per checkout, so .t files must not be
 # run in parallel (prove -j) unless each gets its own TEST_NGINX_SERVROOT.
@@ -57,15 +62,23 @@ our $ErrLogFile = "$LogDir/error.log";
 our $PidFile    = "$LogDir/nginx.pid";
 our $StderrFile = "$LogDir/nginx-stderr.log";   # nginx's own stdout/stderr
 
-# Made visible to $TEST_NGINX_* expansion in the test blocks.
-$ENV{TEST_NGINX_SERVER_PORT} = $ServerPort;
-$ENV{TEST_NGINX_HTML_DIR} = $HtmlDir;
-$ENV{TEST_NGINX_SERVROOT} = $ServRoot;
+# The variables upstream defines for $TEST_NGINX_* expansion (no others, so
+# a block using one it lacks fails here too).
+$ENV{TEST_NGINX_SERVER_PORT} //= $ServerPort;
+$ENV{TEST_NGINX_SERVER_ROOT} = $ServRoot;
 
 our $UseValgrind = $ENV{TEST_NGINX_USE_VALGRIND} ? 1 : 0;
 # Everything is much slower under valgrind: scale all our waits.
 our $Slowdown    = $UseValgrind ? 5 : 1;
-our $PollSleep   = $ENV{TEST_NGINX_SLEEP} || 0.01;
+our $PollSleep   = 0.01;   # polling nginx and helper processes
+# Like upstream, every error.log check first sleeps 3 * TEST_NGINX_SLEEP
+# (45 ms by default) for what is logged after the response, e.g. in the log
+# phase; there is no polling.  Under valgrind, a fixed extra half second
+# when the block has log patterns to check (only then: blocks whose
+# requests race a rate must see the same gaps as upstream's).
+our $TestNginxSleep   = $ENV{TEST_NGINX_SLEEP} || 0.015;
+our $LogSleep         = 3 * $TestNginxSleep;
+our $ValgrindLogSleep = 0.5;
 
 my $MainPid = $$;
 my $RepoRoot = Cwd::getcwd();   # prove is run from the repository root
@@ -87,7 +100,9 @@ sub worker_connections (;$) {
     $WorkerConnections;
 }
 sub env_to_nginx (@) { push @EnvToNginx, @_ }
-sub add_block_preprocessor (&) { push @BlockPreprocessors, shift }
+# Upstream runs the most recently added preprocessor first.
+sub add_block_preprocessor (&) { unshift @BlockPreprocessors, shift }
+sub check_accum_error_log () { $CheckAccumErrLog = 1 }
 sub html_dir () { $HtmlDir }
 sub server_port () { $ServerPort }
 sub server_root () { $ServRoot }
@@ -96,31 +111,56 @@ sub server_root () { $ServRoot }
 # $TEST_NGINX_* expansion
 # ---------------------------------------------------------------------------
 
-# $TEST_NGINX_RAND_PORT_<N>: a free port chosen once per block.
-sub assign_rand_ports {
-    my ($texts) = @_;
-    delete $ENV{$_} for grep /^TEST_NGINX_RAND_PORT_\d+$/, keys %ENV;
-    for my $t (@$texts) {
-        while ($t =~ /\$(TEST_NGINX_RAND_PORT_\d+)/g) {
-            next if defined $ENV{$1};
-            my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                          LocalPort => 0, Listen => 1)
-                or die "cannot find a free port: $!\n";
-            $ENV{$1} = $s->sockport;
-            close $s;
-        }
-    }
-}
-
-# Returns the expanded text, or dies naming the undefined variable.
-sub expand_env {
-    my ($text) = @_;
+# Upstream expands $TEST_NGINX_* only in config, http_config, main_config,
+# post_main_config and the contents of user_files; every other section is
+# used as written.  $TEST_NGINX_RAND_PORT_<N> is a free port chosen once per
+# block (kept in %$rand_ports, shared by all those sections, never put in
+# %ENV); any other variable must be in the environment, or the run bails
+# out.
+sub expand_env_in_text {
+    my ($text, $name, $rand_ports) = @_;
     return $text unless defined $text && !ref $text;
     $text =~ s{\$(TEST_NGINX_[_A-Z0-9]+)}{
-        defined $ENV{$1} ? $ENV{$1}
-                         : die "No environment variable $1 defined\n"
+        my $var = $1;
+        if ($var =~ /^TEST_NGINX_RAND_PORT_\d+$/) {
+            $rand_ports->{$var} //= free_port($rand_ports);
+        } elsif (defined $ENV{$var}) {
+            $ENV{$var};
+        } else {
+            bail_out("$name - No environment $var defined.\n");
+        }
     }ge;
     return $text;
+}
+
+# A port nothing listens on, below the kernel's ephemeral range (as
+# upstream, a random one), so that no outgoing connection can be using it
+# by the time nginx or a fake server listens on it.
+sub free_port {
+    my ($taken) = @_;
+    my %taken = map { $_ => 1 } grep { defined } $ServerPort,
+                                                 values %{ $taken || {} };
+    my ($low) = read_file('/proc/sys/net/ipv4/ip_local_port_range')
+                =~ /^\s*(\d+)/;
+    $low = 32768 unless $low && $low > 12000;
+    for (1 .. 1000) {
+        my $port = 10000 + int rand($low - 10000);
+        next if $taken{$port};
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                      LocalPort => $port, Listen => 1,
+                                      ReuseAddr => 1)
+            or next;
+        close $s;
+        return $port;
+    }
+    bail_out("cannot find a free port: $!\n");
+}
+
+# Stops what we started, then stops the whole run, as upstream does for
+# errors in the test file itself.
+sub bail_out (@) {
+    cleanup();
+    Test::More::BAIL_OUT(join '', @_);
 }
 
 # ---------------------------------------------------------------------------
@@ -157,7 +197,7 @@ sub prepare_servroot {
 }
 
 sub write_user_files {
-    my ($spec) = @_;
+    my ($spec, $name, $rand_ports) = @_;
     return unless defined $spec;
     my @files;   # [name, content, mtime]
     if (ref $spec eq 'ARRAY') {
@@ -173,8 +213,9 @@ sub write_user_files {
         }
     }
     for my $f (@files) {
-        my ($name, $content, $mtime) = @$f;
-        my $path = "$HtmlDir/$name";
+        my ($fname, $content, $mtime) = @$f;
+        $content = expand_env_in_text($content // '', $name, $rand_ports);
+        my $path = $fname =~ m{^/} ? $fname : "$HtmlDir/$fname";
         (my $dir = $path) =~ s{/[^/]*$}{};
         File::Path::make_path($dir);
         open my $fh, '>', $path or die "cannot write $path: $!\n";
@@ -199,11 +240,13 @@ sub trim_tail {
     return $text;
 }
 
+# $conf: the expanded config, http_config, main_config and post_main_config.
 sub write_config {
-    my ($block) = @_;
-    my $main_config = trim_tail(scalar $block->main_config);
-    my $http_config = trim_tail(scalar $block->http_config);
-    my $config      = trim_tail(scalar $block->config);
+    my ($block, $c) = @_;
+    my $main_config = trim_tail($c->{main_config});
+    my $http_config = trim_tail($c->{http_config});
+    my $config      = trim_tail($c->{config});
+    my $post_main   = trim_tail($c->{post_main_config});
     my $level       = $block->log_level // $LogLevel;
     my $server_name = $block->server_name // 'localhost';
     chomp $level;
@@ -260,6 +303,8 @@ $config
 
 $root_location    }
 }
+
+$post_main
 
 events {
     accept_mutex off;
@@ -349,11 +394,22 @@ sub valgrind_cmd {
     push @cmd, "--log-file=$LogDir/valgrind.%p.log";
     push @cmd, "--suppressions=$RepoRoot/t/valgrind.suppress"
         if -f "$RepoRoot/t/valgrind.suppress";
+    # TEST_NGINX_BINARY may be a script that execs nginx (t/bin/nginx):
+    # valgrind must follow the exec, or nginx would run without it.
+    push @cmd, '--trace-children=yes' if is_script(nginx_binary());
     return @cmd;
 }
 
+sub is_script {
+    my ($path) = @_;
+    open my $fh, '<', $path or return 0;
+    read $fh, my $magic, 2;
+    return ($magic // '') eq '#!';
+}
+
 # Starts nginx with the current nginx.conf.  Returns (1) when it is up, or
-# (0, $why) when it failed to start; $why includes nginx's stderr.
+# (0, $why, $exit_code) when it failed to start; $why includes nginx's
+# stderr, $exit_code is undef unless the launcher exited.
 sub start_nginx {
     my @cmd = (nginx_binary(), '-p', "$ServRoot/", '-c', 'conf/nginx.conf');
     unshift @cmd, valgrind_cmd() if $UseValgrind;
@@ -383,8 +439,9 @@ sub start_nginx {
             return (0, "nginx did not finish starting within ${timeout}s");
         }
         if ($status != 0) {
-            return (0, sprintf "nginx exited with status %d\n%s",
-                    $status >> 8, read_file($StderrFile));
+            return (0, sprintf("nginx exited with status %d\n%s",
+                               $status >> 8, read_file($StderrFile)),
+                    $status >> 8);
         }
     } else {
         $NginxPid = $pid;
@@ -398,8 +455,9 @@ sub start_nginx {
     while (1) {
         if ($UseValgrind && wait_gone($pid, 0, 1, \$status)) {
             undef $NginxPid;
-            return (0, sprintf "nginx exited with status %d\n%s",
-                    ($status // 0) >> 8, read_file($StderrFile));
+            return (0, sprintf("nginx exited with status %d\n%s",
+                               ($status // 0) >> 8, read_file($StderrFile)),
+                    ($status // 0) >> 8);
         }
         my $master = read_pid_file();
         if ($master && proc_alive($master)) {
@@ -446,6 +504,33 @@ sub kill_stale_nginx {
     return unless read_file("/proc/$pid/cmdline") =~ /nginx/;
     ($NginxPid, $NginxIsChild) = ($pid, 0);
     stop_nginx();
+}
+
+# ---------------------------------------------------------------------------
+# error.log windows
+# ---------------------------------------------------------------------------
+
+# Where the next check starts reading: 0 when nginx is started for a block,
+# so the first window includes what nginx logged while starting.
+our $ErrLogPos = 0;
+
+sub reset_error_log_window { $ErrLogPos = 0 }
+
+# The error.log lines (with their newlines) written since the previous
+# call, or all of them after check_accum_error_log().  Sleeps $LogSleep
+# first, like upstream's error_log_data(), and under valgrind
+# $ValgrindLogSleep more if $checked (the window is checked for patterns).
+sub error_log_window {
+    my ($checked) = @_;
+    Time::HiRes::sleep($LogSleep
+                       + ($UseValgrind && $checked ? $ValgrindLogSleep : 0));
+    open my $fh, '<', $ErrLogFile or return [];
+    binmode $fh;
+    seek $fh, $ErrLogPos, 0 if !$CheckAccumErrLog && $ErrLogPos;
+    my @lines = <$fh>;
+    $ErrLogPos = tell $fh unless $CheckAccumErrLog;
+    close $fh;
+    return \@lines;
 }
 
 # ---------------------------------------------------------------------------
@@ -504,72 +589,94 @@ sub valgrind_records {
 # Fake TCP server (--- tcp_listen)
 # ---------------------------------------------------------------------------
 
-# Listening happens in the parent before forking, so the port is bound by the
-# time nginx could connect.  The child serves connections one after the
-# other and records each received query in its own file (written to a
-# temporary name and renamed, so the parent never sees half a query).
+# As upstream's: it listens (in the parent, before forking, so the port is
+# bound by the time nginx could connect), accepts ONE connection, reads the
+# query (tcp_query_len bytes, or as many as tcp_query has, else a single
+# read), records it, waits tcp_reply_delay, sends tcp_reply and closes the
+# connection -- or, with tcp_no_close, keeps it until the server is
+# stopped.  The listening socket stays open until then, so later
+# connections are queued by the kernel but never served.
 sub start_tcp_server {
-    my (%a) = @_;   # port, query_len, reply, no_close, tag, timeout
-    my $sock = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1', LocalPort => $a{port}, Listen => 16,
-        ReuseAddr => 1, Proto => 'tcp')
-        or return (undef, "cannot listen on 127.0.0.1:$a{port}: $!");
-    my $prefix = "$LogDir/tcp-$a{port}-$a{tag}";
-    unlink glob "$prefix.*";
+    my (%a) = @_;   # target, query_len, reply, reply_delay, no_close,
+                    # shutdown, shutdown_delay, tag, timeout
+    my $target = $a{target};
+    my $sock;
+    for my $try (1 .. 30) {   # as upstream, when the port is still in use
+        if ($target =~ /^\d+$/) {
+            $sock = IO::Socket::INET->new(
+                LocalAddr => '127.0.0.1', LocalPort => $target, Listen => 5,
+                ReuseAddr => 1, Proto => 'tcp');
+        } else {
+            unlink $target if -e $target;
+            $sock = IO::Socket::UNIX->new(Local => $target,
+                                          Type => IO::Socket::SOCK_STREAM(),
+                                          Listen => 5);
+        }
+        last if $sock || !$!{EADDRINUSE} || $try == 30;
+        Test::More::diag("WARNING: cannot listen on $target: $!; retrying");
+        sleep 1;
+    }
+    $sock or return (undef, "cannot listen on $target: $!");
+    my $file = "$LogDir/tcp-query-$a{tag}";
+    unlink $file;
     my $pid = fork;
     return (undef, "fork failed: $!") unless defined $pid;
     if ($pid) {
-        close $sock;
-        return ({ pid => $pid, prefix => $prefix });
+        return ({ pid => $pid, file => $file, sock => $sock,
+                  target => $target });
     }
 
-    # child: serve until killed (never returns into the test code)
+    # child: serve until done or killed (never returns into the test code)
     $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
     $SIG{PIPE} = 'IGNORE';
     alarm(60 * $Slowdown);   # never outlive a crashed parent for long
-    eval { serve_tcp($sock, $prefix, %a) };
+    eval { serve_tcp($sock, $file, %a) };
     POSIX::_exit(0);
 }
 
 sub serve_tcp {
-    my ($sock, $prefix, %a) = @_;
+    my ($sock, $file, %a) = @_;
     my $timeout = $a{timeout} || 3;
-    my @kept;   # connections left open because of tcp_no_close
-    for (my $n = 0; ; $n++) {
-        my $c = $sock->accept;
-        if (!$c) {
-            Time::HiRes::sleep(0.01);
-            redo;
-        }
-        my $len = ref $a{query_len} eq 'ARRAY' ? $a{query_len}[$n]
-                                               : $a{query_len};
-        my $query = read_query($c, $len, $timeout);
-        open my $fh, '>', "$prefix.$n.tmp" or POSIX::_exit(1);
-        binmode $fh;
-        print $fh $query;
-        close $fh;
-        rename "$prefix.$n.tmp", "$prefix.$n";
-        my $reply = $a{reply};
-        $reply = $reply->($query) if ref $reply eq 'CODE';
-        for my $chunk (ref $reply eq 'ARRAY' ? @$reply : ($reply)) {
-            next unless defined $chunk;
-            send_all($c, $chunk, $timeout);
-        }
-        if ($a{no_close}) {
-            push @kept, $c;
+    my $c;
+    Time::HiRes::sleep(0.01) until $c = $sock->accept;
+    my ($no_read, $no_write);
+    if (defined $a{shutdown}) {
+        Time::HiRes::sleep($a{shutdown_delay}) if $a{shutdown_delay};
+        shutdown $c, $a{shutdown};
+        if ($a{shutdown} == 0 || $a{shutdown} == 2) {
+            $no_read = 1;
         } else {
-            # Closing with unread input would make the kernel send a RST,
-            # which can destroy the reply before the peer has read it; so
-            # send FIN first and drain what the peer still sends.
-            shutdown $c, 1;
-            read_query($c, undef, 0.2);
-            close $c;
+            $no_write = 1;
         }
     }
+    my $query = $no_read ? '' : read_query($c, $a{query_len}, $timeout);
+    open my $fh, '>', "$file.tmp" or POSIX::_exit(1);
+    binmode $fh;
+    print $fh $query;
+    close $fh;
+    rename "$file.tmp", $file;   # the parent never sees half a query
+
+    Time::HiRes::sleep($a{reply_delay}) if $a{reply_delay};
+    my $reply = $a{reply};
+    $reply = $reply->($query) if ref $reply eq 'CODE';
+    if (!$no_write) {
+        for my $chunk (ref $reply eq 'ARRAY' ? @$reply : ($reply)) {
+            send_all($c, $chunk) if defined $chunk;
+        }
+    }
+    if ($a{no_close}) {
+        sleep 1 while 1;   # until stop_tcp_server kills us
+    }
+    # Closing with unread input would make the kernel send a RST, which can
+    # destroy the reply before the peer has read it; so send FIN first and
+    # drain what the peer still sends.
+    shutdown $c, 1;
+    read_query($c, undef, 0.2, 1);
+    close $c;
 }
 
 sub send_all {
-    my ($c, $data, $timeout) = @_;
+    my ($c, $data) = @_;
     utf8::encode($data) if utf8::is_utf8($data);
     while (length $data) {
         my $w = syswrite $c, $data;
@@ -578,55 +685,54 @@ sub send_all {
     }
 }
 
-# Reads exactly $len bytes when a length is known; otherwise whatever arrives
-# until the peer pauses (100 ms after some data, or 300 ms before any).
+# Reads exactly $len bytes when a length is known, otherwise what a single
+# read returns (as upstream); $drain reads until EOF or a pause instead.
 sub read_query {
-    my ($c, $len, $timeout) = @_;
+    my ($c, $len, $timeout, $drain) = @_;
     my $buf = '';
     my $deadline = Time::HiRes::time() + $timeout * $Slowdown;
     while (1) {
         last if defined $len && length($buf) >= $len;
         my $wait = $deadline - Time::HiRes::time();
         last if $wait <= 0;
-        if (!defined $len) {
-            my $idle = (length $buf ? 0.1 : 0.3) * $Slowdown;
-            $wait = $idle if $idle < $wait;
-        }
         my $rin = '';
         vec($rin, fileno($c), 1) = 1;
         last unless select($rin, undef, undef, $wait);
         my $n = sysread $c, $buf, defined $len ? $len - length $buf : 65536,
                         length $buf;
         last unless $n;
+        last unless defined $len || $drain;
     }
     return $buf;
 }
 
-# Waits (bounded) until $want queries were recorded, then returns them all.
-sub tcp_server_queries {
-    my ($srv, $want, $timeout) = @_;
+# The query the fake server received, waiting (bounded) for it to be
+# recorded; undef if it got no connection.
+sub tcp_server_query {
+    my ($srv, $timeout) = @_;
     my $deadline = Time::HiRes::time() + $timeout;
-    my @q;
-    while (1) {
-        @q = ();
-        while (-e "$srv->{prefix}." . scalar @q) {
-            push @q, read_file("$srv->{prefix}." . scalar @q);
-        }
-        last if @q >= $want || Time::HiRes::time() > $deadline;
+    until (-e $srv->{file}) {
+        return undef if Time::HiRes::time() > $deadline;
         Time::HiRes::sleep($PollSleep);
     }
-    return @q;
+    return read_file($srv->{file});
 }
 
 sub stop_tcp_server {
     my ($srv) = @_;
-    return unless $srv && $srv->{pid};
-    kill 'TERM', $srv->{pid};
-    wait_gone($srv->{pid}, 2, 1) or do {
-        kill 'KILL', $srv->{pid};
-        waitpid $srv->{pid}, 0;
-    };
-    delete $srv->{pid};
+    return unless $srv;
+    if ($srv->{pid}) {
+        kill 'TERM', $srv->{pid};
+        wait_gone($srv->{pid}, 2, 1) or do {
+            kill 'KILL', $srv->{pid};
+            waitpid $srv->{pid}, 0;
+        };
+        delete $srv->{pid};
+    }
+    if ($srv->{sock}) {
+        close delete $srv->{sock};
+        unlink $srv->{target} if $srv->{target} !~ /^\d+$/;
+    }
 }
 
 # ---------------------------------------------------------------------------
