@@ -6,23 +6,6 @@
 bench_say() { printf 'bench: %s\n' "$*"; }
 bench_die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
-# a port nothing listens on now, on 127.0.0.1
-free_port() {
-    perl -MIO::Socket::INET -e '
-        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
-                                      Listen => 1, ReuseAddr => 1) or die $!;
-        print $s->sockport, "\n";'
-}
-
-# wait_for SECONDS COMMAND...: poll until COMMAND succeeds
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" > /dev/null 2>&1; do
-        [ $SECONDS -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
-
 # http_ok URL: true if URL answers 200
 http_ok() {
     [ "$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$1")" = 200 ]

@@ -46,3 +46,20 @@ edge_nginx_stop() {
     fi
     return 0
 }
+
+# free_port: a free TCP port on 127.0.0.1
+free_port() {
+    perl -MIO::Socket::INET -e '
+        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
+                                      Listen => 1, ReuseAddr => 1) or die $!;
+        print $s->sockport, "\n";'
+}
+
+# wait_for SECONDS COMMAND...: poll until COMMAND succeeds, at most SECONDS
+wait_for() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" > /dev/null 2>&1; do
+        [ $SECONDS -lt "$deadline" ] || return 1
+        sleep 0.1
+    done
+}

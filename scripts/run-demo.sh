@@ -126,21 +126,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-# poll until a command succeeds, at most SECONDS
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" > /dev/null 2>&1; do
-        [ $SECONDS -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
 
-free_port() {
-    perl -MIO::Socket::INET -e '
-        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
-                                      Listen => 1, ReuseAddr => 1) or die $!;
-        print $s->sockport, "\n";'
-}
 
 # render TEMPLATE OUTPUT: copy TEMPLATE, replacing each @NAME@ by the value of
 # the variable EDGE_NAME (@REDIS_PORT@ by $EDGE_REDIS_PORT); a placeholder

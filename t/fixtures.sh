@@ -17,15 +17,12 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# free_port, wait_for
+# shellcheck source=../scripts/lib.sh
+. "$root/scripts/lib.sh"
+
 dir=$(mktemp -d /tmp/edge-fixtures.XXXXXX)
 chmod 755 "$dir"
-
-free_port() {
-    perl -MIO::Socket::INET -e '
-        my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
-                                      Listen => 1, ReuseAddr => 1) or die $!;
-        print $s->sockport, "\n";'
-}
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 as_pg=()
@@ -52,16 +49,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_for() {    # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
-    local deadline=$((SECONDS + $1)); shift
-    until "$@" > /dev/null 2>&1; do
-        if [ $SECONDS -ge $deadline ]; then
-            echo "fixtures: timed out waiting for: $*" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-}
 
 redis_port=$(free_port)
 cat > "$dir/redis.conf" <<CONF

@@ -333,18 +333,19 @@ qr/\[notice\] .*ratelimit: REJECTED by zone "rl"/
 === TEST 14: r/h: 5 per 15 minutes is 20r/h with burst=4
 --- http_config
     ratelimit_zone $arg_k zone=login:1m rate=20r/h;
+    map $arg_c $login_cost { "" 1; default $arg_c; }
 --- config
     location = /ok { return 200 "ok\n"; }
     location = /login {
-        ratelimit zone=login burst=4 nodelay;
+        ratelimit zone=login burst=4 cost=$login_cost nodelay;
         proxy_pass http://127.0.0.1:$server_port/ok;
     }
 --- request eval
-[map { "GET /login?k=p" } 1 .. 6]
+[(map { "GET /login?k=p" } 1 .. 6), "GET /login?k=p2&c=6"]
 --- error_code eval
-[(200) x 5, 429]
+[(200) x 5, 429, 429]
 --- response_headers eval
-["", "", "", "", "", "Retry-After: 180"]
+["", "", "", "", "", "", "Retry-After: 180"]
 
 
 
