@@ -38,6 +38,10 @@ NGX_EDGE_API ngx_connection_t *ngx_edge_conn_wrap(ngx_socket_t fd,
     ngx_event_handler_pt write_handler);
 NGX_EDGE_API void ngx_edge_conn_release(ngx_connection_t *c);
 
+/* "zone=name:size" (arg starts with "zone="), at least 8 pages */
+NGX_EDGE_API ngx_int_t ngx_edge_conf_parse_zone(ngx_conf_t *cf,
+    ngx_str_t *arg, ngx_str_t *name, ssize_t *size);
+
 /* post handler: { ngx_edge_conf_check_bounds, low, high or -1 } */
 NGX_EDGE_API char *ngx_edge_conf_check_bounds(ngx_conf_t *cf, void *post,
     void *data);

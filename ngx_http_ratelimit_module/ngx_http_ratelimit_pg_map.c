@@ -1181,33 +1181,9 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-            zname.data = value[i].data + 5;
-            p = (u_char *) ngx_strchr(zname.data, ':');
-
-            if (p == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            zname.len = p - zname.data;
-
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            size = ngx_parse_size(&s);
-
-            if (zname.len == 0 || size == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" is too small, the minimum "
-                                   "is %uik", &value[i],
-                                   8 * ngx_pagesize / 1024);
+            if (ngx_edge_conf_parse_zone(cf, &value[i], &zname, &size)
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 

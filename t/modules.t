@@ -65,6 +65,17 @@ qr/\[emerg\] .*invalid rate "rate=10r\/d" in \S+nginx\.conf:\d+/
 
 
 
+=== TEST 4b: ratelimit: a zone too small is refused, with the minimum
+--- http_config
+    ratelimit_zone $binary_remote_addr zone=one:8k rate=1r/s;
+--- config
+    location = /t { return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*zone "zone=one:8k" is too small, the minimum is \d+k in \S+nginx\.conf:\d+/
+
+
+
 === TEST 5: cache: a bad size is refused
 --- config
     location = /t { cache_max_body_size 10q; return 200; }
