@@ -37,12 +37,31 @@ struct ngx_edge_redis_conn_s {
     ngx_edge_redis_cmd_t        *cmds;
     ngx_queue_t                  free;
 
+    ngx_queue_t                 *pending;    /* items, per batched script */
+    ngx_queue_t                  batches;    /* free batch records */
+    const char                 **argv;       /* a batch's EVALSHA, built */
+    size_t                      *argvlen;
+    u_char                       numkeys[NGX_INT_T_LEN];
+
     time_t                       log_next;
     ngx_uint_t                   log_suppressed;
     unsigned                     failing:1;
     unsigned                     exiting:1;
     unsigned                     writing:1;
+    unsigned                     sealing:1;
 };
+
+
+/* one EVALSHA carrying items: hiredis's privdata for it */
+typedef struct {
+    ngx_edge_redis_conn_t       *conn;
+    ngx_edge_redis_script_t     *script;
+    ngx_uint_t                   n;
+    ngx_edge_redis_cmd_t       **items;      /* [server->batch] */
+    ngx_msec_t                   start;
+    unsigned                     retried:1;
+    ngx_queue_t                  queue;      /* in the free list */
+} ngx_edge_redis_batch_t;
 
 
 static void ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn);
@@ -52,6 +71,13 @@ static void ngx_edge_redis_load_scripts(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_edge_redis_cmd_timeout(ngx_event_t *ev);
+static void ngx_edge_redis_seal(ngx_edge_redis_conn_t *conn);
+static ngx_flag_t ngx_edge_redis_has_pending(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_fail_queue(ngx_queue_t *pending);
+static void ngx_edge_redis_fail_pending(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_stat(ngx_edge_redis_server_t *server,
     ngx_edge_stats_id_t id, int64_t delta);
 static void ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn,
@@ -157,6 +183,7 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
     server->connect_timeout = 1000;
     server->timeout = 100;
     server->max_inflight = 1024;
+    server->batch = 32;
 
     server->st_commands = NGX_EDGE_STATS_NONE;
     server->st_errors = NGX_EDGE_STATS_NONE;
@@ -234,6 +261,15 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
                 goto invalid;
             }
             server->max_inflight = n;
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "batch=", 6) == 0) {
+            n = ngx_atoi(args[i].data + 6, args[i].len - 6);
+            if (n <= 0 || n > 1000) {
+                goto invalid;
+            }
+            server->batch = n;
             continue;
         }
 
@@ -373,6 +409,33 @@ ngx_edge_redis_add_script(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
 }
 
 
+ngx_edge_redis_script_t *
+ngx_edge_redis_add_batch_script(ngx_conf_t *cf,
+    ngx_edge_redis_server_t *server, ngx_str_t *source, ngx_uint_t item_keys,
+    ngx_uint_t item_args)
+{
+    ngx_edge_redis_script_t  *script;
+
+    /* the script counts its items by #KEYS */
+    if (item_keys == 0) {
+        return NULL;
+    }
+
+    script = ngx_edge_redis_add_script(cf, server, source);
+    if (script == NULL) {
+        return NULL;
+    }
+
+    script->index = server->nbatched++;
+    script->item_keys = item_keys;
+    script->item_args = item_args;
+
+    server->item_width = ngx_max(server->item_width, item_keys + item_args);
+
+    return script;
+}
+
+
 /* the hiredis event hooks, on an nginx connection wrapping its socket */
 
 static void
@@ -422,7 +485,8 @@ ngx_edge_redis_add_write(void *privdata)
 
     wev = conn->c->write;
 
-    if (wev->active) {
+    if (wev->active || conn->sealing) {
+        /* writable soon, or the write follows the sealing at once */
         return;
     }
 
@@ -496,6 +560,11 @@ ngx_edge_redis_cleanup(void *privdata)
          * hook */
         ngx_edge_conn_release(c);
     }
+
+    /* hiredis failed the commands it held; these it never saw */
+    if (conn->pending) {
+        ngx_edge_redis_fail_pending(conn);
+    }
 }
 
 
@@ -517,10 +586,19 @@ ngx_edge_redis_write_handler(ngx_event_t *wev)
     ngx_connection_t       *c = wev->data;
     ngx_edge_redis_conn_t  *conn = c->data;
 
+    if (conn->ac && conn->pending) {
+        ngx_edge_redis_seal(conn);
+    }
+
     if (conn->ac) {
         conn->writing = 1;
         redisAsyncHandleWrite(conn->ac);
         conn->writing = 0;
+    }
+
+    if (conn->ac && conn->pending && ngx_edge_redis_has_pending(conn)) {
+        /* queued by handlers that ran while sealing */
+        ngx_edge_redis_add_write(conn);
     }
 }
 
@@ -772,6 +850,28 @@ ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
     conn->log = cycle->log;
 
     ngx_queue_init(&conn->free);
+    ngx_queue_init(&conn->batches);
+
+    if (server->nbatched) {
+        conn->pending = ngx_palloc(cycle->pool,
+                                   server->nbatched * sizeof(ngx_queue_t));
+        conn->argv = ngx_palloc(cycle->pool,
+                                (3 + server->batch * server->item_width)
+                                * sizeof(const char *));
+        conn->argvlen = ngx_palloc(cycle->pool,
+                                   (3 + server->batch * server->item_width)
+                                   * sizeof(size_t));
+
+        if (conn->pending == NULL || conn->argv == NULL
+            || conn->argvlen == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < server->nbatched; i++) {
+            ngx_queue_init(&conn->pending[i]);
+        }
+    }
 
     for (i = 0; i < server->max_inflight; i++) {
         cmd = &conn->cmds[i];
@@ -912,7 +1012,6 @@ ngx_edge_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     rtt = ngx_current_msec - cmd->start;
-    ngx_edge_redis_stat(server, server->st_inflight, -1);
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         ngx_edge_redis_stat(server, server->st_errors, 1);
@@ -941,20 +1040,24 @@ ngx_edge_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 }
 
 
-ngx_edge_redis_cmd_t *
-ngx_edge_redis_send(ngx_edge_redis_server_t *server,
-    ngx_edge_redis_handler_pt handler, void *data, int argc,
-    const char **argv, const size_t *argvlen)
+/*
+ * The free slot a new command will take, left in the free list; NULL when
+ * the server is not connected or the in-flight bound is reached.
+ */
+
+static ngx_edge_redis_cmd_t *
+ngx_edge_redis_free_slot(ngx_edge_redis_server_t *server)
 {
-    ngx_queue_t            *q;
-    ngx_edge_redis_cmd_t   *cmd;
     ngx_edge_redis_conn_t  *conn;
 
     conn = server->conn;
 
-    if (conn == NULL || conn->state != NGX_EDGE_REDIS_READY) {
+    if (conn == NULL || conn->state != NGX_EDGE_REDIS_READY
+        || (conn->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
+    {
         /* not sent: the caller's failure policy applies, and it counts as
-         * a failed command */
+         * a failed command; a connection on its way out takes nothing
+         * (its callbacks are running) */
         ngx_edge_redis_stat(server, server->st_errors, 1);
         return NULL;
     }
@@ -967,20 +1070,26 @@ ngx_edge_redis_send(ngx_edge_redis_server_t *server,
         return NULL;
     }
 
-    q = ngx_queue_head(&conn->free);
-    cmd = ngx_queue_data(q, ngx_edge_redis_cmd_t, queue);
+    return ngx_queue_data(ngx_queue_head(&conn->free), ngx_edge_redis_cmd_t,
+                          queue);
+}
 
-    if (redisAsyncCommandArgv(conn->ac, ngx_edge_redis_reply, cmd, argc,
-                              argv, argvlen)
-        != REDIS_OK)
-    {
-        return NULL;
-    }
 
-    ngx_queue_remove(q);
+static void
+ngx_edge_redis_take_slot(ngx_edge_redis_cmd_t *cmd,
+    ngx_edge_redis_handler_pt handler, void *data,
+    ngx_edge_redis_script_t *script, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    ngx_edge_redis_server_t  *server;
+
+    server = cmd->conn->server;
+
+    ngx_queue_remove(&cmd->queue);
 
     cmd->handler = handler;
     cmd->data = data;
+    cmd->script = script;
     cmd->argc = argc;
     cmd->argv = argv;
     cmd->argvlen = argvlen;
@@ -990,10 +1099,400 @@ ngx_edge_redis_send(ngx_edge_redis_server_t *server,
 
     ngx_add_timer(&cmd->timer, server->timeout);
 
-    ngx_edge_redis_stat(server, server->st_commands, 1);
     ngx_edge_redis_stat(server, server->st_inflight, 1);
+}
+
+
+ngx_edge_redis_cmd_t *
+ngx_edge_redis_send(ngx_edge_redis_server_t *server,
+    ngx_edge_redis_handler_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_edge_redis_cmd_t  *cmd;
+
+    cmd = ngx_edge_redis_free_slot(server);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    if (redisAsyncCommandArgv(server->conn->ac, ngx_edge_redis_reply, cmd,
+                              argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        return NULL;
+    }
+
+    ngx_edge_redis_take_slot(cmd, handler, data, NULL, argc, argv, argvlen);
+
+    ngx_edge_redis_stat(server, server->st_commands, 1);
 
     return cmd;
+}
+
+
+ngx_edge_redis_cmd_t *
+ngx_edge_redis_send_item(ngx_edge_redis_server_t *server,
+    ngx_edge_redis_script_t *script, ngx_edge_redis_handler_pt handler,
+    void *data, const char **argv, const size_t *argvlen)
+{
+    ngx_edge_redis_cmd_t   *cmd;
+    ngx_edge_redis_conn_t  *conn;
+
+    cmd = ngx_edge_redis_free_slot(server);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    conn = server->conn;
+
+    ngx_edge_redis_take_slot(cmd, handler, data, script,
+                             script->item_keys + script->item_args, argv,
+                             argvlen);
+
+    /* it leaves with the other items of this iteration, on the flush */
+    ngx_queue_insert_tail(&conn->pending[script->index], &cmd->queue);
+    ngx_edge_redis_add_write(conn);
+
+    return cmd;
+}
+
+
+/* batches */
+
+static ngx_edge_redis_batch_t *
+ngx_edge_redis_get_batch(ngx_edge_redis_conn_t *conn,
+    ngx_edge_redis_script_t *script)
+{
+    ngx_queue_t             *q;
+    ngx_edge_redis_batch_t  *b;
+
+    if (!ngx_queue_empty(&conn->batches)) {
+        q = ngx_queue_head(&conn->batches);
+        ngx_queue_remove(q);
+        b = ngx_queue_data(q, ngx_edge_redis_batch_t, queue);
+
+    } else {
+        /* reused through the free list: there are never more batches than
+         * slots, each holding one at least */
+        b = ngx_palloc(ngx_cycle->pool,
+                       sizeof(ngx_edge_redis_batch_t)
+                       + conn->server->batch * sizeof(ngx_edge_redis_cmd_t *));
+        if (b == NULL) {
+            return NULL;
+        }
+
+        b->conn = conn;
+        b->items = (ngx_edge_redis_cmd_t **) (b + 1);
+    }
+
+    b->script = script;
+    b->n = 0;
+    b->retried = 0;
+
+    return b;
+}
+
+
+static void
+ngx_edge_redis_put_batch(ngx_edge_redis_batch_t *b)
+{
+    ngx_queue_insert_head(&b->conn->batches, &b->queue);
+}
+
+
+/* EVALSHA sha numkeys <keys of every item> <args of every item> */
+
+static ngx_int_t
+ngx_edge_redis_send_batch(ngx_edge_redis_batch_t *b)
+{
+    int                       n;
+    ngx_uint_t                i, j, k;
+    ngx_edge_redis_cmd_t     *cmd;
+    ngx_edge_redis_conn_t    *conn;
+    ngx_edge_redis_script_t  *script;
+
+    conn = b->conn;
+    script = b->script;
+    k = script->item_keys;
+
+    conn->argv[0] = "EVALSHA";
+    conn->argvlen[0] = 7;
+    conn->argv[1] = (const char *) script->sha1;
+    conn->argvlen[1] = 40;
+    conn->argv[2] = (const char *) conn->numkeys;
+    conn->argvlen[2] = ngx_sprintf(conn->numkeys, "%ui", b->n * k)
+                       - conn->numkeys;
+    n = 3;
+
+    for (i = 0; i < b->n; i++) {
+        cmd = b->items[i];
+
+        for (j = 0; j < k; j++) {
+            conn->argv[n] = cmd->argv[j];
+            conn->argvlen[n++] = cmd->argvlen[j];
+        }
+    }
+
+    for (i = 0; i < b->n; i++) {
+        cmd = b->items[i];
+
+        for (j = k; j < k + script->item_args; j++) {
+            conn->argv[n] = cmd->argv[j];
+            conn->argvlen[n++] = cmd->argvlen[j];
+        }
+    }
+
+    /* hiredis copies the arguments: conn->argv is free again on return */
+    if (redisAsyncCommandArgv(conn->ac, ngx_edge_redis_batch_reply, b, n,
+                              conn->argv, conn->argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b->start = ngx_current_msec;
+
+    ngx_edge_redis_stat(conn->server, conn->server->st_commands, 1);
+
+    return NGX_OK;
+}
+
+
+/* each item gets its element of the reply, or the whole reply when it
+ * cannot be split (an error, a broken script): the caller reports it */
+
+static void
+ngx_edge_redis_finish_batch(ngx_edge_redis_batch_t *b, redisReply *reply)
+{
+    void                       *data;
+    ngx_int_t                   rc;
+    ngx_uint_t                  i, split;
+    redisReply                 *item;
+    ngx_edge_redis_cmd_t       *cmd;
+    ngx_edge_redis_handler_pt   handler;
+
+    split = (reply && reply->type == REDIS_REPLY_ARRAY
+             && reply->elements == b->n);
+    rc = reply ? NGX_OK : NGX_ERROR;
+
+    for (i = 0; i < b->n; i++) {
+        cmd = b->items[i];
+        handler = cmd->handler;
+        data = cmd->data;
+
+        /* free first: the handler may resume a request that sends its
+         * next command right away */
+        ngx_edge_redis_free_cmd(cmd);
+
+        if (handler) {
+            item = split ? reply->element[i] : reply;
+            handler(data, item, rc);
+        }
+    }
+
+    ngx_edge_redis_put_batch(b);
+}
+
+
+static void
+ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply              *reply = r;
+    ngx_edge_redis_batch_t  *b = privdata;
+
+    ngx_uint_t                i, n;
+    ngx_edge_redis_cmd_t     *cmd;
+    ngx_edge_redis_conn_t    *conn;
+    ngx_edge_redis_server_t  *server;
+
+    conn = b->conn;
+    server = conn->server;
+
+    if (reply && !b->retried && ngx_edge_redis_is_noscript(reply)) {
+        /*
+         * Redis restarted or SCRIPT FLUSH ran: load the scripts again and
+         * resend the items whose requests still wait, once.  Pipelining
+         * orders the load before the retry.
+         */
+        n = 0;
+
+        for (i = 0; i < b->n; i++) {
+            cmd = b->items[i];
+
+            if (cmd->handler && cmd->argv) {
+                b->items[n++] = cmd;
+
+            } else {
+                ngx_edge_redis_free_cmd(cmd);
+            }
+        }
+
+        b->n = n;
+        b->retried = 1;
+
+        if (n == 0) {
+            ngx_edge_redis_put_batch(b);
+            return;
+        }
+
+        ngx_edge_redis_load_scripts(conn);
+
+        if (ngx_edge_redis_send_batch(b) == NGX_OK) {
+            return;
+        }
+    }
+
+    if (reply && server->stats) {
+        ngx_edge_stats_observe(server->stats, server->st_rtt,
+                               (ngx_current_msec - b->start) * 1000);
+    }
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_edge_redis_stat(server, server->st_errors, 1);
+    }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_edge_redis_log_failure(conn, "error reply: %*s",
+                                   (size_t) reply->len, reply->str);
+    }
+
+    ngx_edge_redis_finish_batch(b, reply);
+}
+
+
+/*
+ * Called by the write handler: the items queued since the last flush
+ * become EVALSHA commands in hiredis's output buffer, which the same
+ * handler writes at once.  Items whose requests went away or timed out
+ * before leaving are dropped here.
+ */
+
+static void
+ngx_edge_redis_seal(ngx_edge_redis_conn_t *conn)
+{
+    ngx_uint_t                 i;
+    ngx_queue_t               *q, pending;
+    ngx_edge_redis_cmd_t      *cmd;
+    ngx_edge_redis_batch_t    *b;
+    ngx_edge_redis_server_t   *server;
+    ngx_edge_redis_script_t  **scripts;
+
+    server = conn->server;
+    scripts = server->scripts.elts;
+
+    conn->sealing = 1;
+
+    for (i = 0; i < server->scripts.nelts; i++) {
+
+        if (scripts[i]->item_keys == 0
+            || ngx_queue_empty(&conn->pending[scripts[i]->index]))
+        {
+            continue;
+        }
+
+        /* items queued by handlers run below wait for the next flush */
+        q = &conn->pending[scripts[i]->index];
+        ngx_queue_init(&pending);
+        ngx_queue_add(&pending, q);
+        ngx_queue_init(q);
+
+        while (!ngx_queue_empty(&pending)) {
+
+            b = ngx_edge_redis_get_batch(conn, scripts[i]);
+            if (b == NULL) {
+                ngx_edge_redis_fail_queue(&pending);
+                break;
+            }
+
+            while (b->n < server->batch && !ngx_queue_empty(&pending)) {
+                cmd = ngx_queue_data(ngx_queue_head(&pending),
+                                     ngx_edge_redis_cmd_t, queue);
+                ngx_queue_remove(&cmd->queue);
+
+                if (cmd->handler == NULL) {
+                    ngx_edge_redis_free_cmd(cmd);
+                    continue;
+                }
+
+                b->items[b->n++] = cmd;
+            }
+
+            if (b->n == 0) {
+                ngx_edge_redis_put_batch(b);
+                break;
+            }
+
+            if (conn->ac == NULL || ngx_edge_redis_send_batch(b) != NGX_OK) {
+                ngx_edge_redis_stat(server, server->st_errors, 1);
+                ngx_edge_redis_finish_batch(b, NULL);
+            }
+        }
+    }
+
+    conn->sealing = 0;
+}
+
+
+static ngx_flag_t
+ngx_edge_redis_has_pending(ngx_edge_redis_conn_t *conn)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < conn->server->nbatched; i++) {
+        if (!ngx_queue_empty(&conn->pending[i])) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* items that never left: their handlers get a connection error */
+
+static void
+ngx_edge_redis_fail_queue(ngx_queue_t *pending)
+{
+    void                       *data;
+    ngx_edge_redis_cmd_t       *cmd;
+    ngx_edge_redis_handler_pt   handler;
+
+    while (!ngx_queue_empty(pending)) {
+        cmd = ngx_queue_data(ngx_queue_head(pending), ngx_edge_redis_cmd_t,
+                             queue);
+        ngx_queue_remove(&cmd->queue);
+
+        handler = cmd->handler;
+        data = cmd->data;
+
+        ngx_edge_redis_free_cmd(cmd);
+
+        if (handler) {
+            ngx_edge_redis_stat(cmd->conn->server,
+                                cmd->conn->server->st_errors, 1);
+            handler(data, NULL, NGX_ERROR);
+        }
+    }
+}
+
+
+static void
+ngx_edge_redis_fail_pending(ngx_edge_redis_conn_t *conn)
+{
+    ngx_uint_t   i;
+    ngx_queue_t  pending;
+
+    for (i = 0; i < conn->server->nbatched; i++) {
+        if (ngx_queue_empty(&conn->pending[i])) {
+            continue;
+        }
+
+        ngx_queue_init(&pending);
+        ngx_queue_add(&pending, &conn->pending[i]);
+        ngx_queue_init(&conn->pending[i]);
+
+        ngx_edge_redis_fail_queue(&pending);
+    }
 }
 
 
@@ -1013,6 +1512,11 @@ ngx_edge_redis_detach(ngx_edge_redis_cmd_t *cmd)
 static void
 ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd)
 {
+    ngx_edge_redis_server_t  *server;
+
+    server = cmd->conn->server;
+
+    ngx_edge_redis_stat(server, server->st_inflight, -1);
     ngx_edge_redis_detach(cmd);
 
     ngx_queue_insert_head(&cmd->conn->free, &cmd->queue);

@@ -13,8 +13,18 @@
  * a request that goes away detaches its slot (ngx_edge_redis_detach() from
  * a pool cleanup), and the reply that arrives later finds no handler.
  *
- * The handler is called exactly once per ngx_edge_redis_send() that
- * returned a command, unless the command was detached first; the slot is
+ * Batched scripts: a script written to loop over items (a fixed number of
+ * KEYS and ARGV per item, the item count being #KEYS / keys-per-item) is
+ * sent with ngx_edge_redis_send_item().  The items queued during one
+ * event-loop iteration leave as one EVALSHA per script (at most "batch="
+ * items each), and the script's reply, an array with one element per
+ * item, is split: each item's handler gets its own element.  Every item
+ * still has its slot, its timer and its detach; only the wire is shared.
+ * Redis runs one script for many decisions: its per-call cost (several
+ * microseconds, more than the decision itself) is paid once per batch.
+ *
+ * The handler is called exactly once per ngx_edge_redis_send() or
+ * ngx_edge_redis_send_item() that returned a command, unless the command was detached first; the slot is
  * already free by then, so the handler gets the caller's data only:
  *   rc == NGX_OK       reply != NULL (which may be a Redis error reply)
  *   rc == NGX_ERROR    connection lost or broken reply, reply == NULL
@@ -43,6 +53,11 @@ typedef void (*ngx_edge_redis_handler_pt)(void *data, redisReply *reply,
 typedef struct {
     ngx_str_t                    source;
     u_char                       sha1[40];
+
+    /* batched scripts only (item_keys > 0) */
+    ngx_uint_t                   index;      /* among the batched ones */
+    ngx_uint_t                   item_keys;
+    ngx_uint_t                   item_args;
 } ngx_edge_redis_script_t;
 
 
@@ -61,8 +76,11 @@ struct ngx_edge_redis_server_s {
     ngx_msec_t                   connect_timeout;
     ngx_msec_t                   timeout;
     ngx_uint_t                   max_inflight;
+    ngx_uint_t                   batch;      /* items per EVALSHA, max */
 
     ngx_array_t                  scripts;    /* ngx_edge_redis_script_t * */
+    ngx_uint_t                   nbatched;   /* of them, batched */
+    ngx_uint_t                   item_width; /* keys + args, the widest */
 
     /* series in the owning module's stats zone */
     ngx_edge_stats_t            *stats;
@@ -83,7 +101,8 @@ struct ngx_edge_redis_cmd_s {
     void                        *data;       /* the caller's */
 
     /* kept for a NOSCRIPT retry while the caller is attached: the caller's
-     * memory, valid until it detaches */
+     * memory, valid until it detaches; for an item, its keys and args */
+    ngx_edge_redis_script_t     *script;     /* an item's, else NULL */
     int                          argc;
     const char                 **argv;
     const size_t                *argvlen;
@@ -91,14 +110,15 @@ struct ngx_edge_redis_cmd_s {
 
     ngx_event_t                  timer;
     ngx_msec_t                   start;
-    ngx_queue_t                  queue;      /* in the free list */
+    ngx_queue_t                  queue;      /* free list, or an item
+                                                waiting for the flush */
 };
 
 
 /* configuration time */
 
 /* args: "name address [password=..] [user=..] [db=N] [connect_timeout=T]
- * [timeout=T] [max_inflight=N]" */
+ * [timeout=T] [max_inflight=N] [batch=N]" */
 NGX_EDGE_API ngx_edge_redis_server_t *ngx_edge_redis_parse_server(
     ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs);
 
@@ -108,6 +128,11 @@ NGX_EDGE_API ngx_int_t ngx_edge_redis_register_stats(ngx_conf_t *cf,
 
 NGX_EDGE_API ngx_edge_redis_script_t *ngx_edge_redis_add_script(
     ngx_conf_t *cf, ngx_edge_redis_server_t *server, ngx_str_t *source);
+
+/* a script whose items are sent with ngx_edge_redis_send_item() */
+NGX_EDGE_API ngx_edge_redis_script_t *ngx_edge_redis_add_batch_script(
+    ngx_conf_t *cf, ngx_edge_redis_server_t *server, ngx_str_t *source,
+    ngx_uint_t item_keys, ngx_uint_t item_args);
 
 /* worker life */
 
@@ -125,6 +150,15 @@ NGX_EDGE_API ngx_flag_t ngx_edge_redis_ready(ngx_edge_redis_server_t *server);
 NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send(
     ngx_edge_redis_server_t *server, ngx_edge_redis_handler_pt handler,
     void *data, int argc, const char **argv, const size_t *argvlen);
+
+/* One item of a batched script: argv holds its item_keys keys, then its
+ * item_args args, valid until the handler runs or the item is detached.
+ * The handler gets the item's element of the script's reply, or the whole
+ * reply when it is an error or not an array of one element per item. */
+NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_item(
+    ngx_edge_redis_server_t *server, ngx_edge_redis_script_t *script,
+    ngx_edge_redis_handler_pt handler, void *data, const char **argv,
+    const size_t *argvlen);
 
 NGX_EDGE_API void ngx_edge_redis_detach(ngx_edge_redis_cmd_t *cmd);
 

@@ -129,8 +129,8 @@ typedef struct {
     ngx_http_ratelimit_verdict_t verdict;
 
     ngx_edge_redis_cmd_t        *cmd;
-    const char                  *argv[13];
-    size_t                       argvlen[13];
+    const char                  *argv[10];  /* 3 keys, 7 args */
+    size_t                       argvlen[10];
     u_char                       nums[7][NGX_INT64_LEN];
 } ngx_http_ratelimit_check_t;
 
@@ -355,49 +355,68 @@ static const char  *ngx_http_ratelimit_results[] = {
 
 
 /*
- * The Redis side of ngx_http_ratelimit_gcra(), plus bans.
- * KEYS: tat, reject counter, ban.  ARGV: interval, tau, cost, now ("" for
- * Redis's clock), ban threshold (0: off), ban window ms, ban duration ms.
- * Returns {code, excess, retry, reset}: code 1 passed, 0 rejected,
- * 2 banned; times in microseconds.  A rejection writes nothing unless
- * bans are on.
+ * The Redis side of ngx_http_ratelimit_gcra(), plus bans, for a batch of
+ * decisions (see ngx_edge_redis_send_item()).  Each item has K keys and A
+ * args; the C side prepends "local K, A = 1, 4" (GCRA only) or
+ * "local K, A = 3, 7" (with bans).
+ * KEYS: tat [, reject counter, ban].  ARGV: interval, tau, cost, now (""
+ * for Redis's clock, read once per batch) [, ban threshold, ban window
+ * ms, ban duration ms].  Times in microseconds.
+ * One element per item: an integer x >= 0, passed, the bucket's excess
+ * x; an integer x < 0, refused, excess -1 - x; {ttl}, banned.  A refusal
+ * writes nothing unless bans are on.  ngx_http_ratelimit_parse_reply()
+ * derives the rest from the item's own interval, tau and cost.
  */
 
+#define NGX_HTTP_RATELIMIT_LUA_BODY                                           \
+    "local out, clock = {}, nil\n"                                            \
+    "for i = 1, #KEYS / K do\n"                                               \
+    "  local k, a = (i - 1) * K, (i - 1) * A\n"                               \
+    "  local now = ARGV[a + 4]\n"                                             \
+    "  if now == '' then\n"                                                   \
+    "    if not clock then\n"                                                 \
+    "      local t = redis.call('TIME')\n"                                    \
+    "      clock = t[1] * 1000000 + t[2]\n"                                   \
+    "    end\n"                                                               \
+    "    now = clock\n"                                                       \
+    "  else\n"                                                                \
+    "    now = tonumber(now)\n"                                               \
+    "  end\n"                                                                 \
+    "  local ban = 0\n"                                                       \
+    "  if K == 3 then ban = redis.call('PTTL', KEYS[k + 3]) end\n"            \
+    "  if ban > 0 then\n"                                                     \
+    "    out[i] = {ban * 1000}\n"                                             \
+    "  else\n"                                                                \
+    "    local interval = tonumber(ARGV[a + 1])\n"                            \
+    "    local tat = tonumber(redis.call('GET', KEYS[k + 1])) or now\n"       \
+    "    if tat < now then tat = now end\n"                                   \
+    "    local new_tat = tat + tonumber(ARGV[a + 3]) * interval\n"            \
+    "    if new_tat - interval - tonumber(ARGV[a + 2]) <= now then\n"         \
+    "      redis.call('SET', KEYS[k + 1], string.format('%d', new_tat),\n"    \
+    "                 'PX', math.floor((new_tat - now) / 1000) + 1)\n"        \
+    "      out[i] = tat - now\n"                                              \
+    "    else\n"                                                              \
+    "      out[i] = -1 - (tat - now)\n"                                       \
+    "      if K == 3 then\n"                                                  \
+    "        local n = redis.call('INCR', KEYS[k + 2])\n"                     \
+    "        if n == 1 then redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 6])"  \
+    " end\n"                                                                  \
+    "        if n >= tonumber(ARGV[a + 5]) then\n"                            \
+    "          redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 7])\n"      \
+    "          redis.call('DEL', KEYS[k + 2])\n"                              \
+    "          out[i] = {tonumber(ARGV[a + 7]) * 1000}\n"                     \
+    "        end\n"                                                           \
+    "      end\n"                                                             \
+    "    end\n"                                                               \
+    "  end\n"                                                                 \
+    "end\n"                                                                   \
+    "return out\n"
+
 static ngx_str_t  ngx_http_ratelimit_lua = ngx_string(
-    "local now\n"
-    "if ARGV[4] == '' then\n"
-    "  local t = redis.call('TIME')\n"
-    "  now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "else\n"
-    "  now = tonumber(ARGV[4])\n"
-    "end\n"
-    "local threshold = tonumber(ARGV[5])\n"
-    "if threshold > 0 then\n"
-    "  local ban = redis.call('PTTL', KEYS[3])\n"
-    "  if ban > 0 then return {2, 0, ban * 1000, 0} end\n"
-    "end\n"
-    "local interval = tonumber(ARGV[1])\n"
-    "local tau = tonumber(ARGV[2])\n"
-    "local cost = tonumber(ARGV[3])\n"
-    "local tat = tonumber(redis.call('GET', KEYS[1])) or now\n"
-    "if tat < now then tat = now end\n"
-    "local new_tat = tat + cost * interval\n"
-    "local allow_at = new_tat - interval - tau\n"
-    "if allow_at > now then\n"
-    "  if threshold > 0 then\n"
-    "    local n = redis.call('INCR', KEYS[2])\n"
-    "    if n == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end\n"
-    "    if n >= threshold then\n"
-    "      redis.call('SET', KEYS[3], '1', 'PX', ARGV[7])\n"
-    "      redis.call('DEL', KEYS[2])\n"
-    "      return {2, 0, tonumber(ARGV[7]) * 1000, 0}\n"
-    "    end\n"
-    "  end\n"
-    "  return {0, tat - now, allow_at - now, tat - now}\n"
-    "end\n"
-    "redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX',\n"
-    "           math.floor((new_tat - now) / 1000) + 1)\n"
-    "return {1, tat - now, 0, new_tat - now}\n");
+    "local K, A = 1, 4\n" NGX_HTTP_RATELIMIT_LUA_BODY);
+
+static ngx_str_t  ngx_http_ratelimit_ban_lua = ngx_string(
+    "local K, A = 3, 7\n" NGX_HTTP_RATELIMIT_LUA_BODY);
 
 
 void
@@ -796,7 +815,7 @@ ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
 {
     u_char                     *p, *keys;
     size_t                      len;
-    ngx_uint_t                  i;
+    ngx_uint_t                  i, nkeys, a;
     ngx_http_ratelimit_zone_t  *zone;
 
     static const char  suffix[] = { 't', 'r', 'b' };
@@ -807,56 +826,53 @@ ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    /* "rl:{zone:key}:t": the hash tag keeps a key's three entries in one
-     * slot of a Redis Cluster */
+    /* "rl:{zone:key}:t", and :r and :b with bans: the hash tag keeps a
+     * key's entries in one slot of a Redis Cluster */
+    nkeys = zone->script->item_keys;
     len = sizeof("rl:{:}:t") - 1 + zone->prefix.len + chk->key.len;
 
-    keys = ngx_pnalloc(r->pool, 3 * len);
+    keys = ngx_pnalloc(r->pool, nkeys * len);
     if (keys == NULL) {
         return NGX_ERROR;
     }
 
-    chk->argv[0] = "EVALSHA";
-    chk->argvlen[0] = 7;
-    chk->argv[1] = (const char *) zone->script->sha1;
-    chk->argvlen[1] = 40;
-    chk->argv[2] = "3";
-    chk->argvlen[2] = 1;
-
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < nkeys; i++) {
         p = keys + i * len;
-        chk->argv[3 + i] = (const char *) p;
-        chk->argvlen[3 + i] = len;
+        chk->argv[i] = (const char *) p;
+        chk->argvlen[i] = len;
         ngx_sprintf(p, "rl:{%V:%V}:%c", &zone->prefix, &chk->key,
                     suffix[i]);
     }
 
-#define ngx_http_ratelimit_arg(k, n, fmt, v)                                  \
-    chk->argv[k] = (const char *) chk->nums[n];                               \
-    chk->argvlen[k] = ngx_sprintf(chk->nums[n], fmt, v) - chk->nums[n]
+    a = nkeys;
 
-    ngx_http_ratelimit_arg(6, 0, "%L", chk->gcra.interval);
-    ngx_http_ratelimit_arg(7, 1, "%L", chk->gcra.tau);
-    ngx_http_ratelimit_arg(8, 2, "%L", chk->gcra.cost);
+#define ngx_http_ratelimit_arg(n, fmt, v)                                     \
+    chk->argv[a + n] = (const char *) chk->nums[n];                           \
+    chk->argvlen[a + n] = ngx_sprintf(chk->nums[n], fmt, v) - chk->nums[n]
+
+    ngx_http_ratelimit_arg(0, "%L", chk->gcra.interval);
+    ngx_http_ratelimit_arg(1, "%L", chk->gcra.tau);
+    ngx_http_ratelimit_arg(2, "%L", chk->gcra.cost);
 
     if (zone->clock == NGX_HTTP_RATELIMIT_CLOCK_NGINX) {
-        ngx_http_ratelimit_arg(9, 3, "%L", now);
+        ngx_http_ratelimit_arg(3, "%L", now);
 
     } else {
-        chk->argv[9] = "";
-        chk->argvlen[9] = 0;
+        chk->argv[a + 3] = "";
+        chk->argvlen[a + 3] = 0;
     }
 
-    ngx_http_ratelimit_arg(10, 4, "%ui", zone->ban_threshold);
-    ngx_http_ratelimit_arg(11, 5, "%M", zone->ban_window);
-    ngx_http_ratelimit_arg(12, 6, "%M", zone->ban_duration);
+    if (zone->ban_threshold) {
+        ngx_http_ratelimit_arg(4, "%ui", zone->ban_threshold);
+        ngx_http_ratelimit_arg(5, "%M", zone->ban_window);
+        ngx_http_ratelimit_arg(6, "%M", zone->ban_duration);
+    }
 
 #undef ngx_http_ratelimit_arg
 
-    chk->cmd = ngx_edge_redis_send(zone->redis,
-                                   ngx_http_ratelimit_redis_reply, chk,
-                                   zone->ban_threshold ? 13 : 11,
-                                   chk->argv, chk->argvlen);
+    chk->cmd = ngx_edge_redis_send_item(zone->redis, zone->script,
+                                        ngx_http_ratelimit_redis_reply, chk,
+                                        chk->argv, chk->argvlen);
     if (chk->cmd == NULL) {
         return NGX_ERROR;
     }
@@ -943,31 +959,58 @@ ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk, ngx_flag_t ban,
 }
 
 
-static ngx_int_t
+/* Lua numbers are doubles: anything past 2^53 did not come from the
+ * script */
+#define NGX_HTTP_RATELIMIT_REPLY_MAX  ((long long) 1 << 53)
+
+static ngx_http_ratelimit_status_e
 ngx_http_ratelimit_parse_reply(redisReply *reply,
-    ngx_http_ratelimit_verdict_t *v, ngx_int_t *code)
+    ngx_http_ratelimit_check_t *chk)
 {
-    ngx_uint_t  i;
+    long long                      x;
+    ngx_http_ratelimit_gcra_t     *g;
+    ngx_http_ratelimit_verdict_t  *v;
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
-        return NGX_ERROR;
-    }
+    g = &chk->gcra;
+    v = &chk->verdict;
 
-    for (i = 0; i < 4; i++) {
-        if (reply->element[i]->type != REDIS_REPLY_INTEGER
-            || reply->element[i]->integer < 0)
-        {
-            return NGX_ERROR;
+    if (reply->type == REDIS_REPLY_INTEGER
+        && reply->integer < NGX_HTTP_RATELIMIT_REPLY_MAX
+        && reply->integer > -NGX_HTTP_RATELIMIT_REPLY_MAX)
+    {
+        x = reply->integer;
+
+        if (x >= 0) {
+            v->allowed = 1;
+            v->excess = x;
+            v->retry = 0;
+            v->reset = x + g->cost * g->interval;
+            return NGX_HTTP_RATELIMIT_PASSED;
         }
+
+        /* the same arithmetic as ngx_http_ratelimit_gcra() */
+        v->allowed = 0;
+        v->excess = -1 - x;
+        v->retry = v->excess + (g->cost - 1) * g->interval - g->tau;
+        v->reset = v->excess;
+
+        return (v->retry > 0) ? NGX_HTTP_RATELIMIT_REJECTED
+                              : NGX_HTTP_RATELIMIT_NONE;
     }
 
-    *code = reply->element[0]->integer;
-    v->excess = reply->element[1]->integer;
-    v->retry = reply->element[2]->integer;
-    v->reset = reply->element[3]->integer;
-    v->allowed = (*code == 1);
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[0]->integer > 0
+        && reply->element[0]->integer < NGX_HTTP_RATELIMIT_REPLY_MAX)
+    {
+        v->allowed = 0;
+        v->excess = 0;
+        v->retry = reply->element[0]->integer;
+        v->reset = 0;
+        return NGX_HTTP_RATELIMIT_BANNED;
+    }
 
-    return (*code >= 0 && *code <= 2) ? NGX_OK : NGX_ERROR;
+    return NGX_HTTP_RATELIMIT_NONE;
 }
 
 
@@ -976,9 +1019,9 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
 {
     ngx_http_ratelimit_check_t *chk = data;
 
-    int64_t                     now;
-    ngx_int_t                   code;
-    ngx_connection_t           *c;
+    int64_t                       now;
+    ngx_connection_t             *c;
+    ngx_http_ratelimit_status_e   status;
     ngx_http_request_t         *r;
     ngx_http_ratelimit_ctx_t   *ctx;
     ngx_http_ratelimit_zone_t  *zone;
@@ -990,18 +1033,16 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
     chk->cmd = NULL;
     now = ngx_http_ratelimit_now();
 
-    if (rc == NGX_OK
-        && ngx_http_ratelimit_parse_reply(reply, &chk->verdict, &code)
-           == NGX_OK)
-    {
-        if (code == 1) {
-            chk->status = NGX_HTTP_RATELIMIT_PASSED;
+    status = (rc == NGX_OK) ? ngx_http_ratelimit_parse_reply(reply, chk)
+                            : NGX_HTTP_RATELIMIT_NONE;
 
-        } else {
-            chk->status = (code == 2) ? NGX_HTTP_RATELIMIT_BANNED
-                                      : NGX_HTTP_RATELIMIT_REJECTED;
+    if (status != NGX_HTTP_RATELIMIT_NONE) {
+        chk->status = status;
 
-            ngx_http_ratelimit_remember(chk, code == 2, now);
+        if (status != NGX_HTTP_RATELIMIT_PASSED) {
+            ngx_http_ratelimit_remember(chk,
+                                        status == NGX_HTTP_RATELIMIT_BANNED,
+                                        now);
         }
 
     } else {
@@ -2044,8 +2085,13 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_edge_redis_add_script(cf, server, &ngx_http_ratelimit_lua)
-        == NULL)
+    /* [0]: GCRA, one key and four args per decision; [1]: with bans */
+    if (ngx_edge_redis_add_batch_script(cf, server, &ngx_http_ratelimit_lua,
+                                        1, 4)
+        == NULL
+        || ngx_edge_redis_add_batch_script(cf, server,
+                                           &ngx_http_ratelimit_ban_lua, 3, 7)
+           == NULL)
     {
         return NGX_CONF_ERROR;
     }
@@ -2557,6 +2603,12 @@ ngx_http_ratelimit_ban(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "\"%V\" needs \"threshold=\", \"window=\" and "
                            "\"duration=\"", &cmd->name);
         return NGX_CONF_ERROR;
+    }
+
+    if (zone->redis) {
+        /* the script that also counts refusals and keeps bans */
+        zone->script = ((ngx_edge_redis_script_t **)
+                        zone->redis->scripts.elts)[1];
     }
 
     return NGX_CONF_OK;
