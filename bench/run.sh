@@ -140,12 +140,15 @@ nginx_start "$dir/backend" || bench_die "the backend did not start"
 wait_for 10 http_ok "http://127.0.0.1:$EDGE_BACKEND_PORT/" \
     || bench_die "the backend does not answer 200 on 127.0.0.1:$EDGE_BACKEND_PORT"
 
-if grep -l '@REDIS_PORT@' "${scenarios[@]}" > /dev/null 2>&1; then
+if grep -lE '@REDIS_(PORT|SOCKET)@' "${scenarios[@]}" > /dev/null 2>&1; then
     command -v redis-server > /dev/null || bench_die "a scenario needs redis-server"
-    export EDGE_REDIS_PORT
+    export EDGE_REDIS_PORT EDGE_REDIS_SOCKET
     EDGE_REDIS_PORT=$(free_port)
+    EDGE_REDIS_SOCKET=$dir/redis/redis.sock
     mkdir -p "$dir/redis"
+    # the workers run as "nobody" when this runs as root
     redis-server --bind 127.0.0.1 --port "$EDGE_REDIS_PORT" \
+        --unixsocket "$EDGE_REDIS_SOCKET" --unixsocketperm 777 \
         --daemonize yes --pidfile "$dir/redis/redis.pid" \
         --logfile "$dir/redis/redis.log" --dir "$dir/redis" \
         --save '' --appendonly no > /dev/null \
@@ -183,6 +186,12 @@ run_scenario() {
     if ! EDGE_FRONT_PORT=$port EDGE_PREFIX=$prefix \
             render_conf "$bench/front.conf" "$file" "$prefix/conf/nginx.conf"; then
         echo "$id $round FAILED bad-scenario-file" >> "$raw"; return 1
+    fi
+    # every scenario, and every round, starts from an empty Redis: a key
+    # refused in one round must not fail the next one's 200 check
+    if [ -n "${EDGE_REDIS_PORT:-}" ]; then
+        redis-cli -h 127.0.0.1 -p "$EDGE_REDIS_PORT" flushall > /dev/null \
+            || bench_say "warning: FLUSHALL on the benchmark redis failed"
     fi
     if ! nginx_start "$prefix"; then
         echo "$id $round FAILED nginx-did-not-start" >> "$raw"; return 1

@@ -76,6 +76,17 @@ qr/\[emerg\] .*zone "zone=one:8k" is too small, the minimum is \d+k in \S+nginx\
 
 
 
+=== TEST 4c: ratelimit: a bad batch size of a redis server is refused
+--- http_config
+    ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT batch=0;
+--- config
+    location = /t { return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid parameter "batch=0" of redis server "main" in \S+nginx\.conf:\d+/
+
+
+
 === TEST 5: cache: a bad size is refused
 --- config
     location = /t { cache_max_body_size 10q; return 200; }
