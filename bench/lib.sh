@@ -91,6 +91,25 @@ nginx_stop() {
 
 # parse_wrk FILE: prints "rps p50_ms p90_ms p99_ms requests non2xx sockerr"
 # from the output of `wrk --latency`; a missing value is "-"
+# cpu_ticks PID...: the CPU time (user + system, in clock ticks) that the
+# processes and their children (an nginx master's workers) have used so
+# far; a process gone counts 0
+cpu_ticks() {
+    local p pids=() total=0 t
+    for p in "$@"; do
+        pids+=("$p")
+        # shellcheck disable=SC2207
+        pids+=($(pgrep -P "$p" 2> /dev/null || true))
+    done
+    for p in "${pids[@]}"; do
+        # fields 14 and 15 of /proc/PID/stat, counted after the ")" that
+        # ends the command name (which may hold spaces)
+        t=$(sed 's/^.*) //' "/proc/$p/stat" 2> /dev/null | awk '{ print $12 + $13 }') || t=0
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
 parse_wrk() {
     awk '
         function ms(v,   n, u) {       # "489.00us", "2.08ms", "1.01s", "1.50m"

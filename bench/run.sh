@@ -208,12 +208,21 @@ run_scenario() {
         run_bounded $((warmup + 30)) "$prefix/warmup.txt" \
             wrk -t"$threads" -c"$connections" -d"${warmup}s" "$url" || true
     fi
+    # CPU per request, of this nginx (master and worker) and of redis: a
+    # figure that, unlike req/s, does not depend on what else shares the
+    # cores, and tells where the time of a slower scenario goes
+    front_pid=$(cat "$prefix/logs/nginx.pid")
+    redis_pid=$(cat "$dir/redis/redis.pid" 2> /dev/null || true)
+    front_t0=$(cpu_ticks "$front_pid")
+    redis_t0=0; [ -z "$redis_pid" ] || redis_t0=$(cpu_ticks "$redis_pid")
     if ! run_bounded $((seconds + 30)) "$prefix/wrk.txt" \
             wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "$url"; then
         sed 's/^/    /' "$prefix/wrk.txt" >&2
         nginx_stop "$prefix"
         echo "$id $round FAILED wrk-failed" >> "$raw"; return 1
     fi
+    front_t1=$(cpu_ticks "$front_pid")
+    redis_t1=0; [ -z "$redis_pid" ] || redis_t1=$(cpu_ticks "$redis_pid")
     nginx_stop "$prefix"
     # an error logged during the run (a module complaining, say) is worth
     # a look even when the numbers seem fine
@@ -236,10 +245,14 @@ run_scenario() {
     if [ "$(echo "$parsed" | cut -d' ' -f5)" = 0 ]; then
         echo "$id $round FAILED no-requests-completed" >> "$raw"; return 1
     fi
-    echo "$id $round $parsed" >> "$raw"
     # shellcheck disable=SC2086
     set -- $parsed
-    bench_say "$id: $1 req/s, p50 $2 ms, p90 $3 ms, p99 $4 ms ($5 requests, $6 non-2xx, $7 socket errors)"
+    cpu=$(awk -v f=$((front_t1 - front_t0)) -v r=$((redis_t1 - redis_t0)) \
+              -v hz="$(getconf CLK_TCK)" -v n="$5" \
+              'BEGIN { printf "%.1f %.1f", f / hz * 1e6 / n, r / hz * 1e6 / n }')
+    echo "$id $round $parsed $cpu" >> "$raw"
+    bench_say "$id: $1 req/s, p50 $2 ms, p90 $3 ms, p99 $4 ms ($5 requests, $6 non-2xx, $7 socket errors);" \
+              "CPU per request: nginx ${cpu% *} us, redis ${cpu#* } us"
 }
 
 rounds_label=""
@@ -259,7 +272,8 @@ done
 # --- the table -------------------------------------------------------------------
 
 # summary: one line per scenario, in run order:
-#   "name rps p50 p90 p99 ratio errors" or "name FAILED - - - - -"
+#   "name rps p50 p90 p99 ratio errors nginx_us redis_us" or
+#   "name FAILED - - - - - - -"
 # Over several rounds each figure is the median of the rounds, and the
 # ratio the median of the per-round ratios (each against the baseline of
 # its own round), with their range.
@@ -279,6 +293,7 @@ summary() {
         $3 == "FAILED" { fail[$1] = $4; next }
         {
             add(rps, $1, $3); add(p50, $1, $4); add(p90, $1, $5); add(p99, $1, $6)
+            add(fcpu, $1, $10); add(rcpu, $1, $11)
             err[$1] += $8 + $9
             got[$1, $2] = $3
         }
@@ -297,7 +312,7 @@ summary() {
             for (i = 1; i <= n; i++) {
                 id = ids[i]; name = id; sub(/^[0-9]+-/, "", name)
                 if (id in fail || !(id in rps)) {
-                    printf "%s FAILED - - - - -\n", name
+                    printf "%s FAILED - - - - - - -\n", name
                     continue
                 }
                 rt = "-"
@@ -310,8 +325,11 @@ summary() {
                         rt = rt sprintf("(%.2f-%.2f)", lo, hi)
                     }
                 }
-                printf "%s %.0f %.2f %.2f %.2f %s %d\n", name, median(rps[id]),
-                       median(p50[id]), median(p90[id]), median(p99[id]), rt, err[id]
+                rc = median(rcpu[id])
+                rc = (rc > 0) ? sprintf("%.1f", rc) : "-"
+                printf "%s %.0f %.2f %.2f %.2f %s %d %.1f %s\n", name, median(rps[id]),
+                       median(p50[id]), median(p90[id]), median(p99[id]), rt, err[id],
+                       median(fcpu[id]), rc
             }
         }' "$raw"
 }
@@ -320,13 +338,13 @@ summary() {
 table() {
     local line
     if [ "$1" = markdown ]; then
-        line='| %s | %s | %s | %s | %s | %s | %s |\n'
-        echo "| scenario | req/s | p50 (ms) | p90 (ms) | p99 (ms) | ratio | errors |"
-        echo "|----------|------:|---------:|---------:|---------:|------:|-------:|"
+        line='| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n'
+        echo "| scenario | req/s | p50 (ms) | p90 (ms) | p99 (ms) | ratio | errors | nginx µs/req | redis µs/req |"
+        echo "|----------|------:|---------:|---------:|---------:|------:|-------:|-------------:|-------------:|"
     else
-        line="%-22s %11s %9s %9s %9s %$([ "$rounds" -gt 1 ] && echo 17 || echo 7)s %8s\n"
+        line="%-22s %11s %9s %9s %9s %$([ "$rounds" -gt 1 ] && echo 17 || echo 7)s %8s %9s %9s\n"
         # shellcheck disable=SC2059
-        printf "$line" scenario req/s "p50 ms" "p90 ms" "p99 ms" ratio errors
+        printf "$line" scenario req/s "p50 ms" "p90 ms" "p99 ms" ratio errors "nginx us" "redis us"
     fi
     # shellcheck disable=SC2059,SC2086
     summary | while read -r r; do printf "$line" $r; done
@@ -352,8 +370,9 @@ mkdir -p "$(dirname "$results")"
     echo "- load average (1 min): $load_start before, $(cut -d' ' -f1 /proc/loadavg) after"
     echo
     echo "ratio = req/s / req/s of \`proxy\` in the same run$([ "$rounds" -gt 1 ] && echo ' (median of the rounds, range in brackets; figures are medians)');"
-    echo "errors = non-2xx/3xx responses + socket errors.  Compare ratios within one"
-    echo "run, not absolute numbers across runs (see bench/README.md)."
+    echo "errors = non-2xx/3xx responses + socket errors; nginx and redis µs/req = CPU time"
+    echo "(user + system) of the nginx under test and of redis per request completed."
+    echo "Compare ratios within one run, not absolute numbers across runs (see bench/README.md)."
     echo
     table markdown
 } > "$results.tmp"
