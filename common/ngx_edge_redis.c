@@ -39,9 +39,8 @@ struct ngx_edge_redis_conn_s {
 
     ngx_queue_t                 *pending;    /* items, per batched script */
     ngx_queue_t                  batches;    /* free batch records */
-    const char                 **argv;       /* a batch's EVALSHA, built */
-    size_t                      *argvlen;
-    u_char                       numkeys[NGX_INT_T_LEN];
+    u_char                      *wire;       /* a batch's EVALSHA, encoded */
+    size_t                       wire_size;
 
     time_t                       log_next;
     ngx_uint_t                   log_suppressed;
@@ -431,8 +430,6 @@ ngx_edge_redis_add_batch_script(ngx_conf_t *cf,
     script->index = server->nbatched++;
     script->item_keys = item_keys;
     script->item_args = item_args;
-
-    server->item_width = ngx_max(server->item_width, item_keys + item_args);
 
     return script;
 }
@@ -857,16 +854,7 @@ ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
     if (server->nbatched) {
         conn->pending = ngx_palloc(cycle->pool,
                                    server->nbatched * sizeof(ngx_queue_t));
-        conn->argv = ngx_palloc(cycle->pool,
-                                (3 + server->batch * server->item_width)
-                                * sizeof(const char *));
-        conn->argvlen = ngx_palloc(cycle->pool,
-                                   (3 + server->batch * server->item_width)
-                                   * sizeof(size_t));
-
-        if (conn->pending == NULL || conn->argv == NULL
-            || conn->argvlen == NULL)
-        {
+        if (conn->pending == NULL) {
             return NGX_ERROR;
         }
 
@@ -927,6 +915,11 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
         /* runs the pending callbacks (all detached) and the cleanup hook,
          * which releases the nginx connection: no "open socket left" */
         redisAsyncFree(conn->ac);
+    }
+
+    if (conn->wire) {
+        ngx_free(conn->wire);
+        conn->wire = NULL;
     }
 
     server->conn = NULL;
@@ -1202,51 +1195,101 @@ ngx_edge_redis_put_batch(ngx_edge_redis_batch_t *b)
 }
 
 
-/* EVALSHA sha numkeys <keys of every item> <args of every item> */
+/* one RESP bulk string: "$len\r\ndata\r\n" */
+
+static u_char *
+ngx_edge_redis_put_bulk(u_char *p, const char *data, size_t len)
+{
+    p = ngx_sprintf(p, "$%uz\r\n", len);
+    p = ngx_cpymem(p, data, len);
+    *p++ = CR;
+    *p++ = LF;
+
+    return p;
+}
+
+
+#define ngx_edge_redis_bulk_size(len)                                         \
+    (1 + NGX_SIZE_T_LEN + 2 + (len) + 2)
+
+
+/*
+ * EVALSHA sha numkeys <keys of every item> <args of every item>, encoded
+ * here in one pass into a buffer the connection keeps (hiredis's own
+ * formatting costs a few allocations and copies per argument, and a batch
+ * has dozens of them) and handed over with redisAsyncFormattedCommand(),
+ * which copies it to the output buffer.
+ */
 
 static ngx_int_t
 ngx_edge_redis_send_batch(ngx_edge_redis_batch_t *b)
 {
-    int                       n;
-    ngx_uint_t                i, j, k;
+    u_char                   *p;
+    size_t                    size;
+    ngx_uint_t                i, j, k, a, nargs;
     ngx_edge_redis_cmd_t     *cmd;
     ngx_edge_redis_conn_t    *conn;
     ngx_edge_redis_script_t  *script;
+    u_char                    numkeys[NGX_INT_T_LEN];
 
     conn = b->conn;
     script = b->script;
     k = script->item_keys;
+    a = script->item_args;
+    nargs = 3 + b->n * (k + a);
 
-    conn->argv[0] = "EVALSHA";
-    conn->argvlen[0] = 7;
-    conn->argv[1] = (const char *) script->sha1;
-    conn->argvlen[1] = 40;
-    conn->argv[2] = (const char *) conn->numkeys;
-    conn->argvlen[2] = ngx_sprintf(conn->numkeys, "%ui", b->n * k)
-                       - conn->numkeys;
-    n = 3;
+    size = 1 + NGX_INT_T_LEN + 2
+           + ngx_edge_redis_bulk_size(sizeof("EVALSHA") - 1)
+           + ngx_edge_redis_bulk_size(40)
+           + ngx_edge_redis_bulk_size(NGX_INT_T_LEN);
+
+    for (i = 0; i < b->n; i++) {
+        for (j = 0; j < k + a; j++) {
+            size += ngx_edge_redis_bulk_size(b->items[i]->argvlen[j]);
+        }
+    }
+
+    if (size > conn->wire_size) {
+        /* grows to the largest batch seen, for the worker's life */
+        if (conn->wire) {
+            ngx_free(conn->wire);
+        }
+
+        conn->wire_size = 0;
+        conn->wire = ngx_alloc(size, conn->log);
+        if (conn->wire == NULL) {
+            return NGX_ERROR;
+        }
+
+        conn->wire_size = size;
+    }
+
+    p = ngx_sprintf(conn->wire, "*%ui\r\n", nargs);
+    p = ngx_edge_redis_put_bulk(p, "EVALSHA", sizeof("EVALSHA") - 1);
+    p = ngx_edge_redis_put_bulk(p, (const char *) script->sha1, 40);
+    p = ngx_edge_redis_put_bulk(p, (const char *) numkeys,
+                                ngx_sprintf(numkeys, "%ui", b->n * k)
+                                - numkeys);
 
     for (i = 0; i < b->n; i++) {
         cmd = b->items[i];
 
         for (j = 0; j < k; j++) {
-            conn->argv[n] = cmd->argv[j];
-            conn->argvlen[n++] = cmd->argvlen[j];
+            p = ngx_edge_redis_put_bulk(p, cmd->argv[j], cmd->argvlen[j]);
         }
     }
 
     for (i = 0; i < b->n; i++) {
         cmd = b->items[i];
 
-        for (j = k; j < k + script->item_args; j++) {
-            conn->argv[n] = cmd->argv[j];
-            conn->argvlen[n++] = cmd->argvlen[j];
+        for (j = k; j < k + a; j++) {
+            p = ngx_edge_redis_put_bulk(p, cmd->argv[j], cmd->argvlen[j]);
         }
     }
 
-    /* hiredis copies the arguments: conn->argv is free again on return */
-    if (redisAsyncCommandArgv(conn->ac, ngx_edge_redis_batch_reply, b, n,
-                              conn->argv, conn->argvlen)
+    if (redisAsyncFormattedCommand(conn->ac, ngx_edge_redis_batch_reply, b,
+                                   (const char *) conn->wire,
+                                   p - conn->wire)
         != REDIS_OK)
     {
         return NGX_ERROR;

@@ -80,7 +80,6 @@ struct ngx_edge_redis_server_s {
 
     ngx_array_t                  scripts;    /* ngx_edge_redis_script_t * */
     ngx_uint_t                   nbatched;   /* of them, batched */
-    ngx_uint_t                   item_width; /* keys + args, the widest */
 
     /* series in the owning module's stats zone */
     ngx_edge_stats_t            *stats;
