@@ -129,9 +129,9 @@ typedef struct {
     ngx_http_ratelimit_verdict_t verdict;
 
     ngx_edge_redis_cmd_t        *cmd;
-    const char                  *argv[10];  /* 3 keys, 7 args */
-    size_t                       argvlen[10];
-    u_char                       nums[7][NGX_INT64_LEN];
+    const char                  *argv[9];   /* 3 keys, 6 args */
+    size_t                       argvlen[9];
+    u_char                       nums[6][NGX_INT64_LEN];
 } ngx_http_ratelimit_check_t;
 
 
@@ -357,11 +357,14 @@ static const char  *ngx_http_ratelimit_results[] = {
 /*
  * The Redis side of ngx_http_ratelimit_gcra(), plus bans, for a batch of
  * decisions (see ngx_edge_redis_send_item()).  Each item has K keys and A
- * args; the C side prepends "local K, A = 1, 4" (GCRA only) or
- * "local K, A = 3, 7" (with bans).
- * KEYS: tat [, reject counter, ban].  ARGV: interval, tau, cost, now (""
- * for Redis's clock, read once per batch) [, ban threshold, ban window
- * ms, ban duration ms].  Times in microseconds.
+ * args; the C side prepends "local K, A = 1, 3" (GCRA only) or
+ * "local K, A = 3, 6" (with bans).
+ * KEYS: tat [, reject counter, ban].  ARGV: cost * interval, interval +
+ * tau (computed in C: each tonumber() costs Redis a third of a
+ * microsecond), now ("" for Redis's clock, read once per batch) [, ban
+ * threshold, ban window ms, ban duration ms].  Times in microseconds;
+ * cost <= 10^6 and interval <= 3.6 * 10^9 keep every sum below 2^53,
+ * exact in Lua's doubles.
  * One element per item: an integer x >= 0, passed, the bucket's excess
  * x; an integer x < 0, refused, excess -1 - x; {ttl}, banned.  A refusal
  * writes nothing unless bans are on.  ngx_http_ratelimit_parse_reply()
@@ -372,7 +375,7 @@ static const char  *ngx_http_ratelimit_results[] = {
     "local out, clock = {}, nil\n"                                            \
     "for i = 1, #KEYS / K do\n"                                               \
     "  local k, a = (i - 1) * K, (i - 1) * A\n"                               \
-    "  local now = ARGV[a + 4]\n"                                             \
+    "  local now = ARGV[a + 3]\n"                                             \
     "  if now == '' then\n"                                                   \
     "    if not clock then\n"                                                 \
     "      local t = redis.call('TIME')\n"                                    \
@@ -387,11 +390,10 @@ static const char  *ngx_http_ratelimit_results[] = {
     "  if ban > 0 then\n"                                                     \
     "    out[i] = {ban * 1000}\n"                                             \
     "  else\n"                                                                \
-    "    local interval = tonumber(ARGV[a + 1])\n"                            \
     "    local tat = tonumber(redis.call('GET', KEYS[k + 1])) or now\n"       \
     "    if tat < now then tat = now end\n"                                   \
-    "    local new_tat = tat + tonumber(ARGV[a + 3]) * interval\n"            \
-    "    if new_tat - interval - tonumber(ARGV[a + 2]) <= now then\n"         \
+    "    local new_tat = tat + tonumber(ARGV[a + 1])\n"                       \
+    "    if new_tat - tonumber(ARGV[a + 2]) <= now then\n"                    \
     "      redis.call('SET', KEYS[k + 1], string.format('%d', new_tat),\n"    \
     "                 'PX', math.floor((new_tat - now) / 1000) + 1)\n"        \
     "      out[i] = tat - now\n"                                              \
@@ -399,12 +401,12 @@ static const char  *ngx_http_ratelimit_results[] = {
     "      out[i] = -1 - (tat - now)\n"                                       \
     "      if K == 3 then\n"                                                  \
     "        local n = redis.call('INCR', KEYS[k + 2])\n"                     \
-    "        if n == 1 then redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 6])"  \
+    "        if n == 1 then redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 5])"  \
     " end\n"                                                                  \
-    "        if n >= tonumber(ARGV[a + 5]) then\n"                            \
-    "          redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 7])\n"      \
+    "        if n >= tonumber(ARGV[a + 4]) then\n"                            \
+    "          redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 6])\n"      \
     "          redis.call('DEL', KEYS[k + 2])\n"                              \
-    "          out[i] = {tonumber(ARGV[a + 7]) * 1000}\n"                     \
+    "          out[i] = {tonumber(ARGV[a + 6]) * 1000}\n"                     \
     "        end\n"                                                           \
     "      end\n"                                                             \
     "    end\n"                                                               \
@@ -413,10 +415,10 @@ static const char  *ngx_http_ratelimit_results[] = {
     "return out\n"
 
 static ngx_str_t  ngx_http_ratelimit_lua = ngx_string(
-    "local K, A = 1, 4\n" NGX_HTTP_RATELIMIT_LUA_BODY);
+    "local K, A = 1, 3\n" NGX_HTTP_RATELIMIT_LUA_BODY);
 
 static ngx_str_t  ngx_http_ratelimit_ban_lua = ngx_string(
-    "local K, A = 3, 7\n" NGX_HTTP_RATELIMIT_LUA_BODY);
+    "local K, A = 3, 6\n" NGX_HTTP_RATELIMIT_LUA_BODY);
 
 
 void
@@ -850,22 +852,21 @@ ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
     chk->argv[a + n] = (const char *) chk->nums[n];                           \
     chk->argvlen[a + n] = ngx_sprintf(chk->nums[n], fmt, v) - chk->nums[n]
 
-    ngx_http_ratelimit_arg(0, "%L", chk->gcra.interval);
-    ngx_http_ratelimit_arg(1, "%L", chk->gcra.tau);
-    ngx_http_ratelimit_arg(2, "%L", chk->gcra.cost);
+    ngx_http_ratelimit_arg(0, "%L", chk->gcra.cost * chk->gcra.interval);
+    ngx_http_ratelimit_arg(1, "%L", chk->gcra.interval + chk->gcra.tau);
 
     if (zone->clock == NGX_HTTP_RATELIMIT_CLOCK_NGINX) {
-        ngx_http_ratelimit_arg(3, "%L", now);
+        ngx_http_ratelimit_arg(2, "%L", now);
 
     } else {
-        chk->argv[a + 3] = "";
-        chk->argvlen[a + 3] = 0;
+        chk->argv[a + 2] = "";
+        chk->argvlen[a + 2] = 0;
     }
 
     if (zone->ban_threshold) {
-        ngx_http_ratelimit_arg(4, "%ui", zone->ban_threshold);
-        ngx_http_ratelimit_arg(5, "%M", zone->ban_window);
-        ngx_http_ratelimit_arg(6, "%M", zone->ban_duration);
+        ngx_http_ratelimit_arg(3, "%ui", zone->ban_threshold);
+        ngx_http_ratelimit_arg(4, "%M", zone->ban_window);
+        ngx_http_ratelimit_arg(5, "%M", zone->ban_duration);
     }
 
 #undef ngx_http_ratelimit_arg
@@ -2085,12 +2086,12 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /* [0]: GCRA, one key and four args per decision; [1]: with bans */
+    /* [0]: GCRA, one key and three args per decision; [1]: with bans */
     if (ngx_edge_redis_add_batch_script(cf, server, &ngx_http_ratelimit_lua,
-                                        1, 4)
+                                        1, 3)
         == NULL
         || ngx_edge_redis_add_batch_script(cf, server,
-                                           &ngx_http_ratelimit_ban_lua, 3, 7)
+                                           &ngx_http_ratelimit_ban_lua, 3, 6)
            == NULL)
     {
         return NGX_CONF_ERROR;
