@@ -320,7 +320,8 @@ ngx_edge_redis_register_stats(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
           "Commands sent to Redis (a batch of items is one).",
           NGX_EDGE_STATS_COUNTER },
         { "redis_errors_total",
-          "Commands that failed: error reply, connection lost or refused.",
+          "Commands that failed (each item of a batch counts): error reply, "
+          "connection lost or refused.",
           NGX_EDGE_STATS_COUNTER },
         { "redis_timeouts_total", "Commands that timed out.",
           NGX_EDGE_STATS_COUNTER },
@@ -1318,7 +1319,11 @@ ngx_edge_redis_finish_batch(ngx_edge_redis_batch_t *b, redisReply *reply)
 
     split = (reply && reply->type == REDIS_REPLY_ARRAY
              && reply->elements == b->n);
-    rc = reply ? NGX_OK : NGX_ERROR;
+
+    /* an error reply is every item's answer; a reply of another shape is
+     * nobody's, and must not be read as an item's own */
+    rc = (split || (reply && reply->type == REDIS_REPLY_ERROR)) ? NGX_OK
+                                                               : NGX_ERROR;
 
     for (i = 0; i < b->n; i++) {
         cmd = b->items[i];
@@ -1330,7 +1335,7 @@ ngx_edge_redis_finish_batch(ngx_edge_redis_batch_t *b, redisReply *reply)
         ngx_edge_redis_free_cmd(cmd);
 
         if (handler) {
-            item = split ? reply->element[i] : reply;
+            item = split ? reply->element[i] : (rc == NGX_OK ? reply : NULL);
             handler(data, item, rc);
         }
     }
@@ -1393,12 +1398,19 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_edge_redis_stat(server, server->st_errors, 1);
+        ngx_edge_redis_stat(server, server->st_errors, b->n);
     }
 
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         ngx_edge_redis_log_failure(conn, "error reply: %*s",
                                    (size_t) reply->len, reply->str);
+
+    } else if (reply && (reply->type != REDIS_REPLY_ARRAY
+                         || reply->elements != b->n))
+    {
+        ngx_edge_redis_stat(server, server->st_errors, b->n);
+        ngx_edge_redis_log_failure(conn, "a batch of %ui got a reply that "
+                                   "is not an array of %ui", b->n, b->n);
     }
 
     ngx_edge_redis_finish_batch(b, reply);
@@ -1468,7 +1480,7 @@ ngx_edge_redis_seal(ngx_edge_redis_conn_t *conn)
             }
 
             if (conn->ac == NULL || ngx_edge_redis_send_batch(b) != NGX_OK) {
-                ngx_edge_redis_stat(server, server->st_errors, 1);
+                ngx_edge_redis_stat(server, server->st_errors, b->n);
                 ngx_edge_redis_finish_batch(b, NULL);
             }
         }
