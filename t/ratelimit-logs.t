@@ -37,11 +37,6 @@ HTTP
 
 my $nginx = Test::Edge::Nginx->start(http => $http, workers => 2);
 
-sub status_of {
-    my ($path) = @_;
-    my $res = $nginx->get($path);
-    return "$res->{status} " . ($res->{headers}{'x-status'} // '-');
-}
 
 # the line of one request: nginx appends the request line to it
 sub delay_line {
@@ -50,16 +45,16 @@ sub delay_line {
 }
 
 # --- shared memory: as limit_req, a delay logs one level below a refusal
-is(status_of('/shm?k=a'), '200 PASSED', 'shm: the first request passes');
-is(status_of('/shm?k=a'), '200 DELAYED', 'shm: the second one is delayed');
+is($nginx->decision('/shm?k=a'), '200 PASSED', 'shm: the first request passes');
+is($nginx->decision('/shm?k=a'), '200 DELAYED', 'shm: the second one is delayed');
 ok(wait_until(5, sub { $nginx->log =~ delay_line('warn', '/shm?k=a') }),
    'shm: the delay is logged, at warn');
 
 # --- Redis: decisions come from Redis once a worker has connected
-ok(wait_until(10, sub { status_of('/redis?k=warm') eq '200 PASSED' }),
+ok(wait_until(10, sub { $nginx->decision('/redis?k=warm') eq '200 PASSED' }),
    'redis: decisions come from Redis once connected');
-is(status_of('/redis?k=c'), '200 PASSED', 'redis: the first request passes');
-is(status_of('/redis?k=c'), '200 DELAYED', 'redis: the second one is delayed');
+is($nginx->decision('/redis?k=c'), '200 PASSED', 'redis: the first request passes');
+is($nginx->decision('/redis?k=c'), '200 DELAYED', 'redis: the second one is delayed');
 ok(wait_until(5, sub { $nginx->log =~ delay_line('warn', '/redis?k=c') }),
    'redis: the delay is logged, at warn');
 

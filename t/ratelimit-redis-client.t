@@ -61,11 +61,6 @@ END {
 ok(wait_until(10, sub { (private_redis('PING') // '') eq '+PONG' }),
    'private redis with a password is up');
 
-sub decide {
-    my ($nginx, $path) = @_;
-    my $res = $nginx->get($path);
-    return "$res->{status} " . ($res->{headers}{'x-status'} // '-');
-}
 
 sub limiter_http {
     my ($server_args, $zone_args) = @_;
@@ -90,10 +85,10 @@ HTTP
     my $nginx = Test::Edge::Nginx->start(
         http => limiter_http("127.0.0.1:$port password=s3cret db=3",
                              'on_failure=open'));
-    ok(wait_until(10, sub { decide($nginx, '/rl?k=w1') eq '200 PASSED' }),
+    ok(wait_until(10, sub { $nginx->decision('/rl?k=w1') eq '200 PASSED' }),
        'AUTH password: decisions come from Redis');
-    is(decide($nginx, '/rl?k=a'), '200 PASSED', 'first request passes');
-    is(decide($nginx, '/rl?k=a'), '429 REJECTED', 'second is refused');
+    is($nginx->decision('/rl?k=a'), '200 PASSED', 'first request passes');
+    is($nginx->decision('/rl?k=a'), '429 REJECTED', 'second is refused');
     is(private_redis('SELECT', '3') , '+OK', 'db 3 exists');
     $nginx->stop;
 }
@@ -115,7 +110,7 @@ HTTP
     my $r;
     ok(wait_until(10, sub { $nginx->log =~ /handshake failed: WRONGPASS/ }),
        'a wrong password is logged');
-    is(decide($nginx, '/rl?k=b'), '503 FAILED_CLOSED',
+    is($nginx->decision('/rl?k=b'), '503 FAILED_CLOSED',
        'and the failure policy applies');
     $nginx->stop;
 }
@@ -125,10 +120,10 @@ HTTP
     my $nginx = Test::Edge::Nginx->start(
         http => limiter_http("unix:$dir/redis.sock user=edge password=edgepass",
                              'on_failure=open'));
-    ok(wait_until(10, sub { decide($nginx, '/rl?k=w2') eq '200 PASSED' }),
+    ok(wait_until(10, sub { $nginx->decision('/rl?k=w2') eq '200 PASSED' }),
        'ACL user over a unix socket: decisions come from Redis');
-    is(decide($nginx, '/rl?k=c'), '200 PASSED', 'first request passes');
-    is(decide($nginx, '/rl?k=c'), '429 REJECTED', 'second is refused');
+    is($nginx->decision('/rl?k=c'), '200 PASSED', 'first request passes');
+    is($nginx->decision('/rl?k=c'), '429 REJECTED', 'second is refused');
     $nginx->stop;
     unlike($nginx->final_log, qr/\[(alert|crit)\]/, 'no alert or crit');
 }
@@ -141,17 +136,15 @@ my $http = limiter_http(
     "127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} timeout=2s max_inflight=2",
     'on_failure=open');
 my $nginx = Test::Edge::Nginx->start(http => $http);
-ok(wait_until(10, sub { decide($nginx, '/rl?k=w3') eq '200 PASSED' }),
+ok(wait_until(10, sub { $nginx->decision('/rl?k=w3') eq '200 PASSED' }),
    'connected to the fixture');
 
 # --- deny cache: refused keys do not reach Redis until they could pass
 redis_command('CONFIG', 'RESETSTAT');
-is(decide($nginx, '/rl?k=d'), '200 PASSED', 'deny cache: first passes');
-is(decide($nginx, '/rl?k=d'), '429 REJECTED', 'second refused by Redis');
-is(decide($nginx, '/rl?k=d'), '429 REJECTED', 'third refused') for 1 .. 3;
-my ($calls) = redis_command('INFO', 'commandstats')
-    =~ /cmdstat_evalsha:calls=(\d+)/;
-is($calls, 2, 'only the first two requests asked Redis');
+is($nginx->decision('/rl?k=d'), '200 PASSED', 'deny cache: first passes');
+is($nginx->decision('/rl?k=d'), '429 REJECTED', 'second refused by Redis');
+is($nginx->decision('/rl?k=d'), '429 REJECTED', 'third refused') for 1 .. 3;
+is(redis_calls('evalsha'), 2, 'only the first two requests asked Redis');
 
 # --- in-flight bound, and requests that go away while waiting
 # With Redis paused, two clients fill max_inflight=2 and then disconnect;
@@ -170,11 +163,11 @@ ok(wait_until(5, sub {
            =~ /ratelimit_redis_inflight\{server="r"\} 2\b/ }),
    'both commands are in flight (the metrics module says so)');
 my $t0 = time;
-is(decide($nginx, '/rl?k=g'), '200 FAILED_OPEN',
+is($nginx->decision('/rl?k=g'), '200 FAILED_OPEN',
    'past max_inflight the failure policy applies');
 cmp_ok(time - $t0, '<', 1, 'at once, without waiting for Redis');
 close $_ for @gone;
-ok(wait_until(10, sub { decide($nginx, '/rl?k=h') eq '200 PASSED' }),
+ok(wait_until(10, sub { $nginx->decision('/rl?k=h') eq '200 PASSED' }),
    'after the pause the detached replies were consumed and Redis decides');
 like($nginx->log, qr/2 commands in flight, the limit of max_inflight/,
      'the bound is logged');

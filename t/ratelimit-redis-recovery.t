@@ -27,51 +27,46 @@ HTTP
 
 my $nginx = Test::Edge::Nginx->start(http => $http, workers => 2);
 
-sub status_of {
-    my ($path) = @_;
-    my $res = $nginx->get($path);
-    return "$res->{status} " . ($res->{headers}{'x-status'} // '-');
-}
 
 # Redis answers once a worker has connected: poll until a decision is made
-ok(wait_until(10, sub { status_of('/rl?k=warm') eq '200 PASSED' }),
+ok(wait_until(10, sub { $nginx->decision('/rl?k=warm') eq '200 PASSED' }),
    'decisions come from Redis once connected');
 
-is(status_of('/rl?k=a'), '200 PASSED', 'first request passes');
-is(status_of('/rl?k=a'), '200 PASSED', 'burst request passes');
-is(status_of('/rl?k=a'), '429 REJECTED', 'third request is refused');
+is($nginx->decision('/rl?k=a'), '200 PASSED', 'first request passes');
+is($nginx->decision('/rl?k=a'), '200 PASSED', 'burst request passes');
+is($nginx->decision('/rl?k=a'), '429 REJECTED', 'third request is refused');
 
 # --- Redis stopped: fail open, and say so once per interval
 redis_stop();
-is(status_of('/rl?k=b'), '200 FAILED_OPEN', 'Redis down: fails open');
-is(status_of('/rl?k=b'), '200 FAILED_OPEN', 'still open while down');
+is($nginx->decision('/rl?k=b'), '200 FAILED_OPEN', 'Redis down: fails open');
+is($nginx->decision('/rl?k=b'), '200 FAILED_OPEN', 'still open while down');
 
 # --- Redis back: the same workers reconnect by themselves (backoff)
 redis_start();
-ok(wait_until(10, sub { status_of('/rl?k=c') eq '200 PASSED' }),
+ok(wait_until(10, sub { $nginx->decision('/rl?k=c') eq '200 PASSED' }),
    'Redis back: decisions come from Redis again without a reload');
-status_of('/rl?k=c') for 1 .. 2;
-is(status_of('/rl?k=c'), '429 REJECTED', 'and it limits again');
+$nginx->decision('/rl?k=c') for 1 .. 2;
+is($nginx->decision('/rl?k=c'), '429 REJECTED', 'and it limits again');
 like($nginx->log, qr/redis "main" at 127\.0\.0\.1:\d+: connected again/,
      'the recovery is logged');
 
 # --- scripts flushed: NOSCRIPT is answered by loading them again
 redis_command('SCRIPT', 'FLUSH');
-is(status_of('/rl?k=d'), '200 PASSED', 'after SCRIPT FLUSH the limiter still decides');
-is(status_of('/rl?k=d'), '200 PASSED', 'burst request passes');
-is(status_of('/rl?k=d'), '429 REJECTED', 'and refuses, from Redis');
+is($nginx->decision('/rl?k=d'), '200 PASSED', 'after SCRIPT FLUSH the limiter still decides');
+is($nginx->decision('/rl?k=d'), '200 PASSED', 'burst request passes');
+is($nginx->decision('/rl?k=d'), '429 REJECTED', 'and refuses, from Redis');
 unlike($nginx->log, qr/NOSCRIPT/, 'NOSCRIPT never reaches the requests');
 
 # --- Redis paused past the timeout: the request does not wait for it
 redis_command('CLIENT', 'PAUSE', '1500');
 my $t0 = Time::HiRes::time();
-is(status_of('/rl?k=e'), '200 FAILED_OPEN', 'paused Redis: fails open');
+is($nginx->decision('/rl?k=e'), '200 FAILED_OPEN', 'paused Redis: fails open');
 cmp_ok(Time::HiRes::time() - $t0, '<', 1.0,
        'the request waited for the timeout, not for Redis');
 # (a command that timed out is still run by Redis when the pause ends, so
 # every poll uses a key of its own)
 my $n = 0;
-ok(wait_until(10, sub { $n++; status_of("/rl?k=f$n") eq '200 PASSED' }),
+ok(wait_until(10, sub { $n++; $nginx->decision("/rl?k=f$n") eq '200 PASSED' }),
    'after the pause Redis decides again');
 
 $nginx->stop;

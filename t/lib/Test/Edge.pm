@@ -13,7 +13,7 @@ use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(
     redis_command redis_stop redis_start redis_restart redis_flushall
-    redis_is_up pg_exec pg_stop pg_start wait_until
+    redis_is_up redis_calls pg_exec pg_stop pg_start wait_until
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
@@ -84,6 +84,14 @@ sub redis_command {
 sub redis_is_up {
     my $ok = eval { redis_command('PING') };
     return defined $ok && $ok eq 'PONG';
+}
+
+# how many times Redis ran COMMAND since the last CONFIG RESETSTAT
+sub redis_calls {
+    my ($command) = @_;
+    my ($calls) = (redis_command('INFO', 'commandstats') // '')
+        =~ /cmdstat_\Q$command\E:calls=(\d+)/;
+    return $calls // 0;
 }
 
 sub redis_flushall { return redis_command('FLUSHALL') }

@@ -79,6 +79,23 @@ sub log {
     return <$fh>;
 }
 
+# the worker processes' pids, children of the master in the pid file
+sub worker_pids {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{prefix}/logs/nginx.pid" or return ();
+    chomp(my $master = <$fh> // '');
+    return () unless $master =~ /^\d+$/;
+    return grep { /^\d+$/ } split /\s+/, `pgrep -P $master`;
+}
+
+# "status X-Status" of GET path: the rate-limit suites' locations add the
+# $ratelimit_status variable as an X-Status header
+sub decision {
+    my ($self, $path) = @_;
+    my $res = $self->get($path);
+    return "$res->{status} " . ($res->{headers}{'x-status'} // '-');
+}
+
 sub get {
     my ($self, $path, %headers) = @_;
     my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
