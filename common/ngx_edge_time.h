@@ -53,4 +53,41 @@ ngx_edge_wall_usec(void)
 }
 
 
+/*
+ * A gate for failure lines that would otherwise be written once per
+ * request: one line per interval, which then says how many it stood for.
+ * The gate may live in a worker's memory or, under the zone's lock, in
+ * shared memory (one line per interval for the whole node).
+ */
+typedef struct {
+    ngx_msec_t                   next;
+    ngx_uint_t                   suppressed;
+} ngx_edge_log_gate_t;
+
+
+/* 1: write the line now (*suppressed: how many were held back since the
+ * last one); 0: hold it back */
+static ngx_inline ngx_uint_t
+ngx_edge_log_gate_open(ngx_edge_log_gate_t *gate, ngx_msec_t interval,
+    ngx_uint_t *suppressed)
+{
+    if (gate->next != 0
+        && (ngx_msec_int_t) (ngx_current_msec - gate->next) < 0)
+    {
+        gate->suppressed++;
+        return 0;
+    }
+
+    *suppressed = gate->suppressed;
+    gate->suppressed = 0;
+    gate->next = ngx_current_msec + interval;
+
+    if (gate->next == 0) {
+        gate->next = 1;
+    }
+
+    return 1;
+}
+
+
 #endif /* _NGX_EDGE_TIME_H_INCLUDED_ */
