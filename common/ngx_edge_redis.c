@@ -29,7 +29,9 @@
 typedef enum {
     NGX_EDGE_REDIS_DISCONNECTED = 0,
     NGX_EDGE_REDIS_CONNECTING,               /* TCP connect in progress */
-    NGX_EDGE_REDIS_HANDSHAKE,                /* AUTH, SELECT, SCRIPT LOAD */
+    NGX_EDGE_REDIS_HANDSHAKE,                /* AUTH, SELECT, SCRIPT LOAD
+                                                in flight; items may follow
+                                                them */
     NGX_EDGE_REDIS_READY
 } ngx_edge_redis_state_e;
 
@@ -108,8 +110,7 @@ static void ngx_edge_redis_stat(ngx_edge_redis_server_t *server,
 
 static void ngx_edge_redis_handshake_done(ngx_edge_redis_conn_t *conn);
 static ngx_flag_t ngx_edge_redis_is_silent(ngx_edge_redis_cmd_t *cmd);
-static void ngx_edge_redis_drop(ngx_edge_redis_conn_t *conn,
-    const char *why);
+static void ngx_edge_redis_drop(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn,
     const char *fmt, ...);
@@ -792,7 +793,7 @@ ngx_edge_redis_read_handler(ngx_event_t *rev)
     if (c->close) {
         /* worker_shutdown_timeout: the worker closes what is left */
         if (conn->ac) {
-            ngx_edge_redis_drop(conn, "closed at worker shutdown");
+            ngx_edge_redis_drop(conn);
         }
 
         return;
@@ -885,9 +886,11 @@ ngx_edge_redis_connect_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_edge_redis_drop(conn, conn->state == NGX_EDGE_REDIS_CONNECTING
-                              ? "connect timed out"
-                              : "handshake timed out");
+    ngx_edge_redis_log_failure(conn, "%s timed out after %M ms",
+                               conn->state == NGX_EDGE_REDIS_CONNECTING
+                               ? "connect" : "handshake",
+                               conn->server->connect_timeout);
+    ngx_edge_redis_drop(conn);
 }
 
 
@@ -1010,8 +1013,8 @@ ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn)
 
     ngx_add_timer(&conn->connect_timer, server->connect_timeout);
 
-    /* queued now, written as soon as the connect completes; requests are
-     * sent once every reply to it has arrived */
+    /* queued now, written as soon as the connect completes, and ahead of
+     * every request's item */
     ngx_edge_redis_send_handshake(conn);
     ngx_edge_redis_add_write(conn);
 }
@@ -1259,7 +1262,7 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
 ngx_flag_t
 ngx_edge_redis_ready(ngx_edge_redis_server_t *server)
 {
-    return server->conn && server->conn->state == NGX_EDGE_REDIS_READY;
+    return server->conn && server->conn->state >= NGX_EDGE_REDIS_HANDSHAKE;
 }
 
 
@@ -1287,7 +1290,11 @@ ngx_edge_redis_cmd_timeout(ngx_event_t *ev)
     if (ngx_edge_redis_is_silent(cmd)) {
         /* every item on it fails now, and the worker reconnects; the
          * handler below then sees a server that is not ready */
-        ngx_edge_redis_drop(conn, "no reply within the timeout");
+        ngx_edge_redis_log_failure(conn, "command timed out after %M ms "
+                                   "with nothing received since it was "
+                                   "sent: closing the connection",
+                                   conn->server->timeout);
+        ngx_edge_redis_drop(conn);
 
     } else {
         ngx_edge_redis_log_failure(conn, "command timed out after %M ms",
@@ -1321,7 +1328,7 @@ ngx_edge_redis_free_slot(ngx_edge_redis_server_t *server)
 
     conn = server->conn;
 
-    if (conn == NULL || conn->state != NGX_EDGE_REDIS_READY
+    if (conn == NULL || conn->state < NGX_EDGE_REDIS_HANDSHAKE
         || (conn->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
     {
         /* not sent: the caller's failure policy applies, and it counts as
@@ -1825,10 +1832,13 @@ ngx_edge_redis_stat(ngx_edge_redis_server_t *server, ngx_edge_stats_id_t id,
  * Connection health: when a connection is given up, how soon the next one
  * is tried, and what is logged.
  *
- *   - A connection is usable (READY) only once its handshake completed:
- *     only then is the backoff reset and the recovery logged.  A wrong
- *     password therefore retries at 100 ms, 200 ms, ... up to 3 s, never
- *     in a loop.
+ *   - A connection counts as recovered only once its handshake (AUTH,
+ *     SELECT, SCRIPT LOAD) completed: only then is the backoff reset and
+ *     the recovery logged.  A wrong password therefore retries at 100 ms,
+ *     200 ms, ... up to 3 s, never in a loop.  (Items may be sent as soon
+ *     as TCP connects: they follow the handshake in the pipeline.)
+ *   - The handshake must complete within "connect_timeout=", like the
+ *     TCP connect, or the connection is dropped.
  *   - Silence: when an item times out and no reply of any kind arrived
  *     on the connection since it was queued, Redis has answered nothing
  *     for a whole "timeout=" while work was waiting (a blackhole, a
@@ -1892,10 +1902,8 @@ ngx_edge_redis_is_silent(ngx_edge_redis_cmd_t *cmd)
  * reconnect is scheduled.  Not called from inside a hiredis callback. */
 
 static void
-ngx_edge_redis_drop(ngx_edge_redis_conn_t *conn, const char *why)
+ngx_edge_redis_drop(ngx_edge_redis_conn_t *conn)
 {
-    ngx_edge_redis_log_failure(conn, "%s, closing the connection", why);
-
     conn->dropping = 1;
     redisAsyncFree(conn->ac);
     conn->dropping = 0;

@@ -45,8 +45,8 @@
  * reply of any kind arrived on the connection since that item was queued.
  * The worker then reconnects with a backoff (100 ms doubling to 3 s, reset
  * only once a handshake completes), trying the server's resolved addresses
- * in turn.  Requests are sent only on a connection whose handshake
- * completed; until then ngx_edge_redis_send_item() returns NULL.
+ * in turn.  Items are sent as soon as TCP connects, behind the handshake
+ * in the pipeline; until then ngx_edge_redis_send_item() returns NULL.
  */
 
 #ifndef _NGX_EDGE_REDIS_H_INCLUDED_
