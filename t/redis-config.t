@@ -54,7 +54,7 @@ sub write_file {
     unlike($out, qr/\Q$secret\E/, 'and does not show its value');
 }
 {
-    my ($rc, $out) = nginx_t(redis_decl("password $secret"));
+    my ($rc, $out) = nginx_t(redis_decl("$secret"));
     isnt($rc, 0, 'a stray word fails nginx -t');
     like($out, qr/invalid parameter of redis server "r"/, 'with an error');
     unlike($out, qr/\Q$secret\E/, 'that does not show the word');
