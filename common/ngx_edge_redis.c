@@ -19,6 +19,10 @@
 #define NGX_EDGE_REDIS_LOG_INTERVAL       5000    /* ms */
 #define NGX_EDGE_REDIS_PASSWORD_MAX       4096    /* bytes, password_file= */
 
+/* nothing received for this long (or "timeout=", if longer) while an item
+ * waited: the connection is silent */
+#define NGX_EDGE_REDIS_SILENCE_MIN        1000    /* ms */
+
 /* TCP keepalive: an idle connection to a vanished peer is found in about
  * idle + interval * count seconds */
 #define NGX_EDGE_REDIS_KEEPIDLE           30
@@ -51,15 +55,18 @@ struct ngx_edge_redis_conn_s {
     ngx_edge_redis_state_e       state;
     ngx_uint_t                   addr;       /* index in server->hosts */
 
-    ngx_event_t                  connect_timer;  /* connect + handshake */
+    ngx_event_t                  connect_timer;
     ngx_event_t                  reconnect_timer;
+    ngx_event_t                  silence_timer;
     ngx_msec_t                   backoff;
     ngx_uint_t                   handshake;  /* replies still awaited */
 
     /* replies of any kind received on this worker's connections: an item
      * that times out with the count unchanged since it was queued means
-     * the connection is silent */
+     * the connection may be silent; it is if the count is still
+     * silence_replies when the silence timer fires */
     ngx_uint_t                   replies;
+    ngx_uint_t                   silence_replies;
 
     ngx_edge_redis_cmd_t        *cmds;
     ngx_queue_t                  free;
@@ -71,6 +78,7 @@ struct ngx_edge_redis_conn_s {
     size_t                       wire_size;
 
     ngx_edge_log_gate_t          fail_gate;
+    ngx_edge_log_gate_t          drop_gate;
     ngx_edge_log_gate_t          connect_gate;
 
     unsigned                     failing:1;
@@ -109,7 +117,8 @@ static void ngx_edge_redis_stat(ngx_edge_redis_server_t *server,
     ngx_edge_stats_id_t id, int64_t delta);
 
 static void ngx_edge_redis_handshake_done(ngx_edge_redis_conn_t *conn);
-static ngx_flag_t ngx_edge_redis_is_silent(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_check_silence(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_silence_handler(ngx_event_t *ev);
 static void ngx_edge_redis_drop(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn,
@@ -699,7 +708,7 @@ ngx_edge_redis_add_write(void *privdata)
         return;
     }
 
-    if (conn->state == NGX_EDGE_REDIS_READY && !conn->writing) {
+    if (conn->state >= NGX_EDGE_REDIS_HANDSHAKE && !conn->writing) {
         /*
          * Flush once at the end of this event-loop iteration: every
          * command appended until then leaves in the same write.
@@ -764,6 +773,10 @@ ngx_edge_redis_cleanup(void *privdata)
 
     if (conn->connect_timer.timer_set) {
         ngx_del_timer(&conn->connect_timer);
+    }
+
+    if (conn->silence_timer.timer_set) {
+        ngx_del_timer(&conn->silence_timer);
     }
 
     if (c) {
@@ -842,7 +855,10 @@ ngx_edge_redis_on_connect(const redisAsyncContext *ac, int status)
         return;
     }
 
-    /* the connect timer keeps running: it covers the handshake too */
+    if (conn->connect_timer.timer_set) {
+        ngx_del_timer(&conn->connect_timer);
+    }
+
     conn->state = NGX_EDGE_REDIS_HANDSHAKE;
 
     if (conn->handshake == 0) {
@@ -886,9 +902,7 @@ ngx_edge_redis_connect_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_edge_redis_log_failure(conn, "%s timed out after %M ms",
-                               conn->state == NGX_EDGE_REDIS_CONNECTING
-                               ? "connect" : "handshake",
+    ngx_edge_redis_log_failure(conn, "connect timed out after %M ms",
                                conn->server->connect_timeout);
     ngx_edge_redis_drop(conn);
 }
@@ -1213,6 +1227,11 @@ ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
     conn->reconnect_timer.log = cycle->log;
     conn->reconnect_timer.cancelable = 1;
 
+    conn->silence_timer.handler = ngx_edge_redis_silence_handler;
+    conn->silence_timer.data = conn;
+    conn->silence_timer.log = cycle->log;
+    conn->silence_timer.cancelable = 1;
+
     server->conn = conn;
 
     ngx_edge_redis_connect(conn);
@@ -1236,6 +1255,10 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
 
     if (conn->reconnect_timer.timer_set) {
         ngx_del_timer(&conn->reconnect_timer);
+    }
+
+    if (conn->silence_timer.timer_set) {
+        ngx_del_timer(&conn->silence_timer);
     }
 
     for (i = 0; i < server->max_inflight; i++) {
@@ -1287,19 +1310,13 @@ ngx_edge_redis_cmd_timeout(ngx_event_t *ev)
 
     ngx_edge_redis_stat(conn->server, conn->server->st_timeouts, 1);
 
-    if (ngx_edge_redis_is_silent(cmd)) {
-        /* every item on it fails now, and the worker reconnects; the
-         * handler below then sees a server that is not ready */
-        ngx_edge_redis_log_failure(conn, "command timed out after %M ms "
-                                   "with nothing received since it was "
-                                   "sent: closing the connection",
-                                   conn->server->timeout);
-        ngx_edge_redis_drop(conn);
+    ngx_edge_redis_log_failure(conn, "command timed out after %M ms",
+                               conn->server->timeout);
 
-    } else {
-        ngx_edge_redis_log_failure(conn, "command timed out after %M ms",
-                                   conn->server->timeout);
-    }
+    /* with a timeout of 1 s or more, the connection may be dropped here:
+     * every item on it fails, the worker reconnects, and the handler
+     * below sees a server that is not ready */
+    ngx_edge_redis_check_silence(cmd);
 
     if (handler) {
         handler(data, NULL, NGX_AGAIN);
@@ -1837,27 +1854,25 @@ ngx_edge_redis_stat(ngx_edge_redis_server_t *server, ngx_edge_stats_id_t id,
  *     the recovery logged.  A wrong password therefore retries at 100 ms,
  *     200 ms, ... up to 3 s, never in a loop.  (Items may be sent as soon
  *     as TCP connects: they follow the handshake in the pipeline.)
- *   - The handshake must complete within "connect_timeout=", like the
- *     TCP connect, or the connection is dropped.
  *   - Silence: when an item times out and no reply of any kind arrived
  *     on the connection since it was queued, Redis has answered nothing
- *     for a whole "timeout=" while work was waiting (a blackhole, a
- *     failover behind a virtual IP, a stopped process).  The connection
- *     is dropped and reconnected.  A Redis that is merely slow keeps
- *     answering older commands and is kept.
+ *     for a whole "timeout=" while work was waiting.  If nothing arrives
+ *     either until NGX_EDGE_REDIS_SILENCE_MIN (1 s) after the item was
+ *     queued (at once when "timeout=" is that long), the connection is
+ *     taken as gone (a blackhole, a failover behind a virtual IP, a
+ *     stopped process): it is dropped and reconnected.  A Redis that is
+ *     merely slow keeps answering older commands and is kept; a stall
+ *     shorter than 1 s drops nothing.
  *   - Reconnects take the server's resolved addresses in turn.
- *   - Failure lines and recovery lines each pass a gate: one line per
- *     5 s per server, which says how many it stood for.
+ *   - Failure lines, the lines of dropped connections and recovery lines
+ *     each pass a gate: one line per 5 s per server, which says how many
+ *     it stood for.
  */
 
 static void
 ngx_edge_redis_handshake_done(ngx_edge_redis_conn_t *conn)
 {
     ngx_uint_t  suppressed;
-
-    if (conn->connect_timer.timer_set) {
-        ngx_del_timer(&conn->connect_timer);
-    }
 
     conn->state = NGX_EDGE_REDIS_READY;
     conn->backoff = 0;
@@ -1890,10 +1905,63 @@ ngx_edge_redis_handshake_done(ngx_edge_redis_conn_t *conn)
 }
 
 
-static ngx_flag_t
-ngx_edge_redis_is_silent(ngx_edge_redis_cmd_t *cmd)
+/* an item timed out: nothing received since it was queued is the start
+ * of a silence, which must last NGX_EDGE_REDIS_SILENCE_MIN at least */
+
+static void
+ngx_edge_redis_check_silence(ngx_edge_redis_cmd_t *cmd)
 {
-    return cmd->conn->ac != NULL && cmd->conn->replies == cmd->replies;
+    ngx_msec_t              timeout;
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = cmd->conn;
+    timeout = conn->server->timeout;
+
+    if (conn->ac == NULL || conn->replies != cmd->replies
+        || conn->silence_timer.timer_set)
+    {
+        return;
+    }
+
+    conn->silence_replies = cmd->replies;
+
+    if (timeout >= NGX_EDGE_REDIS_SILENCE_MIN) {
+        ngx_edge_redis_silence_handler(&conn->silence_timer);
+        return;
+    }
+
+    ngx_add_timer(&conn->silence_timer, NGX_EDGE_REDIS_SILENCE_MIN - timeout);
+}
+
+
+static void
+ngx_edge_redis_silence_handler(ngx_event_t *ev)
+{
+    ngx_edge_redis_conn_t  *conn = ev->data;
+
+    ngx_uint_t  suppressed;
+
+    if (conn->ac == NULL || conn->replies != conn->silence_replies) {
+        return;
+    }
+
+    conn->failing = 1;
+
+    /* a gate of its own: this line must not hide behind the timeouts */
+    if (ngx_edge_log_gate_open(&conn->drop_gate, NGX_EDGE_REDIS_LOG_INTERVAL,
+                               &suppressed))
+    {
+        ngx_log_error(NGX_LOG_ERR, conn->log, 0,
+                      "redis \"%V\" at %V: nothing received for %M ms while "
+                      "commands waited: closing the connection%s",
+                      &conn->server->name, &conn->server->address,
+                      ngx_max(conn->server->timeout,
+                              NGX_EDGE_REDIS_SILENCE_MIN),
+                      suppressed ? " (and earlier ones in the last 5s)"
+                                 : "");
+    }
+
+    ngx_edge_redis_drop(conn);
 }
 
 

@@ -39,13 +39,13 @@
  * detached slot has no timer.
  *
  * Connection health.  A connection is given up, and every item still on it
- * gets NGX_ERROR, when it is lost, when connecting and the handshake (AUTH,
- * SELECT, SCRIPT LOAD) take longer than "connect_timeout=", when the
- * handshake fails, or when it has gone silent: an item timed out and no
- * reply of any kind arrived on the connection since that item was queued.
- * The worker then reconnects with a backoff (100 ms doubling to 3 s, reset
- * only once a handshake completes), trying the server's resolved addresses
- * in turn.  Items are sent as soon as TCP connects, behind the handshake
+ * gets NGX_ERROR, when it is lost, when the TCP connect takes longer than
+ * "connect_timeout=", when the handshake (AUTH, SELECT, SCRIPT LOAD) fails,
+ * or when it has gone silent: an item timed out, and no reply of any kind
+ * arrived on the connection from the moment that item was queued until
+ * 1 s later (or its timeout, if longer).  The worker then reconnects with
+ * a backoff (100 ms doubling to 3 s, reset only once a handshake
+ * completes), trying the server's resolved addresses in turn.  Items are sent as soon as TCP connects, behind the handshake
  * in the pipeline; until then ngx_edge_redis_send_item() returns NULL.
  */
 
