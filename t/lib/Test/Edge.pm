@@ -13,7 +13,7 @@ use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(
     redis_command redis_stop redis_start redis_restart redis_flushall
-    redis_is_up redis_calls redis_freeze redis_thaw pg_exec pg_stop pg_start wait_until
+    redis_is_up redis_calls redis_freeze redis_thaw redis_is_frozen pg_exec pg_stop pg_start wait_until
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
@@ -125,10 +125,13 @@ sub redis_pid {
 sub redis_freeze {
     my $pid = redis_pid();
     kill 'STOP', $pid or die "redis: cannot stop $pid: $!\n";
-    wait_until(10, sub {
-        open my $fh, '<', "/proc/$pid/stat" or return 0;
-        (<$fh> // '') =~ /\)\s+T/;
-    }) or die "redis: $pid did not stop\n";
+    wait_until(10, \&redis_is_frozen) or die "redis: $pid did not stop\n";
+}
+
+sub redis_is_frozen {
+    my $pid = eval { redis_pid() } or return 0;
+    open my $fh, '<', "/proc/$pid/stat" or return 0;
+    return ((<$fh> // '') =~ /\)\s+T/) ? 1 : 0;
 }
 
 sub redis_thaw { kill 'CONT', redis_pid() }
