@@ -19,7 +19,7 @@ static ngx_int_t ngx_http_ratelimit_prepare(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ratelimit_decide(ngx_http_request_t *r,
     ngx_http_ratelimit_loc_conf_t *rlcf, ngx_http_ratelimit_ctx_t *ctx);
 static void ngx_http_ratelimit_delay(ngx_http_request_t *r);
-static void ngx_http_ratelimit_cleanup(void *data);
+static void ngx_http_ratelimit_detach(void *data);
 
 
 ngx_str_t  ngx_http_ratelimit_status_names[] = {
@@ -48,7 +48,7 @@ ngx_str_t  ngx_http_ratelimit_status_names[] = {
 ngx_http_ratelimit_ctx_t *
 ngx_http_ratelimit_get_ctx(ngx_http_request_t *r)
 {
-    ngx_pool_cleanup_t        *cln;
+    ngx_edge_wait_t           *wait;
     ngx_http_ratelimit_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ratelimit_module);
@@ -57,15 +57,16 @@ ngx_http_ratelimit_get_ctx(ngx_http_request_t *r)
         return ctx;
     }
 
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_ratelimit_cleanup) {
-            ctx = cln->data;
-            ngx_http_set_ctx(r, ctx, ngx_http_ratelimit_module);
-            return ctx;
-        }
+    wait = ngx_edge_wait_find(r, ngx_http_ratelimit_detach);
+
+    if (wait == NULL) {
+        return NULL;
     }
 
-    return NULL;
+    ctx = wait->data;
+    ngx_http_set_ctx(r, ctx, ngx_http_ratelimit_module);
+
+    return ctx;
 }
 
 
@@ -91,7 +92,7 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
             return NGX_DECLINED;
         }
 
-        if (ctx->pending) {
+        if (ngx_edge_wait_pending(&ctx->wait)) {
             return NGX_AGAIN;
         }
 
@@ -103,8 +104,13 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request = r;
     ctx->remaining = -1;
+
+    if (ngx_edge_wait_init(&ctx->wait, r, ngx_http_ratelimit_detach, ctx)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     ngx_http_set_ctx(r, ctx, ngx_http_ratelimit_module);
 
@@ -113,12 +119,7 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    if (ctx->pending) {
-        /* the replies resume the phase engine; meanwhile a client that
-         * goes away is noticed */
-        ctx->waiting = 1;
-        r->read_event_handler = ngx_http_test_reading;
-        r->write_event_handler = ngx_http_request_empty_handler;
+    if (ngx_edge_wait_phase(&ctx->wait) == NGX_AGAIN) {
         return NGX_AGAIN;
     }
 
@@ -133,7 +134,6 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
     int64_t                      now;
     ngx_int_t                    rc;
     ngx_uint_t                   i, n;
-    ngx_pool_cleanup_t          *cln;
     ngx_http_ratelimit_limit_t  *limits;
     ngx_http_ratelimit_check_t  *chk;
 
@@ -144,14 +144,6 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
     if (ctx->checks == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_ratelimit_cleanup;
-    cln->data = ctx;
 
     now = ngx_http_ratelimit_now();
 
@@ -508,7 +500,7 @@ ngx_http_ratelimit_delay(ngx_http_request_t *r)
 
 
 static void
-ngx_http_ratelimit_cleanup(void *data)
+ngx_http_ratelimit_detach(void *data)
 {
     ngx_http_ratelimit_ctx_t  *ctx = data;
 

@@ -9,6 +9,7 @@
 #include "ngx_edge_common.h"
 #include "ngx_edge_stats.h"
 #include "ngx_edge_redis.h"
+#include "ngx_edge_wait.h"
 
 
 #define NGX_HTTP_RATELIMIT_MAX_TIERS     32
@@ -179,17 +180,15 @@ typedef struct {
 
 
 struct ngx_http_ratelimit_ctx_s {
-    ngx_http_request_t          *request;
+    ngx_edge_wait_t              wait;         /* for Redis's replies */
     ngx_http_ratelimit_check_t  *checks;
     ngx_uint_t                   nchecks;
-    ngx_uint_t                   pending;
 
     ngx_http_ratelimit_status_e  status;
     int64_t                      remaining;    /* -1: no limit applied */
     int64_t                      reset;        /* us */
     int64_t                      retry;        /* us */
 
-    unsigned                     waiting:1;
     unsigned                     done:1;
 };
 

@@ -145,7 +145,7 @@ ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ctx->pending++;
+    ngx_edge_wait_add(&ctx->wait);
 
     return NGX_OK;
 }
@@ -212,14 +212,11 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
     ngx_http_ratelimit_check_t *chk = data;
 
     int64_t                       now;
-    ngx_connection_t             *c;
+    ngx_http_ratelimit_zone_t    *zone;
     ngx_http_ratelimit_status_e   status;
-    ngx_http_request_t         *r;
-    ngx_http_ratelimit_ctx_t   *ctx;
-    ngx_http_ratelimit_zone_t  *zone;
 
     /* the check lives in r->pool: the request is alive, else the command
-     * would have been detached by ngx_http_ratelimit_cleanup() */
+     * would have been detached by ngx_http_ratelimit_detach() */
 
     zone = chk->zone;
     chk->cmd = NULL;
@@ -253,20 +250,5 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
         ngx_http_ratelimit_fail(chk, now);
     }
 
-    ctx = chk->ctx;
-
-    if (--ctx->pending || !ctx->waiting) {
-        return;
-    }
-
-    ctx->waiting = 0;
-
-    r = ctx->request;
-    c = r->connection;
-
-    r->read_event_handler = ngx_http_block_reading;
-    r->write_event_handler = ngx_http_core_run_phases;
-
-    ngx_http_core_run_phases(r);
-    ngx_http_run_posted_requests(c);
+    ngx_edge_wait_done(&chk->ctx->wait);
 }
