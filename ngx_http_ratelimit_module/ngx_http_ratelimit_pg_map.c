@@ -71,7 +71,7 @@
 #define NGX_HTTP_RATELIMIT_PG_READER_MAX     5000   /* a reader that long
                                                        is dead */
 #define NGX_HTTP_RATELIMIT_PG_INSTALL_WAIT   10
-#define NGX_HTTP_RATELIMIT_PG_ROWS_PER_PASS  4096   /* rows measured or
+#define NGX_HTTP_RATELIMIT_PG_ROWS_PER_PASS  1024   /* rows measured or
                                                        installed per pass */
 #define NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX   1024
 
