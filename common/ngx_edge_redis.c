@@ -58,6 +58,8 @@ struct ngx_edge_redis_conn_s {
     ngx_event_t                  connect_timer;
     ngx_event_t                  reconnect_timer;
     ngx_event_t                  silence_timer;
+    ngx_event_t                  close_event;    /* posted: worker exiting,
+                                                    nothing attached */
     ngx_msec_t                   backoff;
     ngx_uint_t                   handshake;  /* replies still awaited */
 
@@ -70,6 +72,7 @@ struct ngx_edge_redis_conn_s {
 
     ngx_edge_redis_cmd_t        *cmds;
     ngx_queue_t                  free;
+    ngx_uint_t                   attached;   /* slots with a handler */
 
     ngx_queue_t                 *pending;    /* items, per batched script */
     ngx_edge_redis_load_t       *loads;      /* per batched script */
@@ -106,6 +109,8 @@ static void ngx_edge_redis_send_handshake(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_reload_script(ngx_edge_redis_conn_t *conn,
     ngx_edge_redis_script_t *script);
 static void ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_unattach(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_close_handler(ngx_event_t *ev);
 static void ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_edge_redis_cmd_timeout(ngx_event_t *ev);
@@ -804,7 +809,9 @@ ngx_edge_redis_read_handler(ngx_event_t *rev)
     ngx_edge_redis_conn_t  *conn = c->data;
 
     if (c->close) {
-        /* worker_shutdown_timeout: the worker closes what is left */
+        /* a graceful shutdown closing the idle connections, or
+         * worker_shutdown_timeout closing what is left: no reconnect
+         * follows, the worker is exiting */
         if (conn->ac) {
             ngx_edge_redis_drop(conn);
         }
@@ -1007,6 +1014,10 @@ ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn)
     if (server->unix_path.len == 0) {
         ngx_edge_redis_keepalive(conn, ac->c.fd);
     }
+
+    /* idle while no request waits on it: a graceful shutdown closes it
+     * at once (ngx_close_idle_connections() calls the read handler) */
+    c->idle = (conn->attached == 0);
 
     conn->ac = ac;
     conn->c = c;
@@ -1232,6 +1243,10 @@ ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
     conn->silence_timer.log = cycle->log;
     conn->silence_timer.cancelable = 1;
 
+    conn->close_event.handler = ngx_edge_redis_close_handler;
+    conn->close_event.data = conn;
+    conn->close_event.log = cycle->log;
+
     server->conn = conn;
 
     ngx_edge_redis_connect(conn);
@@ -1259,6 +1274,10 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
 
     if (conn->silence_timer.timer_set) {
         ngx_del_timer(&conn->silence_timer);
+    }
+
+    if (conn->close_event.posted) {
+        ngx_delete_posted_event(&conn->close_event);
     }
 
     for (i = 0; i < server->max_inflight; i++) {
@@ -1304,9 +1323,7 @@ ngx_edge_redis_cmd_timeout(ngx_event_t *ev)
 
     /* the slot stays taken until Redis answers or the connection drops:
      * hiredis keeps the callback queued and we cannot remove it */
-    cmd->handler = NULL;
-    cmd->data = NULL;
-    cmd->argv = NULL;
+    ngx_edge_redis_unattach(cmd);
 
     ngx_edge_redis_stat(conn->server, conn->server->st_timeouts, 1);
 
@@ -1388,6 +1405,11 @@ ngx_edge_redis_send_item(ngx_edge_redis_server_t *server,
     cmd->handler = handler;
     cmd->data = data;
     cmd->script = script;
+
+    if (conn->attached++ == 0 && conn->c) {
+        conn->c->idle = 0;
+    }
+
     cmd->argv = argv;
     cmd->argvlen = argvlen;
     cmd->replies = conn->replies;
@@ -1811,12 +1833,59 @@ ngx_edge_redis_fail_pending(ngx_edge_redis_conn_t *conn)
 void
 ngx_edge_redis_detach(ngx_edge_redis_cmd_t *cmd)
 {
+    ngx_edge_redis_unattach(cmd);
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+}
+
+
+/*
+ * The slot's handler goes (answered, timed out, detached).  When no slot
+ * has one any more, the connection is idle; in a worker that is shutting
+ * down it is then closed (from a posted event: this may run inside a
+ * hiredis callback).
+ */
+
+static void
+ngx_edge_redis_unattach(ngx_edge_redis_cmd_t *cmd)
+{
+    ngx_edge_redis_conn_t  *conn;
+
+    if (cmd->handler == NULL) {
+        return;
+    }
+
     cmd->handler = NULL;
     cmd->data = NULL;
     cmd->argv = NULL;
 
-    if (cmd->timer.timer_set) {
-        ngx_del_timer(&cmd->timer);
+    conn = cmd->conn;
+
+    if (--conn->attached) {
+        return;
+    }
+
+    if (conn->c) {
+        conn->c->idle = 1;
+    }
+
+    if (ngx_exiting && conn->ac && !conn->exiting
+        && !conn->close_event.posted)
+    {
+        ngx_post_event(&conn->close_event, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_edge_redis_close_handler(ngx_event_t *ev)
+{
+    ngx_edge_redis_conn_t  *conn = ev->data;
+
+    if (ngx_exiting && conn->attached == 0 && conn->ac) {
+        ngx_edge_redis_drop(conn);
     }
 }
 

@@ -36,7 +36,10 @@
  * While a handler is attached, the slot's timer is not cancelable: a worker
  * that is shutting down (reload, nginx -s quit) stays until every waiting
  * request got its reply or its timeout.  An answered, timed-out or
- * detached slot has no timer.
+ * detached slot has no timer.  A connection with no handler attached is
+ * idle: a worker that is shutting down closes it at once, or as soon as
+ * the last waiting request has its answer, even while other work keeps
+ * the worker alive.
  *
  * Connection health.  A connection is given up, and every item still on it
  * gets NGX_ERROR, when it is lost, when the TCP connect takes longer than

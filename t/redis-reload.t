@@ -215,4 +215,56 @@ HTTP
         or diag(join "\n", grep { /\[(alert|crit|emerg)\]/ } split /\n/, $log);
 }
 
+
+# --- a worker that stays for another request (a slow backend) closes its
+# Redis connection as soon as no request waits on Redis
+{
+    redis_start() unless redis_is_up();
+    my $backend = Test::Edge::Silent->start;
+    my $bport = $backend->port;
+    my $nginx = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    ratelimit_redis r 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} timeout=10s;
+    ratelimit_zone \$arg_k zone=rl:1m rate=1000r/s redis=r on_failure=open;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /ok { return 200 "ok\\n"; }
+        location = /rl {
+            ratelimit zone=rl burst=1000 nodelay;
+            add_header X-Status \$ratelimit_status always;
+            proxy_pass http://127.0.0.1:\$PORT/ok;
+        }
+        location = /slow {
+            proxy_read_timeout 60s;
+            proxy_pass http://127.0.0.1:$bport/;
+        }
+    }
+HTTP
+    # nginx's connections to Redis (CLIENT LIST, less our own)
+    my $nginx_conns = sub {
+        my $list = redis_command('CLIENT', 'LIST') // '';
+        return scalar grep { !/cmd=client\|list/ } split /\n/, $list;
+    };
+    ok(wait_until(20 * $slow, sub { $nginx->decision('/rl?k=w') eq '200 PASSED' }),
+       'connected to Redis');
+    my $before = $nginx_conns->();
+    my ($old) = $nginx->worker_pids;
+    my $slow_req = send_get($nginx, '/slow');
+    ok(wait_until(20 * $slow, sub { $backend->bytes > 0 }),
+       'a request waits on a slow backend');
+    ok(reload($nginx), 'reload');
+    ok(wait_until(20 * $slow, sub { $nginx->decision('/rl?k=x') eq '200 PASSED' }),
+       'the new worker decides with Redis');
+    ok(wait_until(20 * $slow, sub { $nginx_conns->() == $before }),
+       'the old worker closed its Redis connection (nothing attached)')
+        or diag("before $before, now " . $nginx_conns->());
+    ok(kill(0, $old), 'while it still serves the slow request');
+    $backend->stop;
+    like(read_response($slow_req), qr/^502 /, 'the slow request ends');
+    ok(wait_until(20 * $slow, sub { !kill(0, $old) }), 'the old worker exits');
+    $nginx->stop;
+    my $log = $nginx->final_log;
+    unlike($log, qr/open socket|aborting|\[(alert|crit|emerg)\]/,
+           'no socket left, no alert') or diag($log);
+}
+
 done_testing();
