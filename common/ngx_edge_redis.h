@@ -48,8 +48,9 @@
  * arrived on the connection from the moment that item was queued until
  * 1 s later (or its timeout, if longer).  The worker then reconnects with
  * a backoff (100 ms doubling to 3 s, reset only once a handshake
- * completes), trying the server's resolved addresses in turn.  Items are sent as soon as TCP connects, behind the handshake
- * in the pipeline; until then ngx_edge_redis_send_item() returns NULL.
+ * completes), trying the server's resolved addresses in turn.  Items are
+ * sent as soon as TCP connects, behind the handshake in the pipeline;
+ * until then ngx_edge_redis_send_item() returns NULL.
  */
 
 #ifndef _NGX_EDGE_REDIS_H_INCLUDED_
