@@ -14,6 +14,15 @@ use Test::Edge::Nginx;
 
 my $slow = $ENV{TEST_NGINX_USE_VALGRIND} ? 10 : 1;
 
+# the private redis-server is stopped however the file ends
+my $redis_pidfile;
+END {
+    if ($redis_pidfile && open my $p, '<', $redis_pidfile) {
+        chomp(my $pid = <$p> // '');
+        kill 'TERM', $pid if $pid;
+    }
+}
+
 
 # --- a wrong password
 {
@@ -34,6 +43,7 @@ requirepass s3cret
 CONF
     close $fh;
     system('redis-server', "$dir/redis.conf") == 0 or die "redis-server";
+    $redis_pidfile = "$dir/redis.pid";
 
     my $received = sub {
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
@@ -84,10 +94,6 @@ HTTP
     unlike($log, qr/connected again/, 'never "connected again"');
     unlike($log, qr/\[(alert|crit|emerg)\]/, 'no alert');
 
-    if (open my $p, '<', "$dir/redis.pid") {
-        chomp(my $pid = <$p>);
-        kill 'TERM', $pid if $pid;
-    }
 }
 
 

@@ -15,6 +15,15 @@ my $dir = tempdir(CLEANUP => 1);
 chmod 0755, $dir;
 my $secret = 'TopSecret42xyz';
 
+# the private redis-server is stopped however the file ends
+my $redis_pidfile;
+END {
+    if ($redis_pidfile && open my $p, '<', $redis_pidfile) {
+        chomp(my $pid = <$p> // '');
+        kill 'TERM', $pid if $pid;
+    }
+}
+
 # nginx -t on an http block: (exit status, everything it printed)
 my $n = 0;
 sub nginx_t {
@@ -107,6 +116,7 @@ requirepass $secret
 CONF
     close $fh;
     system('redis-server', "$dir/redis.conf") == 0 or die "redis-server";
+    $redis_pidfile = "$dir/redis.pid";
 
     my $f = write_file('pw2', "$secret\r\n");
     my $nginx = Test::Edge::Nginx->start(http => <<"HTTP");
@@ -131,10 +141,6 @@ HTTP
            'no auth error, no alert');
     unlike($log, qr/\Q$secret\E/, 'the password is in no log line');
 
-    if (open my $p, '<', "$dir/redis.pid") {
-        chomp(my $pid = <$p>);
-        kill 'TERM', $pid if $pid;
-    }
 }
 
 done_testing();
