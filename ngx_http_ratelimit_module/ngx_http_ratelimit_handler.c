@@ -159,12 +159,16 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
             continue;     /* an empty key is not limited */
         }
 
-        if (rc != NGX_OK) {
+        if (rc != NGX_OK && rc != NGX_BUSY) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         n++;
         ctx->nchecks = n;
+
+        if (rc == NGX_BUSY) {
+            continue;     /* decided already */
+        }
 
         if (chk->zone->redis == NULL) {
             ngx_http_ratelimit_local(chk, now);
@@ -267,11 +271,27 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
 
         n = ngx_atoi(cost.data, cost.len);
 
-        if (n == NGX_ERROR || n > 1000000) {
+        if (n == NGX_ERROR) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "ratelimit: invalid cost \"%V\", 1 is used",
                           &cost);
             n = 1;
+        }
+
+        if (n > NGX_EDGE_EXACT_MAX / rate->interval) {
+            /* past the bound of exact arithmetic; also more than the
+             * bucket holds (burst + 1 is within the bound): it could never
+             * pass, so it is refused without touching the bucket */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "ratelimit: cost \"%V\" exceeds the largest cost "
+                          "of zone \"%V\" (%L at rate=%uir/%c), the request "
+                          "is refused", &cost, &zone->name,
+                          NGX_EDGE_EXACT_MAX / rate->interval, rate->count,
+                          rate->period == 1 ? 's'
+                          : (rate->period == 60 ? 'm' : 'h'));
+
+            chk->status = NGX_HTTP_RATELIMIT_REJECTED;
+            return NGX_BUSY;
         }
 
         chk->gcra.cost = n;

@@ -9,6 +9,7 @@
 #include "ngx_edge_common.h"
 #include "ngx_edge_stats.h"
 #include "ngx_edge_redis.h"
+#include "ngx_edge_time.h"
 #include "ngx_edge_wait.h"
 
 
@@ -144,6 +145,8 @@ typedef struct {
     unsigned                     nodelay:1;
     ngx_uint_t                   cost;
     ngx_http_complex_value_t    *cost_value;
+    ngx_str_t                    conf_file;    /* where it was written, */
+    ngx_uint_t                   conf_line;    /* for the bound checks */
 } ngx_http_ratelimit_limit_t;
 
 

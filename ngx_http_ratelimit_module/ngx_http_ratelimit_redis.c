@@ -20,8 +20,10 @@ static void ngx_http_ratelimit_redis_reply(void *data, redisReply *reply,
  * tau (computed in C: each tonumber() costs Redis a third of a
  * microsecond), now ("" for Redis's clock, read once per batch) [, ban
  * threshold, ban window ms, ban duration ms].  Times in microseconds;
- * cost <= 10^6 and interval <= 3.6 * 10^9 keep every sum below 2^53,
- * exact in Lua's doubles.
+ * cost * interval and interval + tau are within NGX_EDGE_EXACT_MAX (2^50,
+ * checked when the configuration is read and, for a cost from a variable,
+ * per request), so every sum with a timestamp stays below 2^53, exact in
+ * Lua's doubles.
  * One element per item: an integer x >= 0, passed, the bucket's excess
  * x; an integer x < 0, refused, excess -1 - x; {ttl}, banned.  A refusal
  * writes nothing unless bans are on.  ngx_http_ratelimit_parse_reply()
