@@ -179,7 +179,7 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
             continue;
         }
 
-        if (ngx_http_ratelimit_send(r, ctx, chk, now) != NGX_OK) {
+        if (ngx_http_ratelimit_send(r, ctx, chk) != NGX_OK) {
             ngx_http_ratelimit_fail(chk, now);
         }
     }

@@ -96,7 +96,7 @@ typedef struct {
     u_short                      len;
     ngx_queue_t                  queue;
     int64_t                      tat;          /* local buckets, us */
-    int64_t                      deny_until;   /* nginx clock, us */
+    int64_t                      deny_until;   /* monotonic, us */
     int64_t                      ban_until;
     int64_t                      window_end;   /* local ban counting */
     ngx_uint_t                   rejects;
@@ -196,15 +196,12 @@ struct ngx_http_ratelimit_ctx_s {
 };
 
 
-static ngx_inline int64_t
-ngx_http_ratelimit_now(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (int64_t) tp->sec * 1000000 + (int64_t) tp->msec * 1000;
-}
+/*
+ * "now" for what this node keeps (shared-memory buckets, the deny and ban
+ * caches, expiry): the monotonic clock, which never steps.  The wall clock
+ * is read only for Redis with clock=nginx, where nodes must agree.
+ */
+#define ngx_http_ratelimit_now()  ngx_edge_mono_usec()
 
 
 extern ngx_module_t  ngx_http_ratelimit_module;
@@ -234,8 +231,7 @@ extern ngx_str_t  ngx_http_ratelimit_lua;
 extern ngx_str_t  ngx_http_ratelimit_ban_lua;
 
 ngx_int_t ngx_http_ratelimit_send(ngx_http_request_t *r,
-    ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk,
-    int64_t now);
+    ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk);
 
 /* ngx_http_ratelimit_headers.c: response headers and variables */
 ngx_int_t ngx_http_ratelimit_header_filter_init(ngx_conf_t *cf);

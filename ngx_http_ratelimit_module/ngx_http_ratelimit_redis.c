@@ -82,7 +82,7 @@ ngx_str_t  ngx_http_ratelimit_ban_lua = ngx_string(
 
 ngx_int_t
 ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
-    ngx_http_ratelimit_check_t *chk, int64_t now)
+    ngx_http_ratelimit_check_t *chk)
 {
     u_char                     *p, *keys;
     size_t                      len;
@@ -125,7 +125,9 @@ ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
     ngx_http_ratelimit_arg(1, "%L", chk->gcra.interval + chk->gcra.tau);
 
     if (zone->clock == NGX_HTTP_RATELIMIT_CLOCK_NGINX) {
-        ngx_http_ratelimit_arg(2, "%L", now);
+        /* the nodes' shared time: the wall clock (the local "now" is
+         * monotonic, this node's own) */
+        ngx_http_ratelimit_arg(2, "%L", ngx_edge_wall_usec());
 
     } else {
         chk->argv[a + 2] = "";
