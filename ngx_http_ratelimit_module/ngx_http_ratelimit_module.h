@@ -15,6 +15,7 @@
 
 #define NGX_HTTP_RATELIMIT_MAX_TIERS     32
 #define NGX_HTTP_RATELIMIT_MAX_KEY_LEN   200   /* longer keys are hashed */
+#define NGX_HTTP_RATELIMIT_LOG_INTERVAL  5000  /* ms, one failure line */
 
 #define NGX_HTTP_RATELIMIT_CLOCK_REDIS   0
 #define NGX_HTTP_RATELIMIT_CLOCK_NGINX   1
@@ -132,7 +133,7 @@ typedef struct {
     ngx_msec_t                   ban_window;
     ngx_msec_t                   ban_duration;
 
-    time_t                       log_next;     /* this worker's */
+    ngx_edge_log_gate_t          log_gate;     /* this worker's */
 
     ngx_edge_stats_id_t          st_decisions[NGX_HTTP_RATELIMIT_NSTATUS];
 } ngx_http_ratelimit_zone_t;
