@@ -248,7 +248,7 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
                 && ngx_strncmp(tiers[i].name.data, tier.data, tier.len) == 0)
             {
                 chk->tier = &tiers[i];
-                chk->tier_index = i + 1;
+                chk->tier_name = tiers[i].name;
                 rate = &tiers[i].rate;
                 burst = tiers[i].burst;
                 break;

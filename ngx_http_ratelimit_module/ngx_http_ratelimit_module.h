@@ -93,8 +93,8 @@ typedef struct {
 /* a shared-memory entry: one key (and tier) of one zone */
 typedef struct {
     u_char                       color;
-    u_char                       tier;
-    u_short                      len;
+    u_char                       tier_len;     /* the tier's name, then */
+    u_short                      len;          /* the key, in data */
     ngx_queue_t                  queue;
     int64_t                      tat;          /* local buckets, us */
     int64_t                      deny_until;   /* monotonic, us */
@@ -169,7 +169,7 @@ typedef struct {
     ngx_http_ratelimit_limit_t  *limit;
     ngx_http_ratelimit_zone_t   *zone;
     ngx_http_ratelimit_tier_t   *tier;         /* NULL: the zone's rate */
-    ngx_uint_t                   tier_index;   /* 0: the zone's rate */
+    ngx_str_t                    tier_name;    /* empty: the zone's rate */
     ngx_str_t                    key;
     ngx_http_ratelimit_gcra_t    gcra;
 
