@@ -12,13 +12,15 @@
  *     has finished, not at the first reply (so several commands of one
  *     request, or a command that answers while the handler is still
  *     sending others, never resume it early);
- *   - resume: through ngx_http_core_run_phases(), so that the phase
- *     handler is called again and returns its decision (a status code is
- *     then finalized by the phase engine, as for any phase handler), then
- *     the posted subrequests run;
- *   - client abort: while waiting, the read handler is
+ *   - resume: through ngx_http_core_run_phases() of the waiting request
+ *     (a main request or a subrequest), so that the phase handler is
+ *     called again and returns its decision (a status code is then
+ *     finalized by the phase engine, as for any phase handler), then the
+ *     posted requests run;
+ *   - client abort: while a main request waits, its read handler is
  *     ngx_http_test_reading, so a client that goes away finalizes the
- *     request at once; the request's pool cleanup then calls the module's
+ *     request at once (a subrequest leaves the connection's read events
+ *     to its main request, which finalizes both); the request's pool cleanup then calls the module's
  *     detach handler, which must detach every pending operation (its reply
  *     will find no request: the operation's data must not live in r->pool
  *     past the detach), and ngx_edge_wait_done() must not be called after;

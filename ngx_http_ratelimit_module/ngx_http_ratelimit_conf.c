@@ -231,11 +231,12 @@ ngx_http_ratelimit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /* zone and tier names appear in headers and metric labels: keep them to
- * a token's characters */
+ * a token's characters, ASCII whatever the locale (isalnum() is not) */
 
 static ngx_int_t
 ngx_http_ratelimit_valid_name(ngx_str_t *name)
 {
+    u_char  c;
     size_t  i;
 
     if (name->len == 0 || name->len > 64) {
@@ -243,8 +244,10 @@ ngx_http_ratelimit_valid_name(ngx_str_t *name)
     }
 
     for (i = 0; i < name->len; i++) {
-        if (!(isalnum(name->data[i]) || name->data[i] == '_'
-              || name->data[i] == '-' || name->data[i] == '.'))
+        c = name->data[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
         {
             return NGX_ERROR;
         }
@@ -649,6 +652,8 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "duplicate ratelimit zone \"%V\"", &name);
         return NGX_CONF_ERROR;
     }
+
+    ngx_http_ratelimit_deny_init(&zone->deny, size);
 
     shm_zone->init = ngx_http_ratelimit_init_zone;
     shm_zone->data = zone;

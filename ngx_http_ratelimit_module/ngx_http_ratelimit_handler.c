@@ -79,16 +79,24 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_ratelimit_module);
 
-    if (rlcf->limits == NULL || r != r->main) {
+    if (rlcf->limits == NULL) {
         return NGX_DECLINED;
     }
 
+    /*
+     * Once per main request, as limit_req: the first of the main request
+     * and its subrequests (auth_request, SSI, mirror) that reaches a
+     * limited location is limited, the others are not.  Subrequests share
+     * the main request's pool, so the decision's ctx is found through its
+     * pool cleanup from any of them.
+     */
     ctx = ngx_http_ratelimit_get_ctx(r);
 
     if (ctx) {
-        if (ctx->done) {
+        if (ctx->done || ctx->wait.request != r) {
             /* after a delay, or after an internal redirect (error_page,
-             * try_files): a request is limited once, as with limit_req */
+             * try_files), or limited by another request of the same main
+             * request: a request is limited once, as with limit_req */
             return NGX_DECLINED;
         }
 
@@ -113,6 +121,12 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
     }
 
     ngx_http_set_ctx(r, ctx, ngx_http_ratelimit_module);
+
+    if (r != r->main) {
+        /* the decision is the main request's: its headers, its
+         * $ratelimit_status */
+        ngx_http_set_ctx(r->main, ctx, ngx_http_ratelimit_module);
+    }
 
     rc = ngx_http_ratelimit_start(r, rlcf, ctx);
     if (rc != NGX_OK) {

@@ -97,8 +97,7 @@ typedef struct {
     u_short                      len;          /* the key, in data */
     ngx_queue_t                  queue;
     int64_t                      tat;          /* local buckets, us */
-    int64_t                      deny_until;   /* monotonic, us */
-    int64_t                      ban_until;
+    int64_t                      ban_until;    /* monotonic, us */
     int64_t                      window_end;   /* local ban counting */
     ngx_uint_t                   rejects;
     u_char                       data[1];
@@ -110,6 +109,20 @@ typedef struct {
     ngx_rbtree_node_t            sentinel;
     ngx_queue_t                  queue;
 } ngx_http_ratelimit_shctx_t;
+
+
+/*
+ * Redis mode's deny and ban cache: refusals and bans Redis gave this
+ * worker, so that a refused key is refused again without asking Redis.
+ * In the worker's memory: read and written without a lock.
+ */
+typedef struct {
+    ngx_rbtree_t                 rbtree;
+    ngx_rbtree_node_t            sentinel;
+    ngx_queue_t                  lru;
+    ngx_uint_t                   n;
+    ngx_uint_t                   max;
+} ngx_http_ratelimit_deny_cache_t;
 
 
 typedef struct {
@@ -134,6 +147,7 @@ typedef struct {
     ngx_msec_t                   ban_duration;
 
     ngx_edge_log_gate_t          log_gate;     /* this worker's */
+    ngx_http_ratelimit_deny_cache_t  deny;     /* this worker's */
 
     ngx_edge_stats_id_t          st_decisions[NGX_HTTP_RATELIMIT_NSTATUS];
 } ngx_http_ratelimit_zone_t;
@@ -219,13 +233,21 @@ int64_t ngx_http_ratelimit_remaining(ngx_http_ratelimit_check_t *chk);
 /* ngx_http_ratelimit_shm.c: buckets and caches in shared memory */
 void ngx_http_ratelimit_gcra(ngx_http_ratelimit_gcra_t *g, int64_t now,
     int64_t *tat, ngx_http_ratelimit_verdict_t *v);
-ngx_flag_t ngx_http_ratelimit_cached(ngx_http_ratelimit_check_t *chk,
-    int64_t now);
 void ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now);
-void ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk,
-    ngx_flag_t ban, int64_t now);
 ngx_int_t ngx_http_ratelimit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+uint32_t ngx_http_ratelimit_hash(ngx_str_t *tier, ngx_str_t *key);
+ngx_int_t ngx_http_ratelimit_key_cmp(ngx_str_t *tier, ngx_str_t *key,
+    u_char *data, size_t tier_len, size_t len);
+
+/* ngx_http_ratelimit_deny.c: Redis mode's deny and ban cache, per worker */
+void ngx_http_ratelimit_deny_init(ngx_http_ratelimit_deny_cache_t *cache,
+    size_t zone_size);
+ngx_flag_t ngx_http_ratelimit_cached(ngx_http_ratelimit_check_t *chk,
+    int64_t now);
+void ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk,
+    ngx_flag_t ban, int64_t now);
+void ngx_http_ratelimit_deny_free(ngx_http_ratelimit_deny_cache_t *cache);
 
 /* ngx_http_ratelimit_redis.c: decisions in Redis */
 extern ngx_str_t  ngx_http_ratelimit_lua;

@@ -46,44 +46,6 @@ ngx_http_ratelimit_gcra(ngx_http_ratelimit_gcra_t *g, int64_t now,
 }
 
 
-/* Redis mode: the zone's ban and deny caches decide without Redis */
-
-ngx_flag_t
-ngx_http_ratelimit_cached(ngx_http_ratelimit_check_t *chk, int64_t now)
-{
-    ngx_flag_t                  hit;
-    ngx_http_ratelimit_zone_t  *zone;
-    ngx_http_ratelimit_node_t  *node;
-
-    zone = chk->zone;
-    hit = 0;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    node = ngx_http_ratelimit_lookup(zone, &chk->tier_name, &chk->key, 0);
-
-    if (node) {
-        if (node->ban_until > now) {
-            chk->status = NGX_HTTP_RATELIMIT_BANNED;
-            chk->verdict.retry = node->ban_until - now;
-            hit = 1;
-
-        } else if (node->deny_until > now) {
-            chk->status = NGX_HTTP_RATELIMIT_REJECTED;
-            chk->verdict.retry = node->deny_until - now;
-            hit = 1;
-        }
-
-        /* the bucket refills no sooner than the refusal ends */
-        chk->verdict.reset = chk->verdict.retry;
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    return hit;
-}
-
-
 void
 ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
 {
@@ -100,8 +62,8 @@ ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
         /* as limit_req: a full zone refuses rather than forgets */
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "could not allocate node in ratelimit zone \"%V\"",
+        ngx_log_error(NGX_LOG_ALERT, chk->ctx->wait.request->connection->log,
+                      0, "could not allocate node in ratelimit zone \"%V\"",
                       &zone->name);
         chk->status = NGX_HTTP_RATELIMIT_REJECTED;
         chk->verdict.retry = chk->gcra.interval;
@@ -145,58 +107,6 @@ ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
 
 
 /*
- * The deny cache: after Redis refused, the key is refused here until a
- * request could pass, without asking Redis again.  The time is the one
- * for a request of cost 1, so a cheaper request than the refused one is
- * not refused longer than Redis would.  Zones with bans cache the ban
- * only: their refusals are counted in Redis, for every node to see.
- */
-
-void
-ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk, ngx_flag_t ban,
-    int64_t now)
-{
-    int64_t                     until;
-    ngx_http_ratelimit_zone_t  *zone;
-    ngx_http_ratelimit_node_t  *node;
-
-    zone = chk->zone;
-
-    if (!ban && zone->ban_threshold) {
-        /* every refusal must reach Redis to count toward a ban there */
-        return;
-    }
-
-    if (ban) {
-        until = now + chk->verdict.retry;
-
-    } else {
-        until = now + chk->verdict.retry
-                - (chk->gcra.cost - 1) * chk->gcra.interval;
-
-        if (until <= now) {
-            return;
-        }
-    }
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    node = ngx_http_ratelimit_lookup(zone, &chk->tier_name, &chk->key, 1);
-
-    if (node) {
-        if (ban) {
-            node->ban_until = until;
-
-        } else {
-            node->deny_until = until;
-        }
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-}
-
-
-/*
  * shared memory: rbtree by tier and key, LRU queue, as limit_req.  A node
  * is known by its tier's name (empty for the zone's own rate), not by the
  * tier's position in the configuration: reordering tiers across a reload
@@ -204,7 +114,7 @@ ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk, ngx_flag_t ban,
  * key.
  */
 
-static uint32_t
+uint32_t
 ngx_http_ratelimit_hash(ngx_str_t *tier, ngx_str_t *key)
 {
     u_char    sep;
@@ -222,24 +132,34 @@ ngx_http_ratelimit_hash(ngx_str_t *tier, ngx_str_t *key)
 }
 
 
-static ngx_int_t
-ngx_http_ratelimit_node_cmp(ngx_http_ratelimit_node_t *lr, ngx_str_t *tier,
-    ngx_str_t *key)
+/* (tier, key) against an entry's data: its tier name, then its key */
+
+ngx_int_t
+ngx_http_ratelimit_key_cmp(ngx_str_t *tier, ngx_str_t *key, u_char *data,
+    size_t tier_len, size_t len)
 {
     ngx_int_t  rc;
 
-    if (lr->tier_len != tier->len) {
-        return (ngx_int_t) tier->len - (ngx_int_t) lr->tier_len;
+    if (tier_len != tier->len) {
+        return (ngx_int_t) tier->len - (ngx_int_t) tier_len;
     }
 
-    rc = ngx_memcmp(tier->data, lr->data, tier->len);
+    rc = ngx_memcmp(tier->data, data, tier->len);
 
     if (rc != 0) {
         return rc;
     }
 
-    return ngx_memn2cmp(key->data, lr->data + lr->tier_len, key->len,
-                        (size_t) lr->len);
+    return ngx_memn2cmp(key->data, data + tier_len, key->len, len);
+}
+
+
+static ngx_int_t
+ngx_http_ratelimit_node_cmp(ngx_http_ratelimit_node_t *lr, ngx_str_t *tier,
+    ngx_str_t *key)
+{
+    return ngx_http_ratelimit_key_cmp(tier, key, lr->data, lr->tier_len,
+                                      lr->len);
 }
 
 
@@ -311,7 +231,6 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier,
     lr->tier_len = (u_char) tier->len;
     lr->len = (u_short) key->len;
     lr->tat = 0;
-    lr->deny_until = 0;
     lr->ban_until = 0;
     lr->window_end = 0;
     lr->rejects = 0;
@@ -350,7 +269,7 @@ ngx_http_ratelimit_expire(ngx_http_ratelimit_zone_t *zone, ngx_uint_t n)
         lr = ngx_queue_data(q, ngx_http_ratelimit_node_t, queue);
 
         if (n++ != 0) {
-            if (lr->tat > now || lr->deny_until > now || lr->ban_until > now
+            if (lr->tat > now || lr->ban_until > now
                 || lr->window_end > now)
             {
                 return;
