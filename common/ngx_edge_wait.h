@@ -27,10 +27,10 @@
  *   - internal redirects wipe module contexts but not pool cleanups:
  *     ngx_edge_wait_find() finds a module's wait again.
  *
- * What it leaves to the operation: its own timer.  A timer a waiting
- * request depends on must not be cancelable (a graceful shutdown would
- * drop the request); the Redis client's command timers are not while a
- * request is attached.
+ * What it leaves to the operation's client (ngx_edge_redis, ...): its own
+ * timer.  A timer a waiting request depends on must not be cancelable
+ * while the request is attached, or a graceful shutdown or reload drops
+ * the request.
  */
 
 #ifndef _NGX_EDGE_WAIT_H_INCLUDED_
