@@ -17,7 +17,7 @@ my $redis = "127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT}";
 sub http {
     return <<"HTTP";
     ratelimit_redis r $redis timeout=2s;
-    ratelimit_zone \$arg_k zone=z:32k rate=1r/m redis=r on_failure=closed;
+    ratelimit_zone \$arg_k zone=z:32k rate=1r/h redis=r on_failure=closed;
     server {
         listen 127.0.0.1:\$PORT;
         location = /ok { return 200 "ok\\n"; }
