@@ -20,10 +20,12 @@
  *   - client abort: while a main request waits, its read handler is
  *     ngx_http_test_reading, so a client that goes away finalizes the
  *     request at once (a subrequest leaves the connection's read events
- *     to its main request, which finalizes both); the request's pool cleanup then calls the module's
- *     detach handler, which must detach every pending operation (its reply
- *     will find no request: the operation's data must not live in r->pool
- *     past the detach), and ngx_edge_wait_done() must not be called after;
+ *     to its main request, which finalizes both);
+ *   - detach: when the request goes away (abort, shutdown, any
+ *     finalization) with operations pending, its pool cleanup calls the
+ *     module's detach handler once, which must detach every pending
+ *     operation from its client, so that no callback runs later on freed
+ *     memory; ngx_edge_wait_done() is then never called for them;
  *   - internal redirects wipe module contexts but not pool cleanups:
  *     ngx_edge_wait_find() finds a module's wait again.
  *
