@@ -15,8 +15,8 @@
 #include "ngx_http_ratelimit_module.h"
 
 
-/* entries per byte of the zone's size: a 1m zone caches 4096 keys per
- * worker (at most about 1.3 MB with the longest keys) */
+/* one entry per this many bytes of the zone: a 1m zone caches 4096 keys per
+ * worker (at most about 1.4 MB with the longest keys) */
 #define NGX_HTTP_RATELIMIT_DENY_BYTES  256
 
 
