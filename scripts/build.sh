@@ -41,7 +41,11 @@ die() { echo "build: $*" >&2; exit 1; }
 #                                        missing here;
 #   --with-{openssl,pcre,zlib,libatomic}=DIR  library sources on the
 #                                        machine that built the binary;
-#                                        the system's headers are used.
+#                                        the system's headers are used;
+#   -pie in --with-ld-opt                (nginx.org's packages) a shared
+#                                        object is no executable: gcc
+#                                        ignores it with -shared, clang
+#                                        warns.
 modules_only_flags() {
     local a compat=
     while IFS= read -r a; do
@@ -51,6 +55,9 @@ modules_only_flags() {
             --with-openssl=*|--with-pcre=*|--with-zlib=*|--with-libatomic=*)
                 continue ;;
             --with-compat) compat=yes ;;
+            --with-ld-opt=*)
+                a=$(printf '%s\n' "$a" | sed -e 's/ -pie\( \|$\)/\1/g' -e 's/=-pie\( \|$\)/=/')
+                [ "$a" = --with-ld-opt= ] && continue ;;
         esac
         printf '%s\n' "$a"
     done

@@ -67,14 +67,14 @@ sub run {
     is $rc, 0, 'build.sh --print-flags succeeds';
     is $out, join('', map { "$_\n" }
         '--prefix=/etc/nginx', '--with-cc-opt=-g -O2 -DX="a b"',
-        '--with-ld-opt=-Wl,-z,relro -pie', '--with-http_stub_status_module',
+        '--with-ld-opt=-Wl,-z,relro', '--with-http_stub_status_module',
         '--with-threads', '--with-pcre-jit', '--without-http_gzip_module',
         '--with-compat'),
-      'the target\'s own flags, unquoted, other addons, dynamic built-ins '
-      . 'and library source trees dropped, --with-compat added';
+      'the target\'s own flags, unquoted, other addons, dynamic built-ins, '
+      . 'library source trees and -pie dropped, --with-compat added';
 
     my $debian = fake_nginx('deb', '1.22.1',
-        q{--with-compat --with-debug --with-http_ssl_module});
+        q{--with-compat --with-debug --with-http_ssl_module --with-ld-opt=-pie});
     ($rc, $out) = run(NGINX => $debian,
                       cmd => "$root/scripts/build.sh --print-flags");
     is $out, "--with-compat\n--with-debug\n--with-http_ssl_module\n",
@@ -111,12 +111,12 @@ sub run {
     is $rc, 0, 'nothing to build for a static binary';
     like $out, qr/has the edge modules compiled in/, 'and it says so';
 
-    ($rc, $out) = run(NGINX => $static, TEST_NGINX_LOAD_MODULES => '',
-        cmd => qq{$root/t/fixtures.sh sh -c 'echo "load=[\$TEST_NGINX_LOAD_MODULES] nginx=\$EDGE_NGINX env=\${NGINX-unset}"'});
+    ($rc, $out) = run(NGINX => $static, TEST_NGINX_LOAD_MODULES => '/preset/x.so',
+        cmd => qq{$root/t/fixtures.sh sh -c 'echo "load=[\$TEST_NGINX_LOAD_MODULES] nginx=\$EDGE_NGINX env=\${NGINX-unset} debug=[\$TEST_EDGE_NGINX_DEBUG]"'});
     is $rc, 0, 'fixtures start for a static binary';
-    like $out, qr/^load=\[\] nginx=\Q$static\E env=unset$/m,
+    like $out, qr/^load=\[\] nginx=\Q$static\E env=unset debug=\[\]$/m,
          'the harness loads no .so into a static binary, and runs it '
-         . '(NGINX, which nginx reads itself, is not passed on)';
+         . '(NGINX, which nginx reads itself, is not passed on; no --with-debug)';
 }
 
 

@@ -19,7 +19,9 @@
 # build/modules/*.so, which must have been built for that nginx
 # (scripts/build.sh notes the target in build/modules/.target); when the
 # binary has the modules compiled in (a static build), it is empty (also
-# when preset): no .so is loaded.
+# when preset): no .so is loaded.  TEST_EDGE_NGINX_DEBUG is 1 when that
+# nginx is built --with-debug (a test reading debug-level log lines needs
+# it; nginx.org's nginx is not, its nginx-debug is), else empty.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -114,6 +116,12 @@ if edge_nginx_static "$EDGE_NGINX"; then
 else
     export TEST_NGINX_LOAD_MODULES=${TEST_NGINX_LOAD_MODULES:-${modules# }}
 fi
+
+TEST_EDGE_NGINX_DEBUG=
+if edge_nginx_configure_args "$EDGE_NGINX" | grep -qx -- --with-debug; then
+    TEST_EDGE_NGINX_DEBUG=1
+fi
+export TEST_EDGE_NGINX_DEBUG
 
 echo "fixtures: nginx $EDGE_NGINX ($(edge_nginx_version "$EDGE_NGINX")$(edge_nginx_static "$EDGE_NGINX" && echo ', modules compiled in')), redis 127.0.0.1:$redis_port, postgresql 127.0.0.1:$pg_port, nginx port $TEST_NGINX_PORT"
 "$@"
