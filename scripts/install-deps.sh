@@ -9,7 +9,7 @@ test_pkgs="$build_pkgs perl procps redis-server redis-tools postgresql postgresq
            libtest-base-perl libtext-diff-perl libtest-longstring-perl
            libwww-perl liburi-perl valgrind prometheus"
 bench_pkgs="$test_pkgs wrk"
-deb_pkgs="$build_pkgs debhelper dpkg-dev curl"
+deb_pkgs="$build_pkgs build-essential debhelper dpkg-dev curl"
 
 case "${1:-test}" in
     build) want=$build_pkgs ;;
