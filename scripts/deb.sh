@@ -10,6 +10,9 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# the packages are for Debian's nginx, whatever NGINX says; and the build's
+# `nginx -t` (dh_auto_test) must not see a variable nginx reads itself
+unset NGINX
 out=$root/build/deb
 version=$(dpkg-parsechangelog -l "$root/debian/changelog" -S Version)
 stage=$out/nginx-edge-modules-$version
