@@ -66,11 +66,15 @@ ngx_edge_wait_phase(ngx_edge_wait_t *wait)
 
     r = wait->request;
 
-    /* the replies resume the phase engine; meanwhile a client that goes
-     * away is noticed, and nothing is written */
+    /* the replies resume the phase engine; meanwhile nothing is written,
+     * and a client that goes away is noticed (the connection's read
+     * events go to the main request: a subrequest leaves them to it) */
     wait->waiting = 1;
-    r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_request_empty_handler;
+
+    if (r == r->main) {
+        r->read_event_handler = ngx_http_test_reading;
+    }
 
     return NGX_AGAIN;
 }
@@ -100,7 +104,10 @@ ngx_edge_wait_done(ngx_edge_wait_t *wait)
     r = wait->request;
     c = r->connection;
 
-    r->read_event_handler = ngx_http_block_reading;
+    if (r == r->main) {
+        r->read_event_handler = ngx_http_block_reading;
+    }
+
     r->write_event_handler = ngx_http_core_run_phases;
 
     ngx_http_core_run_phases(r);

@@ -12,23 +12,27 @@
  *     has finished, not at the first reply (so several commands of one
  *     request, or a command that answers while the handler is still
  *     sending others, never resume it early);
- *   - resume: through ngx_http_core_run_phases(), so that the phase
- *     handler is called again and returns its decision (a status code is
- *     then finalized by the phase engine, as for any phase handler), then
- *     the posted subrequests run;
- *   - client abort: while waiting, the read handler is
+ *   - resume: through ngx_http_core_run_phases() of the waiting request
+ *     (a main request or a subrequest), so that the phase handler is
+ *     called again and returns its decision (a status code is then
+ *     finalized by the phase engine, as for any phase handler), then the
+ *     posted requests run;
+ *   - client abort: while a main request waits, its read handler is
  *     ngx_http_test_reading, so a client that goes away finalizes the
- *     request at once; the request's pool cleanup then calls the module's
- *     detach handler, which must detach every pending operation (its reply
- *     will find no request: the operation's data must not live in r->pool
- *     past the detach), and ngx_edge_wait_done() must not be called after;
+ *     request at once (a subrequest leaves the connection's read events
+ *     to its main request, which finalizes both);
+ *   - detach: when the request goes away (abort, shutdown, any
+ *     finalization) with operations pending, its pool cleanup calls the
+ *     module's detach handler once, which must detach every pending
+ *     operation from its client, so that no callback runs later on freed
+ *     memory; ngx_edge_wait_done() is then never called for them;
  *   - internal redirects wipe module contexts but not pool cleanups:
  *     ngx_edge_wait_find() finds a module's wait again.
  *
- * What it leaves to the operation: its own timer.  A timer a waiting
- * request depends on must not be cancelable (a graceful shutdown would
- * drop the request); the Redis client's command timers are not while a
- * request is attached.
+ * What it leaves to the operation's client (ngx_edge_redis, ...): its own
+ * timer.  A timer a waiting request depends on must not be cancelable
+ * while the request is attached, or a graceful shutdown or reload drops
+ * the request.
  */
 
 #ifndef _NGX_EDGE_WAIT_H_INCLUDED_

@@ -66,17 +66,142 @@ ngx_http_ratelimit_create_loc_conf(ngx_conf_t *cf)
 }
 
 
+/*
+ * The bounds of the GCRA arithmetic: every product of a count and an
+ * interval stays within NGX_EDGE_EXACT_MAX (2^50 us), so that sums of two
+ * such terms and a timestamp are exact in C and in the Lua script, and
+ * nothing overflows.  The largest n with n * interval within the bound:
+ */
+
+static int64_t
+ngx_http_ratelimit_max_units(ngx_http_ratelimit_rate_t *rate)
+{
+    return NGX_EDGE_EXACT_MAX / rate->interval;
+}
+
+
+static u_char
+ngx_http_ratelimit_period_unit(ngx_http_ratelimit_rate_t *rate)
+{
+    return rate->period == 1 ? 's' : (rate->period == 60 ? 'm' : 'h');
+}
+
+
+/* burst, delay and cost of one limit at one rate (the zone's or a tier's,
+ * whose own burst, if any, replaces the limit's) */
+
+static ngx_int_t
+ngx_http_ratelimit_check_bounds(ngx_conf_t *cf,
+    ngx_http_ratelimit_limit_t *limit, ngx_http_ratelimit_zone_t *zone,
+    ngx_http_ratelimit_tier_t *tier)
+{
+    u_char                      where[128], *p;
+    int64_t                     max;
+    const char                 *what;
+    ngx_int_t                   value, burst;
+    ngx_http_ratelimit_rate_t  *rate;
+
+    rate = tier ? &tier->rate : &zone->rate;
+    max = ngx_http_ratelimit_max_units(rate);
+
+    if (tier) {
+        p = ngx_snprintf(where, sizeof(where) - 1, "tier \"%V\" (rate=%uir/%c)",
+                         &tier->name, rate->count,
+                         ngx_http_ratelimit_period_unit(rate));
+    } else {
+        p = ngx_snprintf(where, sizeof(where) - 1, "rate=%uir/%c",
+                         rate->count, ngx_http_ratelimit_period_unit(rate));
+    }
+
+    *p = '\0';
+
+    if (tier && tier->burst >= 0) {
+        burst = -1;       /* the tier's own, checked by ratelimit_tier */
+
+    } else {
+        burst = limit->burst < 0 ? 0 : limit->burst;
+    }
+
+    if (burst >= max) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ratelimit\" zone=%V burst=%i is too large for %s: "
+                      "(burst + 1) * interval must not exceed 2^50 us, "
+                      "burst=%L at most in %V:%ui",
+                      &zone->name, burst, where, max - 1,
+                      &limit->conf_file, limit->conf_line);
+        return NGX_ERROR;
+    }
+
+    if (limit->cost_value == NULL && (int64_t) limit->cost > max) {
+        what = "cost";
+        value = limit->cost;
+        goto failed;
+    }
+
+    if ((int64_t) limit->delay > max) {
+        what = "delay";
+        value = limit->delay;
+        goto failed;
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "\"ratelimit\" zone=%V %s=%i is too large for %s: "
+                  "%s * interval must not exceed 2^50 us, %s=%L at most "
+                  "in %V:%ui",
+                  &zone->name, what, value, where, what, what, max,
+                  &limit->conf_file, limit->conf_line);
+    return NGX_ERROR;
+}
+
+
 char *
 ngx_http_ratelimit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
     ngx_http_ratelimit_loc_conf_t *prev = parent;
     ngx_http_ratelimit_loc_conf_t *conf = child;
 
-    ngx_uint_t                   i;
+    ngx_uint_t                   i, j;
+    ngx_http_ratelimit_zone_t   *zone;
+    ngx_http_ratelimit_tier_t   *tiers;
     ngx_http_ratelimit_limit_t  *limits;
 
     if (conf->limits == NULL) {
         conf->limits = prev->limits;
+    }
+
+    if (conf->limits) {
+        /* the zone and its tiers are all known by now (an inherited limit
+         * is checked again: cheap, and the http level has no merge) */
+        limits = conf->limits->elts;
+
+        for (i = 0; i < conf->limits->nelts; i++) {
+            zone = limits[i].shm_zone->data;
+
+            if (zone == NULL) {
+                continue;     /* reported below */
+            }
+
+            if (ngx_http_ratelimit_check_bounds(cf, &limits[i], zone, NULL)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            tiers = zone->tiers.elts;
+
+            for (j = 0; j < zone->tiers.nelts; j++) {
+                if (ngx_http_ratelimit_check_bounds(cf, &limits[i], zone,
+                                                    &tiers[j])
+                    != NGX_OK)
+                {
+                    return NGX_CONF_ERROR;
+                }
+            }
+        }
     }
 
     if (conf->limits) {
@@ -106,11 +231,12 @@ ngx_http_ratelimit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /* zone and tier names appear in headers and metric labels: keep them to
- * a token's characters */
+ * a token's characters, ASCII whatever the locale (isalnum() is not) */
 
 static ngx_int_t
 ngx_http_ratelimit_valid_name(ngx_str_t *name)
 {
+    u_char  c;
     size_t  i;
 
     if (name->len == 0 || name->len > 64) {
@@ -118,8 +244,10 @@ ngx_http_ratelimit_valid_name(ngx_str_t *name)
     }
 
     for (i = 0; i < name->len; i++) {
-        if (!(isalnum(name->data[i]) || name->data[i] == '_'
-              || name->data[i] == '-' || name->data[i] == '.'))
+        c = name->data[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
         {
             return NGX_ERROR;
         }
@@ -525,6 +653,8 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    ngx_http_ratelimit_deny_init(&zone->deny, size);
+
     shm_zone->init = ngx_http_ratelimit_init_zone;
     shm_zone->data = zone;
     zone->shm_zone = shm_zone;
@@ -631,6 +761,17 @@ ngx_http_ratelimit_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" needs \"zone=\", \"tier=\" and \"rate=\"",
                            &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (tier->burst >= ngx_http_ratelimit_max_units(&tier->rate)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" burst=%i is too large for rate=%uir/%c: "
+                           "(burst + 1) * interval must not exceed 2^50 us, "
+                           "burst=%L at most", &cmd->name, tier->burst,
+                           tier->rate.count,
+                           ngx_http_ratelimit_period_unit(&tier->rate),
+                           ngx_http_ratelimit_max_units(&tier->rate) - 1);
         return NGX_CONF_ERROR;
     }
 
@@ -858,8 +999,10 @@ ngx_http_ratelimit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 continue;
             }
 
+            /* bounded by the zone's rates once they are all known: see
+             * ngx_http_ratelimit_check_bounds() */
             cost = ngx_atoi(s.data, s.len);
-            if (cost == NGX_ERROR || cost > 1000000) {
+            if (cost == NGX_ERROR) {
                 goto invalid;
             }
             continue;
@@ -909,6 +1052,8 @@ ngx_http_ratelimit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     limit->nodelay = nodelay;
     limit->cost = cost;
     limit->cost_value = cost_value;
+    limit->conf_file = cf->conf_file->file.name;
+    limit->conf_line = cf->conf_file->line;
 
     return NGX_CONF_OK;
 

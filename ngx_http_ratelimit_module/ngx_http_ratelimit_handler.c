@@ -79,16 +79,24 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
 
     rlcf = ngx_http_get_module_loc_conf(r, ngx_http_ratelimit_module);
 
-    if (rlcf->limits == NULL || r != r->main) {
+    if (rlcf->limits == NULL) {
         return NGX_DECLINED;
     }
 
+    /*
+     * Once per main request, as limit_req: the first of the main request
+     * and its subrequests (auth_request, SSI, mirror) that reaches a
+     * limited location is limited, the others are not.  Subrequests share
+     * the main request's pool, so the decision's ctx is found through its
+     * pool cleanup from any of them.
+     */
     ctx = ngx_http_ratelimit_get_ctx(r);
 
     if (ctx) {
-        if (ctx->done) {
+        if (ctx->done || ctx->wait.request != r) {
             /* after a delay, or after an internal redirect (error_page,
-             * try_files): a request is limited once, as with limit_req */
+             * try_files), or limited by another request of the same main
+             * request: a request is limited once, as with limit_req */
             return NGX_DECLINED;
         }
 
@@ -113,6 +121,12 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
     }
 
     ngx_http_set_ctx(r, ctx, ngx_http_ratelimit_module);
+
+    if (r != r->main) {
+        /* the decision is the main request's: its headers, its
+         * $ratelimit_status */
+        ngx_http_set_ctx(r->main, ctx, ngx_http_ratelimit_module);
+    }
 
     rc = ngx_http_ratelimit_start(r, rlcf, ctx);
     if (rc != NGX_OK) {
@@ -159,12 +173,16 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
             continue;     /* an empty key is not limited */
         }
 
-        if (rc != NGX_OK) {
+        if (rc != NGX_OK && rc != NGX_BUSY) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         n++;
         ctx->nchecks = n;
+
+        if (rc == NGX_BUSY) {
+            continue;     /* decided already */
+        }
 
         if (chk->zone->redis == NULL) {
             ngx_http_ratelimit_local(chk, now);
@@ -175,7 +193,7 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
             continue;
         }
 
-        if (ngx_http_ratelimit_send(r, ctx, chk, now) != NGX_OK) {
+        if (ngx_http_ratelimit_send(r, ctx, chk) != NGX_OK) {
             ngx_http_ratelimit_fail(chk, now);
         }
     }
@@ -244,7 +262,7 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
                 && ngx_strncmp(tiers[i].name.data, tier.data, tier.len) == 0)
             {
                 chk->tier = &tiers[i];
-                chk->tier_index = i + 1;
+                chk->tier_name = tiers[i].name;
                 rate = &tiers[i].rate;
                 burst = tiers[i].burst;
                 break;
@@ -267,11 +285,27 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
 
         n = ngx_atoi(cost.data, cost.len);
 
-        if (n == NGX_ERROR || n > 1000000) {
+        if (n == NGX_ERROR) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "ratelimit: invalid cost \"%V\", 1 is used",
                           &cost);
             n = 1;
+        }
+
+        if (n > NGX_EDGE_EXACT_MAX / rate->interval) {
+            /* past the bound of exact arithmetic; also more than the
+             * bucket holds (burst + 1 is within the bound): it could never
+             * pass, so it is refused without touching the bucket */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "ratelimit: cost \"%V\" exceeds the largest cost "
+                          "of zone \"%V\" (%L at rate=%uir/%c), the request "
+                          "is refused", &cost, &zone->name,
+                          NGX_EDGE_EXACT_MAX / rate->interval, rate->count,
+                          rate->period == 1 ? 's'
+                          : (rate->period == 60 ? 'm' : 'h'));
+
+            chk->status = NGX_HTTP_RATELIMIT_REJECTED;
+            return NGX_BUSY;
         }
 
         chk->gcra.cost = n;

@@ -202,6 +202,7 @@ ngx_http_ratelimit_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                        i;
     ngx_edge_redis_server_t         **servers;
+    ngx_http_ratelimit_zone_t       **zones;
     ngx_http_ratelimit_main_conf_t   *rmcf;
 
     rmcf = ngx_http_cycle_get_module_main_conf(cycle,
@@ -214,6 +215,12 @@ ngx_http_ratelimit_exit_process(ngx_cycle_t *cycle)
 
     for (i = 0; i < rmcf->redis.nelts; i++) {
         ngx_edge_redis_exit_worker(servers[i]);
+    }
+
+    zones = rmcf->zones.elts;
+
+    for (i = 0; i < rmcf->zones.nelts; i++) {
+        ngx_http_ratelimit_deny_free(&zones[i]->deny);
     }
 
     ngx_http_ratelimit_pg_exit_process(cycle, rmcf);

@@ -9,11 +9,13 @@
 #include "ngx_edge_common.h"
 #include "ngx_edge_stats.h"
 #include "ngx_edge_redis.h"
+#include "ngx_edge_time.h"
 #include "ngx_edge_wait.h"
 
 
 #define NGX_HTTP_RATELIMIT_MAX_TIERS     32
 #define NGX_HTTP_RATELIMIT_MAX_KEY_LEN   200   /* longer keys are hashed */
+#define NGX_HTTP_RATELIMIT_LOG_INTERVAL  5000  /* ms, one failure line */
 
 #define NGX_HTTP_RATELIMIT_CLOCK_REDIS   0
 #define NGX_HTTP_RATELIMIT_CLOCK_NGINX   1
@@ -91,12 +93,11 @@ typedef struct {
 /* a shared-memory entry: one key (and tier) of one zone */
 typedef struct {
     u_char                       color;
-    u_char                       tier;
-    u_short                      len;
+    u_char                       tier_len;     /* the tier's name, then */
+    u_short                      len;          /* the key, in data */
     ngx_queue_t                  queue;
     int64_t                      tat;          /* local buckets, us */
-    int64_t                      deny_until;   /* nginx clock, us */
-    int64_t                      ban_until;
+    int64_t                      ban_until;    /* monotonic, us */
     int64_t                      window_end;   /* local ban counting */
     ngx_uint_t                   rejects;
     u_char                       data[1];
@@ -108,6 +109,20 @@ typedef struct {
     ngx_rbtree_node_t            sentinel;
     ngx_queue_t                  queue;
 } ngx_http_ratelimit_shctx_t;
+
+
+/*
+ * Redis mode's deny and ban cache: refusals and bans Redis gave this
+ * worker, so that a refused key is refused again without asking Redis.
+ * In the worker's memory: read and written without a lock.
+ */
+typedef struct {
+    ngx_rbtree_t                 rbtree;
+    ngx_rbtree_node_t            sentinel;
+    ngx_queue_t                  lru;
+    ngx_uint_t                   n;
+    ngx_uint_t                   max;
+} ngx_http_ratelimit_deny_cache_t;
 
 
 typedef struct {
@@ -131,7 +146,8 @@ typedef struct {
     ngx_msec_t                   ban_window;
     ngx_msec_t                   ban_duration;
 
-    time_t                       log_next;     /* this worker's */
+    ngx_edge_log_gate_t          log_gate;     /* this worker's */
+    ngx_http_ratelimit_deny_cache_t  deny;     /* this worker's */
 
     ngx_edge_stats_id_t          st_decisions[NGX_HTTP_RATELIMIT_NSTATUS];
 } ngx_http_ratelimit_zone_t;
@@ -144,6 +160,8 @@ typedef struct {
     unsigned                     nodelay:1;
     ngx_uint_t                   cost;
     ngx_http_complex_value_t    *cost_value;
+    ngx_str_t                    conf_file;    /* where it was written, */
+    ngx_uint_t                   conf_line;    /* for the bound checks */
 } ngx_http_ratelimit_limit_t;
 
 
@@ -165,7 +183,7 @@ typedef struct {
     ngx_http_ratelimit_limit_t  *limit;
     ngx_http_ratelimit_zone_t   *zone;
     ngx_http_ratelimit_tier_t   *tier;         /* NULL: the zone's rate */
-    ngx_uint_t                   tier_index;   /* 0: the zone's rate */
+    ngx_str_t                    tier_name;    /* empty: the zone's rate */
     ngx_str_t                    key;
     ngx_http_ratelimit_gcra_t    gcra;
 
@@ -193,15 +211,12 @@ struct ngx_http_ratelimit_ctx_s {
 };
 
 
-static ngx_inline int64_t
-ngx_http_ratelimit_now(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (int64_t) tp->sec * 1000000 + (int64_t) tp->msec * 1000;
-}
+/*
+ * "now" for what this node keeps (shared-memory buckets, the deny and ban
+ * caches, expiry): the monotonic clock, which never steps.  The wall clock
+ * is read only for Redis with clock=nginx, where nodes must agree.
+ */
+#define ngx_http_ratelimit_now()  ngx_edge_mono_usec()
 
 
 extern ngx_module_t  ngx_http_ratelimit_module;
@@ -218,21 +233,28 @@ int64_t ngx_http_ratelimit_remaining(ngx_http_ratelimit_check_t *chk);
 /* ngx_http_ratelimit_shm.c: buckets and caches in shared memory */
 void ngx_http_ratelimit_gcra(ngx_http_ratelimit_gcra_t *g, int64_t now,
     int64_t *tat, ngx_http_ratelimit_verdict_t *v);
-ngx_flag_t ngx_http_ratelimit_cached(ngx_http_ratelimit_check_t *chk,
-    int64_t now);
 void ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now);
-void ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk,
-    ngx_flag_t ban, int64_t now);
 ngx_int_t ngx_http_ratelimit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+uint32_t ngx_http_ratelimit_hash(ngx_str_t *tier, ngx_str_t *key);
+ngx_int_t ngx_http_ratelimit_key_cmp(ngx_str_t *tier, ngx_str_t *key,
+    u_char *data, size_t tier_len, size_t len);
+
+/* ngx_http_ratelimit_deny.c: Redis mode's deny and ban cache, per worker */
+void ngx_http_ratelimit_deny_init(ngx_http_ratelimit_deny_cache_t *cache,
+    size_t zone_size);
+ngx_flag_t ngx_http_ratelimit_cached(ngx_http_ratelimit_check_t *chk,
+    int64_t now);
+void ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk,
+    ngx_flag_t ban, int64_t now);
+void ngx_http_ratelimit_deny_free(ngx_http_ratelimit_deny_cache_t *cache);
 
 /* ngx_http_ratelimit_redis.c: decisions in Redis */
 extern ngx_str_t  ngx_http_ratelimit_lua;
 extern ngx_str_t  ngx_http_ratelimit_ban_lua;
 
 ngx_int_t ngx_http_ratelimit_send(ngx_http_request_t *r,
-    ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk,
-    int64_t now);
+    ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk);
 
 /* ngx_http_ratelimit_headers.c: response headers and variables */
 ngx_int_t ngx_http_ratelimit_header_filter_init(ngx_conf_t *cf);

@@ -7,6 +7,8 @@
 
 
 
+static void ngx_http_ratelimit_log_reply(ngx_http_ratelimit_check_t *chk,
+    redisReply *reply);
 static void ngx_http_ratelimit_redis_reply(void *data, redisReply *reply,
     ngx_int_t rc);
 
@@ -20,16 +22,57 @@ static void ngx_http_ratelimit_redis_reply(void *data, redisReply *reply,
  * tau (computed in C: each tonumber() costs Redis a third of a
  * microsecond), now ("" for Redis's clock, read once per batch) [, ban
  * threshold, ban window ms, ban duration ms].  Times in microseconds;
- * cost <= 10^6 and interval <= 3.6 * 10^9 keep every sum below 2^53,
- * exact in Lua's doubles.
+ * cost * interval and interval + tau are within NGX_EDGE_EXACT_MAX (2^50,
+ * checked when the configuration is read and, for a cost from a variable,
+ * per request), so every sum with a timestamp stays below 2^53, exact in
+ * Lua's doubles.
  * One element per item: an integer x >= 0, passed, the bucket's excess
- * x; an integer x < 0, refused, excess -1 - x; {ttl}, banned.  A refusal
- * writes nothing unless bans are on.  ngx_http_ratelimit_parse_reply()
- * derives the rest from the item's own interval, tau and cost.
+ * x; an integer x < 0, refused, excess -1 - x; {ttl}, banned; an error
+ * (a key of another type, a bucket that is not a number).  Each item is
+ * decided under pcall, so that one bad item fails alone (Redis does not
+ * roll back a script: a failing call must not abort the items after it
+ * while those before stay written), and an item fails before it writes.
+ * A refusal writes nothing unless bans are on.
+ * ngx_http_ratelimit_parse_reply() derives the rest from the item's own
+ * interval, tau and cost.
  */
 
 #define NGX_HTTP_RATELIMIT_LUA_BODY                                           \
     "local out, clock = {}, nil\n"                                            \
+    "local function decide(k, a, now)\n"                                      \
+    "  local ban = 0\n"                                                       \
+    "  if K == 3 then ban = redis.call('PTTL', KEYS[k + 3]) end\n"            \
+    "  if ban > 0 then return {ban * 1000} end\n"                             \
+    "  local tat = redis.call('GET', KEYS[k + 1])\n"                          \
+    "  if tat then\n"                                                         \
+    "    tat = tonumber(tat)\n"                                               \
+    "    if not tat then\n"                                                   \
+    "      return redis.error_reply('ERR the bucket ' .. KEYS[k + 1]\n"       \
+    "                               .. ' does not hold a number')\n"          \
+    "    end\n"                                                               \
+    "    if tat < now then tat = now end\n"                                   \
+    "  else\n"                                                                \
+    "    tat = now\n"                                                         \
+    "  end\n"                                                                 \
+    "  local new_tat = tat + tonumber(ARGV[a + 1])\n"                         \
+    "  if new_tat - tonumber(ARGV[a + 2]) <= now then\n"                      \
+    "    redis.call('SET', KEYS[k + 1], string.format('%d', new_tat),\n"      \
+    "               'PX', math.floor((new_tat - now) / 1000) + 1)\n"          \
+    "    return tat - now\n"                                                  \
+    "  end\n"                                                                 \
+    "  if K == 3 then\n"                                                      \
+    "    local n = redis.call('INCR', KEYS[k + 2])\n"                         \
+    "    if n == 1 then\n"                                                    \
+    "      redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 5])\n"                 \
+    "    end\n"                                                               \
+    "    if n >= tonumber(ARGV[a + 4]) then\n"                                \
+    "      redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 6])\n"          \
+    "      redis.call('DEL', KEYS[k + 2])\n"                                  \
+    "      return {tonumber(ARGV[a + 6]) * 1000}\n"                           \
+    "    end\n"                                                               \
+    "  end\n"                                                                 \
+    "  return -1 - (tat - now)\n"                                             \
+    "end\n"                                                                   \
     "for i = 1, #KEYS / K do\n"                                               \
     "  local k, a = (i - 1) * K, (i - 1) * A\n"                               \
     "  local now = ARGV[a + 3]\n"                                             \
@@ -42,31 +85,13 @@ static void ngx_http_ratelimit_redis_reply(void *data, redisReply *reply,
     "  else\n"                                                                \
     "    now = tonumber(now)\n"                                               \
     "  end\n"                                                                 \
-    "  local ban = 0\n"                                                       \
-    "  if K == 3 then ban = redis.call('PTTL', KEYS[k + 3]) end\n"            \
-    "  if ban > 0 then\n"                                                     \
-    "    out[i] = {ban * 1000}\n"                                             \
+    "  local ok, res = pcall(decide, k, a, now)\n"                            \
+    "  if ok then\n"                                                          \
+    "    out[i] = res\n"                                                      \
+    "  elseif type(res) == 'table' and res.err then\n"                        \
+    "    out[i] = res\n"                                                      \
     "  else\n"                                                                \
-    "    local tat = tonumber(redis.call('GET', KEYS[k + 1])) or now\n"       \
-    "    if tat < now then tat = now end\n"                                   \
-    "    local new_tat = tat + tonumber(ARGV[a + 1])\n"                       \
-    "    if new_tat - tonumber(ARGV[a + 2]) <= now then\n"                    \
-    "      redis.call('SET', KEYS[k + 1], string.format('%d', new_tat),\n"    \
-    "                 'PX', math.floor((new_tat - now) / 1000) + 1)\n"        \
-    "      out[i] = tat - now\n"                                              \
-    "    else\n"                                                              \
-    "      out[i] = -1 - (tat - now)\n"                                       \
-    "      if K == 3 then\n"                                                  \
-    "        local n = redis.call('INCR', KEYS[k + 2])\n"                     \
-    "        if n == 1 then redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 5])"  \
-    " end\n"                                                                  \
-    "        if n >= tonumber(ARGV[a + 4]) then\n"                            \
-    "          redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 6])\n"      \
-    "          redis.call('DEL', KEYS[k + 2])\n"                              \
-    "          out[i] = {tonumber(ARGV[a + 6]) * 1000}\n"                     \
-    "        end\n"                                                           \
-    "      end\n"                                                             \
-    "    end\n"                                                               \
+    "    out[i] = {err = 'ERR ' .. tostring(res)}\n"                          \
     "  end\n"                                                                 \
     "end\n"                                                                   \
     "return out\n"
@@ -80,7 +105,7 @@ ngx_str_t  ngx_http_ratelimit_ban_lua = ngx_string(
 
 ngx_int_t
 ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
-    ngx_http_ratelimit_check_t *chk, int64_t now)
+    ngx_http_ratelimit_check_t *chk)
 {
     u_char                     *p, *keys;
     size_t                      len;
@@ -123,7 +148,9 @@ ngx_http_ratelimit_send(ngx_http_request_t *r, ngx_http_ratelimit_ctx_t *ctx,
     ngx_http_ratelimit_arg(1, "%L", chk->gcra.interval + chk->gcra.tau);
 
     if (zone->clock == NGX_HTTP_RATELIMIT_CLOCK_NGINX) {
-        ngx_http_ratelimit_arg(2, "%L", now);
+        /* the nodes' shared time: the wall clock (the local "now" is
+         * monotonic, this node's own) */
+        ngx_http_ratelimit_arg(2, "%L", ngx_edge_wall_usec());
 
     } else {
         chk->argv[a + 2] = "";
@@ -206,19 +233,59 @@ ngx_http_ratelimit_parse_reply(redisReply *reply,
 }
 
 
+/*
+ * A reply that decides nothing: an item's own error (a key of another
+ * type...) or a reply of no known shape.  The item gets the failure
+ * policy; one line per interval and worker, since a poisoned key or a
+ * Redis that answers nonsense would otherwise log on every request.
+ */
+
+static void
+ngx_http_ratelimit_log_reply(ngx_http_ratelimit_check_t *chk,
+    redisReply *reply)
+{
+    ngx_uint_t                  suppressed;
+    ngx_http_request_t         *r;
+    ngx_http_ratelimit_zone_t  *zone;
+
+    zone = chk->zone;
+    r = chk->ctx->wait.request;
+
+    if (!ngx_edge_log_gate_open(&zone->log_gate,
+                                NGX_HTTP_RATELIMIT_LOG_INTERVAL, &suppressed))
+    {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ratelimit zone \"%V\": redis \"%V\" failed the "
+                      "decision: %*s; the failure policy applies "
+                      "(%ui similar lines suppressed)",
+                      &zone->name, &zone->redis->name,
+                      (size_t) reply->len, reply->str, suppressed);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "ratelimit zone \"%V\": unexpected reply from redis "
+                  "\"%V\"; the failure policy applies "
+                  "(%ui similar lines suppressed)",
+                  &zone->name, &zone->redis->name, suppressed);
+}
+
+
 static void
 ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
 {
     ngx_http_ratelimit_check_t *chk = data;
 
     int64_t                       now;
-    ngx_http_ratelimit_zone_t    *zone;
     ngx_http_ratelimit_status_e   status;
 
     /* the check lives in r->pool: the request is alive, else the command
      * would have been detached by ngx_http_ratelimit_detach() */
 
-    zone = chk->zone;
     chk->cmd = NULL;
     now = ngx_http_ratelimit_now();
 
@@ -235,16 +302,8 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
         }
 
     } else {
-        if (rc == NGX_OK && reply->type != REDIS_REPLY_ERROR
-            && ngx_time() >= zone->log_next)
-        {
-            /* once per interval: a Redis that answers nonsense would
-             * otherwise log on every request (error replies are logged by
-             * the client already) */
-            zone->log_next = ngx_time() + 5;
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "ratelimit zone \"%V\": unexpected reply from "
-                          "redis \"%V\"", &zone->name, &zone->redis->name);
+        if (rc == NGX_OK) {
+            ngx_http_ratelimit_log_reply(chk, reply);
         }
 
         ngx_http_ratelimit_fail(chk, now);

@@ -11,7 +11,7 @@
 
 
 static ngx_http_ratelimit_node_t *ngx_http_ratelimit_lookup(
-    ngx_http_ratelimit_zone_t *zone, ngx_str_t *key, ngx_uint_t tier,
+    ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier, ngx_str_t *key,
     ngx_flag_t create);
 static void ngx_http_ratelimit_expire(ngx_http_ratelimit_zone_t *zone,
     ngx_uint_t n);
@@ -46,44 +46,6 @@ ngx_http_ratelimit_gcra(ngx_http_ratelimit_gcra_t *g, int64_t now,
 }
 
 
-/* Redis mode: the zone's ban and deny caches decide without Redis */
-
-ngx_flag_t
-ngx_http_ratelimit_cached(ngx_http_ratelimit_check_t *chk, int64_t now)
-{
-    ngx_flag_t                  hit;
-    ngx_http_ratelimit_zone_t  *zone;
-    ngx_http_ratelimit_node_t  *node;
-
-    zone = chk->zone;
-    hit = 0;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    node = ngx_http_ratelimit_lookup(zone, &chk->key, chk->tier_index, 0);
-
-    if (node) {
-        if (node->ban_until > now) {
-            chk->status = NGX_HTTP_RATELIMIT_BANNED;
-            chk->verdict.retry = node->ban_until - now;
-            hit = 1;
-
-        } else if (node->deny_until > now) {
-            chk->status = NGX_HTTP_RATELIMIT_REJECTED;
-            chk->verdict.retry = node->deny_until - now;
-            hit = 1;
-        }
-
-        /* the bucket refills no sooner than the refusal ends */
-        chk->verdict.reset = chk->verdict.retry;
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    return hit;
-}
-
-
 void
 ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
 {
@@ -94,14 +56,14 @@ ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_http_ratelimit_lookup(zone, &chk->key, chk->tier_index, 1);
+    node = ngx_http_ratelimit_lookup(zone, &chk->tier_name, &chk->key, 1);
 
     if (node == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
         /* as limit_req: a full zone refuses rather than forgets */
-        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                      "could not allocate node in ratelimit zone \"%V\"",
+        ngx_log_error(NGX_LOG_ALERT, chk->ctx->wait.request->connection->log,
+                      0, "could not allocate node in ratelimit zone \"%V\"",
                       &zone->name);
         chk->status = NGX_HTTP_RATELIMIT_REJECTED;
         chk->verdict.retry = chk->gcra.interval;
@@ -145,91 +107,65 @@ ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
 
 
 /*
- * The deny cache: after Redis refused, the key is refused here until a
- * request could pass, without asking Redis again.  The time is the one
- * for a request of cost 1, so a cheaper request than the refused one is
- * not refused longer than Redis would.  Zones with bans cache the ban
- * only: their refusals are counted in Redis, for every node to see.
+ * shared memory: rbtree by tier and key, LRU queue, as limit_req.  A node
+ * is known by its tier's name (empty for the zone's own rate), not by the
+ * tier's position in the configuration: reordering tiers across a reload
+ * leaves every bucket with its tier.  Its data holds the name, then the
+ * key.
  */
 
-void
-ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk, ngx_flag_t ban,
-    int64_t now)
+uint32_t
+ngx_http_ratelimit_hash(ngx_str_t *tier, ngx_str_t *key)
 {
-    int64_t                     until;
-    ngx_http_ratelimit_zone_t  *zone;
-    ngx_http_ratelimit_node_t  *node;
-
-    zone = chk->zone;
-
-    if (!ban && zone->ban_threshold) {
-        /* every refusal must reach Redis to count toward a ban there */
-        return;
-    }
-
-    if (ban) {
-        until = now + chk->verdict.retry;
-
-    } else {
-        until = now + chk->verdict.retry
-                - (chk->gcra.cost - 1) * chk->gcra.interval;
-
-        if (until <= now) {
-            return;
-        }
-    }
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    node = ngx_http_ratelimit_lookup(zone, &chk->key, chk->tier_index, 1);
-
-    if (node) {
-        if (ban) {
-            node->ban_until = until;
-
-        } else {
-            node->deny_until = until;
-        }
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-}
-
-
-/* shared memory: rbtree by key and tier, LRU queue, as limit_req */
-
-static uint32_t
-ngx_http_ratelimit_hash(ngx_str_t *key, ngx_uint_t tier)
-{
-    u_char    t;
+    u_char    sep;
     uint32_t  hash;
 
-    t = (u_char) tier;
+    sep = 0;      /* tier names are tokens: never a zero byte */
 
     ngx_crc32_init(hash);
+    ngx_crc32_update(&hash, tier->data, tier->len);
+    ngx_crc32_update(&hash, &sep, 1);
     ngx_crc32_update(&hash, key->data, key->len);
-    ngx_crc32_update(&hash, &t, 1);
     ngx_crc32_final(hash);
 
     return hash;
 }
 
 
-static ngx_int_t
-ngx_http_ratelimit_node_cmp(ngx_http_ratelimit_node_t *lr, u_char *data,
-    size_t len, ngx_uint_t tier)
+/* (tier, key) against an entry's data: its tier name, then its key */
+
+ngx_int_t
+ngx_http_ratelimit_key_cmp(ngx_str_t *tier, ngx_str_t *key, u_char *data,
+    size_t tier_len, size_t len)
 {
-    if (lr->tier != tier) {
-        return (ngx_int_t) tier - (ngx_int_t) lr->tier;
+    ngx_int_t  rc;
+
+    if (tier_len != tier->len) {
+        return (ngx_int_t) tier->len - (ngx_int_t) tier_len;
     }
 
-    return ngx_memn2cmp(data, lr->data, len, (size_t) lr->len);
+    rc = ngx_memcmp(tier->data, data, tier->len);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return ngx_memn2cmp(key->data, data + tier_len, key->len, len);
+}
+
+
+static ngx_int_t
+ngx_http_ratelimit_node_cmp(ngx_http_ratelimit_node_t *lr, ngx_str_t *tier,
+    ngx_str_t *key)
+{
+    return ngx_http_ratelimit_key_cmp(tier, key, lr->data, lr->tier_len,
+                                      lr->len);
 }
 
 
 static ngx_http_ratelimit_node_t *
-ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *key,
-    ngx_uint_t tier, ngx_flag_t create)
+ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier,
+    ngx_str_t *key, ngx_flag_t create)
 {
     size_t                      size;
     uint32_t                    hash;
@@ -237,7 +173,7 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *key,
     ngx_rbtree_node_t          *node, *sentinel;
     ngx_http_ratelimit_node_t  *lr;
 
-    hash = ngx_http_ratelimit_hash(key, tier);
+    hash = ngx_http_ratelimit_hash(tier, key);
 
     node = zone->sh->rbtree.root;
     sentinel = zone->sh->rbtree.sentinel;
@@ -256,7 +192,7 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *key,
 
         lr = (ngx_http_ratelimit_node_t *) &node->color;
 
-        rc = ngx_http_ratelimit_node_cmp(lr, key->data, key->len, tier);
+        rc = ngx_http_ratelimit_node_cmp(lr, tier, key);
 
         if (rc == 0) {
             ngx_queue_remove(&lr->queue);
@@ -273,7 +209,7 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *key,
 
     size = offsetof(ngx_rbtree_node_t, color)
            + offsetof(ngx_http_ratelimit_node_t, data)
-           + key->len;
+           + tier->len + key->len;
 
     ngx_http_ratelimit_expire(zone, 1);
 
@@ -292,14 +228,14 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *key,
 
     lr = (ngx_http_ratelimit_node_t *) &node->color;
 
-    lr->tier = (u_char) tier;
+    lr->tier_len = (u_char) tier->len;
     lr->len = (u_short) key->len;
     lr->tat = 0;
-    lr->deny_until = 0;
     lr->ban_until = 0;
     lr->window_end = 0;
     lr->rejects = 0;
-    ngx_memcpy(lr->data, key->data, key->len);
+    ngx_memcpy(ngx_cpymem(lr->data, tier->data, tier->len), key->data,
+               key->len);
 
     ngx_rbtree_insert(&zone->sh->rbtree, node);
     ngx_queue_insert_head(&zone->sh->queue, &lr->queue);
@@ -333,7 +269,7 @@ ngx_http_ratelimit_expire(ngx_http_ratelimit_zone_t *zone, ngx_uint_t n)
         lr = ngx_queue_data(q, ngx_http_ratelimit_node_t, queue);
 
         if (n++ != 0) {
-            if (lr->tat > now || lr->deny_until > now || lr->ban_until > now
+            if (lr->tat > now || lr->ban_until > now
                 || lr->window_end > now)
             {
                 return;
@@ -355,8 +291,9 @@ static void
 ngx_http_ratelimit_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
 {
-    ngx_rbtree_node_t          **p;
-    ngx_http_ratelimit_node_t   *lr, *lrt;
+    ngx_str_t                     tier, key;
+    ngx_rbtree_node_t           **p;
+    ngx_http_ratelimit_node_t    *lr, *lrt;
 
     for ( ;; ) {
 
@@ -371,8 +308,13 @@ ngx_http_ratelimit_rbtree_insert_value(ngx_rbtree_node_t *temp,
             lr = (ngx_http_ratelimit_node_t *) &node->color;
             lrt = (ngx_http_ratelimit_node_t *) &temp->color;
 
-            p = (ngx_http_ratelimit_node_cmp(lrt, lr->data, lr->len, lr->tier)
-                 < 0) ? &temp->left : &temp->right;
+            tier.data = lr->data;
+            tier.len = lr->tier_len;
+            key.data = lr->data + lr->tier_len;
+            key.len = lr->len;
+
+            p = (ngx_http_ratelimit_node_cmp(lrt, &tier, &key) < 0)
+                ? &temp->left : &temp->right;
         }
 
         if (*p == sentinel) {
@@ -401,7 +343,25 @@ ngx_http_ratelimit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     zone = shm_zone->data;
 
     if (ozone) {
-        /* nginx -s reload: buckets, bans and denials carry over */
+        /*
+         * nginx -s reload: buckets, bans and denials carry over.  As
+         * limit_req, a zone whose key changed is refused (the old entries
+         * would be read as the new key's); a rate, burst or tier change is
+         * adopted: a bucket is a time, meaningful at any rate, and tiers
+         * are known by name.
+         */
+        if (zone->key.value.len != ozone->key.value.len
+            || ngx_strncmp(zone->key.value.data, ozone->key.value.data,
+                           zone->key.value.len) != 0)
+        {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "ratelimit zone \"%V\" uses the \"%V\" key while "
+                          "previously it used the \"%V\" key: rename the "
+                          "zone, or restart nginx", &shm_zone->shm.name,
+                          &zone->key.value, &ozone->key.value);
+            return NGX_ERROR;
+        }
+
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
         return NGX_OK;

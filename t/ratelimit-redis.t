@@ -110,7 +110,7 @@ Retry-After: 120
 # is asserted in t/ratelimit-logs.t)
 --- http_config
     ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT;
-    ratelimit_zone $arg_k zone=rl:1m rate=1r/s redis=main;
+    ratelimit_zone $arg_k zone=rl:1m rate=30r/m redis=main;
 --- config
     location = /ok { return 200 "ok\n"; }
     location = /rl {
