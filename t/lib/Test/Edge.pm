@@ -9,6 +9,7 @@ use warnings;
 
 use Exporter 'import';
 use IO::Socket::INET;
+use Test::Edge::Valgrind;
 use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(
@@ -24,10 +25,12 @@ sub fixtures_dir {
 }
 
 # wait_until(SECONDS, CODE): poll CODE every 50 ms until it returns true;
-# returns its last value, so a caller can assert on it.
+# returns its last value, so a caller can assert on it.  Under valgrind
+# nginx is many times slower: the time allowed is SECONDS times
+# $Test::Edge::Valgrind::Slowdown (what is asserted stays the same).
 sub wait_until {
     my ($timeout, $code) = @_;
-    my $deadline = time + $timeout;
+    my $deadline = time + $timeout * $Test::Edge::Valgrind::Slowdown;
     while (1) {
         my $v = $code->();
         return $v if $v || time >= $deadline;

@@ -11,13 +11,25 @@ package Test::Edge::Nginx;
 #   my $res = $n->get('/path');        # { status, headers => {lc}, body }
 #   $n->stop;                          # also on destruction
 #   $n->log                            # error.log so far
+#
+# With TEST_NGINX_USE_VALGRIND, nginx (master and workers) runs under
+# valgrind memcheck in the foreground (daemon off, a child of the test),
+# and stop() adds one test: no hard memory error with one of our frames on
+# the stack in that nginx's valgrind reports (Test::Edge::Valgrind); the
+# other reports are printed as diag.
 
 use strict;
 use warnings;
 
 use File::Path qw(make_path remove_tree);
 use IO::Socket::INET;
+use POSIX ();
+use Test::Builder;
+use Test::Edge::Valgrind;
 use Time::HiRes qw(sleep time);
+
+my $Valgrind = $Test::Edge::Valgrind::Enabled;
+my $Slow     = $Test::Edge::Valgrind::Slowdown;
 
 sub free_port {
     my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
@@ -33,6 +45,8 @@ sub start {
     my $base = $ENV{TEST_NGINX_SERVROOT} || '/tmp/edge-nginx';
     $self->{prefix} = "$base-edge-$$-" . int(rand(1e6));
     $self->{port} = free_port();
+    my (undef, $file, $line) = caller;
+    $self->{started_at} = "$file line $line";
     make_path("$self->{prefix}/logs", "$self->{prefix}/conf");
 
     my $modules = join '', map { "load_module $_;\n" }
@@ -41,13 +55,16 @@ sub start {
     my $user = $> == 0 ? "user root;\n" : '';
     my $http = $o{http} // '';
     my $main = $o{main} // '';           # main-context directives
+    # under valgrind nginx stays our child: its exit is reaped and the
+    # daemon's launcher leaves no report of its own
+    my $daemon = $Valgrind ? 'off' : 'on';
     $http =~ s/\$PORT\b/$self->{port}/g;
 
     open my $fh, '>', "$self->{prefix}/conf/nginx.conf" or die $!;
     print $fh <<"CONF";
 $modules${user}worker_processes $workers;
 $main
-daemon on;
+daemon $daemon;
 master_process on;
 error_log logs/error.log info;
 pid logs/nginx.pid;
@@ -62,15 +79,56 @@ CONF
     close $fh;
 
     my $bin = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
-    system($bin, '-p', "$self->{prefix}/", '-c', 'conf/nginx.conf') == 0
-        or die "nginx failed to start:\n" . $self->log;
+    my @cmd = ($bin, '-p', "$self->{prefix}/", '-c', 'conf/nginx.conf');
+    if ($Valgrind) {
+        $self->spawn(Test::Edge::Valgrind::command("$self->{prefix}/logs",
+                                                   $bin), @cmd);
+    } else {
+        system(@cmd) == 0 or die "nginx failed to start:\n" . $self->log;
+    }
 
     # the pid file appears once the listening sockets are open
-    my $deadline = time + 10;
-    sleep 0.05 until -s "$self->{prefix}/logs/nginx.pid" || time > $deadline;
-    die "nginx wrote no pid file\n" . $self->log
-        unless -s "$self->{prefix}/logs/nginx.pid";
+    my $pidfile = "$self->{prefix}/logs/nginx.pid";
+    my $deadline = time + 10 * $Slow;
+    until (-s $pidfile || time > $deadline) {
+        die "nginx failed to start:\n" . $self->log . $self->stderr
+            if $self->{child} && !$self->child_alive;
+        sleep 0.05;
+    }
+    die "nginx wrote no pid file\n" . $self->log . $self->stderr
+        unless -s $pidfile;
     return $self;
+}
+
+# runs @cmd (valgrind and nginx) in the foreground as our child, its
+# output into logs/stderr.log
+sub spawn {
+    my ($self, @cmd) = @_;
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$self->{prefix}/logs/stderr.log";
+        open STDERR, '>&', \*STDOUT;
+        { exec { $cmd[0] } @cmd }
+        print STDERR "cannot exec $cmd[0]: $!\n";
+        POSIX::_exit(127);
+    }
+    $self->{child} = $pid;
+}
+
+sub child_alive {
+    my ($self) = @_;
+    my $pid = $self->{child} or return 0;
+    return 1 if waitpid($pid, POSIX::WNOHANG()) == 0;
+    delete $self->{child};
+    return 0;
+}
+
+sub stderr {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{prefix}/logs/stderr.log" or return '';
+    local $/;
+    return <$fh> // '';
 }
 
 sub port { $_[0]{port} }
@@ -103,7 +161,8 @@ sub get {
     my ($self, $path, %headers) = @_;
     my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                      PeerPort => $self->{port},
-                                     Timeout => 5) or die "connect: $!";
+                                     Timeout => 5 * $Slow)
+        or die "connect: $!";
     my $req = "GET $path HTTP/1.0\r\nHost: localhost\r\n";
     $req .= "$_: $headers{$_}\r\n" for sort keys %headers;
     print $sock "$req\r\n";
@@ -123,18 +182,57 @@ sub stop {
     my ($self) = @_;
     return unless $self->{prefix};
     my $pidfile = "$self->{prefix}/logs/nginx.pid";
+    my $pid;
     if (open my $fh, '<', $pidfile) {
-        chomp(my $pid = <$fh> // '');
-        if ($pid) {
-            kill 'QUIT', $pid;
-            my $deadline = time + 10;
-            sleep 0.05 while kill(0, $pid) && time < $deadline;
-            kill 'KILL', $pid if kill 0, $pid;
-        }
+        chomp($pid = <$fh> // '');
+    }
+    $pid ||= $self->{child};
+    if ($pid) {
+        # a graceful stop: valgrind checks for leaks as each process exits
+        kill 'QUIT', $pid;
+        my $deadline = time + 10 * $Slow;
+        sleep 0.05 while $self->running($pid) && time < $deadline;
+        kill 'KILL', $pid if $self->running($pid);
+    }
+    if ($self->{child}) {
+        waitpid $self->{child}, 0;
+        delete $self->{child};
     }
     $self->{stopped_log} = $self->log;
+    $self->check_valgrind if $Valgrind;
     remove_tree($self->{prefix}) unless $ENV{TEST_NGINX_NO_CLEAN};
     delete $self->{prefix};
+}
+
+# $pid still runs (our child, unreaped, counts as gone once it exited)
+sub running {
+    my ($self, $pid) = @_;
+    if ($self->{child} && $pid == $self->{child}) {
+        return $self->child_alive;
+    }
+    return kill 0, $pid;
+}
+
+# one test per nginx: no hard memory error in our code
+sub check_valgrind {
+    my ($self) = @_;
+    my ($fatal, $other) =
+        Test::Edge::Valgrind::records("$self->{prefix}/logs");
+    my $name = "valgrind: no memory error in our code in the nginx"
+             . " started at $self->{started_at}";
+    my $tb = Test::Builder->new;
+    if (${^GLOBAL_PHASE} eq 'RUN') {
+        $tb->ok(!@$fatal, $name);
+    } elsif (@$fatal) {
+        # stopped at exit, after the plan: say it loudly, fail the file
+        $tb->diag("NOT OK: $name (found after the tests ended)");
+        $? ||= 1;
+    }
+    $tb->diag($_) for @$fatal;
+    return unless @$other;
+    $tb->diag("$self->{started_at}: valgrind reported " . scalar(@$other)
+              . " issue(s) outside our code:\n"
+              . Test::Edge::Valgrind::summary($other));
 }
 
 sub final_log { $_[0]{stopped_log} // $_[0]->log }

@@ -825,10 +825,7 @@ sub check_valgrind {
     return unless @$other;
     diag($block->name . ": valgrind reported " . scalar(@$other)
          . " issue(s) outside our code:");
-    for my $rec (@$other[0 .. ($#$other > 4 ? 4 : $#$other)]) {
-        my @l = split /\n/, $rec;
-        diag("  " . join "\n  ", @l[0 .. ($#l > 3 ? 3 : $#l)]);
-    }
+    diag(Test::Edge::Valgrind::summary($other));
 }
 
 sub log_tail {

@@ -11,7 +11,6 @@ package Test::Nginx::Util;
 use strict;
 use warnings;
 
-use Cwd ();
 use Exporter 'import';
 use File::Path ();
 use File::Spec;
@@ -20,6 +19,7 @@ use IO::Socket::UNIX;
 use POSIX ();
 use Test::More ();
 use Time::HiRes ();
+use Test::Edge::Valgrind ();
 
 our @EXPORT = qw(
     repeat_each workers master_on master_off master_process_enabled
@@ -67,9 +67,9 @@ our $StderrFile = "$LogDir/nginx-stderr.log";   # nginx's own stdout/stderr
 $ENV{TEST_NGINX_SERVER_PORT} //= $ServerPort;
 $ENV{TEST_NGINX_SERVER_ROOT} = $ServRoot;
 
-our $UseValgrind = $ENV{TEST_NGINX_USE_VALGRIND} ? 1 : 0;
+our $UseValgrind = $Test::Edge::Valgrind::Enabled;
 # Everything is much slower under valgrind: scale all our waits.
-our $Slowdown    = $UseValgrind ? 5 : 1;
+our $Slowdown    = $Test::Edge::Valgrind::Slowdown;
 our $PollSleep   = 0.01;   # polling nginx and helper processes
 # Like upstream, every error.log check first sleeps 3 * TEST_NGINX_SLEEP
 # (45 ms by default) for what is logged after the response, e.g. in the log
@@ -81,7 +81,6 @@ our $LogSleep         = 3 * $TestNginxSleep;
 our $ValgrindLogSleep = 0.5;
 
 my $MainPid = $$;
-my $RepoRoot = Cwd::getcwd();   # prove is run from the repository root
 
 sub repeat_each (;$) { $RepeatEach = shift if @_; $RepeatEach }
 sub workers (;$) { $Workers = shift if @_; $Workers }
@@ -383,28 +382,7 @@ sub read_pid_file {
 }
 
 sub valgrind_cmd {
-    my $opts = $ENV{TEST_NGINX_USE_VALGRIND};
-    my @cmd = ('valgrind');
-    if ($opts =~ /^\d+$/) {
-        push @cmd, qw(--tool=memcheck --leak-check=full
-                      --show-leak-kinds=definite --num-callers=30);
-    } else {
-        push @cmd, split ' ', $opts;
-    }
-    push @cmd, "--log-file=$LogDir/valgrind.%p.log";
-    push @cmd, "--suppressions=$RepoRoot/t/valgrind.suppress"
-        if -f "$RepoRoot/t/valgrind.suppress";
-    # TEST_NGINX_BINARY may be a script that execs nginx (t/bin/nginx):
-    # valgrind must follow the exec, or nginx would run without it.
-    push @cmd, '--trace-children=yes' if is_script(nginx_binary());
-    return @cmd;
-}
-
-sub is_script {
-    my ($path) = @_;
-    open my $fh, '<', $path or return 0;
-    read $fh, my $magic, 2;
-    return ($magic // '') eq '#!';
+    return Test::Edge::Valgrind::command($LogDir, nginx_binary());
 }
 
 # Starts nginx with the current nginx.conf.  Returns (1) when it is up, or
@@ -548,52 +526,10 @@ sub error_log_peek {
 # valgrind reports
 # ---------------------------------------------------------------------------
 
-# Record kinds that fail a block when our code is on the stack ...
-my @Hard = ('Invalid read', 'Invalid write', 'Invalid free',
-            'Conditional jump or move depends on uninitialised',
-            'definitely lost');
-# ... and further ones that are only reported.
-my @Soft = ('Use of uninitialised', 'Syscall param', 'Mismatched free',
-            'Source and destination overlap');
-my $HardKinds  = join '|', map { quotemeta } @Hard;
-my $ErrorKinds = join '|', map { quotemeta } @Hard, @Soft;
-
-# Frames that belong to this project: override with TEST_NGINX_VALGRIND_OURS.
-sub ours_regex {
-    my $re = $ENV{TEST_NGINX_VALGRIND_OURS}
-        || 'ngx_http_(?:ratelimit|cache|breaker|metrics)_|ngx_edge_';
-    return qr/$re|\(in \Q$RepoRoot\E\//;
-}
-
-# Returns ([fatal records], [other records]); each record is its text.
+# Returns ([fatal records], [other records]) of this nginx's reports; see
+# Test::Edge::Valgrind for which are fatal.
 sub valgrind_records {
-    my (@fatal, @other);
-    my $ours = ours_regex();
-    for my $file (sort glob "$LogDir/valgrind.*.log") {
-        my (@recs, @cur);
-        for my $line (split /\n/, read_file($file)) {
-            next unless $line =~ /^==\d+==(?: (.*))?$/;
-            my $text = $1 // '';
-            if ($text =~ /^\s*$/) {
-                push @recs, [@cur] if @cur;
-                @cur = ();
-            } else {
-                push @cur, $text;
-            }
-        }
-        push @recs, [@cur] if @cur;
-        for my $rec (@recs) {
-            next unless $rec->[0] =~ /$ErrorKinds/;
-            my $text = join "\n", @$rec;
-            my $mine = grep { /^\s+(?:at|by) 0x/ && $_ =~ $ours } @$rec;
-            if ($mine && $rec->[0] =~ /$HardKinds/) {
-                push @fatal, $text;
-            } else {
-                push @other, $text;
-            }
-        }
-    }
-    return (\@fatal, \@other);
+    return Test::Edge::Valgrind::records($LogDir);
 }
 
 # ---------------------------------------------------------------------------
