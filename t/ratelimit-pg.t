@@ -16,6 +16,7 @@
 # sleeping.
 use Test::Nginx::Socket 'no_plan';
 use Test::Edge qw(:all);
+use Test::Edge::Valgrind ();
 
 use File::Spec ();
 use File::Temp ();
@@ -219,16 +220,8 @@ _EOC_
 
     my @cmd = ($ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx',
                '-p', "$dir/", '-c', 'conf/nginx.conf');
-    if ($ENV{TEST_NGINX_USE_VALGRIND}) {
-        # --trace-children: TEST_NGINX_BINARY may be a script that execs
-        # nginx (t/bin/nginx)
-        unshift @cmd, 'valgrind', '--tool=memcheck', '--leak-check=full',
-            '--show-leak-kinds=definite', '--num-callers=30',
-            '--trace-children=yes',
-            "--log-file=$dir/logs/valgrind.%p.log",
-            (-f 't/valgrind.suppress'
-             ? ('--suppressions=t/valgrind.suppress') : ());
-    }
+    unshift @cmd, Test::Edge::Valgrind::command("$dir/logs", $cmd[0])
+        if $Test::Edge::Valgrind::Enabled;
 
     my $pid = fork;
     die "fork: $!\n" unless defined $pid;
@@ -302,15 +295,8 @@ sub count_lines {
 # valgrind's memory errors with one of our frames on the stack
 sub live_valgrind_errors {
     my ($n) = @_;
-    my @errors;
-    for my $file (glob "$n->{dir}/logs/valgrind.*.log") {
-        for my $rec (split /\n==\d+==\s*\n/, slurp($file)) {
-            next unless $rec =~ /Invalid (?:read|write|free)|definitely lost
-                                 |Conditional jump or move depends/x;
-            push @errors, $rec if $rec =~ /ngx_http_ratelimit_|ngx_edge_/;
-        }
-    }
-    return @errors;
+    my ($fatal) = Test::Edge::Valgrind::records("$n->{dir}/logs");
+    return @$fatal;
 }
 
 sub live_scenarios {
