@@ -198,10 +198,17 @@ sub stop {
     $pid ||= $self->{child};
     if ($pid) {
         # a graceful stop: valgrind checks for leaks as each process exits
+        my @workers = $self->worker_pids;
         kill 'QUIT', $pid;
         my $deadline = time + 10 * $Slow;
         sleep 0.05 while $self->running($pid) && time < $deadline;
-        kill 'KILL', $pid if $self->running($pid);
+        if ($self->running($pid)) {
+            kill 'KILL', $pid;
+            Test::Builder->new->diag("$self->{started_at}: nginx did not"
+                . " exit within " . 10 * $Slow . " s of QUIT: killed");
+            # the workers of a killed master would run on
+            kill 'KILL', grep { is_nginx($_) } @workers;
+        }
     }
     if ($self->{child}) {
         waitpid $self->{child}, 0;
@@ -211,6 +218,14 @@ sub stop {
     $self->check_valgrind if $Valgrind;
     remove_tree($self->{prefix}) unless $ENV{TEST_NGINX_NO_CLEAN};
     delete $self->{prefix};
+}
+
+# $pid is (still) an nginx process, maybe under valgrind
+sub is_nginx {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/cmdline" or return 0;
+    local $/;
+    return ((<$fh> // '') =~ /nginx/) ? 1 : 0;
 }
 
 # $pid still runs (our child, unreaped, counts as gone once it exited)
