@@ -73,6 +73,9 @@ my @cmd = Test::Edge::Valgrind::command('/x/logs', '/usr/sbin/nginx');
 is($cmd[0], 'valgrind', 'the command runs valgrind');
 ok((grep { $_ eq '--log-file=/x/logs/valgrind.%p.log' } @cmd),
    '... one report per process in the log directory');
+ok((grep { $_ eq '--keep-debuginfo=yes' } @cmd),
+   '... keeping the symbols of the modules nginx unloads before the leak'
+   . ' check');
 ok(!(grep { $_ eq '--trace-children=yes' } @cmd),
    '... not following execs of a binary');
 @cmd = Test::Edge::Valgrind::command('/x/logs', 't/bin/nginx');
