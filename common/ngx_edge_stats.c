@@ -68,7 +68,7 @@ static ngx_int_t ngx_edge_stats_insert(ngx_edge_stats_sh_t *sh,
     ngx_uint_t id);
 static void ngx_edge_stats_free(ngx_edge_stats_sh_t *sh,
     ngx_edge_stats_shfamily_t *f, ngx_uint_t id);
-static void ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh,
+static ngx_int_t ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh,
     ngx_uint_t family);
 static void ngx_edge_stats_rebuild(ngx_edge_stats_sh_t *sh);
 static ngx_edge_stats_id_t ngx_edge_stats_add_series_internal(ngx_conf_t *cf,
@@ -1276,12 +1276,12 @@ ngx_edge_stats_lookup_hashed(ngx_edge_stats_t *st, ngx_int_t family,
 
     now = (uint32_t) ngx_current_msec;
 
-    if (f->max_series && f->nseries >= f->max_series) {
-        ngx_edge_stats_reclaim(sh, family);
+    /*
+     * A new series: first free the family's idle ones (at most once a
+     * second), so they leave the exposition and make room.
+     */
 
-        if (f->nseries >= f->max_series) {
-            goto full;
-        }
+    if (ngx_edge_stats_reclaim(sh, family) == NGX_OK) {
 
         /* the reclaim may have rebuilt the table: probe for a bucket */
 
@@ -1290,6 +1290,10 @@ ngx_edge_stats_lookup_hashed(ngx_edge_stats_t *st, ngx_int_t family,
              && sh->buckets[slot] != NGX_EDGE_STATS_TOMB;
              slot = (slot + 1) & mask)
         { /* void */ }
+    }
+
+    if (f->max_series && f->nseries >= f->max_series) {
+        goto full;
     }
 
     /* a slot: one of the family's freed series past its grace, or new */
@@ -1310,7 +1314,6 @@ ngx_edge_stats_lookup_hashed(ngx_edge_stats_t *st, ngx_int_t family,
         fresh = 1;
 
     } else {
-        ngx_edge_stats_reclaim(sh, family);
         goto full;
     }
 
@@ -1422,12 +1425,14 @@ full:
 /*
  * Under the mutex: frees the family's series idle for the zone's idle
  * time (a summed gauge only at zero), at most once a second per family,
- * since it walks every run-time series.
+ * since it walks every run-time series.  NGX_OK if it freed any (the
+ * lookup table may have been rebuilt), NGX_DECLINED if not.
  */
 
-static void
+static ngx_int_t
 ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh, ngx_uint_t family)
 {
+    ngx_uint_t                  freed;
     uint32_t                    now;
     ngx_uint_t                  id, k;
     ngx_msec_t                  idle;
@@ -1439,10 +1444,11 @@ ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh, ngx_uint_t family)
     now = (uint32_t) ngx_current_msec;
 
     if (idle == 0 || (uint32_t) (now - (uint32_t) f->scanned) < 1000) {
-        return;
+        return NGX_DECLINED;
     }
 
     f->scanned = now;
+    freed = 0;
 
     for (id = sh->nstatic; id < sh->nseries; id++) {
         s = &sh->series[id];
@@ -1466,11 +1472,14 @@ ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh, ngx_uint_t family)
         }
 
         ngx_edge_stats_free(sh, f, id);
+        freed++;
     }
 
     if (sh->tombs > sh->nbuckets / 4) {
         ngx_edge_stats_rebuild(sh);
     }
+
+    return freed ? NGX_OK : NGX_DECLINED;
 }
 
 
