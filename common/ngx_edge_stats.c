@@ -903,14 +903,33 @@ ngx_edge_stats_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 uint32_t
 ngx_edge_stats_value(ngx_str_t *v, u_char *buf)
 {
-    size_t  len, valid, bad;
+    u_char    *p, *last;
+    size_t     len, valid, bad;
+    uint32_t   h;
 
     /*
      * The stored form: valid UTF-8 of at most VALUE_MAX bytes, cut on a
      * character boundary.  Valid values (nearly all) are not copied.
+     * ASCII, the usual case, is checked and hashed in one pass.
      */
 
     len = ngx_min(v->len, NGX_EDGE_STATS_VALUE_MAX);
+    h = 2166136261u ^ (uint32_t) len;
+
+    for (p = v->data, last = p + len; p < last; p++) {
+        if (*p & 0x80) {
+            break;
+        }
+
+        h ^= *p;
+        h *= 16777619u;
+    }
+
+    if (p == last) {
+        v->len = len;
+        return h;
+    }
+
     valid = ngx_edge_utf8_valid_prefix(v->data, len);
 
     if (valid < len
@@ -964,7 +983,6 @@ ngx_edge_stats_tuple_hash(ngx_uint_t family, uint32_t *hashes, ngx_uint_t n)
 
     for (i = 0; i < n; i++) {
         h = (h ^ hashes[i]) * 16777619u;
-        h ^= h >> 15;
     }
 
     /* murmur3's finalizer: every input bit reaches the low bits */
@@ -1097,9 +1115,13 @@ ngx_edge_stats_match(ngx_edge_stats_sh_t *sh, ngx_edge_stats_series_t *s,
 
     sv = __atomic_load_n(&s->values, __ATOMIC_RELAXED);
 
+    /* a freed and reused series may be read half-written: pointers are
+     * followed only inside the zone (one unsigned comparison each) */
+
     if (s->dynamic
         && n
-        && ((u_char *) sv < sh->start || (u_char *) (sv + n) > sh->end))
+        && (size_t) ((u_char *) sv - sh->start)
+           > (size_t) (sh->end - sh->start) - n * sizeof(ngx_str_t))
     {
         return 0;
     }
@@ -1111,7 +1133,10 @@ ngx_edge_stats_match(ngx_edge_stats_sh_t *sh, ngx_edge_stats_series_t *s,
             return 0;
         }
 
-        if (s->dynamic && (p < sh->start || p + values[k].len > sh->end)) {
+        if (s->dynamic
+            && (size_t) (p - sh->start)
+               > (size_t) (sh->end - sh->start) - values[k].len)
+        {
             return 0;
         }
 
@@ -1619,4 +1644,41 @@ uint32_t
 ngx_edge_stats_serial(ngx_edge_stats_sh_t *sh)
 {
     return __atomic_load_n(&sh->serial, __ATOMIC_ACQUIRE);
+}
+
+
+uint32_t
+ngx_edge_stats_generation(ngx_edge_stats_t *st, ngx_edge_stats_id_t id)
+{
+    if (st == NULL || st->sh == NULL || id < 0
+        || (ngx_uint_t) id >= ngx_edge_stats_nseries(st->sh))
+    {
+        return 1;
+    }
+
+    return __atomic_load_n(&st->sh->series[id].gen, __ATOMIC_ACQUIRE);
+}
+
+
+ngx_uint_t
+ngx_edge_stats_current(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
+    uint32_t gen)
+{
+    ngx_edge_stats_series_t  *s;
+
+    if ((gen & 1) || st == NULL || st->sh == NULL || id < 0
+        || (ngx_uint_t) id >= ngx_edge_stats_nseries(st->sh))
+    {
+        return 0;
+    }
+
+    s = &st->sh->series[id];
+
+    if (__atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) != gen) {
+        return 0;
+    }
+
+    ngx_edge_stats_touch(s);
+
+    return 1;
 }

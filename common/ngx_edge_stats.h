@@ -146,6 +146,16 @@ NGX_EDGE_API ngx_edge_stats_id_t ngx_edge_stats_lookup_hashed(
     ngx_edge_stats_t *st, ngx_int_t family, ngx_str_t *values,
     uint32_t *hashes, ngx_uint_t *overflow);
 
+/*
+ * For a caller that remembers series between requests (a per-worker cache
+ * of ids): a series' generation now, and whether the series is still the
+ * one of that generation (then it is also marked used, as a lookup would).
+ */
+NGX_EDGE_API uint32_t ngx_edge_stats_generation(ngx_edge_stats_t *st,
+    ngx_edge_stats_id_t id);
+NGX_EDGE_API ngx_uint_t ngx_edge_stats_current(ngx_edge_stats_t *st,
+    ngx_edge_stats_id_t id, uint32_t gen);
+
 /* the number of values one series of the family takes (1, or nbounds + 2
  * for a histogram); for sizing a reserve */
 NGX_EDGE_API ngx_uint_t ngx_edge_stats_width(ngx_edge_stats_family_t *family);

@@ -21,11 +21,32 @@ typedef struct {
 } ngx_http_metrics_ctx_t;
 
 
+/*
+ * A worker's memory of which size histogram series go with a duration
+ * series (the three histograms have the same labels): a request whose
+ * duration series is in it, with every generation unchanged, skips two
+ * lookups.
+ */
+typedef struct {
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          id[3];
+    uint32_t                     gen[3];
+} ngx_http_metrics_hist_cache_t;
+
+#define NGX_HTTP_METRICS_HIST_CACHE  1024
+
+static ngx_http_metrics_hist_cache_t
+    ngx_http_metrics_hist_cache[NGX_HTTP_METRICS_HIST_CACHE];
+
+
 static ngx_int_t ngx_http_metrics_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_metrics_header_filter(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_metrics_labels(ngx_http_request_t *r,
     ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values, uint32_t *hashes,
     u_char (*buf)[NGX_EDGE_STATS_VALUE_MAX]);
+static void ngx_http_metrics_request_histograms(
+    ngx_http_metrics_main_conf_t *mmcf,
+    ngx_str_t *values, uint32_t *hashes, ngx_edge_stats_id_t *ids);
 static uint32_t ngx_http_metrics_status(ngx_http_metrics_main_conf_t *mmcf,
     ngx_uint_t status, ngx_str_t *value, u_char *buf);
 static void ngx_http_metrics_upstream(ngx_http_request_t *r,
@@ -262,7 +283,7 @@ ngx_http_metrics_log_handler(ngx_http_request_t *r)
     u_char                         status[4];
     ngx_time_t                    *tp;
     ngx_edge_stats_t              *st;
-    ngx_edge_stats_id_t            id;
+    ngx_edge_stats_id_t            id, ids[3];
     ngx_http_metrics_ctx_t        *ctx;
     ngx_http_metrics_loc_conf_t   *mlcf;
     ngx_http_metrics_main_conf_t  *mmcf;
@@ -317,28 +338,71 @@ ngx_http_metrics_log_handler(ngx_http_request_t *r)
     ms = (int64_t) (tp->sec - r->start_sec) * 1000
          + (int64_t) tp->msec - (int64_t) r->start_msec;
 
-    id = ngx_edge_stats_lookup_hashed(st,
-                                      mmcf->family[NGX_HTTP_METRICS_DURATION],
-                                      &values[2], &hashes[2], NULL);
-    ngx_edge_stats_observe(st, id, (uint64_t) ngx_max(ms, 0) * 1000);
+    ngx_http_metrics_request_histograms(mmcf, &values[2], &hashes[2], ids);
 
-    id = ngx_edge_stats_lookup_hashed(st,
-                                 mmcf->family[NGX_HTTP_METRICS_REQUEST_SIZE],
-                                 &values[2], &hashes[2], NULL);
-    ngx_edge_stats_observe(st, id, (uint64_t) r->request_length);
+    ngx_edge_stats_observe(st, ids[0], (uint64_t) ngx_max(ms, 0) * 1000);
+    ngx_edge_stats_observe(st, ids[1], (uint64_t) r->request_length);
 
     sent = r->connection->sent - (off_t) r->header_size;
 
-    id = ngx_edge_stats_lookup_hashed(st,
-                                 mmcf->family[NGX_HTTP_METRICS_RESPONSE_SIZE],
-                                 &values[2], &hashes[2], NULL);
-    ngx_edge_stats_observe(st, id, (uint64_t) ngx_max(sent, 0));
+    ngx_edge_stats_observe(st, ids[2], (uint64_t) ngx_max(sent, 0));
 
     if (r->upstream_states && r->upstream_states->nelts) {
         ngx_http_metrics_upstream(r, mmcf, values, hashes);
     }
 
     return NGX_OK;
+}
+
+
+/* the series of the three request histograms, which share their labels */
+
+static void
+ngx_http_metrics_request_histograms(ngx_http_metrics_main_conf_t *mmcf,
+    ngx_str_t *values, uint32_t *hashes, ngx_edge_stats_id_t *ids)
+{
+    ngx_uint_t                      i, overflow, any;
+    ngx_edge_stats_t               *st;
+    ngx_http_metrics_hist_cache_t  *c;
+
+    st = mmcf->stats;
+
+    ids[0] = ngx_edge_stats_lookup_hashed(st,
+                                      mmcf->family[NGX_HTTP_METRICS_DURATION],
+                                      values, hashes, &any);
+
+    c = &ngx_http_metrics_hist_cache[(ngx_uint_t) ids[0]
+                                     % NGX_HTTP_METRICS_HIST_CACHE];
+
+    if (!any
+        && c->stats == st
+        && c->id[0] == ids[0]
+        && ngx_edge_stats_current(st, c->id[0], c->gen[0])
+        && ngx_edge_stats_current(st, c->id[1], c->gen[1])
+        && ngx_edge_stats_current(st, c->id[2], c->gen[2]))
+    {
+        ids[1] = c->id[1];
+        ids[2] = c->id[2];
+        return;
+    }
+
+    for (i = 1; i < 3; i++) {
+        ids[i] = ngx_edge_stats_lookup_hashed(st,
+                     mmcf->family[NGX_HTTP_METRICS_DURATION + i],
+                     values, hashes, &overflow);
+        any |= overflow;
+    }
+
+    /* overflow series are not remembered: each request counts as dropped */
+
+    if (!any) {
+        for (i = 0; i < 3; i++) {
+            c->id[i] = ids[i];
+            c->gen[i] = ngx_edge_stats_generation(st, ids[i]);
+        }
+
+        c->stats = st;
+    }
 }
 
 

@@ -309,7 +309,9 @@ ngx_http_metrics_stream(ngx_http_request_t *r)
     o = ngx_http_get_module_ctx(r, ngx_http_metrics_module);
     wev = r->connection->write;
 
-    if (wev->timer_set) {
+    /* the send timeout; a limit_rate delay is the write filter's */
+
+    if (wev->timer_set && !wev->delayed) {
         ngx_del_timer(wev);
     }
 
