@@ -8,6 +8,7 @@
 
 
 #define NGX_EDGE_PG_DEFAULT_PORT  "5432"
+#define NGX_EDGE_PG_SECRETS_MAX   8
 
 
 typedef enum {
@@ -18,6 +19,15 @@ typedef enum {
 } ngx_edge_pg_state_e;
 
 
+typedef struct {
+    u_char                      *start;
+    u_char                      *end;
+} ngx_edge_pg_span_t;
+
+
+static ngx_uint_t ngx_edge_pg_find_secrets(u_char *p, u_char *last,
+    ngx_edge_pg_span_t *spans, ngx_uint_t max);
+static u_char *ngx_edge_pg_value_end(u_char *p, u_char *last);
 static void ngx_edge_pg_event_handler(ngx_event_t *ev);
 static void ngx_edge_pg_timeout_handler(ngx_event_t *ev);
 static void ngx_edge_pg_connect_poll(ngx_edge_pg_t *pg);
@@ -76,12 +86,12 @@ ngx_edge_pg_numeric_host(ngx_str_t *host)
 
 ngx_int_t
 ngx_edge_pg_parse_dsn(ngx_conf_t *cf, ngx_str_t *conninfo,
-    ngx_edge_pg_dsn_t *dsn, ngx_str_t *err)
+    ngx_str_t *password, ngx_edge_pg_dsn_t *dsn, ngx_str_t *err)
 {
     char               *cstr, *errmsg;
     u_char             *p;
     size_t              len;
-    ngx_str_t           host, hostaddr, port, shown;
+    ngx_str_t           host, hostaddr, port, shown, msg;
     ngx_url_t           u;
     ngx_uint_t          n, i;
     PQconninfoOption   *opts, *o;
@@ -106,15 +116,19 @@ ngx_edge_pg_parse_dsn(ngx_conf_t *cf, ngx_str_t *conninfo,
             len--;
         }
 
-        err->data = (u_char *) ngx_edge_pg_strdup(cf->temp_pool, errmsg,
-                                                  len);
-        err->len = len;
-        PQfreemem(errmsg);
+        /* libpq quotes the string, or the piece it stumbled on */
+        msg.data = (u_char *) errmsg;
+        msg.len = len;
 
-        if (err->data == NULL) {
+        if (ngx_edge_pg_redact(cf->temp_pool, conninfo, &msg, err)
+            != NGX_OK)
+        {
+            PQfreemem(errmsg);
             ngx_str_set(err, "out of memory");
             return NGX_ERROR;
         }
+
+        PQfreemem(errmsg);
 
         return NGX_DECLINED;
     }
@@ -143,11 +157,18 @@ ngx_edge_pg_parse_dsn(ngx_conf_t *cf, ngx_str_t *conninfo,
         } else if (ngx_strcmp(o->keyword, "port") == 0) {
             port.data = (u_char *) o->val;
             port.len = ngx_strlen(o->val);
+
+        } else if (ngx_strcmp(o->keyword, "password") == 0 && password) {
+            ngx_str_set(err, "it has a password, and a password file is "
+                        "given too");
+            PQconninfoFree(opts);
+            return NGX_DECLINED;
         }
     }
 
-    dsn->keywords = ngx_pcalloc(cf->pool, (n + 2) * sizeof(char *));
-    dsn->values = ngx_pcalloc(cf->pool, (n + 2) * sizeof(char *));
+    /* the options, hostaddr, password and the terminating NULL */
+    dsn->keywords = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
+    dsn->values = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
     if (dsn->keywords == NULL || dsn->values == NULL) {
         goto nomem;
     }
@@ -214,6 +235,18 @@ ngx_edge_pg_parse_dsn(ngx_conf_t *cf, ngx_str_t *conninfo,
         i++;
     }
 
+    if (password) {
+        dsn->keywords[i] = "password";
+        dsn->values[i] = ngx_edge_pg_strdup(cf->pool,
+                                            (const char *) password->data,
+                                            password->len);
+        if (dsn->values[i] == NULL) {
+            goto nomem;
+        }
+
+        i++;
+    }
+
     /* for logs: where, never who or with which password */
 
     if (host.len) {
@@ -248,6 +281,231 @@ nomem:
     ngx_str_set(err, "out of memory");
 
     return NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_edge_pg_redact(ngx_pool_t *pool, ngx_str_t *conninfo, ngx_str_t *text,
+    ngx_str_t *out)
+{
+    u_char              *p, *last, *d;
+    size_t               len;
+    ngx_uint_t           i, k, nspans, nsecrets, hit;
+    ngx_edge_pg_span_t   spans[NGX_EDGE_PG_SECRETS_MAX];
+    ngx_edge_pg_span_t   secrets[NGX_EDGE_PG_SECRETS_MAX];
+
+    p = text->data;
+    last = p + text->len;
+
+    nspans = ngx_edge_pg_find_secrets(p, last, spans,
+                                      NGX_EDGE_PG_SECRETS_MAX);
+    nsecrets = 0;
+
+    if (conninfo) {
+        nsecrets = ngx_edge_pg_find_secrets(conninfo->data,
+                                            conninfo->data + conninfo->len,
+                                            secrets,
+                                            NGX_EDGE_PG_SECRETS_MAX);
+    }
+
+    /* a quoted password is quoted without its quotes */
+    for (i = 0; i < nsecrets; i++) {
+        if (secrets[i].end - secrets[i].start >= 2
+            && secrets[i].start[0] == '\''
+            && secrets[i].end[-1] == '\'')
+        {
+            secrets[i].start++;
+            secrets[i].end--;
+        }
+    }
+
+    /* "***" for at least one byte, or for an empty value */
+    out->data = ngx_pnalloc(pool, 4 * text->len + 4);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    d = out->data;
+    k = 0;
+
+    for ( ;; ) {
+        while (k < nspans && spans[k].start < p) {
+            k++;
+        }
+
+        if (k < nspans && spans[k].start == p) {
+            d = ngx_cpymem(d, "***", 3);
+            p = spans[k++].end;
+            continue;
+        }
+
+        if (p >= last) {
+            break;
+        }
+
+        hit = 0;
+
+        for (i = 0; i < nsecrets; i++) {
+            len = secrets[i].end - secrets[i].start;
+
+            if (len && (size_t) (last - p) >= len
+                && ngx_memcmp(p, secrets[i].start, len) == 0)
+            {
+                d = ngx_cpymem(d, "***", 3);
+                p += len;
+                hit = 1;
+                break;
+            }
+        }
+
+        if (!hit) {
+            *d++ = *p++;
+        }
+    }
+
+    out->len = d - out->data;
+
+    return NGX_OK;
+}
+
+
+/* not locale-dependent, unlike isalnum() */
+
+static ngx_inline ngx_flag_t
+ngx_edge_pg_word_char(u_char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+           || (c >= '0' && c <= '9') || c == '_';
+}
+
+
+/* the passwords in a connection string, a URI or a message quoting them */
+
+static ngx_uint_t
+ngx_edge_pg_find_secrets(u_char *p, u_char *last, ngx_edge_pg_span_t *spans,
+    ngx_uint_t max)
+{
+    u_char      *s, *v, *at, *end;
+    ngx_uint_t   n;
+
+    n = 0;
+
+    for (s = p; s < last && n < max; s++) {
+
+        /* password = value, password=value in a URI's query */
+
+        if (last - s >= 8
+            && ngx_strncasecmp(s, (u_char *) "password", 8) == 0
+            && (s == p || !ngx_edge_pg_word_char(s[-1])))
+        {
+            v = s + 8;
+
+            if (v < last && *v != '=' && *v != '"' && *v != ' '
+                && *v != '\t' && *v != '\n' && *v != '\r')
+            {
+                /* "passwordXYZ": a missing "=", libpq quotes it whole */
+                end = ngx_edge_pg_value_end(v, last);
+
+                spans[n].start = v;
+                spans[n].end = end;
+                n++;
+
+                s = end - 1;
+                continue;
+            }
+
+            while (v < last && (*v == ' ' || *v == '\t')) {
+                v++;
+            }
+
+            if (v == last || *v != '=') {
+                continue;
+            }
+
+            v++;
+
+            while (v < last && (*v == ' ' || *v == '\t')) {
+                v++;
+            }
+
+            end = ngx_edge_pg_value_end(v, last);
+
+            spans[n].start = v;
+            spans[n].end = end;
+            n++;
+
+            s = end - 1;
+            continue;
+        }
+
+        /* scheme://user:password@host */
+
+        if (last - s >= 3 && s[0] == ':' && s[1] == '/' && s[2] == '/') {
+
+            for (end = s + 3; end < last; end++) {
+                if (*end == '/' || *end == '?' || *end == '#' || *end == '"'
+                    || *end == ' ' || *end == '\t' || *end == '\n')
+                {
+                    break;
+                }
+            }
+
+            at = NULL;
+
+            for (v = s + 3; v < end; v++) {
+                if (*v == '@') {
+                    at = v;
+                }
+            }
+
+            if (at) {
+                v = ngx_strlchr(s + 3, at, ':');
+
+                if (v) {
+                    spans[n].start = v + 1;
+                    spans[n].end = at;
+                    n++;
+                }
+            }
+
+            s = end - 1;
+        }
+    }
+
+    return n;
+}
+
+
+/* the end of a value: a quoted one (with backslash escapes) or a word */
+
+static u_char *
+ngx_edge_pg_value_end(u_char *p, u_char *last)
+{
+    if (p < last && *p == '\'') {
+
+        for (p++; p < last; p++) {
+
+            if (*p == '\\' && p + 1 < last) {
+                p++;
+                continue;
+            }
+
+            if (*p == '\'') {
+                return p + 1;
+            }
+        }
+
+        return last;
+    }
+
+    while (p < last
+           && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r'
+           && *p != '&' && *p != '"')
+    {
+        p++;
+    }
+
+    return p;
 }
 
 
@@ -325,13 +583,6 @@ ngx_str_t *
 ngx_edge_pg_error(ngx_edge_pg_t *pg)
 {
     return &pg->err;
-}
-
-
-ngx_flag_t
-ngx_edge_pg_busy(ngx_edge_pg_t *pg)
-{
-    return pg->state != NGX_EDGE_PG_IDLE;
 }
 
 

@@ -87,10 +87,21 @@ struct ngx_edge_pg_s {
 
 
 /* configuration time: a libpq connection string ("host=... dbname=...")
- * or URI.  NGX_OK, NGX_DECLINED when it is invalid, NGX_ERROR when out of
- * memory; err says why, for the caller's message. */
+ * or URI; password, if not NULL, is given to libpq as the "password"
+ * keyword (then conninfo must have none).  NGX_OK, NGX_DECLINED when it is
+ * invalid, NGX_ERROR when out of memory; err says why, for the caller's
+ * message, with every password redacted. */
 NGX_EDGE_API ngx_int_t ngx_edge_pg_parse_dsn(ngx_conf_t *cf,
-    ngx_str_t *conninfo, ngx_edge_pg_dsn_t *dsn, ngx_str_t *err);
+    ngx_str_t *conninfo, ngx_str_t *password, ngx_edge_pg_dsn_t *dsn,
+    ngx_str_t *err);
+
+/* a copy of text fit for a log line: "***" instead of every password in
+ * it (the value of a "password" keyword or URI parameter, and the one in
+ * a URI's "user:password@"), and instead of every occurrence of one of
+ * the passwords in conninfo (libpq's messages quote pieces of it);
+ * conninfo may be NULL.  NGX_ERROR when out of memory. */
+NGX_EDGE_API ngx_int_t ngx_edge_pg_redact(ngx_pool_t *pool,
+    ngx_str_t *conninfo, ngx_str_t *text, ngx_str_t *out);
 
 /* worker time */
 
@@ -104,8 +115,6 @@ NGX_EDGE_API ngx_int_t ngx_edge_pg_query(ngx_edge_pg_t *pg, const char *query,
     ngx_msec_t timeout, ngx_edge_pg_handler_pt handler, void *data);
 
 NGX_EDGE_API ngx_str_t *ngx_edge_pg_error(ngx_edge_pg_t *pg);
-
-NGX_EDGE_API ngx_flag_t ngx_edge_pg_busy(ngx_edge_pg_t *pg);
 
 /* aborts a running query (its handler is not called); safe to call on an
  * idle or never initialized ngx_edge_pg_t */

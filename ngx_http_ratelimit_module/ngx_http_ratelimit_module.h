@@ -9,6 +9,24 @@
 #include "ngx_edge_common.h"
 #include "ngx_edge_stats.h"
 #include "ngx_edge_redis.h"
+#include "ngx_edge_time.h"
+#include "ngx_edge_wait.h"
+
+
+#define NGX_HTTP_RATELIMIT_MAX_TIERS     32
+#define NGX_HTTP_RATELIMIT_MAX_KEY_LEN   200   /* longer keys are hashed */
+#define NGX_HTTP_RATELIMIT_LOG_INTERVAL  5000  /* ms, one failure line */
+
+#define NGX_HTTP_RATELIMIT_CLOCK_REDIS   0
+#define NGX_HTTP_RATELIMIT_CLOCK_NGINX   1
+
+#define NGX_HTTP_RATELIMIT_FAIL_OPEN     0
+#define NGX_HTTP_RATELIMIT_FAIL_CLOSED   1
+#define NGX_HTTP_RATELIMIT_FAIL_LOCAL    2
+
+#define NGX_HTTP_RATELIMIT_HEADERS_OFF     0
+#define NGX_HTTP_RATELIMIT_HEADERS_DRAFT   1
+#define NGX_HTTP_RATELIMIT_HEADERS_LEGACY  2
 
 
 /* the outcome of one request, most severe last */
@@ -58,11 +76,204 @@ typedef struct {
 } ngx_http_ratelimit_main_conf_t;
 
 
+typedef struct {
+    ngx_uint_t                   count;        /* requests ... */
+    ngx_uint_t                   period;       /* ... per this many seconds */
+    int64_t                      interval;     /* us per request */
+} ngx_http_ratelimit_rate_t;
+
+
+typedef struct {
+    ngx_str_t                    name;
+    ngx_http_ratelimit_rate_t    rate;
+    ngx_int_t                    burst;        /* -1: the location's */
+} ngx_http_ratelimit_tier_t;
+
+
+/* a shared-memory entry: one key (and tier) of one zone */
+typedef struct {
+    u_char                       color;
+    u_char                       tier_len;     /* the tier's name, then */
+    u_short                      len;          /* the key, in data */
+    ngx_queue_t                  queue;
+    int64_t                      tat;          /* local buckets, us */
+    int64_t                      ban_until;    /* monotonic, us */
+    int64_t                      window_end;   /* local ban counting */
+    ngx_uint_t                   rejects;
+    u_char                       data[1];
+} ngx_http_ratelimit_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                 rbtree;
+    ngx_rbtree_node_t            sentinel;
+    ngx_queue_t                  queue;
+} ngx_http_ratelimit_shctx_t;
+
+
+/*
+ * Redis mode's deny and ban cache: refusals and bans Redis gave this
+ * worker, so that a refused key is refused again without asking Redis.
+ * In the worker's memory: read and written without a lock.
+ */
+typedef struct {
+    ngx_rbtree_t                 rbtree;
+    ngx_rbtree_node_t            sentinel;
+    ngx_queue_t                  lru;
+    ngx_uint_t                   n;
+    ngx_uint_t                   max;
+} ngx_http_ratelimit_deny_cache_t;
+
+
+typedef struct {
+    ngx_str_t                    name;
+    ngx_str_t                    prefix;       /* of its Redis keys */
+    ngx_shm_zone_t              *shm_zone;
+    ngx_http_ratelimit_shctx_t  *sh;
+    ngx_slab_pool_t             *shpool;
+
+    ngx_http_complex_value_t     key;
+    ngx_http_ratelimit_rate_t    rate;
+    ngx_http_complex_value_t    *tier_value;
+    ngx_array_t                  tiers;        /* ngx_http_ratelimit_tier_t */
+
+    ngx_edge_redis_server_t     *redis;
+    ngx_edge_redis_script_t     *script;
+    ngx_uint_t                   clock;
+    ngx_uint_t                   on_failure;
+
+    ngx_uint_t                   ban_threshold;
+    ngx_msec_t                   ban_window;
+    ngx_msec_t                   ban_duration;
+
+    ngx_edge_log_gate_t          log_gate;     /* this worker's */
+    ngx_http_ratelimit_deny_cache_t  deny;     /* this worker's */
+
+    ngx_edge_stats_id_t          st_decisions[NGX_HTTP_RATELIMIT_NSTATUS];
+} ngx_http_ratelimit_zone_t;
+
+
+typedef struct {
+    ngx_shm_zone_t              *shm_zone;
+    ngx_int_t                    burst;        /* -1: unset, i.e. 0 */
+    ngx_uint_t                   delay;        /* requests not delayed */
+    unsigned                     nodelay:1;
+    ngx_uint_t                   cost;
+    ngx_http_complex_value_t    *cost_value;
+    ngx_str_t                    conf_file;    /* where it was written, */
+    ngx_uint_t                   conf_line;    /* for the bound checks */
+} ngx_http_ratelimit_limit_t;
+
+
+typedef struct {
+    ngx_array_t                 *limits;       /* ngx_http_ratelimit_limit_t */
+    ngx_uint_t                   status_code;
+    ngx_uint_t                   failure_status;
+    ngx_uint_t                   log_level;
+    ngx_uint_t                   headers;
+    ngx_flag_t                   dry_run;
+} ngx_http_ratelimit_loc_conf_t;
+
+
+/* one limit's decision for one request */
+typedef struct ngx_http_ratelimit_ctx_s  ngx_http_ratelimit_ctx_t;
+
+typedef struct {
+    ngx_http_ratelimit_ctx_t    *ctx;
+    ngx_http_ratelimit_limit_t  *limit;
+    ngx_http_ratelimit_zone_t   *zone;
+    ngx_http_ratelimit_tier_t   *tier;         /* NULL: the zone's rate */
+    ngx_str_t                    tier_name;    /* empty: the zone's rate */
+    ngx_str_t                    key;
+    ngx_http_ratelimit_gcra_t    gcra;
+
+    ngx_http_ratelimit_status_e  status;
+    ngx_http_ratelimit_verdict_t verdict;
+
+    ngx_edge_redis_cmd_t        *cmd;
+    const char                  *argv[9];   /* 3 keys, 6 args */
+    size_t                       argvlen[9];
+    u_char                       nums[6][NGX_INT64_LEN];
+} ngx_http_ratelimit_check_t;
+
+
+struct ngx_http_ratelimit_ctx_s {
+    ngx_edge_wait_t              wait;         /* for Redis's replies */
+    ngx_http_ratelimit_check_t  *checks;
+    ngx_uint_t                   nchecks;
+
+    ngx_http_ratelimit_status_e  status;
+    int64_t                      remaining;    /* -1: no limit applied */
+    int64_t                      reset;        /* us */
+    int64_t                      retry;        /* us */
+
+    unsigned                     done:1;
+};
+
+
+/*
+ * "now" for what this node keeps (shared-memory buckets, the deny and ban
+ * caches, expiry): the monotonic clock, which never steps.  The wall clock
+ * is read only for Redis with clock=nginx, where nodes must agree.
+ */
+#define ngx_http_ratelimit_now()  ngx_edge_mono_usec()
+
+
 extern ngx_module_t  ngx_http_ratelimit_module;
 
 
+/* ngx_http_ratelimit_handler.c: the request path */
+extern ngx_str_t  ngx_http_ratelimit_status_names[];
+
+ngx_int_t ngx_http_ratelimit_handler(ngx_http_request_t *r);
+ngx_http_ratelimit_ctx_t *ngx_http_ratelimit_get_ctx(ngx_http_request_t *r);
+void ngx_http_ratelimit_fail(ngx_http_ratelimit_check_t *chk, int64_t now);
+int64_t ngx_http_ratelimit_remaining(ngx_http_ratelimit_check_t *chk);
+
+/* ngx_http_ratelimit_shm.c: buckets and caches in shared memory */
 void ngx_http_ratelimit_gcra(ngx_http_ratelimit_gcra_t *g, int64_t now,
     int64_t *tat, ngx_http_ratelimit_verdict_t *v);
+void ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now);
+ngx_int_t ngx_http_ratelimit_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+uint32_t ngx_http_ratelimit_hash(ngx_str_t *tier, ngx_str_t *key);
+ngx_int_t ngx_http_ratelimit_key_cmp(ngx_str_t *tier, ngx_str_t *key,
+    u_char *data, size_t tier_len, size_t len);
+
+/* ngx_http_ratelimit_deny.c: Redis mode's deny and ban cache, per worker */
+void ngx_http_ratelimit_deny_init(ngx_http_ratelimit_deny_cache_t *cache,
+    size_t zone_size);
+ngx_flag_t ngx_http_ratelimit_cached(ngx_http_ratelimit_check_t *chk,
+    int64_t now);
+void ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk,
+    ngx_flag_t ban, int64_t now);
+void ngx_http_ratelimit_deny_free(ngx_http_ratelimit_deny_cache_t *cache);
+
+/* ngx_http_ratelimit_redis.c: decisions in Redis */
+extern ngx_str_t  ngx_http_ratelimit_lua;
+extern ngx_str_t  ngx_http_ratelimit_ban_lua;
+
+ngx_int_t ngx_http_ratelimit_send(ngx_http_request_t *r,
+    ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk);
+
+/* ngx_http_ratelimit_headers.c: response headers and variables */
+ngx_int_t ngx_http_ratelimit_header_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_ratelimit_add_variables(ngx_conf_t *cf);
+
+/* ngx_http_ratelimit_conf.c: directives */
+void *ngx_http_ratelimit_create_main_conf(ngx_conf_t *cf);
+void *ngx_http_ratelimit_create_loc_conf(ngx_conf_t *cf);
+char *ngx_http_ratelimit_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+char *ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ratelimit_tier(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ratelimit_ban(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ratelimit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 
 /* ngx_http_ratelimit_pg_map.c: tiers (or any map) loaded from PostgreSQL */

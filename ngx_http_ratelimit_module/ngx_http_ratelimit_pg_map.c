@@ -2,12 +2,14 @@
  * ngx_http_ratelimit_module: a map loaded from PostgreSQL ("ratelimit_pg_map").
  *
  *     ratelimit_pg_map <source> $<variable> dsn=<conninfo> query=<SQL>
- *         [refresh=30s] [timeout=5s] [default=<value>] [zone=<name>:<size>];
+ *         [password_file=<path>] [refresh=30s] [timeout=5s]
+ *         [default=<value>] [zone=<name>:<size>];
  *
  * The rows (key, value) of the operator's query live in a shared-memory
  * zone, so that every worker serves the same copy, and the request's path
  * only reads it: the variable hashes the source's value, walks one chain
  * and copies the value into r->pool.  No lock, no database round trip.
+ * No request ever waits for PostgreSQL: only the refresh talks to it.
  *
  * The table.  A copy is one slab allocation: a header, a power-of-two
  * array of chain heads, and an arena of entries chained by offset.  The
@@ -22,6 +24,13 @@
  * as a lookup takes a microsecond, a slot still pinned after a few seconds
  * is written off.
  *
+ * Installing a result is bounded work per pass of the event loop: the rows
+ * are measured NGX_HTTP_RATELIMIT_PG_ROWS_PER_PASS at a time without the
+ * lock, the copy is allocated, then filled as many rows at a time, each
+ * piece under the slab pool's mutex (so that the lease is checked before
+ * every write: a worker that lost the lease never writes again), and the
+ * next piece is posted to the next pass.  Readers never take the lock.
+ *
  * The refresh.  Every worker has a timer.  The first one to find the zone
  * due (sh->next) and the lease free (no owner, or the owner's lease_until
  * has passed: a worker that died mid-refresh) takes the lease, with a
@@ -31,13 +40,21 @@
  * (ngx_edge_pg.c), installs the result, schedules the next refresh and
  * releases the lease.  On failure the last good copy keeps serving, the
  * next attempt comes sooner (at most 5s later), and one line is logged per
- * interval, whichever worker fails.  A reload that keeps the zone bumps
- * sh->gen: the workers of the old configuration stop refreshing and never
- * install, and the new workers refresh at once.
+ * interval, whichever worker fails.  Dates are ngx_current_msec: nginx
+ * reads it from the monotonic clock, the same in every process of the node.
+ *
+ * Reloads.  Each configuration that gets the zone draws a generation number
+ * (sh->gen_last) when the zone is initialized, but the refresh belongs to
+ * the generation in sh->gen, and a configuration takes it only when one of
+ * its workers starts (init_process): a reload that nginx rejects after the
+ * zones were initialized (a busy "listen" port, ...) starts no worker and
+ * leaves the refresh with the workers that run.  The workers of an older
+ * generation stop refreshing and never install.
  */
 
 #include "ngx_http_ratelimit_module.h"
 #include "ngx_edge_pg.h"
+#include "ngx_edge_time.h"
 
 #include <ngx_crc32.h>
 
@@ -54,6 +71,9 @@
 #define NGX_HTTP_RATELIMIT_PG_READER_MAX     5000   /* a reader that long
                                                        is dead */
 #define NGX_HTTP_RATELIMIT_PG_INSTALL_WAIT   10
+#define NGX_HTTP_RATELIMIT_PG_ROWS_PER_PASS  1024   /* rows measured or
+                                                       installed per pass */
+#define NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX   1024
 
 
 typedef struct {
@@ -63,6 +83,10 @@ typedef struct {
     u_char                           vlen;
     u_char                           data[1];    /* the key, the value */
 } ngx_http_ratelimit_pg_entry_t;
+
+#define ngx_http_ratelimit_pg_entry_size(klen, vlen)                          \
+    ngx_align(offsetof(ngx_http_ratelimit_pg_entry_t, data) + (klen) + (vlen),\
+              sizeof(uint32_t))
 
 
 typedef struct {
@@ -79,16 +103,58 @@ typedef struct {
     ngx_atomic_t                     readers[2];
 
     /* under the slab pool's mutex */
-    ngx_uint_t                       gen;        /* of the configuration */
+    ngx_uint_t                       gen;        /* refreshes the zone */
+    ngx_uint_t                       gen_last;   /* the newest drawn */
     ngx_pid_t                        owner;      /* of the lease, or 0 */
-    uint64_t                         lease_until;
-    uint64_t                         next;       /* refresh due, ms */
+    ngx_msec_t                       lease_until;
+    ngx_msec_t                       next;       /* refresh due */
 
-    uint64_t                         log_next;
+    ngx_edge_log_gate_t              log_gate;   /* failure lines */
     ngx_uint_t                       failures;   /* in a row */
     ngx_uint_t                       rows;       /* in the current copy */
     ngx_uint_t                       loaded;     /* a copy was ever loaded */
 } ngx_http_ratelimit_pg_shctx_t;
+
+
+/* what happened to the rows of one result */
+typedef struct {
+    ngx_uint_t                       returned;
+    ngx_uint_t                       nulls;
+    ngx_uint_t                       empty;
+    ngx_uint_t                       too_long;
+    ngx_uint_t                       duplicates;
+    ngx_uint_t                       dropped;    /* no room in the zone */
+} ngx_http_ratelimit_pg_load_t;
+
+
+typedef enum {
+    NGX_HTTP_RATELIMIT_PG_MEASURE = 0,
+    NGX_HTTP_RATELIMIT_PG_ALLOCATE,
+    NGX_HTTP_RATELIMIT_PG_FILL
+} ngx_http_ratelimit_pg_phase_e;
+
+
+/* a result being installed, across passes of the event loop */
+typedef struct {
+    PGresult                        *res;
+    ngx_http_ratelimit_pg_phase_e    phase;
+    int                              row;        /* the next to look at */
+    int                              rows;
+    ngx_flag_t                       full;       /* 32-bit offsets */
+    ngx_uint_t                       usable;
+    uint32_t                        *arena;      /* arena[i]: the size of
+                                                    the first i + 1 usable
+                                                    rows' entries */
+    ngx_uint_t                       n;          /* rows to install */
+    ngx_uint_t                       taken;
+    uint32_t                         used;       /* of the copy's arena */
+    ngx_uint_t                       slot;
+    ngx_http_ratelimit_pg_table_t   *table;
+    ngx_http_ratelimit_pg_load_t     ld;
+    ngx_msec_t                       since;      /* the result came */
+    ngx_uint_t                       passes;     /* under the lock */
+    int64_t                          lock_max;   /* usec, the longest */
+} ngx_http_ratelimit_pg_install_t;
 
 
 typedef struct {
@@ -103,29 +169,18 @@ typedef struct {
     ngx_shm_zone_t                  *shm_zone;
     ngx_slab_pool_t                 *shpool;
     ngx_http_ratelimit_pg_shctx_t   *sh;
+    ngx_uint_t                       gen;        /* of this configuration */
 
     /* this worker's refresh */
     ngx_log_t                       *log;
-    ngx_uint_t                       gen;
     ngx_edge_pg_t                    pg;
     ngx_event_t                      tick;
-    ngx_event_t                      wait;       /* for the old copy */
-    PGresult                        *pending;
+    ngx_event_t                      step;       /* the install's next */
+    ngx_http_ratelimit_pg_install_t  in;
     ngx_msec_t                       started;
-    ngx_msec_t                       pending_since;
     unsigned                         refreshing:1;   /* holds the lease */
+    unsigned                         superseded:1;   /* said once */
 } ngx_http_ratelimit_pg_map_t;
-
-
-/* what happened to the rows of one result */
-typedef struct {
-    ngx_uint_t                       returned;
-    ngx_uint_t                       nulls;
-    ngx_uint_t                       empty;
-    ngx_uint_t                       too_long;
-    ngx_uint_t                       duplicates;
-    ngx_uint_t                       dropped;    /* no room in the zone */
-} ngx_http_ratelimit_pg_load_t;
 
 
 typedef enum {
@@ -148,21 +203,32 @@ static ngx_flag_t ngx_http_ratelimit_pg_claim(
 static void ngx_http_ratelimit_pg_start(ngx_http_ratelimit_pg_map_t *map);
 static void ngx_http_ratelimit_pg_result(ngx_edge_pg_t *pg, void *data,
     ngx_int_t rc, PGresult *res, ngx_str_t *err);
-static void ngx_http_ratelimit_pg_wait(ngx_event_t *ev);
-static void ngx_http_ratelimit_pg_install(ngx_http_ratelimit_pg_map_t *map);
+
+static void ngx_http_ratelimit_pg_step(ngx_event_t *ev);
+static void ngx_http_ratelimit_pg_next_pass(ngx_http_ratelimit_pg_map_t *map);
+static void ngx_http_ratelimit_pg_measure(ngx_http_ratelimit_pg_map_t *map);
+static void ngx_http_ratelimit_pg_allocate(ngx_http_ratelimit_pg_map_t *map);
+static void ngx_http_ratelimit_pg_fill(ngx_http_ratelimit_pg_map_t *map);
+static ngx_uint_t ngx_http_ratelimit_pg_fill_rows(
+    ngx_http_ratelimit_pg_map_t *map, ngx_uint_t max);
+static void ngx_http_ratelimit_pg_installed(ngx_http_ratelimit_pg_map_t *map,
+    ngx_uint_t failures);
+static void ngx_http_ratelimit_pg_dropped(ngx_http_ratelimit_pg_map_t *map);
+static void ngx_http_ratelimit_pg_install_free(
+    ngx_http_ratelimit_pg_map_t *map);
+
 static void ngx_http_ratelimit_pg_fail(ngx_http_ratelimit_pg_map_t *map,
     ngx_str_t *err);
 static void ngx_http_ratelimit_pg_schedule(ngx_http_ratelimit_pg_map_t *map,
     ngx_msec_t delay);
 
-static ngx_http_ratelimit_pg_table_t *ngx_http_ratelimit_pg_build(
-    ngx_slab_pool_t *shpool, PGresult *res, ngx_http_ratelimit_pg_load_t *ld);
 static ngx_http_ratelimit_pg_row_e ngx_http_ratelimit_pg_row(PGresult *res,
     int row, size_t *klen, size_t *vlen);
-static size_t ngx_http_ratelimit_pg_table_size(PGresult *res, ngx_uint_t n,
-    uint32_t *nbuckets);
+static size_t ngx_http_ratelimit_pg_table_size(
+    ngx_http_ratelimit_pg_install_t *in, ngx_uint_t n, uint32_t *nbuckets);
+static ngx_http_ratelimit_pg_table_t *ngx_http_ratelimit_pg_table_alloc(
+    ngx_slab_pool_t *shpool, ngx_http_ratelimit_pg_install_t *in);
 
-static uint64_t ngx_http_ratelimit_pg_now(void);
 static ngx_int_t ngx_http_ratelimit_pg_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 
@@ -313,9 +379,9 @@ ngx_http_ratelimit_pg_tick(ngx_event_t *ev)
 static ngx_flag_t
 ngx_http_ratelimit_pg_claim(ngx_http_ratelimit_pg_map_t *map)
 {
-    uint64_t                        now, lease;
     ngx_pid_t                       owner;
-    ngx_flag_t                      won;
+    ngx_flag_t                      won, superseded;
+    ngx_msec_t                      now;
     ngx_http_ratelimit_pg_shctx_t  *sh;
 
     sh = map->sh;
@@ -325,22 +391,20 @@ ngx_http_ratelimit_pg_claim(ngx_http_ratelimit_pg_map_t *map)
         return 0;
     }
 
-    now = ngx_http_ratelimit_pg_now();
-    lease = map->timeout + NGX_HTTP_RATELIMIT_PG_LEASE_SLACK;
+    now = ngx_current_msec;
     owner = 0;
     won = 0;
+    superseded = (sh->gen != map->gen);
 
-    /* "> now + ...": the clock went back, the dates are meaningless */
-
-    if (sh->gen == map->gen
-        && (sh->next <= now || sh->next > now + map->refresh)
+    if (!superseded
+        && (ngx_msec_int_t) (now - sh->next) >= 0
         && (sh->owner == 0
-            || sh->lease_until <= now
-            || sh->lease_until > now + lease))
+            || (ngx_msec_int_t) (now - sh->lease_until) >= 0))
     {
         owner = sh->owner;
         sh->owner = ngx_pid;
-        sh->lease_until = now + lease;
+        sh->lease_until = now + map->timeout
+                          + NGX_HTTP_RATELIMIT_PG_LEASE_SLACK;
         won = 1;
     }
 
@@ -351,6 +415,16 @@ ngx_http_ratelimit_pg_claim(ngx_http_ratelimit_pg_map_t *map)
                       "ratelimit_pg_map \"%V\": the refresh by process %P "
                       "did not finish in time, taking over",
                       &map->name, owner);
+    }
+
+    if (superseded && !map->superseded) {
+        /* normally seen only by a worker that is about to exit */
+        map->superseded = 1;
+
+        ngx_log_error(NGX_LOG_INFO, map->log, 0,
+                      "ratelimit_pg_map \"%V\": the workers of a newer "
+                      "configuration refresh the map, this one stops",
+                      &map->name);
     }
 
     return won;
@@ -382,9 +456,10 @@ ngx_http_ratelimit_pg_result(ngx_edge_pg_t *pg, void *data, ngx_int_t rc,
 {
     ngx_http_ratelimit_pg_map_t  *map = data;
 
-    int        n;
-    ngx_str_t  msg;
-    u_char     buf[80];
+    int                               n;
+    ngx_str_t                         msg;
+    ngx_http_ratelimit_pg_install_t  *in;
+    u_char                            buf[80];
 
     if (rc != NGX_OK) {
         ngx_http_ratelimit_pg_fail(map, err);
@@ -410,79 +485,170 @@ ngx_http_ratelimit_pg_result(ngx_edge_pg_t *pg, void *data, ngx_int_t rc,
         return;
     }
 
-    map->pending = res;
-    map->pending_since = ngx_current_msec;
+    in = &map->in;
+    ngx_memzero(in, sizeof(ngx_http_ratelimit_pg_install_t));
 
-    ngx_http_ratelimit_pg_install(map);
+    in->res = res;
+    in->rows = PQntuples(res);
+    in->ld.returned = in->rows;
+    in->since = ngx_current_msec;
+    in->phase = NGX_HTTP_RATELIMIT_PG_MEASURE;
+
+    in->arena = ngx_alloc((in->rows + 1) * sizeof(uint32_t), map->log);
+    if (in->arena == NULL) {
+        ngx_http_ratelimit_pg_install_free(map);
+        ngx_str_set(&msg, "out of memory");
+        ngx_http_ratelimit_pg_fail(map, &msg);
+        return;
+    }
+
+    ngx_http_ratelimit_pg_measure(map);
 }
 
 
+/* installing a result: one bounded step per pass of the event loop */
+
 static void
-ngx_http_ratelimit_pg_wait(ngx_event_t *ev)
+ngx_http_ratelimit_pg_step(ngx_event_t *ev)
 {
     ngx_http_ratelimit_pg_map_t  *map = ev->data;
 
-    if (map->pending) {
-        ngx_http_ratelimit_pg_install(map);
+    if (map->in.res == NULL) {
+        return;
+    }
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        /* the half-built copy is never current: the next install frees
+         * it; exit_process releases the lease */
+        ngx_http_ratelimit_pg_install_free(map);
+        return;
+    }
+
+    switch (map->in.phase) {
+
+    case NGX_HTTP_RATELIMIT_PG_MEASURE:
+        ngx_http_ratelimit_pg_measure(map);
+        break;
+
+    case NGX_HTTP_RATELIMIT_PG_ALLOCATE:
+        ngx_http_ratelimit_pg_allocate(map);
+        break;
+
+    default: /* NGX_HTTP_RATELIMIT_PG_FILL */
+        ngx_http_ratelimit_pg_fill(map);
+        break;
     }
 }
 
 
 static void
-ngx_http_ratelimit_pg_install(ngx_http_ratelimit_pg_map_t *map)
+ngx_http_ratelimit_pg_next_pass(ngx_http_ratelimit_pg_map_t *map)
 {
-    uint64_t                        now;
-    ngx_str_t                       msg;
-    ngx_uint_t                      slot, failures, reclaimed, rows;
-    ngx_slab_pool_t                *shpool;
-    ngx_http_ratelimit_pg_load_t    ld;
-    ngx_http_ratelimit_pg_table_t  *t;
-    ngx_http_ratelimit_pg_shctx_t  *sh;
+#if (nginx_version >= 1017005)
+    /* run once the events pending now have been handled */
+    ngx_post_event(&map->step, &ngx_posted_next_events);
+#else
+    ngx_add_timer(&map->step, 1);
+#endif
+}
+
+
+/* the usable rows and the arena they need, without the lock */
+
+static void
+ngx_http_ratelimit_pg_measure(ngx_http_ratelimit_pg_map_t *map)
+{
+    int                               end;
+    size_t                            klen, vlen, size;
+    uint32_t                          before;
+    ngx_http_ratelimit_pg_install_t  *in;
+
+    in = &map->in;
+    end = ngx_min(in->rows, in->row + NGX_HTTP_RATELIMIT_PG_ROWS_PER_PASS);
+
+    for ( /* void */ ; in->row < end; in->row++) {
+
+        switch (ngx_http_ratelimit_pg_row(in->res, in->row, &klen, &vlen)) {
+
+        case NGX_HTTP_RATELIMIT_PG_ROW_NULL:
+            in->ld.nulls++;
+            continue;
+
+        case NGX_HTTP_RATELIMIT_PG_ROW_EMPTY:
+            in->ld.empty++;
+            continue;
+
+        case NGX_HTTP_RATELIMIT_PG_ROW_TOO_LONG:
+            in->ld.too_long++;
+            continue;
+
+        default:
+            break;
+        }
+
+        size = ngx_http_ratelimit_pg_entry_size(klen, vlen);
+        before = in->usable ? in->arena[in->usable - 1] : 0;
+
+        /* offsets are 32-bit: 4 GB of entries at most */
+        if (in->full || size >= 0xffffffff - (size_t) before) {
+            in->full = 1;
+            in->ld.dropped++;
+            continue;
+        }
+
+        in->arena[in->usable++] = before + (uint32_t) size;
+    }
+
+    if (in->row == in->rows) {
+        in->phase = NGX_HTTP_RATELIMIT_PG_ALLOCATE;
+        in->row = 0;
+    }
+
+    ngx_http_ratelimit_pg_next_pass(map);
+}
+
+
+/* the other slot's copy freed, the new one allocated and empty */
+
+static void
+ngx_http_ratelimit_pg_allocate(ngx_http_ratelimit_pg_map_t *map)
+{
+    ngx_str_t                         msg;
+    ngx_uint_t                        slot, reclaimed;
+    ngx_msec_t                        now;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_ratelimit_pg_table_t    *t;
+    ngx_http_ratelimit_pg_shctx_t    *sh;
+    ngx_http_ratelimit_pg_install_t  *in;
 
     sh = map->sh;
     shpool = map->shpool;
-
-    ngx_memzero(&ld, sizeof(ngx_http_ratelimit_pg_load_t));
-
-    t = NULL;
-    failures = 0;
+    in = &map->in;
     reclaimed = 0;
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    now = ngx_http_ratelimit_pg_now();
-
     if (sh->gen != map->gen || sh->owner != ngx_pid) {
-        /* a reload gave the zone to new workers, or our lease expired
-         * and another worker took over: theirs is the copy to install */
         ngx_shmtx_unlock(&shpool->mutex);
-
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, map->log, 0,
-                       "ratelimit_pg_map \"%V\": the zone changed hands, "
-                       "result dropped", &map->name);
-
-        PQclear(map->pending);
-        map->pending = NULL;
-        map->refreshing = 0;
+        ngx_http_ratelimit_pg_dropped(map);
         return;
     }
 
+    now = ngx_current_msec;
     slot = sh->current ^ 1;
 
     if (sh->tables[slot]) {
 
         if (sh->readers[slot] != 0) {
 
-            if (ngx_current_msec - map->pending_since
-                < NGX_HTTP_RATELIMIT_PG_READER_MAX)
-            {
+            if (now - in->since < NGX_HTTP_RATELIMIT_PG_READER_MAX) {
                 /* a reader is leaving the copy it pinned: wait for it */
                 sh->lease_until = now + map->timeout
                                   + NGX_HTTP_RATELIMIT_PG_LEASE_SLACK;
 
                 ngx_shmtx_unlock(&shpool->mutex);
 
-                ngx_add_timer(&map->wait, NGX_HTTP_RATELIMIT_PG_INSTALL_WAIT);
+                ngx_add_timer(&map->step, NGX_HTTP_RATELIMIT_PG_INSTALL_WAIT);
                 return;
             }
 
@@ -495,30 +661,17 @@ ngx_http_ratelimit_pg_install(ngx_http_ratelimit_pg_map_t *map)
         sh->tables[slot] = NULL;
     }
 
-    t = ngx_http_ratelimit_pg_build(shpool, map->pending, &ld);
+    t = ngx_http_ratelimit_pg_table_alloc(shpool, in);
 
     if (t) {
+        /* not current: no reader reaches it; if this worker dies while
+         * filling it, the next install frees it from here */
         sh->tables[slot] = t;
-
-        /* the copy is complete before any reader can reach it */
-        ngx_memory_barrier();
-
-        sh->current = slot;
-
-        failures = sh->failures;
-        sh->failures = 0;
-        sh->log_next = 0;
-        sh->rows = t->nentries;
-        sh->loaded = 1;
-
-        sh->next = now + map->refresh;
-        sh->owner = 0;
+        sh->lease_until = now + map->timeout
+                          + NGX_HTTP_RATELIMIT_PG_LEASE_SLACK;
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
-
-    PQclear(map->pending);
-    map->pending = NULL;
 
     if (reclaimed) {
         ngx_log_error(NGX_LOG_WARN, map->log, 0,
@@ -528,13 +681,175 @@ ngx_http_ratelimit_pg_install(ngx_http_ratelimit_pg_map_t *map)
     }
 
     if (t == NULL) {
+        ngx_http_ratelimit_pg_install_free(map);
         ngx_str_set(&msg, "the zone has no room even for an empty map");
         ngx_http_ratelimit_pg_fail(map, &msg);
         return;
     }
 
-    map->refreshing = 0;
-    rows = t->nentries;
+    in->table = t;
+    in->slot = slot;
+    in->phase = NGX_HTTP_RATELIMIT_PG_FILL;
+
+    ngx_http_ratelimit_pg_next_pass(map);
+}
+
+
+/*
+ * One piece of the copy, under the lock: the lease is checked before
+ * anything is written, so a worker that lost it (a reload, or a lease
+ * that expired) never writes into a copy that another one may free.  The
+ * last piece makes the copy current.
+ */
+
+static void
+ngx_http_ratelimit_pg_fill(ngx_http_ratelimit_pg_map_t *map)
+{
+    int64_t                           t0, held;
+    ngx_uint_t                        installed, finished, failures;
+    ngx_msec_t                        now;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_ratelimit_pg_shctx_t    *sh;
+    ngx_http_ratelimit_pg_install_t  *in;
+
+    sh = map->sh;
+    shpool = map->shpool;
+    in = &map->in;
+    failures = 0;
+
+    t0 = ngx_edge_mono_usec();
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (sh->gen != map->gen || sh->owner != ngx_pid) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        ngx_http_ratelimit_pg_dropped(map);
+        return;
+    }
+
+    now = ngx_current_msec;
+    sh->lease_until = now + map->timeout + NGX_HTTP_RATELIMIT_PG_LEASE_SLACK;
+
+    installed = ngx_http_ratelimit_pg_fill_rows(map,
+                                          NGX_HTTP_RATELIMIT_PG_ROWS_PER_PASS);
+
+    finished = (in->row == in->rows || in->taken == in->n);
+
+    if (finished) {
+        /* the copy is complete before any reader can reach it */
+        ngx_memory_barrier();
+
+        sh->current = in->slot;
+
+        failures = sh->failures;
+        sh->failures = 0;
+        ngx_memzero(&sh->log_gate, sizeof(ngx_edge_log_gate_t));
+        sh->rows = in->table->nentries;
+        sh->loaded = 1;
+
+        sh->next = now + map->refresh;
+        sh->owner = 0;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    held = ngx_edge_mono_usec() - t0;
+    in->passes++;
+    in->lock_max = ngx_max(in->lock_max, held);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, map->log, 0,
+                   "ratelimit_pg_map \"%V\": install pass %ui: %ui rows, "
+                   "lock held %L us",
+                   &map->name, in->passes, installed, held);
+
+    if (!finished) {
+        ngx_http_ratelimit_pg_next_pass(map);
+        return;
+    }
+
+    ngx_http_ratelimit_pg_installed(map, failures);
+}
+
+
+/* at most max rows of the result looked at; returns how many went in */
+
+static ngx_uint_t
+ngx_http_ratelimit_pg_fill_rows(ngx_http_ratelimit_pg_map_t *map,
+    ngx_uint_t max)
+{
+    u_char                           *key, *value;
+    size_t                            klen, vlen;
+    uint32_t                          hash, off, *head;
+    ngx_uint_t                        i, installed;
+    ngx_http_ratelimit_pg_entry_t    *e;
+    ngx_http_ratelimit_pg_table_t    *t;
+    ngx_http_ratelimit_pg_install_t  *in;
+
+    in = &map->in;
+    t = in->table;
+    installed = 0;
+
+    for (i = 0; i < max && in->row < in->rows && in->taken < in->n; i++) {
+
+        if (ngx_http_ratelimit_pg_row(in->res, in->row++, &klen, &vlen)
+            != NGX_HTTP_RATELIMIT_PG_ROW_OK)
+        {
+            continue;
+        }
+
+        in->taken++;
+
+        key = (u_char *) PQgetvalue(in->res, in->row - 1, 0);
+        value = (u_char *) PQgetvalue(in->res, in->row - 1, 1);
+
+        hash = ngx_crc32_short(key, klen);
+        head = &t->buckets[hash & t->mask];
+
+        /* the first row wins */
+
+        for (off = *head; off; off = e->next) {
+            e = (ngx_http_ratelimit_pg_entry_t *) (t->arena + off - 1);
+
+            if (e->hash == hash
+                && e->klen == klen
+                && ngx_memcmp(e->data, key, klen) == 0)
+            {
+                break;
+            }
+        }
+
+        if (off) {
+            in->ld.duplicates++;
+            continue;
+        }
+
+        e = (ngx_http_ratelimit_pg_entry_t *) (t->arena + in->used);
+
+        e->hash = hash;
+        e->klen = (u_char) klen;
+        e->vlen = (u_char) vlen;
+        ngx_memcpy(e->data, key, klen);
+        ngx_memcpy(e->data + klen, value, vlen);
+
+        e->next = *head;
+        *head = in->used + 1;
+
+        in->used += ngx_http_ratelimit_pg_entry_size(klen, vlen);
+        t->nentries++;
+        installed++;
+    }
+
+    return installed;
+}
+
+
+static void
+ngx_http_ratelimit_pg_installed(ngx_http_ratelimit_pg_map_t *map,
+    ngx_uint_t failures)
+{
+    ngx_http_ratelimit_pg_install_t  *in;
+
+    in = &map->in;
 
     if (failures) {
         ngx_log_error(NGX_LOG_NOTICE, map->log, 0,
@@ -547,38 +862,86 @@ ngx_http_ratelimit_pg_install(ngx_http_ratelimit_pg_map_t *map)
                   "ratelimit_pg_map \"%V\": loaded %ui rows from %V in %Mms "
                   "(%ui returned, %ui with NULL, %ui with an empty key, "
                   "%ui duplicate keys)",
-                  &map->name, rows, &map->dsn.peer,
-                  ngx_current_msec - map->started, ld.returned, ld.nulls,
-                  ld.empty, ld.duplicates);
+                  &map->name, (ngx_uint_t) in->table->nentries,
+                  &map->dsn.peer, ngx_current_msec - map->started,
+                  in->ld.returned, in->ld.nulls, in->ld.empty,
+                  in->ld.duplicates);
 
-    if (ld.too_long) {
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, map->log, 0,
+                   "ratelimit_pg_map \"%V\": installed in %ui passes, "
+                   "the lock held %L us at most",
+                   &map->name, in->passes, in->lock_max);
+
+    if (in->ld.too_long) {
         ngx_log_error(NGX_LOG_WARN, map->log, 0,
                       "ratelimit_pg_map \"%V\": %ui rows skipped, their key "
                       "or value is longer than %d bytes",
-                      &map->name, ld.too_long, NGX_HTTP_RATELIMIT_PG_MAX_LEN);
+                      &map->name, in->ld.too_long,
+                      NGX_HTTP_RATELIMIT_PG_MAX_LEN);
     }
 
-    if (ld.dropped) {
+    if (in->ld.dropped) {
         ngx_log_error(NGX_LOG_WARN, map->log, 0,
                       "ratelimit_pg_map \"%V\": %ui rows dropped, zone "
                       "\"%V\" is full (it must hold two copies of the map)",
-                      &map->name, ld.dropped, &map->shm_zone->shm.name);
+                      &map->name, in->ld.dropped, &map->shm_zone->shm.name);
     }
 
+    ngx_http_ratelimit_pg_install_free(map);
+    map->refreshing = 0;
+
     ngx_http_ratelimit_pg_schedule(map, map->refresh);
+}
+
+
+/* a reload gave the zone to new workers, or our lease expired and another
+ * worker took over: theirs is the copy to install */
+
+static void
+ngx_http_ratelimit_pg_dropped(ngx_http_ratelimit_pg_map_t *map)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, map->log, 0,
+                   "ratelimit_pg_map \"%V\": the zone changed hands, "
+                   "result dropped", &map->name);
+
+    ngx_http_ratelimit_pg_install_free(map);
+    map->refreshing = 0;
+}
+
+
+static void
+ngx_http_ratelimit_pg_install_free(ngx_http_ratelimit_pg_map_t *map)
+{
+    if (map->step.timer_set) {
+        ngx_del_timer(&map->step);
+    }
+
+    if (map->step.posted) {
+        ngx_delete_posted_event(&map->step);
+    }
+
+    if (map->in.res) {
+        PQclear(map->in.res);
+    }
+
+    if (map->in.arena) {
+        ngx_free(map->in.arena);
+    }
+
+    ngx_memzero(&map->in, sizeof(ngx_http_ratelimit_pg_install_t));
 }
 
 
 static void
 ngx_http_ratelimit_pg_fail(ngx_http_ratelimit_pg_map_t *map, ngx_str_t *err)
 {
-    uint64_t                        now;
-    ngx_msec_t                      retry;
-    ngx_uint_t                      failures, rows, loaded, log;
+    ngx_msec_t                      retry, interval;
+    ngx_uint_t                      failures, rows, loaded, log, held;
     ngx_http_ratelimit_pg_shctx_t  *sh;
 
     sh = map->sh;
     retry = ngx_min(map->refresh, NGX_HTTP_RATELIMIT_PG_RETRY);
+    interval = ngx_max(map->refresh, NGX_HTTP_RATELIMIT_PG_LOG_INTERVAL);
 
     failures = 0;
     rows = 0;
@@ -587,25 +950,17 @@ ngx_http_ratelimit_pg_fail(ngx_http_ratelimit_pg_map_t *map, ngx_str_t *err)
 
     ngx_shmtx_lock(&map->shpool->mutex);
 
-    now = ngx_http_ratelimit_pg_now();
-
     if (sh->gen == map->gen && sh->owner == ngx_pid) {
         sh->owner = 0;
-        sh->next = now + retry;
+        sh->next = ngx_current_msec + retry;
 
         failures = ++sh->failures;
         rows = sh->rows;
         loaded = sh->loaded;
 
-        /* one line per interval, whichever worker fails */
-        if (now >= sh->log_next
-            || sh->log_next > now + NGX_HTTP_RATELIMIT_PG_LOG_INTERVAL
-                              + map->refresh)
-        {
-            sh->log_next = now + ngx_max(map->refresh,
-                                         NGX_HTTP_RATELIMIT_PG_LOG_INTERVAL);
-            log = 1;
-        }
+        /* one line per interval, whichever worker fails: the line says
+         * how many failed in a row, which covers those held back */
+        log = ngx_edge_log_gate_open(&sh->log_gate, interval, &held);
     }
 
     ngx_shmtx_unlock(&map->shpool->mutex);
@@ -656,7 +1011,7 @@ ngx_http_ratelimit_pg_schedule(ngx_http_ratelimit_pg_map_t *map,
 }
 
 
-/* building a copy, under the slab pool's mutex */
+/* building a copy */
 
 static ngx_http_ratelimit_pg_row_e
 ngx_http_ratelimit_pg_row(PGresult *res, int row, size_t *klen, size_t *vlen)
@@ -683,34 +1038,13 @@ ngx_http_ratelimit_pg_row(PGresult *res, int row, size_t *klen, size_t *vlen)
 }
 
 
-#define ngx_http_ratelimit_pg_entry_size(klen, vlen)                          \
-    ngx_align(offsetof(ngx_http_ratelimit_pg_entry_t, data) + (klen) + (vlen),\
-              sizeof(uint32_t))
-
-
 /* the size of a copy of the first n usable rows */
 
 static size_t
-ngx_http_ratelimit_pg_table_size(PGresult *res, ngx_uint_t n,
-    uint32_t *nbuckets)
+ngx_http_ratelimit_pg_table_size(ngx_http_ratelimit_pg_install_t *in,
+    ngx_uint_t n, uint32_t *nbuckets)
 {
-    int         row, rows;
-    size_t      klen, vlen, arena;
-    uint32_t    nb;
-    ngx_uint_t  taken;
-
-    rows = PQntuples(res);
-    arena = 0;
-    taken = 0;
-
-    for (row = 0; row < rows && taken < n; row++) {
-        if (ngx_http_ratelimit_pg_row(res, row, &klen, &vlen)
-            == NGX_HTTP_RATELIMIT_PG_ROW_OK)
-        {
-            arena += ngx_http_ratelimit_pg_entry_size(klen, vlen);
-            taken++;
-        }
-    }
+    uint32_t  nb;
 
     /* a load factor of at most 1 */
     for (nb = 8; nb < n; nb <<= 1) { /* void */ }
@@ -718,61 +1052,25 @@ ngx_http_ratelimit_pg_table_size(PGresult *res, ngx_uint_t n,
     *nbuckets = nb;
 
     return sizeof(ngx_http_ratelimit_pg_table_t) + nb * sizeof(uint32_t)
-           + arena;
+           + (n ? in->arena[n - 1] : 0);
 }
 
 
+/* an empty copy for as many of the usable rows as fit, under the lock:
+ * in->n says how many */
+
 static ngx_http_ratelimit_pg_table_t *
-ngx_http_ratelimit_pg_build(ngx_slab_pool_t *shpool, PGresult *res,
-    ngx_http_ratelimit_pg_load_t *ld)
+ngx_http_ratelimit_pg_table_alloc(ngx_slab_pool_t *shpool,
+    ngx_http_ratelimit_pg_install_t *in)
 {
-    int                             row, rows;
-    u_char                         *key, *value;
-    size_t                          klen, vlen, arena, size;
-    uint32_t                        hash, off, used, *head, nb;
-    ngx_uint_t                      n, lo, hi, mid, taken;
-    ngx_http_ratelimit_pg_entry_t  *e;
+    size_t                          size;
+    uint32_t                        nb;
+    ngx_uint_t                      n, lo, hi, mid;
     ngx_http_ratelimit_pg_table_t  *t;
 
-    rows = PQntuples(res);
-    ld->returned = rows;
+    n = in->usable;
 
-    /* the usable rows; offsets are 32-bit: 4 GB of entries at most */
-
-    n = 0;
-    arena = 0;
-
-    for (row = 0; row < rows; row++) {
-
-        switch (ngx_http_ratelimit_pg_row(res, row, &klen, &vlen)) {
-
-        case NGX_HTTP_RATELIMIT_PG_ROW_NULL:
-            ld->nulls++;
-            continue;
-
-        case NGX_HTTP_RATELIMIT_PG_ROW_EMPTY:
-            ld->empty++;
-            continue;
-
-        case NGX_HTTP_RATELIMIT_PG_ROW_TOO_LONG:
-            ld->too_long++;
-            continue;
-
-        default:
-            break;
-        }
-
-        arena += ngx_http_ratelimit_pg_entry_size(klen, vlen);
-
-        if (arena >= 0xffffffff) {
-            ld->dropped++;
-            continue;
-        }
-
-        n++;
-    }
-
-    size = ngx_http_ratelimit_pg_table_size(res, n, &nb);
+    size = ngx_http_ratelimit_pg_table_size(in, n, &nb);
     t = ngx_slab_alloc_locked(shpool, size);
 
     if (t == NULL) {
@@ -784,7 +1082,7 @@ ngx_http_ratelimit_pg_build(ngx_slab_pool_t *shpool, PGresult *res,
         while (hi - lo > 1) {
             mid = lo + (hi - lo) / 2;
 
-            size = ngx_http_ratelimit_pg_table_size(res, mid, &nb);
+            size = ngx_http_ratelimit_pg_table_size(in, mid, &nb);
             t = ngx_slab_alloc_locked(shpool, size);
 
             if (t) {
@@ -796,10 +1094,10 @@ ngx_http_ratelimit_pg_build(ngx_slab_pool_t *shpool, PGresult *res,
             }
         }
 
-        ld->dropped += n - lo;
+        in->ld.dropped += n - lo;
         n = lo;
 
-        size = ngx_http_ratelimit_pg_table_size(res, n, &nb);
+        size = ngx_http_ratelimit_pg_table_size(in, n, &nb);
         t = ngx_slab_alloc_locked(shpool, size);
 
         if (t == NULL) {
@@ -815,71 +1113,9 @@ ngx_http_ratelimit_pg_build(ngx_slab_pool_t *shpool, PGresult *res,
 
     ngx_memzero(t->buckets, nb * sizeof(uint32_t));
 
-    used = 0;
-    taken = 0;
-
-    for (row = 0; row < rows && taken < n; row++) {
-
-        if (ngx_http_ratelimit_pg_row(res, row, &klen, &vlen)
-            != NGX_HTTP_RATELIMIT_PG_ROW_OK)
-        {
-            continue;
-        }
-
-        taken++;
-
-        key = (u_char *) PQgetvalue(res, row, 0);
-        value = (u_char *) PQgetvalue(res, row, 1);
-
-        hash = ngx_crc32_short(key, klen);
-        head = &t->buckets[hash & t->mask];
-
-        /* the first row wins */
-
-        for (off = *head; off; off = e->next) {
-            e = (ngx_http_ratelimit_pg_entry_t *) (t->arena + off - 1);
-
-            if (e->hash == hash
-                && e->klen == klen
-                && ngx_memcmp(e->data, key, klen) == 0)
-            {
-                break;
-            }
-        }
-
-        if (off) {
-            ld->duplicates++;
-            continue;
-        }
-
-        e = (ngx_http_ratelimit_pg_entry_t *) (t->arena + used);
-
-        e->hash = hash;
-        e->klen = (u_char) klen;
-        e->vlen = (u_char) vlen;
-        ngx_memcpy(e->data, key, klen);
-        ngx_memcpy(e->data + klen, value, vlen);
-
-        e->next = *head;
-        *head = used + 1;
-
-        used += ngx_http_ratelimit_pg_entry_size(klen, vlen);
-        t->nentries++;
-    }
+    in->n = n;
 
     return t;
-}
-
-
-static uint64_t
-ngx_http_ratelimit_pg_now(void)
-{
-    ngx_time_t  *tp;
-
-    /* wall clock: the dates in the zone are compared across processes */
-    tp = ngx_timeofday();
-
-    return (uint64_t) tp->sec * 1000 + tp->msec;
 }
 
 
@@ -889,8 +1125,9 @@ ngx_int_t
 ngx_http_ratelimit_pg_init_process(ngx_cycle_t *cycle,
     ngx_http_ratelimit_main_conf_t *rmcf)
 {
-    ngx_uint_t                     i;
-    ngx_http_ratelimit_pg_map_t  **maps, *map;
+    ngx_uint_t                       i;
+    ngx_http_ratelimit_pg_map_t    **maps, *map;
+    ngx_http_ratelimit_pg_shctx_t   *sh;
 
     if (rmcf->pg_maps == NULL) {
         return NGX_OK;
@@ -900,9 +1137,9 @@ ngx_http_ratelimit_pg_init_process(ngx_cycle_t *cycle,
 
     for (i = 0; i < rmcf->pg_maps->nelts; i++) {
         map = maps[i];
+        sh = map->sh;
 
         map->log = cycle->log;
-        map->gen = map->sh->gen;
 
         ngx_edge_pg_init(&map->pg, &map->dsn, cycle->log);
 
@@ -911,12 +1148,29 @@ ngx_http_ratelimit_pg_init_process(ngx_cycle_t *cycle,
         map->tick.log = cycle->log;
         map->tick.cancelable = 1;
 
-        map->wait.handler = ngx_http_ratelimit_pg_wait;
-        map->wait.data = map;
-        map->wait.log = cycle->log;
-        map->wait.cancelable = 1;
+        map->step.handler = ngx_http_ratelimit_pg_step;
+        map->step.data = map;
+        map->step.log = cycle->log;
+        map->step.cancelable = 1;
 
-        /* the first load as soon as the event loop runs */
+        /*
+         * A worker of this configuration runs: the configuration was
+         * accepted, and the refresh is its own from now on.  The workers
+         * of the previous one stop refreshing; a newer one never gives it
+         * back.  The refresh is due at once.
+         */
+
+        ngx_shmtx_lock(&map->shpool->mutex);
+
+        if (map->gen > sh->gen) {
+            sh->gen = map->gen;
+            sh->next = 0;
+            sh->owner = 0;
+        }
+
+        ngx_shmtx_unlock(&map->shpool->mutex);
+
+        /* the first look as soon as the event loop runs */
         ngx_add_timer(&map->tick, 0);
     }
 
@@ -944,17 +1198,10 @@ ngx_http_ratelimit_pg_exit_process(ngx_cycle_t *cycle,
             ngx_del_timer(&map->tick);
         }
 
-        if (map->wait.timer_set) {
-            ngx_del_timer(&map->wait);
-        }
+        ngx_http_ratelimit_pg_install_free(map);
 
         /* PQfinish() and the nginx connection released: no socket left */
         ngx_edge_pg_close(&map->pg);
-
-        if (map->pending) {
-            PQclear(map->pending);
-            map->pending = NULL;
-        }
 
         if (map->refreshing && map->sh) {
             /* the next worker need not wait for the lease to expire */
@@ -984,29 +1231,26 @@ ngx_http_ratelimit_pg_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     map = shm_zone->data;
 
-    if (omap) {
-        /* nginx -s reload with the zone unchanged: the copy keeps serving,
-         * and the new configuration's workers refresh it at once */
-        map->shpool = omap->shpool;
-        map->sh = omap->sh;
+    if (omap || shm_zone->shm.exists) {
+        /*
+         * nginx -s reload with the zone unchanged: the copy keeps serving.
+         * This configuration draws its generation, and takes the refresh
+         * when its first worker starts: nginx may still reject it (a
+         * "listen" that fails comes after the zones), and then the old
+         * workers must go on refreshing.
+         */
+        map->shpool = omap ? omap->shpool
+                           : (ngx_slab_pool_t *) shm_zone->shm.addr;
+        map->sh = map->shpool->data;
 
         ngx_shmtx_lock(&map->shpool->mutex);
-
-        map->sh->gen++;
-        map->sh->next = 0;
-        map->sh->owner = 0;
-
+        map->gen = ++map->sh->gen_last;
         ngx_shmtx_unlock(&map->shpool->mutex);
 
         return NGX_OK;
     }
 
     map->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        map->sh = map->shpool->data;
-        return NGX_OK;
-    }
 
     map->sh = ngx_slab_calloc(map->shpool,
                               sizeof(ngx_http_ratelimit_pg_shctx_t));
@@ -1016,6 +1260,8 @@ ngx_http_ratelimit_pg_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     map->shpool->data = map->sh;
     map->sh->gen = 1;
+    map->sh->gen_last = 1;
+    map->gen = 1;
 
     len = sizeof(" in ratelimit_pg_map zone \"\"") + shm_zone->shm.name.len;
 
@@ -1058,6 +1304,92 @@ ngx_http_ratelimit_pg_parse_msec(ngx_str_t *value, size_t skip,
 }
 
 
+/* password_file=: the file's content without its trailing newlines */
+
+static char *
+ngx_http_ratelimit_pg_read_password(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *password)
+{
+    char             *rv;
+    u_char           *buf;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t         path;
+
+    path = *name;
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read the password file \"%V\": "
+                           ngx_open_file_n " failed", &path);
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_OK;
+
+    buf = ngx_pnalloc(cf->temp_pool, NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX + 1);
+    if (buf == NULL) {
+        rv = NGX_CONF_ERROR;
+        goto done;
+    }
+
+    n = ngx_read_fd(fd, buf, NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX + 1);
+
+    if (n == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read the password file \"%V\": "
+                           ngx_read_fd_n " failed", &path);
+        rv = NGX_CONF_ERROR;
+        goto done;
+    }
+
+    if (n > NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the password file \"%V\" is longer than %d "
+                           "bytes", &path, NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX);
+        rv = NGX_CONF_ERROR;
+        goto done;
+    }
+
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        n--;
+    }
+
+    if (n == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the password file \"%V\" is empty", &path);
+        rv = NGX_CONF_ERROR;
+        goto done;
+    }
+
+    if (ngx_strlchr(buf, buf + n, '\0') != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the password file \"%V\" has a NUL byte",
+                           &path);
+        rv = NGX_CONF_ERROR;
+        goto done;
+    }
+
+    password->data = buf;
+    password->len = n;
+
+done:
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed", &path);
+    }
+
+    return rv;
+}
+
+
 char *
 ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1066,6 +1398,7 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     u_char                             *p;
     ssize_t                             size;
     ngx_str_t                          *value, dsn, zname, s, var, err;
+    ngx_str_t                           pwfile, password, shown;
     ngx_uint_t                          i;
     ngx_shm_zone_t                     *shm_zone;
     ngx_http_variable_t                *v;
@@ -1114,6 +1447,8 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_null(&dsn);
     ngx_str_null(&zname);
+    ngx_str_null(&pwfile);
+    ngx_str_null(&password);
     size = 0;
     map->refresh = NGX_CONF_UNSET_MSEC;
     map->timeout = NGX_CONF_UNSET_MSEC;
@@ -1127,6 +1462,19 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             if (dsn.len == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "empty \"dsn\" parameter");
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            pwfile.data = value[i].data + 14;
+            pwfile.len = value[i].len - 14;
+
+            if (pwfile.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "empty \"password_file\" parameter");
                 return NGX_CONF_ERROR;
             }
 
@@ -1190,8 +1538,15 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        /* a misspelt "dsn=" would show its password */
+        if (ngx_edge_pg_redact(cf->temp_pool, NULL, &value[i], &shown)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
+                           "invalid parameter \"%V\"", &shown);
         return NGX_CONF_ERROR;
     }
 
@@ -1211,10 +1566,29 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_conf_init_msec_value(map->refresh, NGX_HTTP_RATELIMIT_PG_REFRESH);
     ngx_conf_init_msec_value(map->timeout, NGX_HTTP_RATELIMIT_PG_TIMEOUT);
 
-    if (ngx_edge_pg_parse_dsn(cf, &dsn, &map->dsn, &err) != NGX_OK) {
+    if (pwfile.len
+        && ngx_http_ratelimit_pg_read_password(cf, &pwfile, &password)
+           != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_edge_pg_parse_dsn(cf, &dsn, pwfile.len ? &password : NULL,
+                              &map->dsn, &err)
+        != NGX_OK)
+    {
+        if (password.len) {
+            ngx_memzero(password.data, password.len);
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid \"dsn\" parameter: %V", &err);
         return NGX_CONF_ERROR;
+    }
+
+    /* the dsn has its copy: none left in the configuration's pool */
+    if (password.len) {
+        ngx_memzero(password.data, password.len);
     }
 
     if (zname.len == 0) {

@@ -6,7 +6,7 @@ set -euo pipefail
 build_pkgs="gcc make nginx-core nginx-dev libhiredis-dev libpq-dev libjansson-dev zlib1g-dev"
 test_pkgs="$build_pkgs perl procps redis-server redis-tools postgresql postgresql-client
            libtest-base-perl libtext-diff-perl libtest-longstring-perl
-           libwww-perl liburi-perl valgrind prometheus"
+           libwww-perl liburi-perl valgrind prometheus libfaketime"
 bench_pkgs="$test_pkgs wrk"
 
 case "${1:-test}" in

@@ -17,8 +17,8 @@ redis_flushall();
 
 my $http = <<"HTTP";
     ratelimit_redis main 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT};
-    ratelimit_zone \$arg_k zone=shm:1m rate=1r/s;
-    ratelimit_zone \$arg_k zone=red:1m rate=1r/s redis=main;
+    ratelimit_zone \$arg_k zone=shm:1m rate=30r/m;
+    ratelimit_zone \$arg_k zone=red:1m rate=30r/m redis=main;
     server {
         listen 127.0.0.1:\$PORT;
         location = /ok { return 200 "ok\\n"; }

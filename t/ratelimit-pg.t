@@ -55,8 +55,54 @@ INSERT INTO api_keys VALUES ('key-premium', 'premium', true),
                             ('key-auth', 'authenticated', true),
                             ('key-null', NULL, true),
                             ('key-off', 'premium', false);
+GRANT SELECT ON api_keys TO edge_pw;
 SQL
 }
+
+# The fixtures trust every local connection: the role edge_pw gets a
+# pg_hba.conf line of its own that wants its password (SCRAM), so that a
+# wrong password is refused.  The password files of the password_file=
+# blocks are in $TEST_NGINX_PG_SECRETS.
+my $Password = 'f1le-s3cret';
+
+sub pg_require_password {
+    my $hba = "$ENV{TEST_EDGE_FIXTURES}/pg/data/pg_hba.conf";
+    my $text = slurp($hba);
+    if ($text !~ /edge_pw/) {
+        open my $fh, '>', $hba or die "$hba: $!\n";
+        print $fh "host all edge_pw 127.0.0.1/32 scram-sha-256\n$text";
+        close $fh;
+    }
+    pg_exec("SET client_min_messages = warning;"
+            . " DROP ROLE IF EXISTS edge_pw;"
+            . " SET password_encryption = 'scram-sha-256';"
+            . " CREATE ROLE edge_pw LOGIN PASSWORD '$Password';"
+            . " SELECT pg_reload_conf()");
+    # the reload is asynchronous: wait until a wrong password is refused
+    my $dsn = "host=127.0.0.1 port=$ENV{TEST_NGINX_PG_PORT} user=edge_pw"
+            . " dbname=edge_test";
+    my $login = sub {
+        local $ENV{PGPASSWORD} = $_[0];
+        system("psql '$dsn' -qAtX -c 'SELECT 1' >/dev/null 2>&1") == 0;
+    };
+    wait_until(10, sub { !$login->('wr0ng-s3cret') })
+        or die "pg_hba.conf: a wrong password is still accepted\n";
+    $login->($Password) or die "edge_pw cannot log in with its password\n";
+}
+
+$ENV{TEST_NGINX_PG_SECRETS} = File::Temp::tempdir(
+    'pg-secrets.XXXXXX', DIR => $ENV{TEST_EDGE_FIXTURES} // File::Spec->tmpdir,
+    CLEANUP => 1);
+for (['good', "$Password\n"], ['wrong', "wr0ng-s3cret\n"],
+     ['empty', "\n"], ['crlf', "$Password\r\n"])
+{
+    open my $fh, '>', "$ENV{TEST_NGINX_PG_SECRETS}/$_->[0]" or die "$!\n";
+    print $fh $_->[1];
+    close $fh;
+}
+
+pg_start() unless pg_is_up();
+pg_require_password();
 
 # Every block starts from a running PostgreSQL and a fresh table; "--- sql"
 # adds to it, "--- pg: down" stops PostgreSQL for the block (the next
@@ -84,6 +130,10 @@ END { live_stop($Live) if $Live && $Live->{pid} }
 run_tests();
 
 live_scenarios();
+live_failed_reload();
+live_large_map();
+live_reload_in_flight();
+live_password();
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +241,8 @@ _EOC_
     }
 
     my $n = { dir => $dir, port => $port, pid => $pid,
-              log => "$dir/logs/error.log" };
+              log => "$dir/logs/error.log", conf => $conf,
+              conf_file => "$dir/conf/nginx.conf" };
     # the master writes its pid file once the sockets are bound
     my $up = wait_until(10 * $Slow, sub {
         waitpid($pid, POSIX::WNOHANG()) == 0
@@ -274,8 +325,10 @@ sub live_scenarios {
         refresh=${refresh}ms timeout=2s default=public zone=api_tiers:1m;
 
     ratelimit_zone \$arg_k zone=api:1m rate=1r/m tier=\$api_tier;
-    ratelimit_tier zone=api tier=authenticated rate=200r/m burst=1;
-    ratelimit_tier zone=api tier=premium rate=1000r/m burst=3;
+    # slow rates: no token comes back while a test sends its requests,
+    # even under valgrind; the tiers differ by their burst
+    ratelimit_tier zone=api tier=authenticated rate=2r/m burst=1;
+    ratelimit_tier zone=api tier=premium rate=6r/m burst=3;
 _HTTP_
         location = /ok { return 200 "ok\n"; }
 
@@ -437,6 +490,313 @@ _SRV_
     is(join("\n", live_valgrind_errors($n)), '',
        'lease: valgrind found no memory error in our code')
         if $ENV{TEST_NGINX_USE_VALGRIND};
+}
+
+# the answer of /tier?k=KEY, or '(no response)'
+sub live_tier {
+    my ($n, $key) = @_;
+    my $r = live_get($n, "/tier?k=$key");
+    return $r ? $r->{body} =~ s/\n\z//r : '(no response)';
+}
+
+# what was logged since a given length of the log
+sub live_log_since { substr(live_log($_[0]), $_[1]) }
+
+sub live_common_checks {
+    my ($n, $what) = @_;
+    my $log = live_log($n);
+    is(count_lines($log, qr/\[(?:alert|crit)\]|open socket/), 0,
+       "$what: no alert, no crit, no socket left open");
+    is(count_lines($log, qr/exited on signal/), 0, "$what: no worker crashed");
+    is(join("\n", live_valgrind_errors($n)), '',
+       "$what: valgrind found no memory error in our code")
+        if $ENV{TEST_NGINX_USE_VALGRIND};
+}
+
+
+# Issue 8, item 4: a reload that nginx rejects after the zones were
+# initialized (a "listen" on a port the test holds: nginx opens the
+# listening sockets after the shared zones) must leave the refresh with the
+# workers that still run.
+sub live_failed_reload {
+    pg_start() unless pg_is_up();
+    pg_reset();
+
+    my $n = $Live = live_start(workers => 2,
+                               http => <<"_HTTP_", server => <<'_SRV_');
+    ratelimit_pg_map \$arg_k \$api_tier
+        "dsn=$ENV{TEST_NGINX_PG_DSN}"
+        "query=SELECT api_key, tier FROM api_keys WHERE active"
+        refresh=200ms timeout=${\ (2 * $Slow)}s default=public;
+_HTTP_
+        location = /tier {
+            add_header X-Pid $pid always;
+            return 200 "$api_tier\n";
+        }
+_SRV_
+    ok($n, 'failed reload: nginx with two workers started') or return;
+
+    pg_exec("UPDATE api_keys SET tier = 'gold' WHERE api_key = 'key-premium'");
+    ok(wait_until(10 * $Slow, sub { live_tier($n, 'key-premium') eq 'gold' }),
+       'failed reload: the map refreshes before the reload');
+
+    my %pids;
+    for (1 .. 20) {
+        my $r = live_get($n, '/tier?k=key-premium');
+        $pids{$r->{headers}{'x-pid'}} = 1 if $r && $r->{headers}{'x-pid'};
+    }
+
+    # the port is held by the test for as long as the reload takes
+    my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                     Listen => 1)
+        or die "cannot listen: $!\n";
+    my $port = $busy->sockport;
+    my $conf = $n->{conf};
+    $conf =~ s/\n}\n\z/\n    server { listen 127.0.0.1:$port; }\n}\n/
+        or die "cannot add a server to the configuration\n";
+    open my $fh, '>', $n->{conf_file} or die "$!\n";
+    print $fh $conf;
+    close $fh;
+
+    kill 'HUP', $n->{pid};
+    ok(wait_until(15 * $Slow, sub {
+           live_log($n) =~ /\[emerg\] .*still could not bind\(\)/
+       }), 'failed reload: the reload fails (the port is busy)');
+    close $busy;
+
+    # the old workers are still the ones that answer, and still refresh
+    pg_exec("UPDATE api_keys SET tier = 'platinum'"
+            . " WHERE api_key = 'key-premium'");
+    ok(wait_until(10 * $Slow,
+                  sub { live_tier($n, 'key-premium') eq 'platinum' }),
+       'failed reload: the workers that run still refresh the map')
+        or diag(join "\n", grep { /ratelimit_pg_map|emerg/ }
+                           split /\n/, live_log($n));
+    my @other;
+    for (1 .. 20) {
+        my $r = live_get($n, '/tier?k=key-premium');
+        push @other, $r ? $r->{headers}{'x-pid'} // '?' : 'none'
+            unless $r && $pids{$r->{headers}{'x-pid'} // ''};
+    }
+    is("@other", '', 'failed reload: ... and they are the workers of before');
+
+    # a reload that works after all: the new workers take the refresh over
+    open $fh, '>', $n->{conf_file} or die "$!\n";
+    print $fh $n->{conf};
+    close $fh;
+    kill 'HUP', $n->{pid};
+    my $new;
+    ok(wait_until(10 * $Slow, sub {
+           my $r = live_get($n, '/tier?k=key-premium');
+           $new = $r if $r && !$pids{$r->{headers}{'x-pid'} // ''};
+           return $new;
+       }), 'failed reload: a good reload next starts new workers');
+    pg_exec("UPDATE api_keys SET tier = 'iridium'"
+            . " WHERE api_key = 'key-premium'");
+    ok(wait_until(10 * $Slow,
+                  sub { live_tier($n, 'key-premium') eq 'iridium' }),
+       'failed reload: ... which refresh the map');
+
+    ok(live_stop($n), 'failed reload: nginx stops gracefully');
+    live_common_checks($n, 'failed reload');
+}
+
+
+# Issue 8, item 12: a map of 200,000 rows is installed in bounded pieces
+# (at most 1024 rows per pass of the event loop, each under the zone's
+# lock); every lookup meanwhile answers from the old copy or the new one.
+sub live_large_map {
+    pg_start() unless pg_is_up();
+    my $rows = 200000;
+    my $per_pass = 1024;
+    pg_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS big;"
+            . " CREATE TABLE big (k text, v text);"
+            . " INSERT INTO big SELECT 'k' || g, 'old'"
+            . " FROM generate_series(1, $rows) g");
+
+    my $n = $Live = live_start(workers => 2,
+                               http => <<"_HTTP_", server => <<'_SRV_');
+    ratelimit_pg_map \$arg_k \$api_tier
+        "dsn=$ENV{TEST_NGINX_PG_DSN}" "query=SELECT k, v FROM big"
+        refresh=1s timeout=${\ (10 * $Slow)}s default=none zone=big:32m;
+_HTTP_
+        location = /tier { return 200 "$api_tier\n"; }
+_SRV_
+    ok($n, 'large map: nginx started') or return;
+
+    ok(wait_until(30 * $Slow, sub {
+           live_tier($n, 'k1') eq 'old' && live_tier($n, "k$rows") eq 'old'
+       }), "large map: $rows rows loaded");
+    like(live_log($n), qr/"\$api_tier": loaded $rows rows/,
+         'large map: ... all of them');
+
+    my $mark = length live_log($n);
+    pg_exec("UPDATE big SET v = 'new'");
+
+    # the log read as it grows: is an install under way?
+    open my $lf, '<', $n->{log} or die "$n->{log}: $!\n";
+    seek $lf, $mark, 0;
+    my ($installing, $overlapped) = (0, 0);
+    my $follow = sub {
+        seek $lf, 0, 1;
+        while (my $line = <$lf>) {
+            $installing = 1 if $line =~ /"\$api_tier": install pass 1:/;
+            $installing = 0 if $line =~ /"\$api_tier": installed in/;
+        }
+    };
+
+    # look up keys all the time until the new copy serves them all
+    my (%seen, @wrong, $done);
+    my $deadline = Time::HiRes::time() + 30 * $Slow;
+    my $i = 0;
+    while (Time::HiRes::time() < $deadline) {
+        my $k = 1 + ($i++ * 7919) % $rows;
+        $follow->();
+        my $before = $installing;
+        my $v = live_tier($n, "k$k");
+        $follow->();
+        $overlapped++ if $before && $installing;
+        $seen{$v}++;
+        push @wrong, "k$k=$v" unless $v eq 'old' || $v eq 'new';
+        if ($v eq 'new'
+            && !grep { live_tier($n, "k$_") ne 'new' } 1, 77777, $rows)
+        {
+            $done = 1;
+            last;
+        }
+    }
+    close $lf;
+    ok($done, 'large map: the changed rows are served after a refresh');
+    is(join(' ', @wrong[0 .. ($#wrong < 9 ? $#wrong : 9)]), '',
+       'large map: every lookup during the installs found the key');
+    diag('large map: answers seen: '
+         . join(', ', map { "$_: $seen{$_}" } sort keys %seen)
+         . "; $overlapped lookups answered while an install was under way");
+
+    # the pieces of the installs since the change
+    my $log = live_log_since($n, $mark);
+    my @pieces = $log =~ /"\$api_tier": install pass \d+: (\d+) rows, lock held (\d+) us/g;
+    my (@rows, @usec);
+    while (@pieces) { push @rows, shift @pieces; push @usec, shift @pieces }
+    my ($max_rows) = sort { $b <=> $a } @rows;
+    my @sorted = sort { $a <=> $b } @usec;
+    my ($passes) = $log =~ /"\$api_tier": installed in (\d+) passes/;
+    cmp_ok(scalar @rows, '>=', int($rows / $per_pass) + 1,
+           'large map: the install took many passes of the event loop');
+    cmp_ok($max_rows // 1e9, '<=', $per_pass,
+           "large map: at most $per_pass rows installed per pass");
+    cmp_ok($passes // 0, '>=', int($rows / $per_pass) + 1,
+           'large map: the install says how many passes it took');
+    diag("large map: $rows rows, " . scalar(@rows) . " passes under the"
+         . " lock since the change; lock held per pass: median"
+         . " $sorted[@sorted / 2] us, longest $sorted[-1] us")
+        if @sorted;
+
+    ok(live_stop($n), 'large map: nginx stops gracefully');
+    live_common_checks($n, 'large map');
+    pg_exec('DROP TABLE big');
+}
+
+
+# A reload while a refresh query is in flight (pg_sleep): the old worker
+# drops its query and exits, closing the connection; nothing waits, no
+# socket is left, nothing crashes.  (No request ever waits for PostgreSQL:
+# the variable only reads the zone.)
+sub live_reload_in_flight {
+    pg_start() unless pg_is_up();
+    pg_reset();
+
+    my $n = $Live = live_start(workers => 1,
+                               http => <<"_HTTP_", server => <<'_SRV_');
+    ratelimit_pg_map \$arg_k \$api_tier
+        "dsn=$ENV{TEST_NGINX_PG_DSN}"
+        "query=SELECT api_key, tier FROM api_keys, pg_sleep(3)"
+        refresh=100ms timeout=30s default=public;
+_HTTP_
+        location = /tier {
+            add_header X-Pid $pid always;
+            return 200 "$api_tier\n";
+        }
+_SRV_
+    ok($n, 'reload in flight: nginx started') or return;
+    ok(wait_until(10 * $Slow, sub {
+           live_log($n) =~ /postgresql 127\.0\.0\.1:\d+: connected/
+       }), 'reload in flight: a refresh query runs');
+    my $old = live_get($n, '/tier?k=key-premium');
+    my $old_pid = $old && $old->{headers}{'x-pid'};
+    ok($old_pid, 'reload in flight: the worker answers meanwhile');
+
+    my $t0 = Time::HiRes::time();
+    kill 'HUP', $n->{pid};
+    ok(wait_until(10 * $Slow, sub {
+           live_log($n) =~ /worker process $old_pid exited with code 0/
+       }), 'reload in flight: the old worker exits');
+    my $took = Time::HiRes::time() - $t0;
+    cmp_ok($took, '<', 2.5 * $Slow,
+           'reload in flight: ... without waiting for the query (3s)');
+    ok(wait_until(15 * $Slow,
+                  sub { live_tier($n, 'key-premium') eq 'premium' }),
+       'reload in flight: the new worker loads the map');
+
+    # and a shutdown with a query in flight
+    ok(wait_until(10 * $Slow, sub {
+           count_lines(live_log($n), qr/postgresql 127\.0\.0\.1:\d+: connected/) >= 3
+       }), 'reload in flight: the next query runs');
+    ok(live_stop($n), 'reload in flight: nginx stops gracefully meanwhile');
+    live_common_checks($n, 'reload in flight');
+}
+
+
+# password_file= against a role that needs its password, and no password
+# in the output of nginx -t for a malformed connection string
+sub live_password {
+    my $dir = File::Temp::tempdir('pg-t.XXXXXX',
+                                  DIR => $ENV{TEST_NGINX_PG_SECRETS},
+                                  CLEANUP => 1);
+    mkdir "$dir/$_" for qw(conf logs);
+    my $nginx_t = sub {
+        my ($args) = @_;
+        my $conf = join '', map { "load_module $_;\n" }
+                            split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '';
+        $conf .= "error_log $dir/logs/error.log;\npid $dir/logs/nginx.pid;\n"
+               . "events {}\nhttp {\n    ratelimit_pg_map \$arg_k \$t"
+               . " $args \"query=SELECT 1, 2\";\n}\n";
+        open my $fh, '>', "$dir/conf/nginx.conf" or die "$!\n";
+        print $fh $conf;
+        close $fh;
+        my $bin = $ENV{TEST_EDGE_REAL_NGINX} || '/usr/sbin/nginx';
+        my $out = `$bin -t -p $dir/ -c conf/nginx.conf 2>&1`;
+        return ($? == 0, $out);
+    };
+
+    for my $case (
+        ['"dsn=postgresql://edge:s3cr3t@[::1"',
+         qr/invalid "dsn" parameter: .*"postgresql:\/\/edge:\*\*\*\@\[::1"/,
+         'a URI with a password'],
+        ['"dsn=host=127.0.0.1 passwords3cr3t"',
+         qr/invalid "dsn" parameter: missing "=" after "password\*\*\*"/,
+         'a keyword without its "="'],
+        ['"dsn=postgresql://edge:s3cr3t@h/db?password=s3cr3t&x=%zz"',
+         qr/invalid "dsn" parameter: invalid percent-encoded token/,
+         'a URI with a password parameter'],
+        ['"dns=host=127.0.0.1 password=\'s3 cr3t\'"',
+         qr/invalid parameter "dns=host=127\.0\.0\.1 password=\*\*\*"/,
+         'a misspelt dsn='])
+    {
+        my ($args, $want, $what) = @$case;
+        my ($ok, $out) = $nginx_t->($args);
+        ok(!$ok, "nginx -t: $what: fails");
+        like($out, $want, "nginx -t: $what: says why");
+        unlike($out, qr/s3cr3t|s3 cr3t/, "nginx -t: $what: no password")
+            or diag($out);
+    }
+
+    my ($ok, $out) = $nginx_t->(
+        "\"dsn=$ENV{TEST_NGINX_PG_DSN}\""
+        . " password_file=$ENV{TEST_NGINX_PG_SECRETS}/crlf");
+    ok($ok, 'nginx -t: password_file= with a CRLF line end is accepted')
+        or diag($out);
+    unlike($out, qr/\Q$Password\E/, 'nginx -t: ... and not shown');
 }
 
 __DATA__
@@ -784,3 +1144,124 @@ qr/\[emerg\] .*the shared memory zone "tiers" is already declared for a differen
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*the duplicate "api_tier" variable/
+
+
+
+=== TEST 18: bad config: a malformed URI is shown without its password
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=postgresql://edge:s3cr3t@[::1"
+        "query=SELECT 1, 2";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "dsn" parameter: end of string reached .* in URI: "postgresql:\/\/edge:\*\*\*\@\[::1"/
+--- no_error_log
+s3cr3t
+
+
+
+=== TEST 19: bad config: "password" without its "=" is not shown
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=host=127.0.0.1 passwords3cr3t"
+        "query=SELECT 1, 2";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "dsn" parameter: missing "=" after "password\*\*\*" in connection info string/
+--- no_error_log
+s3cr3t
+
+
+
+=== TEST 20: bad config: a misspelt "dsn=" is shown without its password
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dns=host=127.0.0.1 user=u password=s3cr3t dbname=d"
+        "query=SELECT 1, 2";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid parameter "dns=host=127\.0\.0\.1 user=u password=\*\*\* dbname=d"/
+--- no_error_log
+s3cr3t
+
+
+
+=== TEST 21: bad config: a password file that cannot be read
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN"
+        password_file=$TEST_NGINX_PG_SECRETS/no-such-file "query=SELECT 1, 2";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*cannot read the password file ".*\/no-such-file": open\(\) failed \(2: No such file or directory\)/
+
+
+
+=== TEST 22: bad config: an empty password file (a newline only)
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN"
+        password_file=$TEST_NGINX_PG_SECRETS/empty "query=SELECT 1, 2";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*the password file ".*\/empty" is empty/
+
+
+
+=== TEST 23: bad config: a password both in dsn= and in password_file=
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=$TEST_NGINX_PG_DSN password=s3cr3t"
+        password_file=$TEST_NGINX_PG_SECRETS/good "query=SELECT 1, 2";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "dsn" parameter: it has a password, and a password file is given too/
+--- no_error_log
+s3cr3t
+f1le-s3cret
+
+
+
+=== TEST 24: password_file=: the map loads as a role that needs its password
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=edge_pw dbname=edge_test"
+        password_file=$TEST_NGINX_PG_SECRETS/good
+        "query=SELECT api_key, tier FROM api_keys WHERE active"
+        default=public;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t?k=no-such-key
+--- response_body
+[public]
+--- wait: 1
+--- error_log eval
+qr/\[info\] .*ratelimit_pg_map "\$api_tier": loaded 2 rows/
+--- no_error_log
+[error]
+[alert]
+f1le-s3cret
+
+
+
+=== TEST 25: password_file= with a wrong password: refused by PostgreSQL (the role needs its password)
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=edge_pw dbname=edge_test"
+        password_file=$TEST_NGINX_PG_SECRETS/wrong
+        "query=SELECT api_key, tier FROM api_keys WHERE active"
+        refresh=100ms default=public;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t?k=key-premium
+--- response_body
+[public]
+--- wait: 1
+--- error_log eval
+qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ failed: .*password authentication failed for user "edge_pw"/
+--- no_error_log
+[alert]
+wr0ng-s3cret

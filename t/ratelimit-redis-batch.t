@@ -15,10 +15,11 @@ redis_flushall();
 
 
 
-# "GET path" on many connections, all read by nginx in one pass of its
-# event loop: the connections are accepted first (nginx accepts one per
-# pass), then the worker is stopped while every request is written and
-# continued, so that one epoll_wait returns them all.  The status of each.
+# "GET path" on many connections, written while the worker is stopped so
+# that it reads them in few passes of its event loop.  The connections are
+# accepted first (nginx accepts one per pass), the worker is stopped (and
+# seen stopped: SIGSTOP only asks), every request is written and seen
+# queued by the kernel, then the worker continues.  The status of each.
 sub concurrent {
     my ($nginx, @paths) = @_;
     my @socks = map {
@@ -32,9 +33,13 @@ sub concurrent {
     }) or die "nginx did not accept the connections\n";
     my @workers = $nginx->worker_pids or die "no worker pids\n";
     kill 'STOP', @workers;
+    wait_until(10, sub { !grep { process_state($_) ne 'T' } @workers })
+        or die "the worker did not stop\n";
     for my $i (0 .. $#paths) {
         print { $socks[$i] } "GET $paths[$i] HTTP/1.0\r\nHost: x\r\n\r\n";
     }
+    wait_until(10, sub { queued_at($nginx->port) >= @paths })
+        or die "the requests did not reach nginx's sockets\n";
     kill 'CONT', @workers;
     my @status;
     for my $s (@socks) {
@@ -45,11 +50,58 @@ sub concurrent {
     return @status;
 }
 
+# the sum of a series' samples in nginx's /metrics (0 when absent)
+sub metric {
+    my ($nginx, $name) = @_;
+    my $body = $nginx->get('/metrics')->{body} // '';
+    my $sum = 0;
+    $sum += $1 while $body =~ /^\Q$name\E(?:\{[^}]*\})? (\S+)$/mg;
+    return $sum;
+}
+
+# the state letter of a process (R, S, T, ...) from /proc
+sub process_state {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return '';
+    my $stat = <$fh> // '';
+    return $stat =~ /\)\s+(\S)/ ? $1 : '';
+}
+
+# how many established connections to the local port have unread bytes
+sub queued_at {
+    my ($port) = @_;
+    my $n = 0;
+    open my $fh, '<', '/proc/net/tcp' or return 0;
+    while (<$fh>) {
+        my @f = split;
+        next unless @f > 4 && $f[1] =~ /:([0-9A-F]{4})$/;
+        next unless hex($1) == $port && $f[3] eq '01';
+        my ($tx, $rx) = split /:/, $f[4];
+        $n++ if hex($rx) > 0;
+    }
+    return $n;
+}
+
+# the items of each EVALSHA Redis ran since slowlog_start(): a batch of
+# the plain GCRA script has one key per decision, so numkeys is the count
+sub slowlog_start {
+    redis_command('CONFIG', 'SET', 'slowlog-max-len', '4096');
+    redis_command('CONFIG', 'SET', 'slowlog-log-slower-than', '0');
+    redis_command('SLOWLOG', 'RESET');
+}
+
+sub evalsha_items {
+    my $log = redis_command('SLOWLOG', 'GET', '-1');
+    redis_command('CONFIG', 'SET', 'slowlog-log-slower-than', '10000');
+    return map { $_->[3][2] + 0 }
+           grep { ref $_->[3] && lc($_->[3][0]) eq 'evalsha' } @$log;
+}
+
 sub limiter_http {
     my ($server_args) = @_;
     my $redis = "127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT}";
     return <<"HTTP";
-    ratelimit_redis r $redis timeout=2s $server_args;
+    ratelimit_redis r $redis timeout=10s $server_args;
     ratelimit_zone \$arg_k zone=a:1m rate=1r/m redis=r prefix=a
                    on_failure=closed;
     ratelimit_zone \$arg_k zone=b:1m rate=1r/m redis=r prefix=b
@@ -101,11 +153,18 @@ is($nginx->decision('/mixed?k=y'), '200 PASSED', 'plain and ban zones pass');
 is(redis_calls('evalsha'), 2, 'one EVALSHA per script');
 
 # --- concurrent requests with distinct keys share EVALSHA calls
-redis_command('CONFIG', 'RESETSTAT');
+slowlog_start();
 my @st = concurrent($nginx, map { "/burst?k=d$_" } 1 .. 40);
 is(scalar(grep { $_ eq '200' } @st), 40, '40 distinct keys: all pass');
-is(redis_calls('evalsha'), 2,
-   '40 decisions read in one pass: 2 EVALSHA (batch=32)');
+my @items = evalsha_items();
+my $sent = 0;
+$sent += $_ for @items;
+is($sent, 40, 'every decision went to Redis exactly once')
+    or diag("items per EVALSHA: @items");
+ok(@items < 40, '40 decisions took fewer EVALSHA than decisions')
+    or diag("items per EVALSHA: @items");
+ok(!grep({ $_ > 32 } @items), 'no EVALSHA carries more than batch=32')
+    or diag("items per EVALSHA: @items");
 
 # --- concurrent requests on one key: the batch is still exact
 my @same = concurrent($nginx, map { '/burst?k=same' } 1 .. 30);
@@ -122,15 +181,20 @@ is($nginx->decision('/two?k=v'), '429 REJECTED', 'and were written there');
 # --- a request that goes away while its batch waits: the NOSCRIPT retry
 # resends only the items still wanted
 redis_command('SCRIPT', 'FLUSH');
-redis_command('CLIENT', 'PAUSE', '1000');
+redis_command('CLIENT', 'PAUSE', '5000');
 my $gone = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                  PeerPort => $nginx->port) or die $!;
 my $kept = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                  PeerPort => $nginx->port) or die $!;
 print $gone "GET /two?k=gone HTTP/1.0\r\nHost: x\r\n\r\n";
 print $kept "GET /two?k=kept HTTP/1.0\r\nHost: x\r\n\r\n";
-sleep 0.3;
+# both requests' decisions wait in Redis's pause, then one client leaves
+# and nginx closes its connection, all before the pause ends (5 s)
+ok(wait_until(4, sub { metric($nginx, 'nginx_ratelimit_redis_inflight') >= 4 }),
+   'both requests wait for Redis (4 items)');
 close $gone;
+ok(wait_until(4, sub { metric($nginx, 'nginx_connections_active') == 2 }),
+   'nginx saw the client go (its kept peer and this scrape remain)');
 my $line = <$kept> // '';
 like($line, qr{^HTTP/1\.\d 200}, 'the request that stayed is answered');
 close $kept;

@@ -9,23 +9,24 @@ master_on();
 no_shuffle();
 
 # Every block starts from an empty, running Redis; a block may then ask
-# for it to be stopped ("--- redis: down") or paused past the timeout
-# ("--- redis: paused").
+# for it to be stopped ("--- redis: down") or frozen ("--- redis: paused":
+# the process is stopped, so it answers nothing until the next block's
+# preprocessor, or the end of the file, continues it).
 add_block_preprocessor(sub {
     my $block = shift;
+    redis_thaw() if redis_is_frozen();
     redis_start() unless redis_is_up();
     redis_flushall();
     my $state = $block->redis // '';
     if ($state =~ /down/) {
         redis_stop();
     } elsif ($state =~ /paused/) {
-        # longer under valgrind, where nginx takes seconds to start
-        redis_command('CLIENT', 'PAUSE',
-                      $ENV{TEST_NGINX_USE_VALGRIND} ? '20000' : '3000');
+        redis_freeze();
     }
 });
 
 run_tests();
+redis_thaw() if redis_is_frozen();
 
 __DATA__
 
@@ -109,7 +110,7 @@ Retry-After: 120
 # is asserted in t/ratelimit-logs.t)
 --- http_config
     ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT;
-    ratelimit_zone $arg_k zone=rl:1m rate=1r/s redis=main;
+    ratelimit_zone $arg_k zone=rl:1m rate=30r/m redis=main;
 --- config
     location = /ok { return 200 "ok\n"; }
     location = /rl {

@@ -13,7 +13,7 @@ use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(
     redis_command redis_stop redis_start redis_restart redis_flushall
-    redis_is_up redis_calls pg_exec pg_stop pg_start wait_until
+    redis_is_up redis_calls redis_freeze redis_thaw redis_is_frozen pg_exec pg_stop pg_start wait_until
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
@@ -111,6 +111,30 @@ sub redis_start {
 }
 
 sub redis_restart { redis_stop(); redis_start(); }
+
+# redis_freeze() stops the fixture's redis-server process (SIGSTOP, seen
+# stopped in /proc): the kernel still accepts connections and queues
+# commands, nothing answers until redis_thaw().  Unlike CLIENT PAUSE it
+# ends when the test says, not after a guessed duration.
+sub redis_pid {
+    open my $fh, '<', fixtures_dir() . '/redis.pid' or die "redis: no pid\n";
+    chomp(my $pid = <$fh> // '');
+    return $pid;
+}
+
+sub redis_freeze {
+    my $pid = redis_pid();
+    kill 'STOP', $pid or die "redis: cannot stop $pid: $!\n";
+    wait_until(10, \&redis_is_frozen) or die "redis: $pid did not stop\n";
+}
+
+sub redis_is_frozen {
+    my $pid = eval { redis_pid() } or return 0;
+    open my $fh, '<', "/proc/$pid/stat" or return 0;
+    return ((<$fh> // '') =~ /\)\s+T/) ? 1 : 0;
+}
+
+sub redis_thaw { kill 'CONT', redis_pid() }
 
 sub pg_exec {
     my ($sql) = @_;

@@ -6,7 +6,8 @@ package Test::Edge::Nginx;
 # stopped).  Plain Test::More files use it; the block-format suites use
 # Test::Nginx::Socket.
 #
-#   my $n = Test::Edge::Nginx->start(http => $http_block, workers => 2);
+#   my $n = Test::Edge::Nginx->start(http => $http_block, workers => 2,
+#                                    main => $main_context_directives);
 #   my $res = $n->get('/path');        # { status, headers => {lc}, body }
 #   $n->stop;                          # also on destruction
 #   $n->log                            # error.log so far
@@ -39,11 +40,13 @@ sub start {
     my $workers = $o{workers} // 1;
     my $user = $> == 0 ? "user root;\n" : '';
     my $http = $o{http} // '';
+    my $main = $o{main} // '';           # main-context directives
     $http =~ s/\$PORT\b/$self->{port}/g;
 
     open my $fh, '>', "$self->{prefix}/conf/nginx.conf" or die $!;
     print $fh <<"CONF";
 $modules${user}worker_processes $workers;
+$main
 daemon on;
 master_process on;
 error_log logs/error.log info;

@@ -533,6 +533,17 @@ sub error_log_window {
     return \@lines;
 }
 
+# the lines written since the last error_log_window(), without consuming
+# them: for polling until expected lines appear
+sub error_log_peek {
+    open my $fh, '<', $ErrLogFile or return [];
+    binmode $fh;
+    seek $fh, $ErrLogPos, 0 if !$CheckAccumErrLog && $ErrLogPos;
+    my @lines = <$fh>;
+    close $fh;
+    return \@lines;
+}
+
 # ---------------------------------------------------------------------------
 # valgrind reports
 # ---------------------------------------------------------------------------
