@@ -1321,7 +1321,7 @@ ngx_edge_stats_lookup_hashed(ngx_edge_stats_t *st, ngx_int_t family,
         goto full;
     }
 
-    /* a slot: one of the family's freed series past its grace, or new */
+    /* a slot: the family's oldest freed series past its grace, or new */
 
     id = 0;
     fresh = 0;
@@ -1368,6 +1368,11 @@ ngx_edge_stats_lookup_hashed(ngx_edge_stats_t *st, ngx_int_t family,
         /* the freed series' values are zeroed in every slot */
 
         f->free = s->next;
+
+        if (f->free == 0) {
+            f->free_last = 0;
+        }
+
         old = (u_char *) s->values;
 
         for (i = 0; i < sh->nslots; i++) {
@@ -1533,10 +1538,23 @@ ngx_edge_stats_free(ngx_edge_stats_sh_t *sh, ngx_edge_stats_shfamily_t *f,
         }
     }
 
-    /* the slot waits NGX_EDGE_STATS_GRACE from now before its reuse */
+    /*
+     * The slot waits NGX_EDGE_STATS_GRACE from now before its reuse.  The
+     * free list is in the order of freeing, so its head is the one that
+     * has waited longest.
+     */
+
     s->last = (uint32_t) ngx_current_msec;
-    s->next = f->free;
-    f->free = (uint32_t) id + 1;
+    s->next = 0;
+
+    if (f->free_last) {
+        sh->series[f->free_last - 1].next = (uint32_t) id + 1;
+
+    } else {
+        f->free = (uint32_t) id + 1;
+    }
+
+    f->free_last = (uint32_t) id + 1;
     f->nseries--;
 }
 

@@ -190,7 +190,8 @@ typedef struct {
     ngx_uint_t                   max_series;
     ngx_uint_t                   nseries;      /* run-time, live; locked */
     ngx_uint_t                   slots;        /* run-time, allocated */
-    uint32_t                     free;         /* freed series + 1, or 0 */
+    uint32_t                     free;         /* oldest freed series + 1 */
+    uint32_t                     free_last;    /* newest freed series + 1 */
     ngx_msec_t                   scanned;      /* last idle scan */
     ngx_int_t                    overflow;     /* series id, or NONE */
     ngx_int_t                    dropped;      /* value offset, or -1 */

@@ -137,6 +137,44 @@ HTTP
     $n->stop;
 };
 
+subtest 'rounds of new values: each round gets its own series as the last one ages out' => sub {
+    # Each round's values are new; the previous round's have been idle
+    # for the idle time.  A first request of the round frees them (the
+    # families free their idle series when they create one), and after
+    # the grace (1 s) their slots serve the round: each value has its own
+    # series, counted exactly.  Freed series leave tombstones in the
+    # lookup table, which is rebuilt along the way.
+    my $n = Test::Edge::Nginx->start(workers => 2, http => <<'HTTP');
+    metrics_zone 64k idle=1s;
+    metrics_label tenant $http_x_tenant max=60;
+    server {
+        listen 127.0.0.1:$PORT;
+        location = /metrics { metrics; }
+        location /a { metrics_location a; return 200 "ok\n"; }
+    }
+HTTP
+
+    for my $round (1 .. 4) {
+        sleep 2.2;                                  # idle (1 s) and more
+        $n->get('/a', 'X-Tenant' => "trigger$round");   # frees the idle
+        sleep 1.2;                                  # the grace (1 s)
+
+        $n->get('/a', 'X-Tenant' => "r$round-$_") for 1 .. 50;
+
+        my $body = $n->get('/metrics')->{body};
+        my @own = grep { $body =~ /^nginx_http_requests_total\{[^}]*,tenant="r$round-$_"\} 1$/m }
+                  1 .. 50;
+        is(scalar @own, 50, "round $round: 50 values, each its own series");
+        unlike($body, qr/tenant="r${\ ($round - 1)}-/,
+               "round $round: the last round's series are gone")
+            if $round > 1;
+        ok(promtool_ok($body), "round $round: promtool accepts the scrape");
+    }
+
+    unlike($n->final_log, qr/\[(alert|crit|emerg)\]/, 'no alert in the log');
+    $n->stop;
+};
+
 subtest 'metrics_zone idle= is checked' => sub {
     my $n = eval {
         Test::Edge::Nginx->start(http => "    metrics_zone 64k idle=10ms;\n");
