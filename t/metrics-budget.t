@@ -145,7 +145,7 @@ subtest 'rounds of new values: each round gets its own series as the last one ag
     # series, counted exactly.  Freed series leave tombstones in the
     # lookup table, which is rebuilt along the way.
     my $n = Test::Edge::Nginx->start(workers => 2, http => <<'HTTP');
-    metrics_zone 64k idle=1s;
+    metrics_zone 64k idle=2s;
     metrics_label tenant $http_x_tenant max=60;
     server {
         listen 127.0.0.1:$PORT;
@@ -155,20 +155,29 @@ subtest 'rounds of new values: each round gets its own series as the last one ag
 HTTP
 
     for my $round (1 .. 4) {
-        sleep 2.2;                                  # idle (1 s) and more
+        sleep 2.5;                                  # idle (2 s) and more
         $n->get('/a', 'X-Tenant' => "trigger$round");   # frees the idle
         sleep 1.2;                                  # the grace (1 s)
 
+        my $t0 = time;
         $n->get('/a', 'X-Tenant' => "r$round-$_") for 1 .. 50;
-
         my $body = $n->get('/metrics')->{body};
-        my @own = grep { $body =~ /^nginx_http_requests_total\{[^}]*,tenant="r$round-$_"\} 1$/m }
-                  1 .. 50;
-        is(scalar @own, 50, "round $round: 50 values, each its own series");
+
+        SKIP: {
+            # a value of this round idle for 2 s could itself be freed by
+            # a later one: the guarantee is for a round within the idle time
+            skip "round $round took longer than the idle time", 2
+                if time - $t0 >= 1.9;
+
+            my @own = grep { $body =~ /^nginx_http_requests_total\{[^}]*,tenant="r$round-$_"\} 1$/m }
+                      1 .. 50;
+            is(scalar @own, 50, "round $round: 50 values, each its own series");
+            ok(promtool_ok($body), "round $round: promtool accepts the scrape");
+        }
+
         unlike($body, qr/tenant="r${\ ($round - 1)}-/,
                "round $round: the last round's series are gone")
             if $round > 1;
-        ok(promtool_ok($body), "round $round: promtool accepts the scrape");
     }
 
     unlike($n->final_log, qr/\[(alert|crit|emerg)\]/, 'no alert in the log');
