@@ -5,18 +5,25 @@
 #   make test-valgrind   the same, nginx under valgrind memcheck
 #   make run             demo: redis, a backend and nginx on 127.0.0.1:8080
 #   make bench           wrk benchmarks on loopback, ratios against proxy_pass
+#   make deb             Debian packages, one per module, into build/deb/
+#   make test-deb        install them, enable a module, nginx -t, a request
+#                        through it, purge them (as root; leaves no trace)
 #
-# NGINX_SRC=/path/to/nginx-x.y.z builds against another nginx source tree
-# (default: Debian's nginx-dev tree, matching /usr/sbin/nginx).
+# NGINX=/path/to/sbin/nginx names the nginx the modules are built for, tested
+# with and benchmarked against (default: Debian's /usr/sbin/nginx); its
+# `nginx -V` gives the configure flags.  NGINX_SRC=/path/to/nginx-x.y.z is a
+# source tree of the same version (default: Debian's nginx-dev tree).  A
+# binary with the modules compiled in (--add-module) needs no build.
 
+NGINX     ?= /usr/sbin/nginx
 NGINX_SRC ?= /usr/share/nginx/src
 PROVE     ?= prove
 T         ?= t/
 
-export NGINX_SRC
+export NGINX NGINX_SRC
 
 .PHONY: all modules deps-build deps-test deps-bench test test-valgrind \
-        run bench clean
+        run bench deb test-deb clean
 
 all: modules
 
@@ -44,6 +51,13 @@ run: deps-test modules
 
 bench: deps-bench modules
 	@bench/run.sh
+
+deb:
+	@scripts/install-deps.sh deb
+	@scripts/deb.sh
+
+test-deb: deb
+	@scripts/test-deb.sh
 
 clean:
 	rm -rf build t/servroot

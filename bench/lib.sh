@@ -26,7 +26,8 @@ running() { edge_running "$@"; }
 # "# --- location ---"; what comes before the first one is the scenario's
 # description).  Then every @NAME@ outside comments is replaced by
 # $EDGE_NAME; a placeholder without a value is an error.  SCENARIO may be
-# empty: no sections.
+# empty: no sections.  With EDGE_STATIC_MODULES set (nginx has the edge
+# modules compiled in), a line loading one of them becomes a comment.
 render_conf() {
     perl -e '
         use strict; use warnings;
@@ -55,6 +56,8 @@ render_conf() {
             "$indent# -- scenario $name --\n$body";
         }mge;
         for my $line (split /^/, $text) {
+            $line =~ s{^(\s*)(load_module\s+\S*/ngx_http_(?:ratelimit|metrics|cache|breaker)_module\.so\s*;)}{$1# compiled in: $2}
+                if $ENV{EDGE_STATIC_MODULES};
             $line =~ s{\@([A-Z][A-Z0-9_]*)\@}{
                 defined $ENV{"EDGE_$1"} ? $ENV{"EDGE_$1"}
                     : die "unknown placeholder \@$1\@ (in $template or $scenario)\n"

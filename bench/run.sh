@@ -22,7 +22,10 @@
 #   BENCH_THREADS=1       wrk -t
 #   BENCH_SCENARIOS=DIR   take the scenarios from DIR, not bench/scenarios
 #                         (it needs its own 00-proxy.conf)
-#   NGINX=/usr/sbin/nginx
+#   NGINX=/usr/sbin/nginx  the nginx to measure: build/modules/ must hold
+#                         modules built for it (`NGINX=... make bench` does
+#                         that), or it has them compiled in (a static build:
+#                         the scenarios' load_module lines are left out)
 #
 # Everything runs on 127.0.0.1, stops by itself, and is cleaned up on exit
 # or Ctrl-C: every nginx by its pid file, redis by its own, the temporary
@@ -34,7 +37,13 @@ bench=$root/bench
 # shellcheck source=bench/lib.sh
 . "$bench/lib.sh"
 
-nginx=${NGINX:-/usr/sbin/nginx}
+nginx=$(edge_nginx_bin) || bench_die "no nginx binary at ${NGINX:-/usr/sbin/nginx}"
+# nginx reads an environment variable NGINX itself (the listening sockets
+# of a binary upgrade): the nginx we start must not see ours
+export -n NGINX
+unset NGINX
+static=
+edge_nginx_static "$nginx" && static=1
 modules_dir=$root/build/modules
 seconds=${BENCH_SECONDS:-10}
 warmup=${BENCH_WARMUP:-2}
@@ -58,7 +67,11 @@ results=$bench/results/latest.md
 for cmd in wrk curl perl awk; do
     command -v "$cmd" > /dev/null || bench_die "$cmd is not installed (make bench installs it)"
 done
-[ -d "$modules_dir" ] || bench_die "$modules_dir is missing: run make first"
+if [ -z "$static" ]; then
+    [ -d "$modules_dir" ] || bench_die "$modules_dir is missing: run make first"
+    [ "$(head -1 "$modules_dir/.target" 2> /dev/null)" = "$nginx" ] \
+        || bench_die "$modules_dir holds no modules built for $nginx: run NGINX=$nginx make"
+fi
 
 if [ -n "$only" ]; then
     # an invalid regex is status 2 from [[ =~ ]]
@@ -131,6 +144,8 @@ run_bounded() {
 mkdir -p "$dir/modules"
 cp "$modules_dir"/*.so "$dir/modules/" 2> /dev/null || true
 export EDGE_MODULES_DIR=$dir/modules
+# a static build: render_conf leaves the edge modules' load_module lines out
+export EDGE_STATIC_MODULES=$static
 export EDGE_BACKEND_PORT
 EDGE_BACKEND_PORT=$(free_port)
 

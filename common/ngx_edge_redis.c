@@ -1,26 +1,50 @@
 /*
  * An asynchronous Redis client on nginx's event loop: the hiredis async
- * adapter, one pipelined connection per worker and server, command slots
- * with timeouts, reconnects with backoff, and EVALSHA with NOSCRIPT
- * recovery.  See ngx_edge_redis.h for the contract.
+ * adapter, one pipelined connection per worker and server, item slots with
+ * timeouts, batched EVALSHA with NOSCRIPT recovery, and the connection's
+ * health (silence detection, reconnect backoff, log gating).  See
+ * ngx_edge_redis.h for the contract.
  */
 
 #include "ngx_edge_redis.h"
+#include "ngx_edge_time.h"
 
 #include <ngx_sha1.h>
+#include <netinet/tcp.h>
 
 
 #define NGX_EDGE_REDIS_DEFAULT_PORT       6379
-#define NGX_EDGE_REDIS_BACKOFF_MIN        100
-#define NGX_EDGE_REDIS_BACKOFF_MAX        3000
-#define NGX_EDGE_REDIS_LOG_INTERVAL       5       /* seconds */
+#define NGX_EDGE_REDIS_BACKOFF_MIN        100     /* ms */
+#define NGX_EDGE_REDIS_BACKOFF_MAX        3000    /* ms */
+#define NGX_EDGE_REDIS_LOG_INTERVAL       5000    /* ms */
+#define NGX_EDGE_REDIS_PASSWORD_MAX       4096    /* bytes, password_file= */
+
+/* nothing received for this long (or "timeout=", if longer) while an item
+ * waited: the connection is silent */
+#define NGX_EDGE_REDIS_SILENCE_MIN        1000    /* ms */
+
+/* TCP keepalive: an idle connection to a vanished peer is found in about
+ * idle + interval * count seconds */
+#define NGX_EDGE_REDIS_KEEPIDLE           30
+#define NGX_EDGE_REDIS_KEEPINTVL          10
+#define NGX_EDGE_REDIS_KEEPCNT            3
 
 
 typedef enum {
     NGX_EDGE_REDIS_DISCONNECTED = 0,
-    NGX_EDGE_REDIS_CONNECTING,
+    NGX_EDGE_REDIS_CONNECTING,               /* TCP connect in progress */
+    NGX_EDGE_REDIS_HANDSHAKE,                /* AUTH, SELECT, SCRIPT LOAD
+                                                in flight; items may follow
+                                                them */
     NGX_EDGE_REDIS_READY
 } ngx_edge_redis_state_e;
+
+
+/* a script's SCRIPT LOAD after NOSCRIPT: hiredis's privdata for it */
+typedef struct {
+    ngx_edge_redis_conn_t       *conn;
+    unsigned                     in_flight:1;
+} ngx_edge_redis_load_t;
 
 
 struct ngx_edge_redis_conn_s {
@@ -29,23 +53,40 @@ struct ngx_edge_redis_conn_s {
     ngx_connection_t            *c;
     ngx_log_t                   *log;
     ngx_edge_redis_state_e       state;
+    ngx_uint_t                   addr;       /* index in server->hosts */
 
     ngx_event_t                  connect_timer;
     ngx_event_t                  reconnect_timer;
+    ngx_event_t                  silence_timer;
+    ngx_event_t                  close_event;    /* posted: worker exiting,
+                                                    nothing attached */
     ngx_msec_t                   backoff;
+    ngx_uint_t                   handshake;  /* replies still awaited */
+
+    /* replies of any kind received on this worker's connections: an item
+     * that times out with the count unchanged since it was queued means
+     * the connection may be silent; it is if the count is still
+     * silence_replies when the silence timer fires */
+    ngx_uint_t                   replies;
+    ngx_uint_t                   silence_replies;
 
     ngx_edge_redis_cmd_t        *cmds;
     ngx_queue_t                  free;
+    ngx_uint_t                   attached;   /* slots with a handler */
 
     ngx_queue_t                 *pending;    /* items, per batched script */
+    ngx_edge_redis_load_t       *loads;      /* per batched script */
     ngx_queue_t                  batches;    /* free batch records */
     u_char                      *wire;       /* a batch's EVALSHA, encoded */
     size_t                       wire_size;
 
-    time_t                       log_next;
-    ngx_uint_t                   log_suppressed;
+    ngx_edge_log_gate_t          fail_gate;
+    ngx_edge_log_gate_t          drop_gate;
+    ngx_edge_log_gate_t          connect_gate;
+
     unsigned                     failing:1;
     unsigned                     exiting:1;
+    unsigned                     dropping:1;
     unsigned                     writing:1;
     unsigned                     sealing:1;
 };
@@ -57,19 +98,19 @@ typedef struct {
     ngx_edge_redis_script_t     *script;
     ngx_uint_t                   n;
     ngx_edge_redis_cmd_t       **items;      /* [server->batch] */
-    ngx_msec_t                   start;
+    int64_t                      start;      /* monotonic, microseconds */
     unsigned                     retried:1;
     ngx_queue_t                  queue;      /* in the free list */
 } ngx_edge_redis_batch_t;
 
 
 static void ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn);
-static void ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_send_handshake(ngx_edge_redis_conn_t *conn);
-static void ngx_edge_redis_load_scripts(ngx_edge_redis_conn_t *conn);
-static void ngx_edge_redis_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_edge_redis_reload_script(ngx_edge_redis_conn_t *conn,
+    ngx_edge_redis_script_t *script);
 static void ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_unattach(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_close_handler(ngx_event_t *ev);
 static void ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_edge_redis_cmd_timeout(ngx_event_t *ev);
@@ -79,6 +120,12 @@ static void ngx_edge_redis_fail_queue(ngx_queue_t *pending);
 static void ngx_edge_redis_fail_pending(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_stat(ngx_edge_redis_server_t *server,
     ngx_edge_stats_id_t id, int64_t delta);
+
+static void ngx_edge_redis_handshake_done(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_check_silence(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_silence_handler(ngx_event_t *ev);
+static void ngx_edge_redis_drop(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn,
     const char *fmt, ...);
 
@@ -88,8 +135,9 @@ static void ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn,
 static ngx_int_t
 ngx_edge_redis_parse_address(ngx_conf_t *cf, ngx_edge_redis_server_t *server)
 {
-    u_char     *p;
-    ngx_url_t   u;
+    u_char      *p;
+    ngx_url_t    u;
+    ngx_uint_t   i;
 
     if (server->address.len > 5
         && ngx_strncmp(server->address.data, "unix:", 5) == 0)
@@ -112,8 +160,9 @@ ngx_edge_redis_parse_address(ngx_conf_t *cf, ngx_edge_redis_server_t *server)
     u.url = server->address;
     u.default_port = NGX_EDGE_REDIS_DEFAULT_PORT;
 
-    /* resolved now: redisAsyncConnect() would call a blocking
-     * getaddrinfo() in the worker */
+    /* resolved now, in the master (at start and on every reload):
+     * redisAsyncConnect() would call a blocking getaddrinfo() in the
+     * worker; every address is kept, and reconnects take them in turn */
     if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
         if (u.err) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -131,15 +180,25 @@ ngx_edge_redis_parse_address(ngx_conf_t *cf, ngx_edge_redis_server_t *server)
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (p == NULL) {
+    server->hosts = ngx_palloc(cf->pool, u.naddrs * sizeof(ngx_str_t));
+    if (server->hosts == NULL) {
         return NGX_ERROR;
     }
 
-    server->host.data = p;
-    server->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
-                                     p, NGX_SOCKADDR_STRLEN, 0);
-    p[server->host.len] = '\0';
+    for (i = 0; i < u.naddrs; i++) {
+        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        server->hosts[i].data = p;
+        server->hosts[i].len = ngx_sock_ntop(u.addrs[i].sockaddr,
+                                             u.addrs[i].socklen, p,
+                                             NGX_SOCKADDR_STRLEN, 0);
+        p[server->hosts[i].len] = '\0';
+    }
+
+    server->nhosts = u.naddrs;
     server->port = u.port;
 
     return NGX_OK;
@@ -162,9 +221,121 @@ ngx_edge_redis_copy_cstr(ngx_conf_t *cf, ngx_str_t *dst, u_char *src,
 }
 
 
+/*
+ * password_file=: the password is the file's content, read now (the
+ * workers may not be able to read it), without its trailing newline.
+ */
+
+static ngx_int_t
+ngx_edge_redis_read_password(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
+    ngx_str_t *path)
+{
+    size_t            len;
+    ssize_t           n;
+    ngx_str_t         name;
+    ngx_file_t        file;
+    ngx_file_info_t   fi;
+    u_char            buf[NGX_EDGE_REDIS_PASSWORD_MAX + 1];
+
+    name = *path;
+
+    if (name.len == 0
+        || ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\": invalid \"password_file=\"",
+                           &server->name);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = name;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "redis server \"%V\": cannot open "
+                           "password_file \"%V\"", &server->name, &name);
+        return NGX_ERROR;
+    }
+
+    n = NGX_ERROR;
+
+    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "redis server \"%V\": cannot stat "
+                           "password_file \"%V\"", &server->name, &name);
+        goto done;
+    }
+
+    if (ngx_file_size(&fi) > NGX_EDGE_REDIS_PASSWORD_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\": password_file \"%V\" is "
+                           "larger than %d bytes", &server->name, &name,
+                           NGX_EDGE_REDIS_PASSWORD_MAX);
+        goto done;
+    }
+
+    n = ngx_read_file(&file, buf, sizeof(buf), 0);
+    if (n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "redis server \"%V\": cannot read "
+                           "password_file \"%V\"", &server->name, &name);
+        goto done;
+    }
+
+done:
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", &name);
+    }
+
+    if (n == NGX_ERROR || (size_t) n > NGX_EDGE_REDIS_PASSWORD_MAX) {
+        if (n != NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis server \"%V\": password_file \"%V\" "
+                               "is larger than %d bytes", &server->name,
+                               &name, NGX_EDGE_REDIS_PASSWORD_MAX);
+        }
+
+        ngx_explicit_memzero(buf, sizeof(buf));
+        return NGX_ERROR;
+    }
+
+    len = n;
+
+    if (len && buf[len - 1] == LF) {
+        len--;
+
+        if (len && buf[len - 1] == CR) {
+            len--;
+        }
+    }
+
+    if (len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\": password_file \"%V\" is "
+                           "empty", &server->name, &name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_edge_redis_copy_cstr(cf, &server->password, buf, len) != NGX_OK) {
+        ngx_explicit_memzero(buf, sizeof(buf));
+        return NGX_ERROR;
+    }
+
+    ngx_explicit_memzero(buf, sizeof(buf));
+
+    return NGX_OK;
+}
+
+
 ngx_edge_redis_server_t *
 ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
 {
+    u_char                   *eq;
     ngx_str_t                 s;
     ngx_int_t                 n;
     ngx_msec_t                ms;
@@ -204,13 +375,36 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
 
     for (i = 2; i < nargs; i++) {
 
-        if (ngx_strncmp(args[i].data, "password=", 9) == 0) {
-            if (ngx_edge_redis_copy_cstr(cf, &server->password,
-                                         args[i].data + 9, args[i].len - 9)
-                != NGX_OK)
-            {
+        if (ngx_strncmp(args[i].data, "password=", 9) == 0
+            || ngx_strncmp(args[i].data, "password_file=", 14) == 0)
+        {
+            if (server->password.data) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "redis server \"%V\": \"password=\" and "
+                                   "\"password_file=\" are given more than "
+                                   "once or together", &server->name);
                 return NULL;
             }
+
+            if (args[i].data[8] == '=') {
+                if (ngx_edge_redis_copy_cstr(cf, &server->password,
+                                             args[i].data + 9,
+                                             args[i].len - 9)
+                    != NGX_OK)
+                {
+                    return NULL;
+                }
+
+                continue;
+            }
+
+            s.data = args[i].data + 14;
+            s.len = args[i].len - 14;
+
+            if (ngx_edge_redis_read_password(cf, server, &s) != NGX_OK) {
+                return NULL;
+            }
+
             continue;
         }
 
@@ -272,13 +466,14 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
             continue;
         }
 
-        goto invalid;
+        goto unknown;
     }
 
     if (server->user.len && server->password.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "redis server \"%V\": \"user=\" needs "
-                           "\"password=\"", &server->name);
+                           "\"password=\" or \"password_file=\"",
+                           &server->name);
         return NULL;
     }
 
@@ -286,9 +481,37 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
 
 invalid:
 
+    /* a known parameter whose value is not secret */
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\" of redis server \"%V\"",
                        &args[i], &server->name);
+    return NULL;
+
+unknown:
+
+    /*
+     * Only the parameter's name is shown: a misspelled "pasword=" or a
+     * stray value may be a secret, and error logs are read by many.
+     */
+
+    eq = ngx_strlchr(args[i].data, args[i].data + args[i].len, '=');
+
+    if (eq) {
+        s.data = args[i].data;
+        s.len = eq - args[i].data;
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V=...\" of redis server "
+                           "\"%V\" (its value is not shown)", &s,
+                           &server->name);
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter of redis server \"%V\" "
+                           "(%uz characters, not shown)", &server->name,
+                           args[i].len);
+    }
+
     return NULL;
 }
 
@@ -490,7 +713,7 @@ ngx_edge_redis_add_write(void *privdata)
         return;
     }
 
-    if (conn->state == NGX_EDGE_REDIS_READY && !conn->writing) {
+    if (conn->state >= NGX_EDGE_REDIS_HANDSHAKE && !conn->writing) {
         /*
          * Flush once at the end of this event-loop iteration: every
          * command appended until then leaves in the same write.
@@ -543,6 +766,7 @@ ngx_edge_redis_cleanup(void *privdata)
 {
     ngx_edge_redis_conn_t  *conn = privdata;
 
+    ngx_uint_t         i;
     ngx_connection_t  *c;
 
     c = conn->c;
@@ -550,15 +774,25 @@ ngx_edge_redis_cleanup(void *privdata)
     conn->c = NULL;
     conn->ac = NULL;
     conn->state = NGX_EDGE_REDIS_DISCONNECTED;
+    conn->handshake = 0;
 
     if (conn->connect_timer.timer_set) {
         ngx_del_timer(&conn->connect_timer);
+    }
+
+    if (conn->silence_timer.timer_set) {
+        ngx_del_timer(&conn->silence_timer);
     }
 
     if (c) {
         /* the socket is still open here: hiredis closes it after this
          * hook */
         ngx_edge_conn_release(c);
+    }
+
+    /* hiredis ran the callbacks of the SCRIPT LOADs it held */
+    for (i = 0; i < conn->server->nbatched; i++) {
+        conn->loads[i].in_flight = 0;
     }
 
     /* hiredis failed the commands it held; these it never saw */
@@ -573,6 +807,17 @@ ngx_edge_redis_read_handler(ngx_event_t *rev)
 {
     ngx_connection_t       *c = rev->data;
     ngx_edge_redis_conn_t  *conn = c->data;
+
+    if (c->close) {
+        /* a graceful shutdown closing the idle connections, or
+         * worker_shutdown_timeout closing what is left: no reconnect
+         * follows, the worker is exiting */
+        if (conn->ac) {
+            ngx_edge_redis_drop(conn);
+        }
+
+        return;
+    }
 
     if (conn->ac) {
         redisAsyncHandleRead(conn->ac);
@@ -610,10 +855,6 @@ ngx_edge_redis_on_connect(const redisAsyncContext *ac, int status)
 {
     ngx_edge_redis_conn_t  *conn = ac->data;
 
-    if (conn->connect_timer.timer_set) {
-        ngx_del_timer(&conn->connect_timer);
-    }
-
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback */
         ngx_edge_redis_log_failure(conn, "connect failed: %s", ac->errstr);
@@ -621,14 +862,14 @@ ngx_edge_redis_on_connect(const redisAsyncContext *ac, int status)
         return;
     }
 
-    conn->state = NGX_EDGE_REDIS_READY;
-    conn->backoff = 0;
+    if (conn->connect_timer.timer_set) {
+        ngx_del_timer(&conn->connect_timer);
+    }
 
-    if (conn->failing) {
-        conn->failing = 0;
-        ngx_log_error(NGX_LOG_NOTICE, conn->log, 0,
-                      "redis \"%V\" at %V: connected again",
-                      &conn->server->name, &conn->server->address);
+    conn->state = NGX_EDGE_REDIS_HANDSHAKE;
+
+    if (conn->handshake == 0) {
+        ngx_edge_redis_handshake_done(conn);
     }
 
     /* the handshake queued before the connect completed goes out now */
@@ -645,9 +886,16 @@ ngx_edge_redis_on_disconnect(const redisAsyncContext *ac, int status)
         return;
     }
 
-    ngx_edge_redis_log_failure(conn, "connection lost: %s",
-                               status == REDIS_OK ? "closed"
-                                                  : (char *) ac->errstr);
+    if (conn->dropping) {
+        /* we closed it, and said why */
+        conn->dropping = 0;
+
+    } else {
+        ngx_edge_redis_log_failure(conn, "connection lost: %s",
+                                   status == REDIS_OK ? "closed"
+                                                      : (char *) ac->errstr);
+    }
+
     ngx_edge_redis_schedule_reconnect(conn);
 }
 
@@ -657,15 +905,13 @@ ngx_edge_redis_connect_timeout(ngx_event_t *ev)
 {
     ngx_edge_redis_conn_t  *conn = ev->data;
 
-    ngx_edge_redis_log_failure(conn, "connect timed out after %M ms",
-                               conn->server->connect_timeout);
-
-    if (conn->ac) {
-        /* not connected yet, so hiredis runs no disconnect callback */
-        redisAsyncFree(conn->ac);
+    if (conn->ac == NULL) {
+        return;
     }
 
-    ngx_edge_redis_schedule_reconnect(conn);
+    ngx_edge_redis_log_failure(conn, "connect timed out after %M ms",
+                               conn->server->connect_timeout);
+    ngx_edge_redis_drop(conn);
 }
 
 
@@ -674,26 +920,55 @@ ngx_edge_redis_reconnect_handler(ngx_event_t *ev)
 {
     ngx_edge_redis_conn_t  *conn = ev->data;
 
+    if (ngx_exiting || conn->exiting || conn->ac) {
+        /* a worker on its way out keeps no connection it does not need */
+        return;
+    }
+
     ngx_edge_redis_stat(conn->server, conn->server->st_reconnects, 1);
     ngx_edge_redis_connect(conn);
 }
 
 
-static void
-ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn)
-{
-    conn->state = NGX_EDGE_REDIS_DISCONNECTED;
-    conn->failing = 1;
+/* TCP keepalive finds a peer that vanished while the connection was idle
+ * (no item in flight, so no timeout to notice it) */
 
-    if (conn->exiting || conn->reconnect_timer.timer_set) {
+static void
+ngx_edge_redis_keepalive(ngx_edge_redis_conn_t *conn, ngx_socket_t fd)
+{
+    int  on, idle, intvl, cnt;
+
+    on = 1;
+    idle = NGX_EDGE_REDIS_KEEPIDLE;
+    intvl = NGX_EDGE_REDIS_KEEPINTVL;
+    cnt = NGX_EDGE_REDIS_KEEPCNT;
+
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(int)) == -1) {
+        ngx_log_error(NGX_LOG_WARN, conn->log, ngx_socket_errno,
+                      "redis \"%V\": setsockopt(SO_KEEPALIVE) failed",
+                      &conn->server->name);
         return;
     }
 
-    conn->backoff = conn->backoff ? ngx_min(conn->backoff * 2,
-                                            NGX_EDGE_REDIS_BACKOFF_MAX)
-                                  : NGX_EDGE_REDIS_BACKOFF_MIN;
+#if (NGX_HAVE_KEEPALIVE_TUNABLE)
 
-    ngx_add_timer(&conn->reconnect_timer, conn->backoff);
+    if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(int)) == -1
+        || setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(int))
+           == -1
+        || setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(int)) == -1)
+    {
+        ngx_log_error(NGX_LOG_WARN, conn->log, ngx_socket_errno,
+                      "redis \"%V\": setsockopt(TCP_KEEP*) failed",
+                      &conn->server->name);
+    }
+
+#else
+
+    (void) idle;
+    (void) intvl;
+    (void) cnt;
+
+#endif
 }
 
 
@@ -710,7 +985,8 @@ ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn)
         ac = redisAsyncConnectUnix((char *) server->unix_path.data);
 
     } else {
-        ac = redisAsyncConnect((char *) server->host.data, server->port);
+        ac = redisAsyncConnect((char *) server->hosts[conn->addr].data,
+                               server->port);
     }
 
     if (ac == NULL) {
@@ -735,9 +1011,19 @@ ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn)
         return;
     }
 
+    if (server->unix_path.len == 0) {
+        ngx_edge_redis_keepalive(conn, ac->c.fd);
+    }
+
+    /* idle while no request waits on it: a graceful shutdown closes it
+     * at once (ngx_close_idle_connections() calls the read handler) */
+    c->idle = (conn->attached == 0);
+
     conn->ac = ac;
     conn->c = c;
     conn->state = NGX_EDGE_REDIS_CONNECTING;
+    conn->handshake = 0;
+    conn->dropping = 0;
 
     ac->data = conn;
     ac->ev.data = conn;
@@ -753,7 +1039,7 @@ ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn)
     ngx_add_timer(&conn->connect_timer, server->connect_timeout);
 
     /* queued now, written as soon as the connect completes, and ahead of
-     * every request's command */
+     * every request's item */
     ngx_edge_redis_send_handshake(conn);
     ngx_edge_redis_add_write(conn);
 }
@@ -765,61 +1051,113 @@ ngx_edge_redis_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
     redisReply             *reply = r;
     ngx_edge_redis_conn_t  *conn = privdata;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+    if (reply == NULL) {
+        /* the connection is going away: its hooks say why */
         return;
     }
 
-    /* wrong password, unknown db, ...: every command would fail the same
-     * way, so say it loudly and start over */
-    ngx_edge_redis_log_failure(conn, "handshake failed: %*s",
-                               (size_t) reply->len, reply->str);
-    redisAsyncDisconnect(ac);
+    conn->replies++;
+
+    if (conn->state != NGX_EDGE_REDIS_HANDSHAKE || conn->handshake == 0) {
+        /* a failed handshake's later replies */
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* wrong password, unknown db, ...: every command would fail the
+         * same way, so say it and start over, with the backoff growing */
+        conn->handshake = 0;
+        ngx_edge_redis_log_failure(conn, "handshake failed: %*s",
+                                   (size_t) reply->len, reply->str);
+        conn->dropping = 1;
+        redisAsyncDisconnect(ac);
+        return;
+    }
+
+    if (--conn->handshake == 0) {
+        ngx_edge_redis_handshake_done(conn);
+    }
 }
 
 
 static void
 ngx_edge_redis_send_handshake(ngx_edge_redis_conn_t *conn)
 {
-    u_char                    db[NGX_INT_T_LEN + 1];
-    ngx_edge_redis_server_t  *server;
+    int                        rc;
+    u_char                     db[NGX_INT_T_LEN + 1];
+    ngx_uint_t                 i;
+    ngx_edge_redis_server_t   *server;
+    ngx_edge_redis_script_t  **scripts;
 
     server = conn->server;
+    scripts = server->scripts.elts;
 
     if (server->user.len) {
-        (void) redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
-                                 conn, "AUTH %b %b", server->user.data,
-                                 server->user.len, server->password.data,
-                                 server->password.len);
+        rc = redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
+                               conn, "AUTH %b %b", server->user.data,
+                               server->user.len, server->password.data,
+                               server->password.len);
+        conn->handshake += (rc == REDIS_OK);
 
     } else if (server->password.len) {
-        (void) redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
-                                 conn, "AUTH %b", server->password.data,
-                                 server->password.len);
+        rc = redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
+                               conn, "AUTH %b", server->password.data,
+                               server->password.len);
+        conn->handshake += (rc == REDIS_OK);
     }
 
     if (server->db) {
         *ngx_sprintf(db, "%i", server->db) = '\0';
-        (void) redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
-                                 conn, "SELECT %s", db);
+        rc = redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
+                               conn, "SELECT %s", db);
+        conn->handshake += (rc == REDIS_OK);
     }
 
-    ngx_edge_redis_load_scripts(conn);
+    for (i = 0; i < server->scripts.nelts; i++) {
+        rc = redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
+                               conn, "SCRIPT LOAD %b",
+                               scripts[i]->source.data,
+                               scripts[i]->source.len);
+        conn->handshake += (rc == REDIS_OK);
+    }
+}
+
+
+/* NOSCRIPT (Redis restarted, or SCRIPT FLUSH ran): one SCRIPT LOAD of that
+ * script in flight per connection, however many replies said NOSCRIPT;
+ * every retry is queued after it, so pipelining orders the load first */
+
+static void
+ngx_edge_redis_script_loaded(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_edge_redis_load_t  *load = privdata;
+
+    if (r) {
+        load->conn->replies++;
+    }
+
+    load->in_flight = 0;
 }
 
 
 static void
-ngx_edge_redis_load_scripts(ngx_edge_redis_conn_t *conn)
+ngx_edge_redis_reload_script(ngx_edge_redis_conn_t *conn,
+    ngx_edge_redis_script_t *script)
 {
-    ngx_uint_t                 i;
-    ngx_edge_redis_script_t  **scripts;
+    ngx_edge_redis_load_t  *load;
 
-    scripts = conn->server->scripts.elts;
+    load = &conn->loads[script->index];
 
-    for (i = 0; i < conn->server->scripts.nelts; i++) {
-        (void) redisAsyncCommand(conn->ac, ngx_edge_redis_handshake_reply,
-                                 conn, "SCRIPT LOAD %b",
-                                 scripts[i]->source.data,
-                                 scripts[i]->source.len);
+    if (load->in_flight) {
+        return;
+    }
+
+    if (redisAsyncCommand(conn->ac, ngx_edge_redis_script_loaded, load,
+                          "SCRIPT LOAD %b", script->source.data,
+                          script->source.len)
+        == REDIS_OK)
+    {
+        load->in_flight = 1;
     }
 }
 
@@ -859,20 +1197,37 @@ ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
             return NGX_ERROR;
         }
 
+        conn->loads = ngx_pcalloc(cycle->pool,
+                                  server->nbatched
+                                  * sizeof(ngx_edge_redis_load_t));
+        if (conn->loads == NULL) {
+            return NGX_ERROR;
+        }
+
         for (i = 0; i < server->nbatched; i++) {
             ngx_queue_init(&conn->pending[i]);
+            conn->loads[i].conn = conn;
         }
     }
 
     for (i = 0; i < server->max_inflight; i++) {
         cmd = &conn->cmds[i];
         cmd->conn = conn;
+        cmd->timer.handler = ngx_edge_redis_cmd_timeout;
         cmd->timer.data = cmd;
         cmd->timer.log = cycle->log;
-        cmd->timer.cancelable = 1;
+
+        /*
+         * Not cancelable: the timer is set only while a request waits on
+         * the slot, and a worker shutting down must stay until that
+         * request got its reply or its timeout.
+         */
+        cmd->timer.cancelable = 0;
+
         ngx_queue_insert_tail(&conn->free, &cmd->queue);
     }
 
+    /* no request waits on these: a worker on its way out need not */
     conn->connect_timer.handler = ngx_edge_redis_connect_timeout;
     conn->connect_timer.data = conn;
     conn->connect_timer.log = cycle->log;
@@ -882,6 +1237,15 @@ ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
     conn->reconnect_timer.data = conn;
     conn->reconnect_timer.log = cycle->log;
     conn->reconnect_timer.cancelable = 1;
+
+    conn->silence_timer.handler = ngx_edge_redis_silence_handler;
+    conn->silence_timer.data = conn;
+    conn->silence_timer.log = cycle->log;
+    conn->silence_timer.cancelable = 1;
+
+    conn->close_event.handler = ngx_edge_redis_close_handler;
+    conn->close_event.data = conn;
+    conn->close_event.log = cycle->log;
 
     server->conn = conn;
 
@@ -908,6 +1272,14 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
         ngx_del_timer(&conn->reconnect_timer);
     }
 
+    if (conn->silence_timer.timer_set) {
+        ngx_del_timer(&conn->silence_timer);
+    }
+
+    if (conn->close_event.posted) {
+        ngx_delete_posted_event(&conn->close_event);
+    }
+
     for (i = 0; i < server->max_inflight; i++) {
         ngx_edge_redis_detach(&conn->cmds[i]);
     }
@@ -927,12 +1299,12 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
 }
 
 
-/* commands */
+/* items */
 
 ngx_flag_t
 ngx_edge_redis_ready(ngx_edge_redis_server_t *server)
 {
-    return server->conn && server->conn->state == NGX_EDGE_REDIS_READY;
+    return server->conn && server->conn->state >= NGX_EDGE_REDIS_HANDSHAKE;
 }
 
 
@@ -951,12 +1323,17 @@ ngx_edge_redis_cmd_timeout(ngx_event_t *ev)
 
     /* the slot stays taken until Redis answers or the connection drops:
      * hiredis keeps the callback queued and we cannot remove it */
-    cmd->handler = NULL;
-    cmd->argv = NULL;
+    ngx_edge_redis_unattach(cmd);
 
     ngx_edge_redis_stat(conn->server, conn->server->st_timeouts, 1);
+
     ngx_edge_redis_log_failure(conn, "command timed out after %M ms",
                                conn->server->timeout);
+
+    /* with a timeout of 1 s or more, the connection may be dropped here:
+     * every item on it fails, the worker reconnects, and the handler
+     * below sees a server that is not ready */
+    ngx_edge_redis_check_silence(cmd);
 
     if (handler) {
         handler(data, NULL, NGX_AGAIN);
@@ -973,72 +1350,9 @@ ngx_edge_redis_is_noscript(redisReply *reply)
 }
 
 
-static void
-ngx_edge_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    redisReply                 *reply = r;
-    ngx_edge_redis_cmd_t       *cmd = privdata;
-
-    void                       *data;
-    ngx_int_t                   rc;
-    ngx_msec_t                  rtt;
-    ngx_edge_redis_server_t    *server;
-    ngx_edge_redis_handler_pt   handler;
-
-    server = cmd->conn->server;
-
-    if (reply && cmd->handler && !cmd->retried && cmd->argv
-        && ngx_edge_redis_is_noscript(reply))
-    {
-        /*
-         * Redis restarted or SCRIPT FLUSH ran: load the scripts again and
-         * resend the same EVALSHA on the same slot, once.  Pipelining
-         * orders the load before the retry.
-         */
-        cmd->retried = 1;
-        ngx_edge_redis_load_scripts(cmd->conn);
-
-        if (redisAsyncCommandArgv(ac, ngx_edge_redis_reply, cmd, cmd->argc,
-                                  cmd->argv, cmd->argvlen)
-            == REDIS_OK)
-        {
-            ngx_edge_redis_stat(server, server->st_commands, 1);
-            return;
-        }
-    }
-
-    rtt = ngx_current_msec - cmd->start;
-
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_edge_redis_stat(server, server->st_errors, 1);
-    }
-
-    if (reply && server->stats) {
-        ngx_edge_stats_observe(server->stats, server->st_rtt, rtt * 1000);
-    }
-
-    if (reply && reply->type == REDIS_REPLY_ERROR && cmd->handler) {
-        ngx_edge_redis_log_failure(cmd->conn, "error reply: %*s",
-                                   (size_t) reply->len, reply->str);
-    }
-
-    handler = cmd->handler;
-    data = cmd->data;
-
-    /* free the slot first: the handler may resume a request that sends
-     * its next command right away */
-    ngx_edge_redis_free_cmd(cmd);
-
-    if (handler) {
-        rc = reply ? NGX_OK : NGX_ERROR;
-        handler(data, reply, rc);
-    }
-}
-
-
 /*
- * The free slot a new command will take, left in the free list; NULL when
- * the server is not connected or the in-flight bound is reached.
+ * The free slot a new item will take, left in the free list; NULL when
+ * the server is not ready or the in-flight bound is reached.
  */
 
 static ngx_edge_redis_cmd_t *
@@ -1048,7 +1362,7 @@ ngx_edge_redis_free_slot(ngx_edge_redis_server_t *server)
 
     conn = server->conn;
 
-    if (conn == NULL || conn->state != NGX_EDGE_REDIS_READY
+    if (conn == NULL || conn->state < NGX_EDGE_REDIS_HANDSHAKE
         || (conn->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
     {
         /* not sent: the caller's failure policy applies, and it counts as
@@ -1071,61 +1385,6 @@ ngx_edge_redis_free_slot(ngx_edge_redis_server_t *server)
 }
 
 
-static void
-ngx_edge_redis_take_slot(ngx_edge_redis_cmd_t *cmd,
-    ngx_edge_redis_handler_pt handler, void *data,
-    ngx_edge_redis_script_t *script, int argc, const char **argv,
-    const size_t *argvlen)
-{
-    ngx_edge_redis_server_t  *server;
-
-    server = cmd->conn->server;
-
-    ngx_queue_remove(&cmd->queue);
-
-    cmd->handler = handler;
-    cmd->data = data;
-    cmd->script = script;
-    cmd->argc = argc;
-    cmd->argv = argv;
-    cmd->argvlen = argvlen;
-    cmd->retried = 0;
-    cmd->start = ngx_current_msec;
-    cmd->timer.handler = ngx_edge_redis_cmd_timeout;
-
-    ngx_add_timer(&cmd->timer, server->timeout);
-
-    ngx_edge_redis_stat(server, server->st_inflight, 1);
-}
-
-
-ngx_edge_redis_cmd_t *
-ngx_edge_redis_send(ngx_edge_redis_server_t *server,
-    ngx_edge_redis_handler_pt handler, void *data, int argc,
-    const char **argv, const size_t *argvlen)
-{
-    ngx_edge_redis_cmd_t  *cmd;
-
-    cmd = ngx_edge_redis_free_slot(server);
-    if (cmd == NULL) {
-        return NULL;
-    }
-
-    if (redisAsyncCommandArgv(server->conn->ac, ngx_edge_redis_reply, cmd,
-                              argc, argv, argvlen)
-        != REDIS_OK)
-    {
-        return NULL;
-    }
-
-    ngx_edge_redis_take_slot(cmd, handler, data, NULL, argc, argv, argvlen);
-
-    ngx_edge_redis_stat(server, server->st_commands, 1);
-
-    return cmd;
-}
-
-
 ngx_edge_redis_cmd_t *
 ngx_edge_redis_send_item(ngx_edge_redis_server_t *server,
     ngx_edge_redis_script_t *script, ngx_edge_redis_handler_pt handler,
@@ -1141,9 +1400,23 @@ ngx_edge_redis_send_item(ngx_edge_redis_server_t *server,
 
     conn = server->conn;
 
-    ngx_edge_redis_take_slot(cmd, handler, data, script,
-                             script->item_keys + script->item_args, argv,
-                             argvlen);
+    ngx_queue_remove(&cmd->queue);
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->script = script;
+
+    if (conn->attached++ == 0 && conn->c) {
+        conn->c->idle = 0;
+    }
+
+    cmd->argv = argv;
+    cmd->argvlen = argvlen;
+    cmd->replies = conn->replies;
+
+    ngx_add_timer(&cmd->timer, server->timeout);
+
+    ngx_edge_redis_stat(server, server->st_inflight, 1);
 
     /* it leaves with the other items of this iteration, on the flush */
     ngx_queue_insert_tail(&conn->pending[script->index], &cmd->queue);
@@ -1296,7 +1569,7 @@ ngx_edge_redis_send_batch(ngx_edge_redis_batch_t *b)
         return NGX_ERROR;
     }
 
-    b->start = ngx_current_msec;
+    b->start = ngx_edge_mono_usec();
 
     ngx_edge_redis_stat(conn->server, conn->server->st_commands, 1);
 
@@ -1358,9 +1631,13 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
     conn = b->conn;
     server = conn->server;
 
+    if (reply) {
+        conn->replies++;
+    }
+
     if (reply && !b->retried && ngx_edge_redis_is_noscript(reply)) {
         /*
-         * Redis restarted or SCRIPT FLUSH ran: load the scripts again and
+         * Redis restarted or SCRIPT FLUSH ran: load the script again and
          * resend the items whose requests still wait, once.  Pipelining
          * orders the load before the retry.
          */
@@ -1385,7 +1662,7 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
             return;
         }
 
-        ngx_edge_redis_load_scripts(conn);
+        ngx_edge_redis_reload_script(conn, b->script);
 
         if (ngx_edge_redis_send_batch(b) == NGX_OK) {
             return;
@@ -1394,7 +1671,7 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     if (reply && server->stats) {
         ngx_edge_stats_observe(server->stats, server->st_rtt,
-                               (ngx_current_msec - b->start) * 1000);
+                               ngx_edge_mono_usec() - b->start);
     }
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
@@ -1556,12 +1833,59 @@ ngx_edge_redis_fail_pending(ngx_edge_redis_conn_t *conn)
 void
 ngx_edge_redis_detach(ngx_edge_redis_cmd_t *cmd)
 {
+    ngx_edge_redis_unattach(cmd);
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+}
+
+
+/*
+ * The slot's handler goes (answered, timed out, detached).  When no slot
+ * has one any more, the connection is idle; in a worker that is shutting
+ * down it is then closed (from a posted event: this may run inside a
+ * hiredis callback).
+ */
+
+static void
+ngx_edge_redis_unattach(ngx_edge_redis_cmd_t *cmd)
+{
+    ngx_edge_redis_conn_t  *conn;
+
+    if (cmd->handler == NULL) {
+        return;
+    }
+
     cmd->handler = NULL;
     cmd->data = NULL;
     cmd->argv = NULL;
 
-    if (cmd->timer.timer_set) {
-        ngx_del_timer(&cmd->timer);
+    conn = cmd->conn;
+
+    if (--conn->attached) {
+        return;
+    }
+
+    if (conn->c) {
+        conn->c->idle = 1;
+    }
+
+    if (ngx_exiting && conn->ac && !conn->exiting
+        && !conn->close_event.posted)
+    {
+        ngx_post_event(&conn->close_event, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_edge_redis_close_handler(ngx_event_t *ev)
+{
+    ngx_edge_redis_conn_t  *conn = ev->data;
+
+    if (ngx_exiting && conn->attached == 0 && conn->ac) {
+        ngx_edge_redis_drop(conn);
     }
 }
 
@@ -1590,41 +1914,211 @@ ngx_edge_redis_stat(ngx_edge_redis_server_t *server, ngx_edge_stats_id_t id,
 }
 
 
+/*
+ * Connection health: when a connection is given up, how soon the next one
+ * is tried, and what is logged.
+ *
+ *   - A connection counts as recovered only once its handshake (AUTH,
+ *     SELECT, SCRIPT LOAD) completed: only then is the backoff reset and
+ *     the recovery logged.  A wrong password therefore retries at 100 ms,
+ *     200 ms, ... up to 3 s, never in a loop.  (Items may be sent as soon
+ *     as TCP connects: they follow the handshake in the pipeline.)
+ *   - Silence: when an item times out and no reply of any kind arrived
+ *     on the connection since it was queued, Redis has answered nothing
+ *     for a whole "timeout=" while work was waiting.  If nothing arrives
+ *     either until NGX_EDGE_REDIS_SILENCE_MIN (1 s) after the item was
+ *     queued (at once when "timeout=" is that long), the connection is
+ *     taken as gone (a blackhole, a failover behind a virtual IP, a
+ *     stopped process): it is dropped and reconnected.  A Redis that is
+ *     merely slow keeps answering older commands and is kept; a stall
+ *     shorter than 1 s drops nothing.
+ *   - Reconnects take the server's resolved addresses in turn.
+ *   - Failure lines, the lines of dropped connections and recovery lines
+ *     each pass a gate: one line per 5 s per server, which says how many
+ *     it stood for.
+ */
+
+static void
+ngx_edge_redis_handshake_done(ngx_edge_redis_conn_t *conn)
+{
+    ngx_uint_t  suppressed;
+
+    conn->state = NGX_EDGE_REDIS_READY;
+    conn->backoff = 0;
+
+    if (!conn->failing) {
+        return;
+    }
+
+    conn->failing = 0;
+
+    if (!ngx_edge_log_gate_open(&conn->connect_gate,
+                                NGX_EDGE_REDIS_LOG_INTERVAL, &suppressed))
+    {
+        return;
+    }
+
+    if (suppressed) {
+        ngx_log_error(NGX_LOG_NOTICE, conn->log, 0,
+                      "redis \"%V\" at %V: connected again "
+                      "(and %ui more times in the last %Ms)",
+                      &conn->server->name, &conn->server->address,
+                      suppressed,
+                      (ngx_msec_t) NGX_EDGE_REDIS_LOG_INTERVAL / 1000);
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, conn->log, 0,
+                      "redis \"%V\" at %V: connected again",
+                      &conn->server->name, &conn->server->address);
+    }
+}
+
+
+/* an item timed out: nothing received since it was queued is the start
+ * of a silence, which must last NGX_EDGE_REDIS_SILENCE_MIN at least */
+
+static void
+ngx_edge_redis_check_silence(ngx_edge_redis_cmd_t *cmd)
+{
+    ngx_msec_t              timeout;
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = cmd->conn;
+    timeout = conn->server->timeout;
+
+    if (conn->ac == NULL || conn->replies != cmd->replies
+        || conn->silence_timer.timer_set)
+    {
+        return;
+    }
+
+    conn->silence_replies = cmd->replies;
+
+    if (timeout >= NGX_EDGE_REDIS_SILENCE_MIN) {
+        ngx_edge_redis_silence_handler(&conn->silence_timer);
+        return;
+    }
+
+    ngx_add_timer(&conn->silence_timer, NGX_EDGE_REDIS_SILENCE_MIN - timeout);
+}
+
+
+static void
+ngx_edge_redis_silence_handler(ngx_event_t *ev)
+{
+    ngx_edge_redis_conn_t  *conn = ev->data;
+
+    ngx_uint_t  suppressed;
+
+    if (conn->ac == NULL || conn->replies != conn->silence_replies) {
+        return;
+    }
+
+    conn->failing = 1;
+
+    /* a gate of its own: this line must not hide behind the timeouts */
+    if (ngx_edge_log_gate_open(&conn->drop_gate, NGX_EDGE_REDIS_LOG_INTERVAL,
+                               &suppressed))
+    {
+        ngx_log_error(NGX_LOG_ERR, conn->log, 0,
+                      "redis \"%V\" at %V: nothing received for %M ms while "
+                      "commands waited: closing the connection%s",
+                      &conn->server->name, &conn->server->address,
+                      ngx_max(conn->server->timeout,
+                              NGX_EDGE_REDIS_SILENCE_MIN),
+                      suppressed ? " (and earlier ones in the last 5s)"
+                                 : "");
+    }
+
+    ngx_edge_redis_drop(conn);
+}
+
+
+/* Gives up a connection now: every item on it gets NGX_ERROR (hiredis runs
+ * the callbacks it holds, the cleanup hook fails the unsent ones), and a
+ * reconnect is scheduled.  Not called from inside a hiredis callback. */
+
+static void
+ngx_edge_redis_drop(ngx_edge_redis_conn_t *conn)
+{
+    conn->dropping = 1;
+    redisAsyncFree(conn->ac);
+    conn->dropping = 0;
+
+    ngx_edge_redis_schedule_reconnect(conn);
+}
+
+
+static void
+ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn)
+{
+    ngx_edge_redis_server_t  *server;
+
+    server = conn->server;
+
+    conn->state = NGX_EDGE_REDIS_DISCONNECTED;
+    conn->failing = 1;
+
+    if (conn->exiting || ngx_exiting || conn->reconnect_timer.timer_set) {
+        return;
+    }
+
+    if (server->nhosts > 1) {
+        conn->addr = (conn->addr + 1) % server->nhosts;
+    }
+
+    conn->backoff = conn->backoff ? ngx_min(conn->backoff * 2,
+                                            NGX_EDGE_REDIS_BACKOFF_MAX)
+                                  : NGX_EDGE_REDIS_BACKOFF_MIN;
+
+    ngx_add_timer(&conn->reconnect_timer, conn->backoff);
+}
+
+
 /* One line per interval and server, not one per request: when Redis is
  * down every request would otherwise log the same failure. */
 
 static void
 ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn, const char *fmt, ...)
 {
-    u_char   *p;
-    va_list   args;
-    u_char    msg[NGX_MAX_ERROR_STR];
+    u_char                   *p;
+    va_list                   args;
+    ngx_str_t                 addr;
+    ngx_uint_t                suppressed;
+    ngx_edge_redis_server_t  *server;
+    u_char                    msg[NGX_MAX_ERROR_STR];
 
     conn->failing = 1;
 
-    if (ngx_time() < conn->log_next) {
-        conn->log_suppressed++;
+    if (!ngx_edge_log_gate_open(&conn->fail_gate, NGX_EDGE_REDIS_LOG_INTERVAL,
+                                &suppressed))
+    {
         return;
     }
+
+    server = conn->server;
 
     va_start(args, fmt);
     p = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
     va_end(args);
 
-    if (conn->log_suppressed) {
-        ngx_log_error(NGX_LOG_ERR, conn->log, 0,
-                      "redis \"%V\" at %V: %*s "
-                      "(and %ui more failures in the last %ds)",
-                      &conn->server->name, &conn->server->address,
-                      p - msg, msg, conn->log_suppressed,
-                      NGX_EDGE_REDIS_LOG_INTERVAL);
+    /* with several addresses, the one in use */
+    if (server->nhosts > 1) {
+        addr = server->hosts[conn->addr];
 
     } else {
-        ngx_log_error(NGX_LOG_ERR, conn->log, 0, "redis \"%V\" at %V: %*s",
-                      &conn->server->name, &conn->server->address,
-                      p - msg, msg);
+        ngx_str_null(&addr);
     }
 
-    conn->log_suppressed = 0;
-    conn->log_next = ngx_time() + NGX_EDGE_REDIS_LOG_INTERVAL;
+    if (suppressed) {
+        p = ngx_slprintf(p, msg + sizeof(msg),
+                         " (and %ui more failures in the last %Ms)",
+                         suppressed,
+                         (ngx_msec_t) NGX_EDGE_REDIS_LOG_INTERVAL / 1000);
+    }
+
+    ngx_log_error(NGX_LOG_ERR, conn->log, 0, "redis \"%V\" at %V%s%V%s: %*s",
+                  &server->name, &server->address,
+                  addr.len ? " (" : "", &addr, addr.len ? ")" : "",
+                  p - msg, msg);
 }

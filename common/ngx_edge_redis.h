@@ -8,27 +8,49 @@
  * posted write event), so concurrent requests are pipelined in one write,
  * and replies are matched in order.
  *
- * A command is tracked by a slot taken from a fixed per-connection array
+ * The commands are the items of batched scripts: a script written to loop
+ * over items (a fixed number of KEYS and ARGV per item, the item count
+ * being #KEYS / keys-per-item) is registered with
+ * ngx_edge_redis_add_batch_script(), and each item is sent with
+ * ngx_edge_redis_send_item().  The items queued during one event-loop
+ * iteration leave as one EVALSHA per script (at most "batch=" items each),
+ * and the script's reply, an array with one element per item, is split:
+ * each item's handler gets its own element.  Redis runs one script for
+ * many decisions: its per-call cost (several microseconds, more than the
+ * decision itself) is paid once per batch.
+ *
+ * An item is tracked by a slot taken from a fixed per-connection array
  * (the in-flight bound).  The slot, not the request, is hiredis's privdata:
  * a request that goes away detaches its slot (ngx_edge_redis_detach() from
  * a pool cleanup), and the reply that arrives later finds no handler.
  *
- * Batched scripts: a script written to loop over items (a fixed number of
- * KEYS and ARGV per item, the item count being #KEYS / keys-per-item) is
- * sent with ngx_edge_redis_send_item().  The items queued during one
- * event-loop iteration leave as one EVALSHA per script (at most "batch="
- * items each), and the script's reply, an array with one element per
- * item, is split: each item's handler gets its own element.  Every item
- * still has its slot, its timer and its detach; only the wire is shared.
- * Redis runs one script for many decisions: its per-call cost (several
- * microseconds, more than the decision itself) is paid once per batch.
+ * The handler contract.  The handler is called exactly once per
+ * ngx_edge_redis_send_item() that returned a slot, unless the slot was
+ * detached first; the slot is already free by then, so the handler gets
+ * the caller's data only:
+ *   rc == NGX_OK       reply != NULL: the item's element of the script's
+ *                      reply, or the whole reply when it is an error reply
+ *   rc == NGX_ERROR    connection lost or dropped, or a reply of the wrong
+ *                      shape; reply == NULL
+ *   rc == NGX_AGAIN    the item timed out ("timeout="), reply == NULL
+ * While a handler is attached, the slot's timer is not cancelable: a worker
+ * that is shutting down (reload, nginx -s quit) stays until every waiting
+ * request got its reply or its timeout.  An answered, timed-out or
+ * detached slot has no timer.  A connection with no handler attached is
+ * idle: a worker that is shutting down closes it at once, or as soon as
+ * the last waiting request has its answer, even while other work keeps
+ * the worker alive.
  *
- * The handler is called exactly once per ngx_edge_redis_send() or
- * ngx_edge_redis_send_item() that returned a command, unless the command was detached first; the slot is
- * already free by then, so the handler gets the caller's data only:
- *   rc == NGX_OK       reply != NULL (which may be a Redis error reply)
- *   rc == NGX_ERROR    connection lost or broken reply, reply == NULL
- *   rc == NGX_AGAIN    the command timed out, reply == NULL
+ * Connection health.  A connection is given up, and every item still on it
+ * gets NGX_ERROR, when it is lost, when the TCP connect takes longer than
+ * "connect_timeout=", when the handshake (AUTH, SELECT, SCRIPT LOAD) fails,
+ * or when it has gone silent: an item timed out, and no reply of any kind
+ * arrived on the connection from the moment that item was queued until
+ * 1 s later (or its timeout, if longer).  The worker then reconnects with
+ * a backoff (100 ms doubling to 3 s, reset only once a handshake
+ * completes), trying the server's resolved addresses in turn.  Items are
+ * sent as soon as TCP connects, behind the handshake in the pipeline;
+ * until then ngx_edge_redis_send_item() returns NULL.
  */
 
 #ifndef _NGX_EDGE_REDIS_H_INCLUDED_
@@ -65,7 +87,9 @@ struct ngx_edge_redis_server_s {
     ngx_str_t                    name;
     ngx_str_t                    address;    /* as written, for logs */
 
-    ngx_str_t                    host;       /* numeric, resolved at conf */
+    ngx_str_t                   *hosts;      /* numeric, resolved at conf,
+                                                C strings */
+    ngx_uint_t                   nhosts;
     int                          port;
     ngx_str_t                    unix_path;  /* or a unix: socket */
 
@@ -99,16 +123,15 @@ struct ngx_edge_redis_cmd_s {
     ngx_edge_redis_handler_pt    handler;    /* NULL once detached */
     void                        *data;       /* the caller's */
 
-    /* kept for a NOSCRIPT retry while the caller is attached: the caller's
-     * memory, valid until it detaches; for an item, its keys and args */
-    ngx_edge_redis_script_t     *script;     /* an item's, else NULL */
-    int                          argc;
+    /* the item's keys and args, the caller's memory, valid until it
+     * detaches (kept for a NOSCRIPT retry) */
+    ngx_edge_redis_script_t     *script;
     const char                 **argv;
     const size_t                *argvlen;
-    unsigned                     retried:1;
 
-    ngx_event_t                  timer;
-    ngx_msec_t                   start;
+    ngx_event_t                  timer;      /* not cancelable */
+    ngx_uint_t                   replies;    /* the connection's reply count
+                                                when the item was queued */
     ngx_queue_t                  queue;      /* free list, or an item
                                                 waiting for the flush */
 };
@@ -116,8 +139,8 @@ struct ngx_edge_redis_cmd_s {
 
 /* configuration time */
 
-/* args: "name address [password=..] [user=..] [db=N] [connect_timeout=T]
- * [timeout=T] [max_inflight=N] [batch=N]" */
+/* args: "name address [password=..|password_file=..] [user=..] [db=N]
+ * [connect_timeout=T] [timeout=T] [max_inflight=N] [batch=N]" */
 NGX_EDGE_API ngx_edge_redis_server_t *ngx_edge_redis_parse_server(
     ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs);
 
@@ -143,17 +166,10 @@ NGX_EDGE_API void ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server);
 
 NGX_EDGE_API ngx_flag_t ngx_edge_redis_ready(ngx_edge_redis_server_t *server);
 
-/* Returns NULL when the server is not connected or the in-flight bound is
- * reached: the caller applies its failure policy.  argv must stay valid
- * until the handler runs or the command is detached (r->pool is fine). */
-NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send(
-    ngx_edge_redis_server_t *server, ngx_edge_redis_handler_pt handler,
-    void *data, int argc, const char **argv, const size_t *argvlen);
-
 /* One item of a batched script: argv holds its item_keys keys, then its
- * item_args args, valid until the handler runs or the item is detached.
- * The handler gets the item's element of the script's reply, or the whole
- * reply when it is an error or not an array of one element per item. */
+ * item_args args, valid until the handler runs or the item is detached
+ * (r->pool is fine).  Returns NULL when the server is not ready or the
+ * in-flight bound is reached: the caller applies its failure policy. */
 NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_item(
     ngx_edge_redis_server_t *server, ngx_edge_redis_script_t *script,
     ngx_edge_redis_handler_pt handler, void *data, const char **argv,

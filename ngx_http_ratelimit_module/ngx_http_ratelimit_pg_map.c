@@ -762,6 +762,8 @@ ngx_http_ratelimit_pg_fill(ngx_http_ratelimit_pg_map_t *map)
                    "lock held %L us",
                    &map->name, in->passes, installed, held);
 
+    (void) installed;    /* only the debug line reads it */
+
     if (!finished) {
         ngx_http_ratelimit_pg_next_pass(map);
         return;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build, the tests, the demo or the
-# benchmarks need, and only those missing.  Usage: install-deps.sh [build|test|bench]
+# benchmarks or the Debian packages need, and only those missing.
+# Usage: install-deps.sh [build|test|bench|deb]
 set -euo pipefail
 
 build_pkgs="gcc make nginx-core nginx-dev libhiredis-dev libpq-dev libjansson-dev zlib1g-dev"
@@ -8,12 +9,14 @@ test_pkgs="$build_pkgs perl procps redis-server redis-tools postgresql postgresq
            libtest-base-perl libtext-diff-perl libtest-longstring-perl
            libwww-perl liburi-perl valgrind prometheus libfaketime"
 bench_pkgs="$test_pkgs wrk"
+deb_pkgs="$build_pkgs build-essential debhelper dpkg-dev curl"
 
 case "${1:-test}" in
     build) want=$build_pkgs ;;
     test)  want=$test_pkgs ;;
     bench) want=$bench_pkgs ;;
-    *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+    deb)   want=$deb_pkgs ;;
+    *) echo "usage: $0 [build|test|bench|deb]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -63,3 +63,43 @@ wait_for() {
         sleep 0.1
     done
 }
+
+# --- the target nginx ---------------------------------------------------------
+# NGINX names the nginx binary the modules are built for, tested with and
+# benchmarked against (default /usr/sbin/nginx, Debian's nginx-core).
+
+# edge_nginx_bin: $NGINX as an absolute path (a bare name is looked up on
+# PATH); fails with a message when it is not an executable
+edge_nginx_bin() {
+    local bin=${NGINX:-/usr/sbin/nginx}
+    if [[ $bin != */* ]]; then
+        bin=$(command -v "$bin") || {
+            echo "NGINX=$NGINX: no such command on PATH" >&2; return 1; }
+    fi
+    if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then
+        echo "NGINX=$bin: not an executable nginx binary" >&2
+        return 1
+    fi
+    (cd "$(dirname "$bin")" && printf '%s/%s\n' "$(pwd -P)" "$(basename "$bin")")
+}
+
+# edge_nginx_version BIN: its version, e.g. 1.22.1 (from `nginx -V`)
+edge_nginx_version() {
+    "$1" -V 2>&1 | sed -n 's,^nginx version: [^/]*/\([0-9][0-9.]*\).*,\1,p' | head -1
+}
+
+# edge_nginx_configure_args BIN: the arguments BIN was configured with, one
+# per line, unquoted the way the shell that ran configure did
+edge_nginx_configure_args() {
+    "$1" -V 2>&1 | sed -n 's/^configure arguments: //p' | perl -MText::ParseWords -ne '
+        chomp;
+        my @w = shellwords($_);
+        die "cannot split the configure arguments: $_\n" if length && !@w;
+        print "$_\n" for @w;'
+}
+
+# edge_nginx_static BIN: BIN has the edge modules compiled in (a static
+# build with --add-module=<this repo>): its module table names them
+edge_nginx_static() {
+    grep -q -a -F ngx_http_ratelimit_module "$1"
+}

@@ -20,6 +20,11 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 nginx=${NGINX:-/usr/sbin/nginx}
+# nginx reads an environment variable NGINX itself (the listening sockets of
+# a binary upgrade), and `make run` exports ours: the nginx started here
+# must not see it
+export -n NGINX
+unset NGINX
 modules_dir=$root/build/modules
 front_port=${EDGE_DEMO_PORT:-8080}
 backend_port=${EDGE_DEMO_BACKEND_PORT:-8081}

@@ -7,19 +7,48 @@
 #
 # The command sees TEST_NGINX_REDIS_PORT, TEST_NGINX_PG_PORT,
 # TEST_NGINX_PG_DSN, TEST_NGINX_PORT, TEST_NGINX_SERVROOT,
-# TEST_NGINX_LOAD_MODULES, TEST_NGINX_BINARY and TEST_EDGE_FIXTURES (the
-# directory, used by t/lib/Test/Edge.pm to stop and restart Redis).
+# TEST_NGINX_LOAD_MODULES, TEST_NGINX_BINARY, EDGE_NGINX and
+# TEST_EDGE_FIXTURES (the directory, used by t/lib/Test/Edge.pm to stop and
+# restart Redis).
 #
-# TEST_NGINX_BINARY defaults to t/bin/nginx, which runs nginx with
-# "-e logs/error.log" so that startup errors reach the error.log the
-# harness reads (TEST_EDGE_REAL_NGINX picks the nginx it runs); a preset
-# TEST_NGINX_BINARY is kept.
+# NGINX (default /usr/sbin/nginx) is the nginx under test; it is exported
+# as EDGE_NGINX, an absolute path.  TEST_NGINX_BINARY defaults to
+# t/bin/nginx, which runs $EDGE_NGINX with "-e logs/error.log" so that
+# startup errors reach the error.log the harness reads; a preset
+# TEST_NGINX_BINARY is kept.  TEST_NGINX_LOAD_MODULES lists
+# build/modules/*.so, which must have been built for that nginx
+# (scripts/build.sh notes the target in build/modules/.target); when the
+# binary has the modules compiled in (a static build), it is empty (also
+# when preset): no .so is loaded.  TEST_EDGE_NGINX_DEBUG is 1 when that
+# nginx is built --with-debug (a test reading debug-level log lines needs
+# it; nginx.org's nginx is not, its nginx-debug is), else empty.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 # free_port, wait_for
 # shellcheck source=../scripts/lib.sh
 . "$root/scripts/lib.sh"
+
+# nginx reads an environment variable NGINX itself (the listening sockets
+# of a binary upgrade): the nginx under test must not see ours.  t/bin/nginx
+# runs $EDGE_NGINX.
+EDGE_NGINX=$(edge_nginx_bin) || exit 1
+export EDGE_NGINX
+export -n NGINX
+unset NGINX
+
+modules=""
+if ! edge_nginx_static "$EDGE_NGINX"; then
+    target=$(head -1 "$root/build/modules/.target" 2>/dev/null || true)
+    if [ "$target" != "$EDGE_NGINX" ]; then
+        echo "fixtures: build/modules/ holds no modules built for $EDGE_NGINX" \
+             "(they are for ${target:-an unknown nginx}): run NGINX=$EDGE_NGINX make" >&2
+        exit 1
+    fi
+    for m in ratelimit cache breaker metrics; do
+        modules="$modules $root/build/modules/ngx_http_${m}_module.so"
+    done
+fi
 
 dir=$(mktemp -d /tmp/edge-fixtures.XXXXXX)
 chmod 755 "$dir"
@@ -74,11 +103,6 @@ mkdir -p "$dir/pg"
     start > /dev/null || { cat "$dir/pg/postgres.log" >&2; exit 1; }
 psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc 'CREATE DATABASE edge_test' > /dev/null
 
-modules=""
-for m in ratelimit cache breaker metrics; do
-    modules="$modules $root/build/modules/ngx_http_${m}_module.so"
-done
-
 export TEST_EDGE_FIXTURES=$dir
 export TEST_NGINX_REDIS_PORT=$redis_port
 export TEST_NGINX_PG_PORT=$pg_port
@@ -86,7 +110,18 @@ export TEST_NGINX_PG_DSN="host=127.0.0.1 port=$pg_port user=postgres dbname=edge
 export TEST_NGINX_PORT=${TEST_NGINX_PORT:-$(free_port)}
 export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$dir/servroot}
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-$root/t/bin/nginx}
-export TEST_NGINX_LOAD_MODULES=${TEST_NGINX_LOAD_MODULES:-${modules# }}
+if edge_nginx_static "$EDGE_NGINX"; then
+    # loading them again would fail: "module ... is already loaded"
+    export TEST_NGINX_LOAD_MODULES=
+else
+    export TEST_NGINX_LOAD_MODULES=${TEST_NGINX_LOAD_MODULES:-${modules# }}
+fi
 
-echo "fixtures: redis 127.0.0.1:$redis_port, postgresql 127.0.0.1:$pg_port, nginx port $TEST_NGINX_PORT"
+TEST_EDGE_NGINX_DEBUG=
+if edge_nginx_configure_args "$EDGE_NGINX" | grep -qx -- --with-debug; then
+    TEST_EDGE_NGINX_DEBUG=1
+fi
+export TEST_EDGE_NGINX_DEBUG
+
+echo "fixtures: nginx $EDGE_NGINX ($(edge_nginx_version "$EDGE_NGINX")$(edge_nginx_static "$EDGE_NGINX" && echo ', modules compiled in')), redis 127.0.0.1:$redis_port, postgresql 127.0.0.1:$pg_port, nginx port $TEST_NGINX_PORT"
 "$@"

@@ -198,7 +198,11 @@ proto=HTTP/1.0
 === TEST 11: scripted TCP upstream sees the expected query and its reply is relayed
 --- config
     location = /t {
+        # the exact upstream request (tcp_query) depends on these: nginx
+        # 1.29.7 proxies with HTTP/1.1 and no Connection header by default
+        proxy_http_version 1.0;
         proxy_set_header Host backend;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_PORT/backend;
     }
 --- request
@@ -220,7 +224,11 @@ from upstream
 === TEST 12: request body forwarded to a TCP upstream
 --- config
     location = /t {
+        # the exact upstream request (tcp_query) depends on these: nginx
+        # 1.29.7 proxies with HTTP/1.1 and no Connection header by default
+        proxy_http_version 1.0;
         proxy_set_header Host backend;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_PORT;
     }
 --- request

@@ -764,7 +764,7 @@ sub live_password {
         open my $fh, '>', "$dir/conf/nginx.conf" or die "$!\n";
         print $fh $conf;
         close $fh;
-        my $bin = $ENV{TEST_EDGE_REAL_NGINX} || '/usr/sbin/nginx';
+        my $bin = $ENV{EDGE_NGINX} || '/usr/sbin/nginx';
         my $out = `$bin -t -p $dir/ -c conf/nginx.conf 2>&1`;
         return ($? == 0, $out);
     };
