@@ -84,6 +84,40 @@ ngx_edge_pg_numeric_host(ngx_str_t *host)
 }
 
 
+/* a single host, or a list of addresses and socket directories only */
+
+static ngx_flag_t
+ngx_edge_pg_host_list_ok(ngx_str_t *host)
+{
+    u_char     *p, *last, *comma;
+    ngx_str_t   one;
+
+    last = host->data + host->len;
+
+    if (ngx_strlchr(host->data, last, ',') == NULL) {
+        return 1;
+    }
+
+    for (p = host->data; p < last; p = comma + 1) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        one.data = p;
+        one.len = comma - p;
+
+        if (one.len && one.data[0] != '/' && one.data[0] != '@'
+            && !ngx_edge_pg_numeric_host(&one))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 ngx_int_t
 ngx_edge_pg_parse_dsn(ngx_conf_t *cf, ngx_str_t *conninfo,
     ngx_str_t *password, ngx_edge_pg_dsn_t *dsn, ngx_str_t *err)
@@ -158,12 +192,30 @@ ngx_edge_pg_parse_dsn(ngx_conf_t *cf, ngx_str_t *conninfo,
             port.data = (u_char *) o->val;
             port.len = ngx_strlen(o->val);
 
+        } else if (ngx_strcmp(o->keyword, "service") == 0) {
+            /* libpq would read pg_service.conf, and resolve the names in
+             * it, in the worker, at every connect */
+            ngx_str_set(err, "\"service\" is not supported: write the "
+                        "host, port and database in the DSN");
+            PQconninfoFree(opts);
+            return NGX_DECLINED;
+
         } else if (ngx_strcmp(o->keyword, "password") == 0 && password) {
             ngx_str_set(err, "it has a password, and a password file is "
                         "given too");
             PQconninfoFree(opts);
             return NGX_DECLINED;
         }
+    }
+
+    if (host.len && hostaddr.len == 0 && !ngx_edge_pg_host_list_ok(&host)) {
+        /* libpq resolves a list's names itself, with a blocking
+         * getaddrinfo() in the worker */
+        ngx_str_set(err, "a list of host names needs \"hostaddr=\" with "
+                    "their addresses (names are resolved only for a "
+                    "single host)");
+        PQconninfoFree(opts);
+        return NGX_DECLINED;
     }
 
     /* the options, hostaddr, password and the terminating NULL */

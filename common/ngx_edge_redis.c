@@ -13,6 +13,9 @@
 #include <netinet/tcp.h>
 
 
+/* slots are preallocated per worker and connection: 65536 of them take
+ * about 11 MB */
+#define NGX_EDGE_REDIS_MAX_INFLIGHT       65536
 #define NGX_EDGE_REDIS_DEFAULT_PORT       6379
 #define NGX_EDGE_REDIS_BACKOFF_MIN        100     /* ms */
 #define NGX_EDGE_REDIS_BACKOFF_MAX        3000    /* ms */
@@ -450,7 +453,7 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
 
         if (ngx_strncmp(args[i].data, "max_inflight=", 13) == 0) {
             n = ngx_atoi(args[i].data + 13, args[i].len - 13);
-            if (n <= 0) {
+            if (n <= 0 || n > NGX_EDGE_REDIS_MAX_INFLIGHT) {
                 goto invalid;
             }
             server->max_inflight = n;

@@ -1454,7 +1454,7 @@ full:
 
 /*
  * Under the mutex: frees the family's series idle for the zone's idle
- * time (a summed gauge only at zero), at most once a second per family,
+ * time (never a gauge), at most once a second per family,
  * since it walks every run-time series.  NGX_OK if it freed any (the
  * lookup table may have been rebuilt), NGX_DECLINED if not.
  */
@@ -1464,7 +1464,7 @@ ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh, ngx_uint_t family)
 {
     ngx_uint_t                  freed;
     uint32_t                    now;
-    ngx_uint_t                  id, k;
+    ngx_uint_t                  id;
     ngx_msec_t                  idle;
     ngx_edge_stats_series_t    *s;
     ngx_edge_stats_shfamily_t  *f;
@@ -1473,7 +1473,16 @@ ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh, ngx_uint_t family)
     f = &sh->families[family];
     now = (uint32_t) ngx_current_msec;
 
-    if (idle == 0 || (uint32_t) (now - (uint32_t) f->scanned) < 1000) {
+    /*
+     * A gauge is never aged out: its +1 and -1 come in pairs that may be
+     * hours apart (an upgraded connection), so a worker holding a +1 on
+     * a series could not know that the slot was freed and reused, and its
+     * -1 would land on another label set.  Gauge label sets come from the
+     * configuration (server, location): they need no aging.
+     */
+    if (idle == 0 || f->type == NGX_EDGE_STATS_GAUGE
+        || (uint32_t) (now - (uint32_t) f->scanned) < 1000)
+    {
         return NGX_DECLINED;
     }
 
@@ -1487,18 +1496,6 @@ ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh, ngx_uint_t family)
             || now - __atomic_load_n(&s->last, __ATOMIC_RELAXED) < idle)
         {
             continue;
-        }
-
-        if (f->type == NGX_EDGE_STATS_GAUGE) {
-            for (k = 0; k < f->width; k++) {
-                if (ngx_edge_stats_read(sh, s, k) != 0) {
-                    break;
-                }
-            }
-
-            if (k < f->width) {
-                continue;
-            }
         }
 
         ngx_edge_stats_free(sh, f, id);

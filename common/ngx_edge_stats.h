@@ -112,7 +112,7 @@ NGX_EDGE_API void ngx_edge_stats_observe(ngx_edge_stats_t *st,
  * no lookup has found for the idle time is freed when its family needs
  * room, and its slot is reused once NGX_EDGE_STATS_GRACE has passed since
  * (so a worker that looked it up just before it was freed has long
- * written its value).  A summed gauge is freed only at zero.
+ * written its value).  A gauge is never aged out.
  */
 
 #define NGX_EDGE_STATS_VALUE_MAX  128

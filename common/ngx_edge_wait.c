@@ -115,16 +115,21 @@ ngx_edge_wait_done(ngx_edge_wait_t *wait)
 }
 
 
-static void
-ngx_edge_wait_cleanup(void *data)
+void
+ngx_edge_wait_cancel(ngx_edge_wait_t *wait)
 {
-    ngx_edge_wait_t  *wait = data;
-
-    /* the request is going away: replies that arrive later must find
-     * nothing of it */
     if (wait->pending) {
         wait->pending = 0;
         wait->waiting = 0;
         wait->detach(wait->data);
     }
+}
+
+
+static void
+ngx_edge_wait_cleanup(void *data)
+{
+    /* the request is going away: replies that arrive later must find
+     * nothing of it */
+    ngx_edge_wait_cancel(data);
 }

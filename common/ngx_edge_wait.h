@@ -72,6 +72,11 @@ NGX_EDGE_API ngx_int_t ngx_edge_wait_phase(ngx_edge_wait_t *wait);
 NGX_EDGE_API void ngx_edge_wait_done(ngx_edge_wait_t *wait);
 
 
+/* a handler that fails after sending operations: detach them all, so no
+ * reply resumes the request (the pool cleanup then has nothing to do) */
+NGX_EDGE_API void ngx_edge_wait_cancel(ngx_edge_wait_t *wait);
+
+
 #define ngx_edge_wait_add(wait)      (wait)->pending++
 #define ngx_edge_wait_pending(wait)  ((wait)->pending != 0)
 

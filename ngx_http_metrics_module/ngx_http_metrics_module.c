@@ -1072,9 +1072,13 @@ ngx_http_metrics_label(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         max = ngx_atoi(value[3].data + 4, value[3].len - 4);
 
-        if (max <= 0) {
+        /* label sets are bounded by the zone anyway; a bound here keeps
+         * the registry's table sizes far from overflow */
+        if (max <= 0 || max > 1000000) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid maximum \"%V\"", &value[3]);
+                               "invalid maximum \"%V\" in \"metrics_label\", "
+                               "it must be between 1 and 1000000",
+                               &value[3]);
             return NGX_CONF_ERROR;
         }
     }

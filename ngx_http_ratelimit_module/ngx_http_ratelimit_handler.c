@@ -93,7 +93,7 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
     ctx = ngx_http_ratelimit_get_ctx(r);
 
     if (ctx) {
-        if (ctx->done || ctx->wait.request != r) {
+        if (ctx->done || ctx->failed || ctx->wait.request != r) {
             /* after a delay, or after an internal redirect (error_page,
              * try_files), or limited by another request of the same main
              * request: a request is limited once, as with limit_req */
@@ -130,6 +130,11 @@ ngx_http_ratelimit_handler(ngx_http_request_t *r)
 
     rc = ngx_http_ratelimit_start(r, rlcf, ctx);
     if (rc != NGX_OK) {
+        /* the request is answered with rc: the items an earlier limit
+         * sent must not resume it, and an error_page redirect back here
+         * must not wait for them */
+        ctx->failed = 1;
+        ngx_edge_wait_cancel(&ctx->wait);
         return rc;
     }
 

@@ -208,6 +208,8 @@ struct ngx_http_ratelimit_ctx_s {
     int64_t                      retry;        /* us */
 
     unsigned                     done:1;
+    unsigned                     failed:1;     /* start() failed: never
+                                                  decided, never resumed */
 };
 
 

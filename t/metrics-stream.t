@@ -11,6 +11,7 @@ use IO::Socket::INET;
 use POSIX ();
 use IO::Uncompress::Gunzip ();
 use Time::HiRes qw(sleep time);
+use Test::Edge qw(wait_until);
 use Test::Edge::Nginx;
 use JSON::PP ();
 
@@ -114,6 +115,14 @@ sub check_exposition {
            "$what: $f has its $want label sets");
     }
 }
+
+# nginx logs the last request of a connection after the client has read
+# its response (lingering close first): wait until every id is counted
+ok(wait_until(10, sub {
+       my (undef, $b) = slow_get('/metrics', 65536, 0);
+       (() = ($b // '') =~ /^nginx_http_requests_total\{[^}]*id="\d+"/mg)
+           >= $IDS;
+   }), 'every request is logged');
 
 my ($head, $body) = slow_get('/metrics', 65536, 0);
 like($head, qr{^HTTP/1\.1 200 }, 'a scrape');

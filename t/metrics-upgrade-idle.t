@@ -1,4 +1,4 @@
-# Aging and gauges: a summed gauge is freed only at zero.  With idle=1s,
+# Aging and gauges: a gauge is never aged out.  With idle=1s,
 # an upgraded connection held open for longer than the idle time keeps its
 # nginx_http_upgraded_connections series (value 1) while another upgraded
 # connection makes the family create a series (which frees the family's

@@ -87,6 +87,33 @@ qr/\[emerg\] .*invalid parameter "batch=0" of redis server "main" in \S+nginx\.c
 
 
 
+=== TEST 4d: ratelimit: max_inflight past its bound (65536) is refused
+A huge value would make every worker preallocate its slots at start.
+--- http_config
+    ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT max_inflight=65537;
+--- config
+    location = /t { return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid parameter "max_inflight=65537" of redis server "main" in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 4e: ratelimit: max_inflight at its bound is accepted
+--- http_config
+    ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT max_inflight=65536;
+--- config
+    location = /t { return 200 "ok\n"; }
+--- request
+GET /t
+--- response_body
+ok
+--- no_error_log
+[emerg]
+[alert]
+
+
+
 === TEST 5: cache: a bad size is refused
 --- config
     location = /t { cache_max_body_size 10q; return 200; }
@@ -142,3 +169,30 @@ qr/\[emerg\] .*zone size "4k" is too small/
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*"metrics" directive is not allowed here in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 11: metrics: a label's max= past 1000000 is refused
+--- http_config
+    metrics_label tenant $http_x_tenant max=1000001;
+--- config
+    location = /t { return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid maximum "max=1000001" in "metrics_label", it must be between 1 and 1000000 in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 11b: metrics: a label's max= at 1000000 is accepted
+--- http_config
+    metrics_zone 4m;
+    metrics_label tenant $http_x_tenant max=1000000;
+--- config
+    location = /t { return 200 "ok\n"; }
+--- request
+GET /t
+--- response_body
+ok
+--- no_error_log
+[emerg]
+[alert]

@@ -1251,3 +1251,44 @@ qr/\[error\] .*ratelimit_pg_map "\$api_tier": loading from 127\.0\.0\.1:\d+ fail
 --- no_error_log
 [alert]
 wr0ng-s3cret
+
+
+
+=== TEST 26: bad config: a list of host names is refused (libpq would resolve them in the worker, blocking)
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=host=db1.invalid,127.0.0.1 port=$TEST_NGINX_PG_PORT dbname=edge_test"
+        "query=SELECT api_key, tier FROM api_keys WHERE active";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "dsn" parameter: a list of host names needs "hostaddr=" with their addresses/
+
+
+
+=== TEST 27: a list of addresses is accepted and loads
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier
+        "dsn=host=127.0.0.1,127.0.0.1 port=$TEST_NGINX_PG_PORT user=postgres dbname=edge_test"
+        "query=SELECT api_key, tier FROM api_keys WHERE active"
+        default=public;
+--- config
+    location = /t { return 200 "[$api_tier]\n"; }
+--- request
+GET /t?k=no-such-key
+--- response_body
+[public]
+--- no_error_log
+[emerg]
+[alert]
+
+
+
+=== TEST 28: bad config: service= is refused (libpq would read pg_service.conf in the worker)
+--- http_config
+    ratelimit_pg_map $arg_k $api_tier "dsn=service=edge"
+        "query=SELECT api_key, tier FROM api_keys WHERE active";
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "dsn" parameter: "service" is not supported: write the host, port and database in the DSN/
