@@ -117,6 +117,21 @@ sub run {
     like $out, qr/^load=\[\] nginx=\Q$static\E env=unset debug=\[\]$/m,
          'the harness loads no .so into a static binary, and runs it '
          . '(NGINX, which nginx reads itself, is not passed on; no --with-debug)';
+
+    # what the tests that need --with-debug, stub_status or gzip look at
+    my $features = qq{$root/t/fixtures.sh sh -c 'echo "debug=[\$TEST_EDGE_NGINX_DEBUG] }
+        . qq{stub_status=[\$TEST_EDGE_NGINX_HAS_STUB_STATUS] }
+        . qq{gzip=[\$TEST_EDGE_NGINX_HAS_GZIP]"'};
+    ($rc, $out) = run(NGINX => $static, cmd => $features);
+    like $out, qr/^debug=\[\] stub_status=\[\] gzip=\[1\]$/m,
+         'a default build: no debug, no stub_status, gzip';
+    my $min = fake_nginx('static-min', '1.29.8',
+        '--with-debug --with-http_stub_status_module '
+        . '--without-http_gzip_module --add-module=/src/edge',
+        ": ngx_http_ratelimit_module\n");
+    ($rc, $out) = run(NGINX => $min, cmd => $features);
+    like $out, qr/^debug=\[1\] stub_status=\[1\] gzip=\[\]$/m,
+         '--with-debug, stub_status and --without-http_gzip_module are seen';
 }
 
 

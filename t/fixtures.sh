@@ -21,7 +21,9 @@
 # binary has the modules compiled in (a static build), it is empty (also
 # when preset): no .so is loaded.  TEST_EDGE_NGINX_DEBUG is 1 when that
 # nginx is built --with-debug (a test reading debug-level log lines needs
-# it; nginx.org's nginx is not, its nginx-debug is), else empty.
+# it; nginx.org's nginx is not, its nginx-debug is), else empty;
+# TEST_EDGE_NGINX_HAS_STUB_STATUS and TEST_EDGE_NGINX_HAS_GZIP likewise say
+# whether it has stub_status and gzip (a minimal static build may lack them).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -117,11 +119,20 @@ else
     export TEST_NGINX_LOAD_MODULES=${TEST_NGINX_LOAD_MODULES:-${modules# }}
 fi
 
+# What the nginx under test is built with, for the tests that need it (they
+# skip, saying why, without it): --with-debug (debug-level log lines),
+# stub_status (off unless asked for) and gzip (on unless --without-...).
+# Both are compiled into nginx, never dynamic: the configure arguments tell.
+nginx_args=$(edge_nginx_configure_args "$EDGE_NGINX")
+nginx_has() { printf '%s\n' "$nginx_args" | grep -qx -- "$1"; }
 TEST_EDGE_NGINX_DEBUG=
-if edge_nginx_configure_args "$EDGE_NGINX" | grep -qx -- --with-debug; then
-    TEST_EDGE_NGINX_DEBUG=1
-fi
-export TEST_EDGE_NGINX_DEBUG
+TEST_EDGE_NGINX_HAS_STUB_STATUS=
+TEST_EDGE_NGINX_HAS_GZIP=1
+nginx_has --with-debug && TEST_EDGE_NGINX_DEBUG=1
+nginx_has --with-http_stub_status_module && TEST_EDGE_NGINX_HAS_STUB_STATUS=1
+nginx_has --without-http_gzip_module && TEST_EDGE_NGINX_HAS_GZIP=
+export TEST_EDGE_NGINX_DEBUG TEST_EDGE_NGINX_HAS_STUB_STATUS \
+       TEST_EDGE_NGINX_HAS_GZIP
 
 echo "fixtures: nginx $EDGE_NGINX ($(edge_nginx_version "$EDGE_NGINX")$(edge_nginx_static "$EDGE_NGINX" && echo ', modules compiled in')), redis 127.0.0.1:$redis_port, postgresql 127.0.0.1:$pg_port, nginx port $TEST_NGINX_PORT"
 "$@"
