@@ -124,7 +124,7 @@ sub run {
         . qq{gzip=[\$TEST_EDGE_NGINX_HAS_GZIP]"'};
     ($rc, $out) = run(NGINX => $static, cmd => $features);
     like $out, qr/^debug=\[\] stub_status=\[\] gzip=\[1\]$/m,
-         'a default build: no debug, no stub_status, gzip';
+         'a default build: no debug, no stub_status, gzip support';
     my $min = fake_nginx('static-min', '1.29.8',
         '--with-debug --with-http_stub_status_module '
         . '--without-http_gzip_module --add-module=/src/edge',
@@ -132,6 +132,12 @@ sub run {
     ($rc, $out) = run(NGINX => $min, cmd => $features);
     like $out, qr/^debug=\[1\] stub_status=\[1\] gzip=\[\]$/m,
          '--with-debug, stub_status and --without-http_gzip_module are seen';
+    my $nogzip_compat = fake_nginx('static-compat', '1.29.8',
+        '--with-compat --without-http_gzip_module --add-module=/src/edge',
+        ": ngx_http_ratelimit_module\n");
+    ($rc, $out) = run(NGINX => $nogzip_compat, cmd => $features);
+    like $out, qr/ gzip=\[1\]$/m,
+         'without the gzip module, --with-compat still gives gzip support';
 }
 
 

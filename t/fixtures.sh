@@ -23,7 +23,8 @@
 # nginx is built --with-debug (a test reading debug-level log lines needs
 # it; nginx.org's nginx is not, its nginx-debug is), else empty;
 # TEST_EDGE_NGINX_HAS_STUB_STATUS and TEST_EDGE_NGINX_HAS_GZIP likewise say
-# whether it has stub_status and gzip (a minimal static build may lack them).
+# whether it has stub_status and gzip support (a minimal static build may
+# lack them).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -121,16 +122,25 @@ fi
 
 # What the nginx under test is built with, for the tests that need it (they
 # skip, saying why, without it): --with-debug (debug-level log lines),
-# stub_status (off unless asked for) and gzip (on unless --without-...).
-# Both are compiled into nginx, never dynamic: the configure arguments tell.
+# stub_status (off unless asked for) and nginx's gzip support (NGX_HTTP_GZIP:
+# set by the gzip module, on unless --without-http_gzip_module, by gunzip,
+# gzip_static, and by --with-compat, which scripts/build.sh adds to every
+# dynamic build).  They are compiled into nginx, never dynamic: its
+# configure arguments tell.
 nginx_args=$(edge_nginx_configure_args "$EDGE_NGINX")
 nginx_has() { printf '%s\n' "$nginx_args" | grep -qx -- "$1"; }
 TEST_EDGE_NGINX_DEBUG=
 TEST_EDGE_NGINX_HAS_STUB_STATUS=
-TEST_EDGE_NGINX_HAS_GZIP=1
+TEST_EDGE_NGINX_HAS_GZIP=
 nginx_has --with-debug && TEST_EDGE_NGINX_DEBUG=1
 nginx_has --with-http_stub_status_module && TEST_EDGE_NGINX_HAS_STUB_STATUS=1
-nginx_has --without-http_gzip_module && TEST_EDGE_NGINX_HAS_GZIP=
+if ! edge_nginx_static "$EDGE_NGINX" || nginx_has --with-compat \
+   || ! nginx_has --without-http_gzip_module \
+   || nginx_has --with-http_gunzip_module \
+   || nginx_has --with-http_gzip_static_module
+then
+    TEST_EDGE_NGINX_HAS_GZIP=1
+fi
 export TEST_EDGE_NGINX_DEBUG TEST_EDGE_NGINX_HAS_STUB_STATUS \
        TEST_EDGE_NGINX_HAS_GZIP
 
