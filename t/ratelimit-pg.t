@@ -31,6 +31,10 @@ no_shuffle();
 # everything is slower under valgrind
 my $Slow = $ENV{TEST_NGINX_USE_VALGRIND} ? 5 : 1;
 
+# Checks that read debug-level lines run against an nginx built
+# --with-debug only (t/fixtures.sh exports TEST_EDGE_NGINX_DEBUG).
+my $No_debug = 'needs an nginx built --with-debug: reads a debug-level line';
+
 # The port of TEST 7's fake server: --- tcp_listen is not $TEST_NGINX_*
 # expanded (nor can it use $TEST_NGINX_RAND_PORT_N), so it gets this one
 # through eval, and http_config through $TEST_NGINX_PG_FAKE_PORT.
@@ -310,10 +314,6 @@ sub pg_running {
     $sql .= " AND query_start > '$since'" if defined $since;
     return pg_exec($sql);
 }
-
-# Checks that read debug-level lines run against an nginx built
-# --with-debug only (t/fixtures.sh exports TEST_EDGE_NGINX_DEBUG).
-my $No_debug = 'needs an nginx built --with-debug: reads a debug-level line';
 
 # valgrind's memory errors with one of our frames on the stack
 sub live_valgrind_errors {
