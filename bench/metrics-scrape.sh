@@ -3,6 +3,8 @@
 #
 #   bench/metrics-scrape.sh              # 244, 2500 and 10000 label values
 #   IDS="1000" SCRAPES=50 bench/metrics-scrape.sh
+#   IDS=50000 ZONE=256m SCRAPES=5 bench/metrics-scrape.sh
+#   METRICS_MODULE=/path/to/ngx_http_metrics_module.so bench/metrics-scrape.sh
 #
 # For each count N it starts an nginx (the distro's /usr/sbin/nginx, 2
 # workers, build/modules/ngx_http_metrics_module.so) whose location counts
@@ -14,13 +16,20 @@
 # series and 3 histograms of 13 to 14 samples each, 41 samples in all
 # (244 ids: about 10,000 samples; 2500 ids: 10,000 label sets; 10000 ids:
 # 10,000 request counters).
+#
+# Memory: the workers' private memory (RssAnon in /proc/PID/status, which
+# leaves out the shared stats zone) before the scrapes, and its peak while
+# one plain and one gzip scrape run (sampled every 10 ms), in MB: a scrape
+# is streamed in bounded buffers, so the peak should not grow with the
+# number of series.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 nginx=${NGINX:-/usr/sbin/nginx}
 ids_list=${IDS:-"244 2500 10000"}
 scrapes=${SCRAPES:-30}
-module=$root/build/modules/ngx_http_metrics_module.so
+zone=${ZONE:-64m}
+module=${METRICS_MODULE:-$root/build/modules/ngx_http_metrics_module.so}
 
 [ -f "$module" ] || { echo "metrics-scrape: build first (make)" >&2; exit 1; }
 command -v curl > /dev/null || { echo "metrics-scrape: needs curl" >&2; exit 1; }
@@ -47,8 +56,32 @@ stats() {   # stats FILE: median and p90 of the first column
         printf "%.2f %.2f", m * 1000, p * 1000 }'
 }
 
-printf '%-7s %-9s %-9s %10s %10s %10s %12s\n' ids series samples \
-    "p50 ms" "p90 ms" bytes "gzip p50 ms/bytes"
+# the largest RssAnon of the workers, in kB
+rss_anon() {
+    local max=0 pid v
+    for pid in $(pgrep -P "$(cat "$dir/logs/nginx.pid")"); do
+        v=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2> /dev/null)
+        [ -n "$v" ] && [ "$v" -gt "$max" ] && max=$v
+    done
+    echo "$max"
+}
+
+# the peak of rss_anon while "$@" runs
+rss_peak() {
+    local peak=0 v
+    "$@" &
+    local job=$!
+    while kill -0 "$job" 2> /dev/null; do
+        v=$(rss_anon)
+        [ "$v" -gt "$peak" ] && peak=$v
+        sleep 0.01
+    done
+    wait "$job"
+    echo "$peak"
+}
+
+printf '%-7s %-9s %-9s %10s %10s %10s %12s %16s\n' ids series samples \
+    "p50 ms" "p90 ms" bytes "gzip p50 ms/bytes" "RssAnon MB"
 
 for ids in $ids_list; do
     mkdir -p "$dir/logs" "$dir/conf"
@@ -61,7 +94,7 @@ events { worker_connections 1024; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    metrics_zone 64m;
+    metrics_zone $zone;
     metrics_label id \$arg_id max=$ids;
     server {
         listen 127.0.0.1:$port;
@@ -94,6 +127,12 @@ CONF
         exit 1
     fi
 
+    rss0=$(rss_anon)
+    peak=$(rss_peak curl -s -o /dev/null "http://127.0.0.1:$port/metrics")
+    zpeak=$(rss_peak curl -s -o /dev/null -H 'Accept-Encoding: gzip' \
+        "http://127.0.0.1:$port/metrics")
+    [ "$zpeak" -gt "$peak" ] && peak=$zpeak
+
     : > "$dir/t"; : > "$dir/tz"
     for _ in $(seq "$scrapes"); do
         curl -s -o /dev/null -w '%{time_total} %{size_download}\n' \
@@ -107,8 +146,9 @@ CONF
     read -r z50 _ <<< "$(stats "$dir/tz")"
     bytes=$(tail -1 "$dir/t" | cut -d' ' -f2)
     zbytes=$(tail -1 "$dir/tz" | cut -d' ' -f2)
-    printf '%-7s %-9s %-9s %10s %10s %10s %12s\n' "$ids" "$((series * 4))" \
-        "$samples" "$p50" "$p90" "$bytes" "$z50/$zbytes"
+    printf '%-7s %-9s %-9s %10s %10s %10s %12s %16s\n' "$ids" \
+        "$((series * 4))" "$samples" "$p50" "$p90" "$bytes" "$z50/$zbytes" \
+        "$((rss0 / 1024)) -> $((peak / 1024))"
 
     kill -QUIT "$(cat "$dir/logs/nginx.pid")"
     for _ in $(seq 50); do

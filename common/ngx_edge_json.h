@@ -1,9 +1,9 @@
 /*
- * jansson helpers for the status, admin and metrics endpoints.
+ * JSON writing helpers for the edge modules' endpoints.
  *
- * jansson allocates its trees with malloc(); a handler builds a tree, turns
- * it into buffers from the request pool with ngx_edge_json_chain() and
- * drops it with json_decref() before returning.
+ * Documents are written by hand into nginx buffers, as they stream: a
+ * tree of every value (jansson's) would have to be built whole in memory
+ * before the first byte is sent.
  */
 
 #ifndef _NGX_EDGE_JSON_H_INCLUDED_
@@ -12,16 +12,19 @@
 
 #include "ngx_edge_common.h"
 
-#include <jansson.h>
+
+/* the most bytes ngx_edge_json_escape() writes for len bytes */
+#define NGX_EDGE_JSON_ESCAPED_MAX(len)  (6 * (len))
 
 
-/* a JSON string of an ngx_str_t; bytes that are not UTF-8 become the text
- * "\xHH", so a hostile value never makes the document invalid */
-NGX_EDGE_API json_t *ngx_edge_json_str(ngx_str_t *s);
-
-/* the document as a chain of pool buffers; *size gets its length */
-NGX_EDGE_API ngx_chain_t *ngx_edge_json_chain(ngx_pool_t *pool,
-    json_t *json, size_t flags, off_t *size);
+/*
+ * The inside of a JSON string (no quotes) for len bytes at src: '"' and
+ * '\' escaped, control characters as \n, \r, \t or \u00XX, and each
+ * ill-formed UTF-8 subpart as U+FFFD (ngx_edge_utf8.h), so a hostile
+ * value never makes the document invalid.  Returns the end.
+ */
+NGX_EDGE_API u_char *ngx_edge_json_escape(u_char *dst, u_char *src,
+    size_t len);
 
 
 #endif /* _NGX_EDGE_JSON_H_INCLUDED_ */

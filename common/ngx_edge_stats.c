@@ -12,10 +12,18 @@
  */
 
 #include "ngx_edge_stats.h"
+#include "ngx_edge_utf8.h"
 
 
 /* label room budgeted per run-time series (label strings in the slab) */
 #define NGX_EDGE_STATS_LABEL_BUDGET  256
+
+/* a freed bucket of the lookup table: probes go on past it */
+#define NGX_EDGE_STATS_TOMB          0xffffffff
+
+/* a series' last use is written at most this often (ms): a lookup then
+ * rarely writes to a line that other workers read */
+#define NGX_EDGE_STATS_TOUCH         256
 
 
 typedef struct {
@@ -39,6 +47,7 @@ struct ngx_edge_stats_s {
     ngx_uint_t                   nslots;
     uint32_t                     crc;         /* running, not finalized */
     uint32_t                     hash;
+    ngx_msec_t                   idle;
 
     ngx_edge_stats_sh_t         *old_sh;      /* previous cycle's zone */
     size_t                       old_size;
@@ -52,10 +61,16 @@ static ngx_int_t ngx_edge_stats_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_edge_stats_copy_str(u_char **p, ngx_str_t *dst,
     ngx_str_t *src);
-static uint32_t ngx_edge_stats_hash(ngx_uint_t family, ngx_str_t *values,
-    ngx_uint_t n);
+static uint32_t ngx_edge_stats_value_hash(ngx_str_t *v);
+static uint32_t ngx_edge_stats_tuple_hash(ngx_uint_t family,
+    uint32_t *hashes, ngx_uint_t n);
 static ngx_int_t ngx_edge_stats_insert(ngx_edge_stats_sh_t *sh,
     ngx_uint_t id);
+static void ngx_edge_stats_free(ngx_edge_stats_sh_t *sh,
+    ngx_edge_stats_shfamily_t *f, ngx_uint_t id);
+static ngx_int_t ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh,
+    ngx_uint_t family);
+static void ngx_edge_stats_rebuild(ngx_edge_stats_sh_t *sh);
 static ngx_edge_stats_id_t ngx_edge_stats_add_series_internal(ngx_conf_t *cf,
     ngx_edge_stats_t *st, ngx_int_t family, ngx_str_t *values,
     ngx_uint_t overflow);
@@ -486,9 +501,11 @@ static ngx_edge_stats_id_t
 ngx_edge_stats_add_series_internal(ngx_conf_t *cf, ngx_edge_stats_t *st,
     ngx_int_t family, ngx_str_t *values, ngx_uint_t overflow)
 {
+    u_char                     *buf;
     size_t                      len;
-    uint32_t                    num[2];
+    uint32_t                    num[2], hashes[NGX_EDGE_STATS_MAX_LABELS];
     ngx_uint_t                  i, k, n;
+    ngx_str_t                   vals[NGX_EDGE_STATS_MAX_LABELS];
     ngx_edge_stats_series_t    *s;
     ngx_edge_stats_cfamily_t   *cfam;
     ngx_edge_stats_shfamily_t  *f;
@@ -503,6 +520,18 @@ ngx_edge_stats_add_series_internal(ngx_conf_t *cf, ngx_edge_stats_t *st,
     f = &cfam[family].sh;
     n = f->nlabels;
 
+    /* the values as they are stored: valid UTF-8, bounded */
+
+    for (k = 0; k < n; k++) {
+        buf = ngx_pnalloc(cf->pool, NGX_EDGE_STATS_VALUE_MAX);
+        if (buf == NULL) {
+            return NGX_EDGE_STATS_NONE;
+        }
+
+        vals[k] = values[k];
+        hashes[k] = ngx_edge_stats_value(&vals[k], buf);
+    }
+
     /* the same family and values: the same series */
 
     s = st->series.elts;
@@ -513,10 +542,9 @@ ngx_edge_stats_add_series_internal(ngx_conf_t *cf, ngx_edge_stats_t *st,
         }
 
         for (k = 0; k < n; k++) {
-            if (ngx_min(values[k].len, NGX_EDGE_STATS_VALUE_MAX)
-                    != s[i].values[k].len
-                || ngx_strncmp(values[k].data, s[i].values[k].data,
-                               s[i].values[k].len)
+            if (vals[k].len != s[i].values[k].len
+                || ngx_strncmp(vals[k].data, s[i].values[k].data,
+                               vals[k].len)
                    != 0)
             {
                 break;
@@ -533,6 +561,8 @@ ngx_edge_stats_add_series_internal(ngx_conf_t *cf, ngx_edge_stats_t *st,
         return NGX_EDGE_STATS_NONE;
     }
 
+    ngx_memzero(s, sizeof(ngx_edge_stats_series_t));
+
     s->family = (uint32_t) family;
     s->off = (uint32_t) st->nvalues;
     s->overflow = (uint32_t) overflow;
@@ -547,18 +577,12 @@ ngx_edge_stats_add_series_internal(ngx_conf_t *cf, ngx_edge_stats_t *st,
         }
 
         for (k = 0; k < n; k++) {
-            s->values[k].len = ngx_min(values[k].len,
-                                       NGX_EDGE_STATS_VALUE_MAX);
-            s->values[k].data = ngx_pstrdup(cf->pool, &values[k]);
-            if (s->values[k].data == NULL) {
-                return NGX_EDGE_STATS_NONE;
-            }
-
-            len += s->values[k].len;
+            s->values[k] = vals[k];
+            len += vals[k].len;
         }
     }
 
-    s->hash = ngx_edge_stats_hash(family, s->values, n);
+    s->hash = ngx_edge_stats_tuple_hash(family, hashes, n);
 
     st->nvalues += f->width;
     st->catalog += len + n * sizeof(ngx_str_t) + 16;
@@ -573,6 +597,13 @@ ngx_edge_stats_add_series_internal(ngx_conf_t *cf, ngx_edge_stats_t *st,
     }
 
     return st->series.nelts - 1;
+}
+
+
+void
+ngx_edge_stats_set_idle(ngx_edge_stats_t *st, ngx_msec_t msec)
+{
+    st->idle = msec;
 }
 
 
@@ -731,6 +762,7 @@ ngx_edge_stats_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         if (sh && sh->hash == st->hash) {
             /* nginx -s reload with the same catalog: keep the values */
+            __atomic_store_n(&sh->idle, st->idle, __ATOMIC_RELAXED);
             st->sh = sh;
             return NGX_OK;
         }
@@ -839,6 +871,9 @@ ngx_edge_stats_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     sh->nvalues = st->nvalues + st->dyn_values;
     sh->used = st->nvalues;
     sh->stride = stride;
+    sh->idle = st->idle;
+    sh->start = (u_char *) shpool;
+    sh->end = (u_char *) shpool + shm_zone->shm.size;
 
     for (i = 0; i < sh->nstatic; i++) {
         if (!sh->series[i].overflow) {
@@ -865,29 +900,98 @@ ngx_edge_stats_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
-static uint32_t
-ngx_edge_stats_hash(ngx_uint_t family, ngx_str_t *values, ngx_uint_t n)
+uint32_t
+ngx_edge_stats_value(ngx_str_t *v, u_char *buf)
 {
-    size_t      len;
+    u_char    *p, *last;
+    size_t     len, valid, bad;
+    uint32_t   h;
+
+    /*
+     * The stored form: valid UTF-8 of at most VALUE_MAX bytes, cut on a
+     * character boundary.  Valid values (nearly all) are not copied.
+     * ASCII, the usual case, is checked and hashed in one pass.
+     */
+
+    len = ngx_min(v->len, NGX_EDGE_STATS_VALUE_MAX);
+    h = 2166136261u ^ (uint32_t) len;
+
+    for (p = v->data, last = p + len; p < last; p++) {
+        if (*p & 0x80) {
+            break;
+        }
+
+        h ^= *p;
+        h *= 16777619u;
+    }
+
+    if (p == last) {
+        v->len = len;
+        return h;
+    }
+
+    valid = ngx_edge_utf8_valid_prefix(v->data, len);
+
+    if (valid < len
+        && buf != NULL
+        && !(v->len > NGX_EDGE_STATS_VALUE_MAX
+             && ngx_edge_utf8_char(v->data + valid, v->len - valid, &bad)))
+    {
+        /* ill-formed: the copy has U+FFFD for each bad subpart */
+        v->len = ngx_edge_utf8_sanitize(buf, NGX_EDGE_STATS_VALUE_MAX,
+                                        v->data, v->len);
+        v->data = buf;
+
+    } else {
+        /* valid, or a valid character crossing the limit, or no buf:
+         * cut before what does not fit */
+        v->len = valid;
+    }
+
+    return ngx_edge_stats_value_hash(v);
+}
+
+
+static uint32_t
+ngx_edge_stats_value_hash(ngx_str_t *v)
+{
+    uint32_t  h;
+    u_char   *p, *last;
+
+    /* FNV-1a, seeded with the length */
+
+    h = 2166136261u ^ (uint32_t) v->len;
+
+    for (p = v->data, last = p + v->len; p < last; p++) {
+        h ^= *p;
+        h *= 16777619u;
+    }
+
+    return h;
+}
+
+
+/* the series' hash from its family and its values' hashes, in order */
+
+static uint32_t
+ngx_edge_stats_tuple_hash(ngx_uint_t family, uint32_t *hashes, ngx_uint_t n)
+{
     uint32_t    h;
-    ngx_uint_t  i, k;
+    ngx_uint_t  i;
 
-    /* FNV-1a over the family and each value with its length */
-
-    h = 2166136261u ^ (uint32_t) family;
-    h *= 16777619u;
+    h = 0x9e3779b9u ^ (uint32_t) family;
 
     for (i = 0; i < n; i++) {
-        len = ngx_min(values[i].len, NGX_EDGE_STATS_VALUE_MAX);
-
-        h ^= (uint32_t) len;
-        h *= 16777619u;
-
-        for (k = 0; k < len; k++) {
-            h ^= values[i].data[k];
-            h *= 16777619u;
-        }
+        h = (h ^ hashes[i]) * 16777619u;
     }
+
+    /* murmur3's finalizer: every input bit reaches the low bits */
+
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
 
     return h;
 }
@@ -903,10 +1007,14 @@ ngx_edge_stats_insert(ngx_edge_stats_sh_t *sh, ngx_uint_t id)
     mask = sh->nbuckets - 1;
 
     for (i = sh->series[id].hash & mask;
-         sh->buckets[i] != 0;
+         sh->buckets[i] != 0 && sh->buckets[i] != NGX_EDGE_STATS_TOMB;
          i = (i + 1) & mask)
     {
         /* void */
+    }
+
+    if (sh->buckets[i] == NGX_EDGE_STATS_TOMB) {
+        sh->tombs--;
     }
 
     __atomic_store_n(&sh->buckets[i], (uint32_t) id + 1, __ATOMIC_RELEASE);
@@ -940,28 +1048,6 @@ ngx_edge_stats_add(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
 
     __atomic_fetch_add(ngx_edge_stats_slot(sh) + sh->series[id].off,
                        (uint64_t) delta, __ATOMIC_RELAXED);
-}
-
-
-void
-ngx_edge_stats_set(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
-    int64_t value)
-{
-    ngx_edge_stats_sh_t  *sh;
-
-    if (st == NULL || st->sh == NULL || id < 0) {
-        return;
-    }
-
-    sh = st->sh;
-
-    if ((ngx_uint_t) id >= __atomic_load_n(&sh->nseries, __ATOMIC_RELAXED)) {
-        return;
-    }
-
-    /* one value for all workers: slot 0 */
-    __atomic_store_n(sh->values + sh->series[id].off, (uint64_t) value,
-                     __ATOMIC_RELAXED);
 }
 
 
@@ -1001,26 +1087,85 @@ ngx_edge_stats_observe(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
 }
 
 
-static ngx_inline ngx_int_t
-ngx_edge_stats_match(ngx_edge_stats_series_t *s, ngx_int_t family,
-    uint32_t hash, ngx_str_t *values, ngx_uint_t n)
-{
-    ngx_uint_t  k;
+/*
+ * Whether series s is the one of (family, hash, values).  Lock-free: a
+ * run-time series may be freed and reused while it is read, so its
+ * generation is read before and after, and its label pointers are
+ * checked to lie in the zone before they are followed.
+ */
 
-    if (s->hash != hash || s->family != (uint32_t) family || s->overflow) {
+static ngx_inline ngx_int_t
+ngx_edge_stats_match(ngx_edge_stats_sh_t *sh, ngx_edge_stats_series_t *s,
+    ngx_int_t family, uint32_t hash, ngx_str_t *values, ngx_uint_t n)
+{
+    u_char      *p;
+    uint32_t     gen;
+    ngx_str_t   *sv;
+    ngx_uint_t   k;
+
+    gen = __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE);
+
+    if ((gen & 1)
+        || __atomic_load_n(&s->hash, __ATOMIC_RELAXED) != hash
+        || __atomic_load_n(&s->family, __ATOMIC_RELAXED) != (uint32_t) family
+        || s->overflow)
+    {
+        return 0;
+    }
+
+    sv = __atomic_load_n(&s->values, __ATOMIC_RELAXED);
+
+    /* a freed and reused series may be read half-written: pointers are
+     * followed only inside the zone (one unsigned comparison each) */
+
+    if (s->dynamic
+        && n
+        && (size_t) ((u_char *) sv - sh->start)
+           > (size_t) (sh->end - sh->start) - n * sizeof(ngx_str_t))
+    {
         return 0;
     }
 
     for (k = 0; k < n; k++) {
-        if (s->values[k].len != values[k].len
-            || ngx_memcmp(s->values[k].data, values[k].data, values[k].len)
-               != 0)
+        p = sv[k].data;
+
+        if (sv[k].len != values[k].len) {
+            return 0;
+        }
+
+        if (s->dynamic
+            && (size_t) (p - sh->start)
+               > (size_t) (sh->end - sh->start) - values[k].len)
         {
+            return 0;
+        }
+
+        if (ngx_memcmp(p, values[k].data, values[k].len) != 0) {
             return 0;
         }
     }
 
-    return 1;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+
+    return __atomic_load_n(&s->gen, __ATOMIC_RELAXED) == gen;
+}
+
+
+/* the series was used now: written at most every TOUCH ms */
+
+static ngx_inline void
+ngx_edge_stats_touch(ngx_edge_stats_series_t *s)
+{
+    uint32_t  now;
+
+    now = (uint32_t) ngx_current_msec;
+
+    if (s->dynamic
+        && now - __atomic_load_n(&s->last, __ATOMIC_RELAXED)
+           >= NGX_EDGE_STATS_TOUCH)
+    {
+        __atomic_store_n(&s->last, now, __ATOMIC_RELAXED);
+    }
 }
 
 
@@ -1028,11 +1173,39 @@ ngx_edge_stats_id_t
 ngx_edge_stats_lookup(ngx_edge_stats_t *st, ngx_int_t family,
     ngx_str_t *values, ngx_uint_t *overflow)
 {
-    u_char                     *p;
+    u_char      buf[NGX_EDGE_STATS_MAX_LABELS][NGX_EDGE_STATS_VALUE_MAX];
+    uint32_t    hashes[NGX_EDGE_STATS_MAX_LABELS];
+    ngx_str_t   vals[NGX_EDGE_STATS_MAX_LABELS];
+    ngx_uint_t  k;
+
+    if (overflow) {
+        *overflow = 0;
+    }
+
+    if (st == NULL || st->sh == NULL || family < 0
+        || (ngx_uint_t) family >= st->sh->nfamilies)
+    {
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    for (k = 0; k < st->sh->families[family].nlabels; k++) {
+        vals[k] = values[k];
+        hashes[k] = ngx_edge_stats_value(&vals[k], buf[k]);
+    }
+
+    return ngx_edge_stats_lookup_hashed(st, family, vals, hashes, overflow);
+}
+
+
+ngx_edge_stats_id_t
+ngx_edge_stats_lookup_hashed(ngx_edge_stats_t *st, ngx_int_t family,
+    ngx_str_t *values, uint32_t *hashes, ngx_uint_t *overflow)
+{
+    u_char                     *p, *old;
     size_t                      size;
-    uint32_t                    hash, b;
-    ngx_uint_t                  i, k, n, mask, id;
-    ngx_str_t                   vals[NGX_EDGE_STATS_MAX_LABELS];
+    uint32_t                    hash, b, now;
+    ngx_uint_t                  i, k, n, mask, id, probes, slot, fresh;
+    ngx_str_t                  *sv;
     ngx_slab_pool_t            *shpool;
     ngx_edge_stats_sh_t        *sh;
     ngx_edge_stats_series_t    *s;
@@ -1052,58 +1225,127 @@ ngx_edge_stats_lookup(ngx_edge_stats_t *st, ngx_int_t family,
     f = &sh->families[family];
     n = f->nlabels;
 
-    for (k = 0; k < n; k++) {
-        vals[k].data = values[k].data;
-        vals[k].len = ngx_min(values[k].len, NGX_EDGE_STATS_VALUE_MAX);
-    }
-
-    hash = ngx_edge_stats_hash(family, vals, n);
+    hash = ngx_edge_stats_tuple_hash(family, hashes, n);
     mask = sh->nbuckets - 1;
 
-    /* lock-free: buckets are only ever filled, with a release store */
+    /*
+     * Lock-free: a bucket holds a series + 1, 0 (never used: the end of
+     * the probe) or a tombstone (a freed series: probe on).
+     */
 
-    for (i = hash & mask; /* void */ ; i = (i + 1) & mask) {
+    for (i = hash & mask, probes = 0;
+         probes < sh->nbuckets;
+         i = (i + 1) & mask, probes++)
+    {
         b = __atomic_load_n(&sh->buckets[i], __ATOMIC_ACQUIRE);
 
         if (b == 0) {
             break;
         }
 
-        if (ngx_edge_stats_match(&sh->series[b - 1], family, hash, vals, n)) {
+        if (b == NGX_EDGE_STATS_TOMB) {
+            continue;
+        }
+
+        s = &sh->series[b - 1];
+
+        if (ngx_edge_stats_match(sh, s, family, hash, values, n)) {
+            ngx_edge_stats_touch(s);
             return b - 1;
         }
     }
 
-    if (!(f->flags & NGX_EDGE_STATS_DYNAMIC)) {
-        return NGX_EDGE_STATS_NONE;
-    }
-
-    /* the first insert: under the zone's mutex, probing again */
+    /* not found: under the zone's mutex, probing again */
 
     shpool = (ngx_slab_pool_t *) st->shm_zone->shm.addr;
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    for (i = hash & mask; sh->buckets[i] != 0; i = (i + 1) & mask) {
+    slot = NGX_CONF_UNSET_UINT;
+
+    for (i = hash & mask, probes = 0;
+         probes < sh->nbuckets && sh->buckets[i] != 0;
+         i = (i + 1) & mask, probes++)
+    {
         b = sh->buckets[i];
 
-        if (ngx_edge_stats_match(&sh->series[b - 1], family, hash, vals, n)) {
+        if (b == NGX_EDGE_STATS_TOMB) {
+            if (slot == NGX_CONF_UNSET_UINT) {
+                slot = i;
+            }
+
+            continue;
+        }
+
+        if (ngx_edge_stats_match(sh, &sh->series[b - 1], family, hash,
+                                 values, n))
+        {
             ngx_shmtx_unlock(&shpool->mutex);
+            ngx_edge_stats_touch(&sh->series[b - 1]);
             return b - 1;
         }
     }
 
-    if ((f->max_series && f->nseries >= f->max_series)
-        || sh->nseries >= sh->capacity
-        || sh->used + f->width > sh->nvalues)
+    if (!(f->flags & NGX_EDGE_STATS_DYNAMIC)) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    if (slot == NGX_CONF_UNSET_UINT) {
+        if (probes == sh->nbuckets) {
+            goto full;
+        }
+
+        slot = i;
+    }
+
+    now = (uint32_t) ngx_current_msec;
+
+    /*
+     * A new series: first free the family's idle ones (at most once a
+     * second), so they leave the exposition and make room.
+     */
+
+    if (ngx_edge_stats_reclaim(sh, family) == NGX_OK) {
+
+        /* the reclaim may have rebuilt the table: probe for a bucket */
+
+        for (slot = hash & mask;
+             sh->buckets[slot] != 0
+             && sh->buckets[slot] != NGX_EDGE_STATS_TOMB;
+             slot = (slot + 1) & mask)
+        { /* void */ }
+    }
+
+    if (f->max_series && f->nseries >= f->max_series) {
+        goto full;
+    }
+
+    /* a slot: the family's oldest freed series past its grace, or new */
+
+    id = 0;
+    fresh = 0;
+
+    if (f->free
+        && now - sh->series[f->free - 1].last >= NGX_EDGE_STATS_GRACE)
     {
+        id = f->free - 1;
+
+    } else if ((f->max_series == 0 || f->slots < f->max_series)
+               && sh->nseries < sh->capacity
+               && sh->used + f->width <= sh->nvalues)
+    {
+        id = sh->nseries;
+        fresh = 1;
+
+    } else {
         goto full;
     }
 
     size = n * sizeof(ngx_str_t);
 
     for (k = 0; k < n; k++) {
-        size += vals[k].len;
+        size += values[k].len;
     }
 
     p = NULL;
@@ -1115,29 +1357,81 @@ ngx_edge_stats_lookup(ngx_edge_stats_t *st, ngx_int_t family,
         }
     }
 
-    id = sh->nseries;
     s = &sh->series[id];
 
-    s->family = (uint32_t) family;
-    s->hash = hash;
-    s->off = (uint32_t) sh->used;
+    if (fresh) {
+        s->off = (uint32_t) sh->used;
+        s->gen = 1;
+        old = NULL;
+
+    } else {
+        /* the freed series' values are zeroed in every slot */
+
+        f->free = s->next;
+
+        if (f->free == 0) {
+            f->free_last = 0;
+        }
+
+        old = (u_char *) s->values;
+
+        for (i = 0; i < sh->nslots; i++) {
+            for (k = 0; k < f->width; k++) {
+                __atomic_store_n(sh->values + i * sh->stride + s->off + k,
+                                 0, __ATOMIC_RELAXED);
+            }
+        }
+    }
+
+    __atomic_store_n(&s->family, (uint32_t) family, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->hash, hash, __ATOMIC_RELAXED);
     s->overflow = 0;
-    s->values = (ngx_str_t *) p;
+    s->last = now;
+
+    /* serial 0 is for static series: skip it when wrapping */
+    if (++sh->serial == 0) {
+        sh->serial = 1;
+    }
+
+    __atomic_store_n(&s->dynamic, sh->serial, __ATOMIC_RELAXED);
+    s->next = 0;
+
+    sv = (ngx_str_t *) p;
 
     if (n) {
         p += n * sizeof(ngx_str_t);
 
         for (k = 0; k < n; k++) {
-            (void) ngx_edge_stats_copy_str(&p, &s->values[k], &vals[k]);
+            sv[k].len = values[k].len;
+            sv[k].data = p;
+            p = ngx_cpymem(p, values[k].data, values[k].len);
         }
     }
 
-    sh->used += f->width;
+    __atomic_store_n(&s->values, sv, __ATOMIC_RELAXED);
+
+    /* live again: an even generation, published before the bucket */
+    __atomic_store_n(&s->gen, s->gen + 1, __ATOMIC_RELEASE);
+
+    if (old) {
+        ngx_slab_free_locked(shpool, old);
+    }
+
     f->nseries++;
 
-    /* publish the series to the scrape, then to lookups */
-    __atomic_store_n(&sh->nseries, id + 1, __ATOMIC_RELEASE);
-    __atomic_store_n(&sh->buckets[i], (uint32_t) id + 1, __ATOMIC_RELEASE);
+    if (fresh) {
+        sh->used += f->width;
+        f->slots++;
+
+        /* publish the series to the scrape, then to lookups */
+        __atomic_store_n(&sh->nseries, id + 1, __ATOMIC_RELEASE);
+    }
+
+    if (sh->buckets[slot] == NGX_EDGE_STATS_TOMB) {
+        sh->tombs--;
+    }
+
+    __atomic_store_n(&sh->buckets[slot], (uint32_t) id + 1, __ATOMIC_RELEASE);
 
     ngx_shmtx_unlock(&shpool->mutex);
 
@@ -1155,6 +1449,143 @@ full:
     }
 
     return f->overflow;
+}
+
+
+/*
+ * Under the mutex: frees the family's series idle for the zone's idle
+ * time (a summed gauge only at zero), at most once a second per family,
+ * since it walks every run-time series.  NGX_OK if it freed any (the
+ * lookup table may have been rebuilt), NGX_DECLINED if not.
+ */
+
+static ngx_int_t
+ngx_edge_stats_reclaim(ngx_edge_stats_sh_t *sh, ngx_uint_t family)
+{
+    ngx_uint_t                  freed;
+    uint32_t                    now;
+    ngx_uint_t                  id, k;
+    ngx_msec_t                  idle;
+    ngx_edge_stats_series_t    *s;
+    ngx_edge_stats_shfamily_t  *f;
+
+    idle = __atomic_load_n(&sh->idle, __ATOMIC_RELAXED);
+    f = &sh->families[family];
+    now = (uint32_t) ngx_current_msec;
+
+    if (idle == 0 || (uint32_t) (now - (uint32_t) f->scanned) < 1000) {
+        return NGX_DECLINED;
+    }
+
+    f->scanned = now;
+    freed = 0;
+
+    for (id = sh->nstatic; id < sh->nseries; id++) {
+        s = &sh->series[id];
+
+        if (s->family != family || (s->gen & 1) || !s->dynamic
+            || now - __atomic_load_n(&s->last, __ATOMIC_RELAXED) < idle)
+        {
+            continue;
+        }
+
+        if (f->type == NGX_EDGE_STATS_GAUGE) {
+            for (k = 0; k < f->width; k++) {
+                if (ngx_edge_stats_read(sh, s, k) != 0) {
+                    break;
+                }
+            }
+
+            if (k < f->width) {
+                continue;
+            }
+        }
+
+        ngx_edge_stats_free(sh, f, id);
+        freed++;
+    }
+
+    if (sh->tombs > sh->nbuckets / 4) {
+        ngx_edge_stats_rebuild(sh);
+    }
+
+    return freed ? NGX_OK : NGX_DECLINED;
+}
+
+
+/* under the mutex: the series leaves the lookups and the scrape */
+
+static void
+ngx_edge_stats_free(ngx_edge_stats_sh_t *sh, ngx_edge_stats_shfamily_t *f,
+    ngx_uint_t id)
+{
+    ngx_uint_t                i, mask;
+    ngx_edge_stats_series_t  *s;
+
+    s = &sh->series[id];
+
+    /* odd: readers that match it from now on drop it */
+    __atomic_store_n(&s->gen, s->gen + 1, __ATOMIC_RELEASE);
+
+    mask = sh->nbuckets - 1;
+
+    for (i = s->hash & mask; sh->buckets[i] != 0; i = (i + 1) & mask) {
+        if (sh->buckets[i] == id + 1) {
+            __atomic_store_n(&sh->buckets[i], NGX_EDGE_STATS_TOMB,
+                             __ATOMIC_RELEASE);
+            sh->tombs++;
+            break;
+        }
+    }
+
+    /*
+     * The slot waits NGX_EDGE_STATS_GRACE from now before its reuse.  The
+     * free list is in the order of freeing, so its head is the one that
+     * has waited longest.
+     */
+
+    s->last = (uint32_t) ngx_current_msec;
+    s->next = 0;
+
+    if (f->free_last) {
+        sh->series[f->free_last - 1].next = (uint32_t) id + 1;
+
+    } else {
+        f->free = (uint32_t) id + 1;
+    }
+
+    f->free_last = (uint32_t) id + 1;
+    f->nseries--;
+}
+
+
+/*
+ * Under the mutex: the lookup table again without tombstones.  A
+ * lock-free lookup that runs meanwhile may miss its series; it then
+ * takes the mutex and probes the rebuilt table.
+ */
+
+static void
+ngx_edge_stats_rebuild(ngx_edge_stats_sh_t *sh)
+{
+    ngx_uint_t                i;
+    ngx_edge_stats_series_t  *s;
+
+    for (i = 0; i < sh->nbuckets; i++) {
+        __atomic_store_n(&sh->buckets[i], 0, __ATOMIC_RELEASE);
+    }
+
+    sh->tombs = 0;
+
+    for (i = 0; i < sh->nseries; i++) {
+        s = &sh->series[i];
+
+        if (s->overflow || (s->gen & 1)) {
+            continue;
+        }
+
+        (void) ngx_edge_stats_insert(sh, i);
+    }
 }
 
 
@@ -1203,10 +1634,6 @@ ngx_edge_stats_read(ngx_edge_stats_sh_t *sh, ngx_edge_stats_series_t *s,
 
     p = sh->values + s->off + k;
 
-    if (sh->families[s->family].type == NGX_EDGE_STATS_GAUGE_SET) {
-        return (int64_t) __atomic_load_n(p, __ATOMIC_RELAXED);
-    }
-
     sum = 0;
 
     for (i = 0; i < sh->nslots; i++) {
@@ -1214,4 +1641,62 @@ ngx_edge_stats_read(ngx_edge_stats_sh_t *sh, ngx_edge_stats_series_t *s,
     }
 
     return (int64_t) sum;
+}
+
+
+uint32_t
+ngx_edge_stats_gen(ngx_edge_stats_series_t *s)
+{
+    return __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE);
+}
+
+
+ngx_uint_t
+ngx_edge_stats_family_series(ngx_edge_stats_shfamily_t *f)
+{
+    return __atomic_load_n(&f->nseries, __ATOMIC_RELAXED);
+}
+
+
+uint32_t
+ngx_edge_stats_serial(ngx_edge_stats_sh_t *sh)
+{
+    return __atomic_load_n(&sh->serial, __ATOMIC_ACQUIRE);
+}
+
+
+uint32_t
+ngx_edge_stats_generation(ngx_edge_stats_t *st, ngx_edge_stats_id_t id)
+{
+    if (st == NULL || st->sh == NULL || id < 0
+        || (ngx_uint_t) id >= ngx_edge_stats_nseries(st->sh))
+    {
+        return 1;
+    }
+
+    return __atomic_load_n(&st->sh->series[id].gen, __ATOMIC_ACQUIRE);
+}
+
+
+ngx_uint_t
+ngx_edge_stats_current(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
+    uint32_t gen)
+{
+    ngx_edge_stats_series_t  *s;
+
+    if ((gen & 1) || st == NULL || st->sh == NULL || id < 0
+        || (ngx_uint_t) id >= ngx_edge_stats_nseries(st->sh))
+    {
+        return 0;
+    }
+
+    s = &st->sh->series[id];
+
+    if (__atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) != gen) {
+        return 0;
+    }
+
+    ngx_edge_stats_touch(s);
+
+    return 1;
 }

@@ -19,7 +19,7 @@
  *                       (the zone's size follows from what was registered)
  *   zone init           catalog written, or values adopted on reload when
  *                       the catalog is unchanged
- *   run time            ngx_edge_stats_add(), _set(), _observe()
+ *   run time            ngx_edge_stats_add(), _observe(), _lookup()
  */
 
 #ifndef _NGX_EDGE_STATS_H_INCLUDED_
@@ -32,7 +32,6 @@
 typedef enum {
     NGX_EDGE_STATS_COUNTER = 0,
     NGX_EDGE_STATS_GAUGE,              /* summed over workers (in-flight) */
-    NGX_EDGE_STATS_GAUGE_SET,          /* one value, last write wins (state) */
     NGX_EDGE_STATS_HISTOGRAM
 } ngx_edge_stats_type_e;
 
@@ -89,10 +88,6 @@ NGX_EDGE_API ngx_edge_stats_id_t ngx_edge_stats_add_series(ngx_conf_t *cf,
 NGX_EDGE_API void ngx_edge_stats_add(ngx_edge_stats_t *st,
     ngx_edge_stats_id_t id, int64_t delta);
 
-/* NGX_EDGE_STATS_GAUGE_SET */
-NGX_EDGE_API void ngx_edge_stats_set(ngx_edge_stats_t *st,
-    ngx_edge_stats_id_t id, int64_t value);
-
 /* histograms: value in the family's base units */
 NGX_EDGE_API void ngx_edge_stats_observe(ngx_edge_stats_t *st,
     ngx_edge_stats_id_t id, uint64_t value);
@@ -101,22 +96,65 @@ NGX_EDGE_API void ngx_edge_stats_observe(ngx_edge_stats_t *st,
 /*
  * Run-time series (families with NGX_EDGE_STATS_DYNAMIC, or max_series > 0).
  *
- * A family with max_series > 0 reserves room for that many series of its
+ * A family with max_series > 0 has a budget of that many series of its
  * own; other dynamic families share the room given by _reserve().  The
  * lookup takes no lock when the series exists; the first insert takes the
- * zone's mutex.  When the family or the zone is full, the lookup returns
- * the family's overflow series (every label "__overflow__"), counts the
- * request in the family's dropped counter and sets *overflow to 1.
- * Label values longer than NGX_EDGE_STATS_VALUE_MAX bytes are truncated.
+ * zone's mutex.  When the family's budget or the zone is full, the lookup
+ * returns the family's overflow series (every label "__overflow__"),
+ * counts the request in the family's dropped counter and sets *overflow
+ * to 1.
+ *
+ * Label values are stored as valid UTF-8 (each ill-formed subpart replaced
+ * by U+FFFD, see ngx_edge_utf8.h) of at most NGX_EDGE_STATS_VALUE_MAX
+ * bytes, cut on a character boundary.
+ *
+ * Idle series age out (ngx_edge_stats_set_idle()): a run-time series that
+ * no lookup has found for the idle time is freed when its family needs
+ * room, and its slot is reused once NGX_EDGE_STATS_GRACE has passed since
+ * (so a worker that looked it up just before it was freed has long
+ * written its value).  A summed gauge is freed only at zero.
  */
 
 #define NGX_EDGE_STATS_VALUE_MAX  128
 
+/* a freed series' slot is reused no sooner than this, milliseconds */
+#define NGX_EDGE_STATS_GRACE      1000
+
 NGX_EDGE_API ngx_int_t ngx_edge_stats_reserve(ngx_conf_t *cf,
     ngx_edge_stats_t *st, ngx_uint_t nseries, ngx_uint_t nvalues);
 
+/* run-time series not looked up for msec are freed when room is needed;
+ * 0 (the default): never */
+NGX_EDGE_API void ngx_edge_stats_set_idle(ngx_edge_stats_t *st,
+    ngx_msec_t msec);
+
 NGX_EDGE_API ngx_edge_stats_id_t ngx_edge_stats_lookup(ngx_edge_stats_t *st,
     ngx_int_t family, ngx_str_t *values, ngx_uint_t *overflow);
+
+/*
+ * The same lookup in two steps, for a caller that looks up several
+ * families with the same values: each value is normalized and hashed
+ * once (_value(): buf has NGX_EDGE_STATS_VALUE_MAX bytes and may receive
+ * the stored form; *v is set to it; with buf NULL, for values known to be
+ * valid and short, an ill-formed value is cut before its first bad byte)
+ * and _lookup_hashed() takes the values and their hashes in the family's
+ * label order.
+ */
+NGX_EDGE_API uint32_t ngx_edge_stats_value(ngx_str_t *v, u_char *buf);
+
+NGX_EDGE_API ngx_edge_stats_id_t ngx_edge_stats_lookup_hashed(
+    ngx_edge_stats_t *st, ngx_int_t family, ngx_str_t *values,
+    uint32_t *hashes, ngx_uint_t *overflow);
+
+/*
+ * For a caller that remembers series between requests (a per-worker cache
+ * of ids): a series' generation now, and whether the series is still the
+ * one of that generation (then it is also marked used, as a lookup would).
+ */
+NGX_EDGE_API uint32_t ngx_edge_stats_generation(ngx_edge_stats_t *st,
+    ngx_edge_stats_id_t id);
+NGX_EDGE_API ngx_uint_t ngx_edge_stats_current(ngx_edge_stats_t *st,
+    ngx_edge_stats_id_t id, uint32_t gen);
 
 /* the number of values one series of the family takes (1, or nbounds + 2
  * for a histogram); for sizing a reserve */
@@ -132,7 +170,7 @@ NGX_EDGE_API ngx_uint_t ngx_edge_stats_width(ngx_edge_stats_family_t *family);
  */
 
 #define NGX_EDGE_STATS_MAGIC    0x45535453      /* "ESTS" */
-#define NGX_EDGE_STATS_LAYOUT   1
+#define NGX_EDGE_STATS_LAYOUT   2
 #define NGX_EDGE_STATS_PREFIX   "edge_stats_"
 #define NGX_EDGE_STATS_MAX_SLOTS  64
 #define NGX_EDGE_STATS_MAX_LABELS  16
@@ -150,18 +188,31 @@ typedef struct {
     uint64_t                     scale;
     ngx_uint_t                   width;
     ngx_uint_t                   max_series;
-    ngx_uint_t                   nseries;      /* run-time ones, locked */
+    ngx_uint_t                   nseries;      /* run-time, live; locked */
+    ngx_uint_t                   slots;        /* run-time, allocated */
+    uint32_t                     free;         /* oldest freed series + 1 */
+    uint32_t                     free_last;    /* newest freed series + 1 */
+    ngx_msec_t                   scanned;      /* last idle scan */
     ngx_int_t                    overflow;     /* series id, or NONE */
     ngx_int_t                    dropped;      /* value offset, or -1 */
 } ngx_edge_stats_shfamily_t;
 
 
+/*
+ * A run-time series may be freed and its slot reused: gen is even while
+ * the series is live and odd once freed; a reader that read the labels
+ * or values checks that gen did not change meanwhile.
+ */
 typedef struct {
     uint32_t                     family;
     uint32_t                     hash;
     uint32_t                     off;          /* first value */
     uint32_t                     overflow;
     ngx_str_t                   *values;       /* family's nlabels */
+    uint32_t                     gen;
+    uint32_t                     last;         /* ngx_current_msec, used */
+    uint32_t                     next;         /* free list: series + 1 */
+    uint32_t                     dynamic;      /* run-time: its serial */
 } ngx_edge_stats_series_t;
 
 
@@ -182,6 +233,11 @@ typedef struct {
 
     ngx_uint_t                   nbuckets;     /* power of two */
     uint32_t                    *buckets;      /* series index + 1 */
+    ngx_uint_t                   tombs;        /* freed buckets */
+    uint32_t                     serial;       /* of the last run-time one */
+    ngx_msec_t                   idle;         /* 0: series never age */
+    u_char                      *start;        /* the zone's bounds */
+    u_char                      *end;
 
     ngx_uint_t                   nvalues;      /* per slot, in all */
     ngx_uint_t                   used;         /* per slot, allocated */
@@ -197,7 +253,19 @@ NGX_EDGE_API ngx_edge_stats_sh_t *ngx_edge_stats_zone(ngx_shm_zone_t *zone);
 /* a series' published count (acquire) */
 NGX_EDGE_API ngx_uint_t ngx_edge_stats_nseries(ngx_edge_stats_sh_t *sh);
 
-/* sums value k of series s over the slots (a gauge set: slot 0 only) */
+/* a series' generation (acquire): odd when freed; read it before and
+ * after reading a series, and drop what was read if it changed */
+NGX_EDGE_API uint32_t ngx_edge_stats_gen(ngx_edge_stats_series_t *s);
+
+/* the serial of the newest run-time series: a scrape shows those up to
+ * the serial it read at its start (wrapping: compare as int32_t) */
+NGX_EDGE_API uint32_t ngx_edge_stats_serial(ngx_edge_stats_sh_t *sh);
+
+/* the live run-time series of a family, read without the lock */
+NGX_EDGE_API ngx_uint_t ngx_edge_stats_family_series(
+    ngx_edge_stats_shfamily_t *f);
+
+/* sums value k of series s over the slots */
 NGX_EDGE_API int64_t ngx_edge_stats_read(ngx_edge_stats_sh_t *sh,
     ngx_edge_stats_series_t *s, ngx_uint_t k);
 

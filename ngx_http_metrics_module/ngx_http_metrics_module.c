@@ -21,14 +21,36 @@ typedef struct {
 } ngx_http_metrics_ctx_t;
 
 
+/*
+ * A worker's memory of which size histogram series go with a duration
+ * series (the three histograms have the same labels): a request whose
+ * duration series is in it, with every generation unchanged, skips two
+ * lookups.
+ */
+typedef struct {
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          id[3];
+    uint32_t                     gen[3];
+} ngx_http_metrics_hist_cache_t;
+
+#define NGX_HTTP_METRICS_HIST_CACHE  1024
+
+static ngx_http_metrics_hist_cache_t
+    ngx_http_metrics_hist_cache[NGX_HTTP_METRICS_HIST_CACHE];
+
+
 static ngx_int_t ngx_http_metrics_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_metrics_header_filter(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_metrics_labels(ngx_http_request_t *r,
-    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values);
-static void ngx_http_metrics_status(ngx_http_metrics_main_conf_t *mmcf,
+    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values, uint32_t *hashes,
+    u_char (*buf)[NGX_EDGE_STATS_VALUE_MAX]);
+static void ngx_http_metrics_request_histograms(
+    ngx_http_metrics_main_conf_t *mmcf,
+    ngx_str_t *values, uint32_t *hashes, ngx_edge_stats_id_t *ids);
+static uint32_t ngx_http_metrics_status(ngx_http_metrics_main_conf_t *mmcf,
     ngx_uint_t status, ngx_str_t *value, u_char *buf);
 static void ngx_http_metrics_upstream(ngx_http_request_t *r,
-    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values, ngx_uint_t n);
+    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values, uint32_t *hashes);
 static ngx_int_t ngx_http_metrics_register(ngx_conf_t *cf,
     ngx_http_metrics_main_conf_t *mmcf);
 static ngx_int_t ngx_http_metrics_init(ngx_conf_t *cf);
@@ -62,7 +84,7 @@ static ngx_conf_enum_t  ngx_http_metrics_status_modes[] = {
 static ngx_command_t  ngx_http_metrics_commands[] = {
 
     { ngx_string("metrics_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_metrics_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -231,10 +253,27 @@ static uint64_t  ngx_http_metrics_size_buckets[] = {
 
 static ngx_str_t  ngx_http_metrics_other_method = ngx_string("OTHER");
 static ngx_str_t  ngx_http_metrics_none = ngx_string("");
+static ngx_str_t  ngx_http_metrics_overflow = ngx_string("__overflow__");
+
+
+/*
+ * Each family's share of metrics_zone, in tenths: the request counter
+ * has a series per method and status, the histograms one per label set.
+ */
+static ngx_uint_t  ngx_http_metrics_shares[NGX_HTTP_METRICS_NFAMILIES] = {
+    3, 1, 1, 1, 1, 2, 1
+};
 
 
 #define NGX_HTTP_METRICS_FIXED_LABELS  4
 
+
+/*
+ * Counts the request.  Each label value is normalized and hashed once
+ * (ngx_edge_stats_value()), and the same values and hashes serve every
+ * family's lookup: the counter with method and status, the three
+ * histograms without them.
+ */
 
 static ngx_int_t
 ngx_http_metrics_log_handler(ngx_http_request_t *r)
@@ -242,15 +281,18 @@ ngx_http_metrics_log_handler(ngx_http_request_t *r)
     int64_t                        ms;
     off_t                          sent;
     u_char                         status[4];
-    ngx_uint_t                     n;
     ngx_time_t                    *tp;
     ngx_edge_stats_t              *st;
-    ngx_edge_stats_id_t            id;
+    ngx_edge_stats_id_t            id, ids[3];
     ngx_http_metrics_ctx_t        *ctx;
     ngx_http_metrics_loc_conf_t   *mlcf;
     ngx_http_metrics_main_conf_t  *mmcf;
+    uint32_t                       hashes[NGX_HTTP_METRICS_FIXED_LABELS
+                                          + NGX_EDGE_STATS_MAX_LABELS];
     ngx_str_t                      values[NGX_HTTP_METRICS_FIXED_LABELS
                                           + NGX_EDGE_STATS_MAX_LABELS];
+    u_char                         buf[NGX_EDGE_STATS_MAX_LABELS]
+                                      [NGX_EDGE_STATS_VALUE_MAX];
 
     mlcf = ngx_http_get_module_loc_conf(r, ngx_http_metrics_module);
 
@@ -269,62 +311,114 @@ ngx_http_metrics_log_handler(ngx_http_request_t *r)
 
     /* values: server, location, method, status, variables... */
 
-    n = ngx_http_metrics_labels(r, mmcf, values);
+    (void) ngx_http_metrics_labels(r, mmcf, values, hashes, buf);
 
     values[2] = (r->method & NGX_HTTP_UNKNOWN) ? ngx_http_metrics_other_method
                                                : r->method_name;
+    hashes[2] = ngx_edge_stats_value(&values[2], buf[0]);
 
-    ngx_http_metrics_status(mmcf,
-                            r->err_status ? r->err_status
-                                          : r->headers_out.status,
-                            &values[3], status);
+    hashes[3] = ngx_http_metrics_status(mmcf,
+                                        r->err_status ? r->err_status
+                                                      : r->headers_out.status,
+                                        &values[3], status);
 
-    id = ngx_edge_stats_lookup(st,
-                               mmcf->family[NGX_HTTP_METRICS_REQUESTS],
-                               values, NULL);
+    id = ngx_edge_stats_lookup_hashed(st,
+                                      mmcf->family[NGX_HTTP_METRICS_REQUESTS],
+                                      values, hashes, NULL);
     ngx_edge_stats_add(st, id, 1);
 
     /* the histograms go without method and status */
 
     values[2] = values[0];
     values[3] = values[1];
+    hashes[2] = hashes[0];
+    hashes[3] = hashes[1];
 
     tp = ngx_timeofday();
     ms = (int64_t) (tp->sec - r->start_sec) * 1000
          + (int64_t) tp->msec - (int64_t) r->start_msec;
 
-    id = ngx_edge_stats_lookup(st, mmcf->family[NGX_HTTP_METRICS_DURATION],
-                               &values[2], NULL);
-    ngx_edge_stats_observe(st, id, (uint64_t) ngx_max(ms, 0) * 1000);
+    ngx_http_metrics_request_histograms(mmcf, &values[2], &hashes[2], ids);
 
-    id = ngx_edge_stats_lookup(st,
-                               mmcf->family[NGX_HTTP_METRICS_REQUEST_SIZE],
-                               &values[2], NULL);
-    ngx_edge_stats_observe(st, id, (uint64_t) r->request_length);
+    ngx_edge_stats_observe(st, ids[0], (uint64_t) ngx_max(ms, 0) * 1000);
+    ngx_edge_stats_observe(st, ids[1], (uint64_t) r->request_length);
 
     sent = r->connection->sent - (off_t) r->header_size;
 
-    id = ngx_edge_stats_lookup(st,
-                               mmcf->family[NGX_HTTP_METRICS_RESPONSE_SIZE],
-                               &values[2], NULL);
-    ngx_edge_stats_observe(st, id, (uint64_t) ngx_max(sent, 0));
+    ngx_edge_stats_observe(st, ids[2], (uint64_t) ngx_max(sent, 0));
 
     if (r->upstream_states && r->upstream_states->nelts) {
-        ngx_http_metrics_upstream(r, mmcf, values, n);
+        ngx_http_metrics_upstream(r, mmcf, values, hashes);
     }
 
     return NGX_OK;
 }
 
 
-/* server, location and the variable labels from values[4] on */
+/* the series of the three request histograms, which share their labels */
+
+static void
+ngx_http_metrics_request_histograms(ngx_http_metrics_main_conf_t *mmcf,
+    ngx_str_t *values, uint32_t *hashes, ngx_edge_stats_id_t *ids)
+{
+    ngx_uint_t                      i, overflow, any;
+    ngx_edge_stats_t               *st;
+    ngx_http_metrics_hist_cache_t  *c;
+
+    st = mmcf->stats;
+
+    ids[0] = ngx_edge_stats_lookup_hashed(st,
+                                      mmcf->family[NGX_HTTP_METRICS_DURATION],
+                                      values, hashes, &any);
+
+    c = &ngx_http_metrics_hist_cache[(ngx_uint_t) ids[0]
+                                     % NGX_HTTP_METRICS_HIST_CACHE];
+
+    if (!any
+        && c->stats == st
+        && c->id[0] == ids[0]
+        && ngx_edge_stats_current(st, c->id[0], c->gen[0])
+        && ngx_edge_stats_current(st, c->id[1], c->gen[1])
+        && ngx_edge_stats_current(st, c->id[2], c->gen[2]))
+    {
+        ids[1] = c->id[1];
+        ids[2] = c->id[2];
+        return;
+    }
+
+    for (i = 1; i < 3; i++) {
+        ids[i] = ngx_edge_stats_lookup_hashed(st,
+                     mmcf->family[NGX_HTTP_METRICS_DURATION + i],
+                     values, hashes, &overflow);
+        any |= overflow;
+    }
+
+    /* overflow series are not remembered: each request counts as dropped */
+
+    if (!any) {
+        for (i = 0; i < 3; i++) {
+            c->id[i] = ids[i];
+            c->gen[i] = ngx_edge_stats_generation(st, ids[i]);
+        }
+
+        c->stats = st;
+    }
+}
+
+
+/*
+ * Server, location and the variable labels from values[4] on, normalized
+ * (valid UTF-8, bounded; a copy in buf[i] when the value had to change)
+ * and hashed.  A value beyond its label's budget becomes "__overflow__".
+ */
 
 static ngx_uint_t
 ngx_http_metrics_labels(ngx_http_request_t *r,
-    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values)
+    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values, uint32_t *hashes,
+    u_char (*buf)[NGX_EDGE_STATS_VALUE_MAX])
 {
-    ngx_uint_t                    i, overflow;
     ngx_str_t                    *v;
+    ngx_uint_t                    i, k, overflow;
     ngx_http_metrics_label_t     *label;
     ngx_http_metrics_srv_conf_t  *mscf;
     ngx_http_metrics_loc_conf_t  *mlcf;
@@ -334,22 +428,26 @@ ngx_http_metrics_labels(ngx_http_request_t *r,
 
     values[0] = mscf->server;
     values[1] = mlcf->location;
+    hashes[0] = mscf->server_hash;
+    hashes[1] = mlcf->location_hash;
 
     label = mmcf->labels.elts;
 
     for (i = 0; i < mmcf->labels.nelts; i++) {
-        v = &values[NGX_HTTP_METRICS_FIXED_LABELS + i];
+        k = NGX_HTTP_METRICS_FIXED_LABELS + i;
+        v = &values[k];
 
         if (ngx_http_complex_value(r, &label[i].value, v) != NGX_OK) {
             *v = ngx_http_metrics_none;
         }
 
-        /* a value beyond the label's maximum becomes "__overflow__" */
+        hashes[k] = ngx_edge_stats_value(v, buf[i]);
 
-        (void) ngx_edge_stats_lookup(mmcf->stats, label[i].family, v,
-                                     &overflow);
+        (void) ngx_edge_stats_lookup_hashed(mmcf->stats, label[i].family, v,
+                                            &hashes[k], &overflow);
         if (overflow) {
-            ngx_str_set(v, "__overflow__");
+            *v = ngx_http_metrics_overflow;
+            hashes[k] = mmcf->overflow_hash;
         }
     }
 
@@ -357,7 +455,7 @@ ngx_http_metrics_labels(ngx_http_request_t *r,
 }
 
 
-static void
+static uint32_t
 ngx_http_metrics_status(ngx_http_metrics_main_conf_t *mmcf,
     ngx_uint_t status, ngx_str_t *value, u_char *buf)
 {
@@ -378,14 +476,18 @@ ngx_http_metrics_status(ngx_http_metrics_main_conf_t *mmcf,
 
     value->data = buf;
     value->len = 3;
+
+    /* ASCII: stored as it is, no copy */
+    return ngx_edge_stats_value(value, NULL);
 }
 
 
 static void
 ngx_http_metrics_upstream(ngx_http_request_t *r,
-    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values, ngx_uint_t n)
+    ngx_http_metrics_main_conf_t *mmcf, ngx_str_t *values, uint32_t *hashes)
 {
-    u_char                      status[4];
+    u_char                      status[4], buf[2][NGX_EDGE_STATS_VALUE_MAX];
+    uint32_t                    h[5];
     ngx_uint_t                  i;
     ngx_str_t                   v[5];
     ngx_edge_stats_t           *st;
@@ -399,6 +501,8 @@ ngx_http_metrics_upstream(ngx_http_request_t *r,
     v[0] = values[0];
     v[1] = values[1];
     v[2] = ngx_http_metrics_none;
+    h[0] = hashes[0];
+    h[1] = hashes[1];
 
     if (u && u->upstream) {
         v[2] = u->upstream->host;
@@ -406,6 +510,8 @@ ngx_http_metrics_upstream(ngx_http_request_t *r,
     } else if (u && u->resolved) {
         v[2] = u->resolved->host;
     }
+
+    h[2] = ngx_edge_stats_value(&v[2], buf[0]);
 
     state = r->upstream_states->elts;
 
@@ -417,19 +523,20 @@ ngx_http_metrics_upstream(ngx_http_request_t *r,
         }
 
         if (state[i].response_time != (ngx_msec_t) -1) {
-            id = ngx_edge_stats_lookup(st,
+            id = ngx_edge_stats_lookup_hashed(st,
                                 mmcf->family[NGX_HTTP_METRICS_UPSTREAM_TIME],
-                                v, NULL);
+                                v, h, NULL);
             ngx_edge_stats_observe(st, id,
                                    (uint64_t) state[i].response_time * 1000);
         }
 
         v[3] = *state[i].peer;
-        ngx_http_metrics_status(mmcf, state[i].status, &v[4], status);
+        h[3] = ngx_edge_stats_value(&v[3], buf[1]);
+        h[4] = ngx_http_metrics_status(mmcf, state[i].status, &v[4], status);
 
-        id = ngx_edge_stats_lookup(st,
+        id = ngx_edge_stats_lookup_hashed(st,
                             mmcf->family[NGX_HTTP_METRICS_UPSTREAM_RESPONSES],
-                            v, NULL);
+                            v, h, NULL);
         ngx_edge_stats_add(st, id, 1);
     }
 }
@@ -438,6 +545,7 @@ ngx_http_metrics_upstream(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_metrics_header_filter(ngx_http_request_t *r)
 {
+    uint32_t                       hashes[2];
     ngx_str_t                      values[2];
     ngx_http_metrics_ctx_t        *ctx;
     ngx_http_metrics_srv_conf_t   *mscf;
@@ -467,10 +575,12 @@ ngx_http_metrics_header_filter(ngx_http_request_t *r)
 
     values[0] = mscf->server;
     values[1] = mlcf->location;
+    hashes[0] = mscf->server_hash;
+    hashes[1] = mlcf->location_hash;
 
-    ctx->upgraded = ngx_edge_stats_lookup(mmcf->stats,
+    ctx->upgraded = ngx_edge_stats_lookup_hashed(mmcf->stats,
                                    mmcf->family[NGX_HTTP_METRICS_UPGRADED],
-                                   values, NULL);
+                                   values, hashes, NULL);
     ngx_edge_stats_add(mmcf->stats, ctx->upgraded, 1);
 
     ngx_http_set_ctx(r, ctx, ngx_http_metrics_module);
@@ -484,7 +594,8 @@ ngx_http_metrics_register(ngx_conf_t *cf, ngx_http_metrics_main_conf_t *mmcf)
 {
     u_char                     *p;
     size_t                      cost;
-    ngx_uint_t                  i, j, k, n, width, nslots, nseries;
+    ngx_uint_t                  i, j, k, n, nslots;
+    ngx_str_t                   ov;
     ngx_array_t                *b;
     ngx_http_metrics_label_t   *label;
     ngx_edge_stats_family_t     family;
@@ -525,7 +636,7 @@ ngx_http_metrics_register(ngx_conf_t *cf, ngx_http_metrics_main_conf_t *mmcf)
         }
     }
 
-    width = 0;
+    nslots = ngx_min(ngx_max(ngx_ncpu, 1), NGX_EDGE_STATS_MAX_SLOTS);
 
     for (i = 0; i < NGX_HTTP_METRICS_NFAMILIES; i++) {
         mf = &ngx_http_metrics_families[i];
@@ -575,30 +686,30 @@ ngx_http_metrics_register(ngx_conf_t *cf, ngx_http_metrics_main_conf_t *mmcf)
             }
         }
 
+        /*
+         * Each family has a budget of its own, its share of metrics_zone:
+         * a series costs its entry, two lookup buckets, its label strings
+         * and its values in every slot.
+         */
+
+        cost = sizeof(ngx_edge_stats_series_t) + 2 * sizeof(uint32_t) + 256
+               + ngx_edge_stats_width(&family) * nslots * sizeof(uint64_t);
+
+        family.max_series = ngx_max(mmcf->size / 10
+                                    * ngx_http_metrics_shares[i] / cost, 1);
+
         mmcf->family[i] = ngx_edge_stats_add_family(cf, mmcf->stats, &family);
         if (mmcf->family[i] == NGX_ERROR) {
             return NGX_ERROR;
         }
-
-        width += ngx_edge_stats_width(&family);
     }
 
-    /*
-     * The run-time series share the room metrics_zone gives: a series
-     * costs its entry, two lookup buckets, its label strings and its
-     * values in every slot; the average width is taken over the families.
-     */
+    ngx_edge_stats_set_idle(mmcf->stats, mmcf->idle);
 
-    nslots = ngx_min(ngx_max(ngx_ncpu, 1), NGX_EDGE_STATS_MAX_SLOTS);
-    width = (width + NGX_HTTP_METRICS_NFAMILIES - 1)
-            / NGX_HTTP_METRICS_NFAMILIES;
+    ov = ngx_http_metrics_overflow;
+    mmcf->overflow_hash = ngx_edge_stats_value(&ov, NULL);
 
-    cost = sizeof(ngx_edge_stats_series_t) + 2 * sizeof(uint32_t) + 256
-           + width * nslots * sizeof(uint64_t);
-
-    nseries = mmcf->size / cost;
-
-    return ngx_edge_stats_reserve(cf, mmcf->stats, nseries, nseries * width);
+    return NGX_OK;
 }
 
 
@@ -649,6 +760,7 @@ ngx_http_metrics_create_main_conf(ngx_conf_t *cf)
      */
 
     mmcf->size = NGX_CONF_UNSET_SIZE;
+    mmcf->idle = NGX_CONF_UNSET_MSEC;
     mmcf->status = NGX_CONF_UNSET_UINT;
 
     if (ngx_array_init(&mmcf->labels, cf->pool, 2,
@@ -668,6 +780,7 @@ ngx_http_metrics_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_metrics_main_conf_t *mmcf = conf;
 
     ngx_conf_init_uint_value(mmcf->status, NGX_HTTP_METRICS_STATUS_CODE);
+    ngx_conf_init_msec_value(mmcf->idle, NGX_HTTP_METRICS_IDLE);
 
     if (mmcf->size == NGX_CONF_UNSET_SIZE) {
         if (mmcf->labels.nelts) {
@@ -701,6 +814,7 @@ ngx_http_metrics_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_metrics_srv_conf_t *prev = parent;
     ngx_http_metrics_srv_conf_t *conf = child;
 
+    u_char                    *buf;
     ngx_http_core_srv_conf_t  *cscf;
 
     if (conf->server.data == NULL) {
@@ -712,6 +826,15 @@ ngx_http_metrics_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
         cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
         conf->server = cscf->server_name;
     }
+
+    /* as the series store it, hashed once */
+
+    buf = ngx_pnalloc(cf->pool, NGX_EDGE_STATS_VALUE_MAX);
+    if (buf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    conf->server_hash = ngx_edge_stats_value(&conf->server, buf);
 
     return NGX_CONF_OK;
 }
@@ -739,11 +862,13 @@ ngx_http_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_metrics_loc_conf_t *prev = parent;
     ngx_http_metrics_loc_conf_t *conf = child;
 
+    u_char                        *buf;
     ngx_http_metrics_main_conf_t  *mmcf;
 
     if (conf->enabled == NGX_CONF_UNSET) {
         conf->enabled = prev->enabled;
         conf->location = prev->location;
+        conf->location_hash = prev->location_hash;
     }
 
     if (conf->enabled == NGX_CONF_UNSET) {
@@ -758,6 +883,13 @@ ngx_http_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                "\"metrics_location\" needs \"metrics_zone\"");
             return NGX_CONF_ERROR;
         }
+
+        buf = ngx_pnalloc(cf->pool, NGX_EDGE_STATS_VALUE_MAX);
+        if (buf == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->location_hash = ngx_edge_stats_value(&conf->location, buf);
     }
 
     return NGX_CONF_OK;
@@ -769,14 +901,48 @@ ngx_http_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_metrics_main_conf_t *mmcf = conf;
 
-    ssize_t     size;
-    ngx_str_t  *value;
+    ssize_t      size;
+    ngx_str_t   *value, s;
+    ngx_msec_t   idle;
+    ngx_uint_t   i;
 
     if (mmcf->size != NGX_CONF_UNSET_SIZE) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (value[i].len > 5 && ngx_strncmp(value[i].data, "idle=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            if (s.len == 3 && ngx_strncmp(s.data, "off", 3) == 0) {
+                mmcf->idle = 0;
+                continue;
+            }
+
+            idle = ngx_parse_time(&s, 0);
+
+            if (idle == (ngx_msec_t) NGX_ERROR || idle < 1000
+                || idle > 24 * 24 * 3600 * 1000)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid idle time \"%V\", it must be "
+                                   "\"off\" or between 1s and 24d",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            mmcf->idle = idle;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
 
     size = ngx_parse_size(&value[1]);
 

@@ -26,6 +26,10 @@ enum {
 #define NGX_HTTP_METRICS_NHISTOGRAMS  4
 
 
+/* metrics_zone idle= by default: 10 minutes */
+#define NGX_HTTP_METRICS_IDLE          600000
+
+
 #define NGX_HTTP_METRICS_STATUS_CODE   0
 #define NGX_HTTP_METRICS_STATUS_CLASS  1
 
@@ -41,6 +45,8 @@ typedef struct {
 typedef struct {
     ngx_edge_stats_t            *stats;      /* NULL without metrics_zone */
     size_t                       size;
+    ngx_msec_t                   idle;       /* 0: series never age */
+    uint32_t                     overflow_hash;  /* of "__overflow__" */
     ngx_uint_t                   status;
     ngx_array_t                  labels;     /* ngx_http_metrics_label_t */
     ngx_array_t                 *buckets[NGX_HTTP_METRICS_NHISTOGRAMS];
@@ -50,11 +56,13 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                    server;
+    uint32_t                     server_hash;
 } ngx_http_metrics_srv_conf_t;
 
 
 typedef struct {
     ngx_str_t                    location;   /* "off": not counted */
+    uint32_t                     location_hash;
     ngx_flag_t                   enabled;
 } ngx_http_metrics_loc_conf_t;
 

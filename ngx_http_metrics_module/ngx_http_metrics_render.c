@@ -6,24 +6,46 @@
  * zones' health, as Prometheus text 0.0.4, OpenMetrics 1.0 or JSON, gzip
  * compressed when the scraper accepts it.  A scrape takes no lock: it reads
  * the published series and sums the workers' slots with relaxed loads.
- * Every allocation comes from the request pool (jansson's tree aside,
- * which is freed before the handler returns).
+ *
+ * The response is streamed: an iterator renders one family header or one
+ * series at a time into a few fixed-size buffers, which go to the output
+ * filters as they fill.  When every buffer is still waiting for the socket,
+ * rendering stops and the write event resumes it, so a scrape's memory is
+ * bounded (NGX_HTTP_METRICS_BUFS buffers, and zlib's state with gzip)
+ * whatever the number of series.
  */
 
 #include "ngx_http_metrics_module.h"
 #include "ngx_edge_json.h"
+#include "ngx_edge_utf8.h"
 
+#if (NGX_HTTP_GZIP)
 #include <zlib.h>
+#endif
 
 
 #define NGX_HTTP_METRICS_TEXT         0
 #define NGX_HTTP_METRICS_OPENMETRICS  1
 #define NGX_HTTP_METRICS_JSON         2
 
-#define NGX_HTTP_METRICS_BUF_SIZE     65536
+/* the output buffers: at most BUFS of BUF_SIZE each in flight (a series
+ * larger than BUF_SIZE gets a buffer of its size, counted the same) */
+#define NGX_HTTP_METRICS_BUF_SIZE     32768
+#define NGX_HTTP_METRICS_BUFS         4
+
+/* a reserve that found no buffer: wait (or fail, if it could not allocate) */
+#define ngx_http_metrics_blocked(o)  ((o)->failed ? NGX_ERROR : NGX_AGAIN)
 
 /* every rendered family name starts with this */
 #define NGX_HTTP_METRICS_PREFIX       "nginx_"
+
+/* the iterator's stages */
+#define NGX_HTTP_METRICS_NGINX        0
+#define NGX_HTTP_METRICS_ZONES        1
+#define NGX_HTTP_METRICS_HEALTH       2
+#define NGX_HTTP_METRICS_END          3
+#define NGX_HTTP_METRICS_FINISH       4
+#define NGX_HTTP_METRICS_DONE         5
 
 
 typedef struct {
@@ -31,9 +53,8 @@ typedef struct {
     ngx_edge_stats_sh_t         *sh;
     ngx_slab_pool_t             *shpool;
     size_t                       size;
-    ngx_uint_t                   nseries;    /* the snapshot's */
-    uint32_t                    *order;      /* series, by family */
-    uint32_t                    *first;      /* per family, into order */
+    ngx_uint_t                   nseries;    /* at the scrape's start */
+    uint32_t                     serial;     /* likewise */
 } ngx_http_metrics_zone_t;
 
 
@@ -41,46 +62,85 @@ typedef struct {
     ngx_http_request_t          *r;
     ngx_uint_t                   format;
     ngx_array_t                  filter;     /* ngx_str_t, name prefixes */
+    ngx_array_t                 *zones;      /* ngx_http_metrics_zone_t */
 
-    ngx_chain_t                 *out;
-    ngx_chain_t                **last;
-    ngx_buf_t                   *b;
-    off_t                        size;
+    /* where the iterator is */
+    ngx_uint_t                   stage;
+    ngx_uint_t                   zone;
+    ngx_uint_t                   family;
+    ngx_uint_t                   series;
+    ngx_uint_t                   begun;      /* the family's header is out */
+    ngx_uint_t                   nfamilies;  /* JSON: families written */
+    ngx_uint_t                   nsamples;   /* JSON: series of the family */
 
     /* the family being rendered */
     ngx_uint_t                   type;
     ngx_str_t                    name;       /* as the samples are named */
     ngx_str_t                    base;       /* for HELP and TYPE */
+    ngx_str_t                    help;
+    ngx_str_t                   *le;         /* a histogram's le="..." */
     u_char                      *labels;     /* scratch for label sets */
     size_t                       labels_size;
-    ngx_str_t                   *le;         /* a histogram's le="..." */
+    int64_t                     *v;          /* a series' values */
+    size_t                       nv;
 
-    json_t                      *json;       /* the families, for JSON */
-    json_t                      *series;     /* the family's */
+    /* output: the buffer being filled, then the filters */
+    ngx_buf_t                   *b;
+    ngx_chain_t                 *out;        /* filled, not yet passed on */
+    ngx_chain_t                **last;
+    ngx_chain_t                 *free;
+    ngx_chain_t                 *busy;
+    ngx_uint_t                   nbufs;
+    ngx_uint_t                   failed;     /* an allocation failed */
+
+#if (NGX_HTTP_GZIP)
+    z_stream                     zs;
+    ngx_buf_t                   *zb;         /* gzip: the text to deflate */
+    unsigned                     gzip:1;
+    unsigned                     zinit:1;
+#endif
 } ngx_http_metrics_out_t;
 
 
+static ngx_int_t ngx_http_metrics_start(ngx_http_request_t *r,
+    ngx_http_metrics_out_t *o);
+static void ngx_http_metrics_write_handler(ngx_http_request_t *r);
+static void ngx_http_metrics_stream(ngx_http_request_t *r);
+static ngx_int_t ngx_http_metrics_step(ngx_http_metrics_out_t *o);
+static ngx_int_t ngx_http_metrics_send(ngx_http_metrics_out_t *o,
+    ngx_uint_t last);
 static ngx_uint_t ngx_http_metrics_format(ngx_http_request_t *r);
 static double ngx_http_metrics_accept_q(ngx_str_t *accept, const char *type,
     size_t len);
 static ngx_int_t ngx_http_metrics_parse_filter(ngx_http_metrics_out_t *o);
 static ngx_array_t *ngx_http_metrics_zones(ngx_http_request_t *r);
-static ngx_int_t ngx_http_metrics_render(ngx_http_metrics_out_t *o);
-static ngx_int_t ngx_http_metrics_render_zone(ngx_http_metrics_out_t *o,
-    ngx_http_metrics_zone_t *z);
-static ngx_int_t ngx_http_metrics_render_health(ngx_http_metrics_out_t *o,
-    ngx_array_t *zones);
-static ngx_int_t ngx_http_metrics_family(ngx_http_metrics_out_t *o,
-    ngx_str_t *name, ngx_str_t *help, ngx_uint_t type);
-static ngx_int_t ngx_http_metrics_sample(ngx_http_metrics_out_t *o,
-    ngx_str_t *keys, ngx_str_t *values, ngx_uint_t n, int64_t *v,
-    ngx_edge_stats_shfamily_t *f);
+#if (NGX_STAT_STUB)
+static ngx_int_t ngx_http_metrics_render_nginx(ngx_http_metrics_out_t *o);
 static ngx_int_t ngx_http_metrics_simple(ngx_http_metrics_out_t *o,
     const char *name, const char *help, ngx_uint_t type, int64_t value);
-static ngx_int_t ngx_http_metrics_line(ngx_http_metrics_out_t *o,
-    ngx_str_t *name, const char *suffix, u_char *labels, size_t len,
+#endif
+static ngx_int_t ngx_http_metrics_zone_step(ngx_http_metrics_out_t *o);
+static ngx_int_t ngx_http_metrics_render_health(ngx_http_metrics_out_t *o);
+static ngx_int_t ngx_http_metrics_family(ngx_http_metrics_out_t *o,
+    ngx_str_t *name, ngx_str_t *help, ngx_uint_t type);
+static ngx_int_t ngx_http_metrics_end_family(ngx_http_metrics_out_t *o);
+static u_char *ngx_http_metrics_sample(ngx_http_metrics_out_t *o,
+    ngx_str_t *keys, ngx_str_t *values, ngx_uint_t n, int64_t *v,
+    ngx_edge_stats_shfamily_t *f);
+static size_t ngx_http_metrics_sample_size(ngx_http_metrics_out_t *o,
+    ngx_str_t *keys, ngx_str_t *values, ngx_uint_t n,
+    ngx_edge_stats_shfamily_t *f);
+static u_char *ngx_http_metrics_labels(ngx_http_metrics_out_t *o, u_char *p,
+    ngx_str_t *keys, ngx_str_t *values, ngx_uint_t n);
+static u_char *ngx_http_metrics_line(u_char *p, ngx_str_t *name,
+    const char *suffix, size_t slen, u_char *labels, size_t len,
     u_char *extra, size_t elen, u_char *value, size_t vlen);
 static u_char *ngx_http_metrics_reserve(ngx_http_metrics_out_t *o,
+    size_t size);
+static ngx_int_t ngx_http_metrics_flush_buf(ngx_http_metrics_out_t *o);
+static ngx_int_t ngx_http_metrics_link(ngx_http_metrics_out_t *o,
+    ngx_buf_t *b);
+static ngx_buf_t *ngx_http_metrics_get_buf(ngx_http_metrics_out_t *o,
     size_t size);
 static u_char *ngx_http_metrics_escape(u_char *dst, ngx_str_t *src,
     ngx_uint_t quote);
@@ -89,9 +149,13 @@ static u_char *ngx_http_metrics_scaled(u_char *p, uint64_t v, uint64_t scale,
 static u_char *ngx_http_metrics_int(u_char *p, int64_t v);
 static ngx_str_t *ngx_http_metrics_le(ngx_http_metrics_out_t *o,
     ngx_edge_stats_shfamily_t *f);
-static ngx_int_t ngx_http_metrics_gzip(ngx_http_metrics_out_t *o);
+#if (NGX_HTTP_GZIP)
+static ngx_int_t ngx_http_metrics_gzip_init(ngx_http_metrics_out_t *o);
+static ngx_int_t ngx_http_metrics_deflate(ngx_http_metrics_out_t *o,
+    ngx_uint_t finish);
 static void *ngx_http_metrics_zalloc(void *opaque, u_int items, u_int size);
 static void ngx_http_metrics_zfree(void *opaque, void *address);
+#endif
 
 
 static ngx_str_t  ngx_http_metrics_types[] = {
@@ -100,8 +164,9 @@ static ngx_str_t  ngx_http_metrics_types[] = {
     ngx_string("application/json")
 };
 
+/* by ngx_edge_stats_type_e */
 static const char  *ngx_http_metrics_type_names[] = {
-    "counter", "gauge", "gauge", "histogram"
+    "counter", "gauge", "histogram"
 };
 
 
@@ -109,9 +174,7 @@ ngx_int_t
 ngx_http_metrics_handler(ngx_http_request_t *r)
 {
     ngx_int_t                rc;
-    ngx_chain_t             *cl;
-    ngx_table_elt_t         *h;
-    ngx_http_metrics_out_t   o;
+    ngx_http_metrics_out_t  *o;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -122,49 +185,48 @@ ngx_http_metrics_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    ngx_memzero(&o, sizeof(ngx_http_metrics_out_t));
-
-    o.r = r;
-    o.last = &o.out;
-    o.format = ngx_http_metrics_format(r);
-
-    if (ngx_http_metrics_parse_filter(&o) != NGX_OK) {
+    o = ngx_pcalloc(r->pool, sizeof(ngx_http_metrics_out_t));
+    if (o == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (o.format == NGX_HTTP_METRICS_JSON) {
-        o.json = json_array();
-        if (o.json == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    rc = ngx_http_metrics_start(r, o);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
     }
 
-    rc = ngx_http_metrics_render(&o);
+    ngx_http_set_ctx(r, o, ngx_http_metrics_module);
 
-    if (o.format == NGX_HTTP_METRICS_JSON) {
-        if (rc == NGX_OK) {
-            json_t  *root;
+    /* the stream finalizes the request; NGX_DONE drops this reference */
 
-            root = json_pack("{so}", "families", o.json);
-            o.out = root ? ngx_edge_json_chain(r->pool, root, JSON_COMPACT,
-                                               &o.size)
-                         : NULL;
-            rc = (o.out == NULL) ? NGX_ERROR : NGX_OK;
+    r->main->count++;
 
-            if (root) {
-                json_decref(root);
-            }
+    ngx_http_metrics_stream(r);
 
-        } else {
-            json_decref(o.json);
-        }
-    }
+    return NGX_DONE;
+}
 
-    if (rc != NGX_OK) {
+
+/* the response's header; the body follows in ngx_http_metrics_stream() */
+
+static ngx_int_t
+ngx_http_metrics_start(ngx_http_request_t *r, ngx_http_metrics_out_t *o)
+{
+    ngx_table_elt_t  *h;
+
+    o->r = r;
+    o->last = &o->out;
+    o->format = ngx_http_metrics_format(r);
+
+    if (ngx_http_metrics_parse_filter(o) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (o.out == NULL && ngx_http_metrics_reserve(&o, 0) == NULL) {
+    /* one snapshot of the zones and of how many series each has */
+
+    o->zones = ngx_http_metrics_zones(r);
+    if (o->zones == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -179,8 +241,13 @@ ngx_http_metrics_handler(ngx_http_request_t *r)
     ngx_str_set(&h->key, "Vary");
     ngx_str_set(&h->value, "Accept, Accept-Encoding");
 
+#if (NGX_HTTP_GZIP)
+
+    /* without nginx's gzip support (a static build without the gzip
+     * module) the response goes uncompressed */
+
     if (ngx_http_gzip_ok(r) == NGX_OK) {
-        if (ngx_http_metrics_gzip(&o) != NGX_OK) {
+        if (!r->header_only && ngx_http_metrics_gzip_init(o) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -195,23 +262,263 @@ ngx_http_metrics_handler(ngx_http_request_t *r)
         r->headers_out.content_encoding = h;
     }
 
-    for (cl = o.out; cl->next; cl = cl->next) { /* void */ }
-
-    cl->buf->last_buf = (r == r->main) ? 1 : 0;
-    cl->buf->last_in_chain = 1;
+#endif
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = o.size;
-    r->headers_out.content_type = ngx_http_metrics_types[o.format];
-    r->headers_out.content_type_len = ngx_http_metrics_types[o.format].len;
+    r->headers_out.content_length_n = -1;
+    r->headers_out.content_type = ngx_http_metrics_types[o->format];
+    r->headers_out.content_type_len = ngx_http_metrics_types[o->format].len;
 
-    rc = ngx_http_send_header(r);
+    return ngx_http_send_header(r);
+}
 
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
+
+static void
+ngx_http_metrics_write_handler(ngx_http_request_t *r)
+{
+    ngx_event_t  *wev;
+
+    wev = r->connection->write;
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
+                      "client timed out while reading metrics");
+        r->connection->timedout = 1;
+        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_TIME_OUT);
+        return;
     }
 
-    return ngx_http_output_filter(r, o.out);
+    ngx_http_metrics_stream(r);
+}
+
+
+/*
+ * Renders until the body is complete or every buffer waits for the
+ * socket; in the latter case the write event (or the send timeout)
+ * brings it back here.
+ */
+
+static void
+ngx_http_metrics_stream(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_event_t               *wev;
+    ngx_http_metrics_out_t    *o;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    o = ngx_http_get_module_ctx(r, ngx_http_metrics_module);
+    wev = r->connection->write;
+
+    /* the send timeout; a limit_rate delay is the write filter's */
+
+    if (wev->timer_set && !wev->delayed) {
+        ngx_del_timer(wev);
+    }
+
+    for ( ;; ) {
+
+        rc = ngx_http_metrics_step(o);
+
+        if (rc == NGX_OK) {
+
+            /* a buffer was filled: to the filters */
+
+            if (o->out && ngx_http_metrics_send(o, 0) == NGX_ERROR) {
+                ngx_http_finalize_request(r, NGX_ERROR);
+                return;
+            }
+
+            continue;
+        }
+
+        if (rc == NGX_DONE) {
+            break;
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+
+        /* NGX_AGAIN: no buffer free; send, and go on if one came back */
+
+        if (ngx_http_metrics_send(o, 0) == NGX_ERROR) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+
+        if (o->free) {
+            continue;
+        }
+
+        r->write_event_handler = ngx_http_metrics_write_handler;
+
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+        if (!wev->ready && !wev->delayed) {
+            ngx_add_timer(wev, clcf->send_timeout);
+        }
+
+        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+        }
+
+        return;
+    }
+
+    /* the last buffer; whatever is left unsent, nginx's writer sends */
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_http_finalize_request(r, ngx_http_metrics_send(o, 1));
+}
+
+
+/*
+ * One step of the iterator: a family header, a series, or a small stage
+ * at once.  NGX_OK: go on; NGX_AGAIN: no buffer free, the same step is
+ * tried again later; NGX_DONE: the body is complete.
+ */
+
+static ngx_int_t
+ngx_http_metrics_step(ngx_http_metrics_out_t *o)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+
+    switch (o->stage) {
+
+    case NGX_HTTP_METRICS_NGINX:
+
+        if (o->format == NGX_HTTP_METRICS_JSON) {
+            p = ngx_http_metrics_reserve(o, sizeof("{\"families\":[") - 1);
+            if (p == NULL) {
+                return ngx_http_metrics_blocked(o);
+            }
+
+            o->b->last = ngx_cpymem(p, "{\"families\":[",
+                                    sizeof("{\"families\":[") - 1);
+        }
+
+#if (NGX_STAT_STUB)
+        rc = ngx_http_metrics_render_nginx(o);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+#endif
+
+        o->stage = NGX_HTTP_METRICS_ZONES;
+        return NGX_OK;
+
+    case NGX_HTTP_METRICS_ZONES:
+
+        if (o->zone == o->zones->nelts) {
+            o->stage = NGX_HTTP_METRICS_HEALTH;
+            return NGX_OK;
+        }
+
+        return ngx_http_metrics_zone_step(o);
+
+    case NGX_HTTP_METRICS_HEALTH:
+
+        rc = ngx_http_metrics_render_health(o);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        o->stage = NGX_HTTP_METRICS_END;
+        return NGX_OK;
+
+    case NGX_HTTP_METRICS_END:
+
+        p = ngx_http_metrics_reserve(o, sizeof("# EOF\n"));
+        if (p == NULL) {
+            return ngx_http_metrics_blocked(o);
+        }
+
+        if (o->format == NGX_HTTP_METRICS_OPENMETRICS) {
+            p = ngx_cpymem(p, "# EOF\n", sizeof("# EOF\n") - 1);
+
+        } else if (o->format == NGX_HTTP_METRICS_JSON) {
+            p = ngx_cpymem(p, "]}", 2);
+        }
+
+        o->b->last = p;
+        o->stage = NGX_HTTP_METRICS_FINISH;
+        return NGX_OK;
+
+    case NGX_HTTP_METRICS_FINISH:
+
+        /* the last text to the filters; with gzip, deflate's end */
+
+        rc = ngx_http_metrics_flush_buf(o);
+
+#if (NGX_HTTP_GZIP)
+        if (rc == NGX_OK && o->gzip) {
+            rc = ngx_http_metrics_deflate(o, 1);
+        }
+#endif
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        o->stage = NGX_HTTP_METRICS_DONE;
+        return NGX_OK;
+
+    default: /* NGX_HTTP_METRICS_DONE */
+        return NGX_DONE;
+    }
+}
+
+
+/*
+ * Passes the filled buffers to the output filters (last: the current one
+ * too, with last_buf) and takes back the buffers they have sent.
+ */
+
+static ngx_int_t
+ngx_http_metrics_send(ngx_http_metrics_out_t *o, ngx_uint_t last)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t  *out;
+
+    if (last) {
+        /* the text is all out (with gzip: deflated and finished, see
+         * ngx_http_metrics_step()); an empty buffer carries last_buf */
+
+        b = ngx_calloc_buf(o->r->pool);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->last_buf = (o->r == o->r->main) ? 1 : 0;
+        b->last_in_chain = 1;
+
+        if (ngx_http_metrics_link(o, b) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (o->out == NULL && o->busy == NULL && !o->r->connection->buffered) {
+        return NGX_OK;
+    }
+
+    out = o->out;
+    o->out = NULL;
+    o->last = &o->out;
+
+    rc = ngx_http_output_filter(o->r, out);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    ngx_chain_update_chains(o->r->pool, &o->free, &o->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_metrics_module);
+
+    return rc;
 }
 
 
@@ -395,7 +702,7 @@ ngx_http_metrics_parse_filter(ngx_http_metrics_out_t *o)
 static ngx_array_t *
 ngx_http_metrics_zones(ngx_http_request_t *r)
 {
-    ngx_uint_t                i, k, f, nfam;
+    ngx_uint_t                i;
     ngx_array_t              *zones;
     ngx_list_part_t          *part;
     ngx_shm_zone_t           *shm_zone;
@@ -440,52 +747,31 @@ ngx_http_metrics_zones(ngx_http_request_t *r)
         z->shpool = (ngx_slab_pool_t *) shm_zone[i].shm.addr;
         z->size = shm_zone[i].shm.size;
 
-        /* one snapshot of the series list, grouped by family */
+        /*
+         * The series this scrape shows: those published now.  A series
+         * created later (even in a slot below nseries, freed and reused)
+         * has a later serial and waits for the next scrape, so a label
+         * set never appears twice in one response.
+         */
 
+        z->serial = ngx_edge_stats_serial(sh);
         z->nseries = ngx_edge_stats_nseries(sh);
-        nfam = sh->nfamilies;
-
-        z->first = ngx_pcalloc(r->pool, (nfam + 1) * sizeof(uint32_t));
-        z->order = ngx_palloc(r->pool,
-                              (z->nseries + 1) * sizeof(uint32_t));
-        if (z->first == NULL || z->order == NULL) {
-            return NULL;
-        }
-
-        for (k = 0; k < z->nseries; k++) {
-            z->first[sh->series[k].family + 1]++;
-        }
-
-        for (f = 0; f < nfam; f++) {
-            z->first[f + 1] += z->first[f];
-        }
-
-        for (k = 0; k < z->nseries; k++) {
-            f = sh->series[k].family;
-            z->order[z->first[f]++] = (uint32_t) k;
-        }
-
-        /* the fill moved every start to the next family's: shift back */
-
-        for (f = nfam; f > 0; f--) {
-            z->first[f] = z->first[f - 1];
-        }
-
-        z->first[0] = 0;
     }
 
     return zones;
 }
 
 
-static ngx_int_t
-ngx_http_metrics_render(ngx_http_metrics_out_t *o)
-{
-    ngx_uint_t                i;
-    ngx_array_t              *zones;
-    ngx_http_metrics_zone_t  *z;
-
 #if (NGX_STAT_STUB)
+
+/* nginx's own counters, as stub_status shows them: small, at once */
+
+static ngx_int_t
+ngx_http_metrics_render_nginx(ngx_http_metrics_out_t *o)
+{
+    if (ngx_http_metrics_reserve(o, 4096) == NULL) {
+        return ngx_http_metrics_blocked(o);
+    }
 
     if (ngx_http_metrics_simple(o, "nginx_connections_active",
                                 "Client connections open now.",
@@ -517,142 +803,243 @@ ngx_http_metrics_render(ngx_http_metrics_out_t *o)
                                    NGX_EDGE_STATS_COUNTER,
                                    (int64_t) *ngx_stat_requests) != NGX_OK)
     {
+        /* 4096 bytes were reserved: only an allocation can fail */
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/* a family of one series without labels; the room is reserved */
+
+static ngx_int_t
+ngx_http_metrics_simple(ngx_http_metrics_out_t *o, const char *name,
+    const char *help, ngx_uint_t type, int64_t value)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+    ngx_str_t   n, h;
+
+    n.data = (u_char *) name;
+    n.len = ngx_strlen(name);
+    h.data = (u_char *) help;
+    h.len = ngx_strlen(help);
+
+    rc = ngx_http_metrics_family(o, &n, &h, type);
+
+    if (rc == NGX_DECLINED) {
+        return NGX_OK;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_http_metrics_reserve(o, ngx_http_metrics_sample_size(o, NULL,
+                                                                 NULL, 0,
+                                                                 NULL));
+    if (p == NULL || o->failed) {
+        return NGX_ERROR;
+    }
+
+    o->b->last = ngx_http_metrics_sample(o, NULL, NULL, 0, &value, NULL);
+
+    return ngx_http_metrics_end_family(o);
+}
 
 #endif
 
-    zones = ngx_http_metrics_zones(o->r);
-    if (zones == NULL) {
-        return NGX_ERROR;
-    }
 
-    z = zones->elts;
-
-    for (i = 0; i < zones->nelts; i++) {
-        if (ngx_http_metrics_render_zone(o, &z[i]) != NGX_OK) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (ngx_http_metrics_render_health(o, zones) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (o->format == NGX_HTTP_METRICS_OPENMETRICS) {
-        u_char  *p;
-
-        p = ngx_http_metrics_reserve(o, sizeof("# EOF\n") - 1);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        o->b->last = ngx_cpymem(p, "# EOF\n", sizeof("# EOF\n") - 1);
-        o->size += sizeof("# EOF\n") - 1;
-    }
-
-    return NGX_OK;
-}
-
+/*
+ * One step in a zone: the next series of the current family (or the
+ * family's header first), or on to the next family or zone.  A series is
+ * read without the lock: if its generation changes while it is read (it
+ * was freed, or freed and reused), what was written for it is dropped.
+ */
 
 static ngx_int_t
-ngx_http_metrics_render_zone(ngx_http_metrics_out_t *o,
-    ngx_http_metrics_zone_t *z)
+ngx_http_metrics_zone_step(ngx_http_metrics_out_t *o)
 {
-    u_char                     *p;
-    int64_t                    *v;
+    u_char                     *p, *start;
+    size_t                      size;
+    uint32_t                    gen;
     ngx_int_t                   rc;
-    ngx_str_t                   name;
-    ngx_uint_t                  fi, i, k, begun, zero;
+    ngx_uint_t                  k, n, zero;
+    ngx_str_t                   values[NGX_EDGE_STATS_MAX_LABELS];
     ngx_edge_stats_sh_t        *sh;
     ngx_edge_stats_series_t    *s;
     ngx_edge_stats_shfamily_t  *f;
+    ngx_http_metrics_zone_t    *z;
 
+    z = (ngx_http_metrics_zone_t *) o->zones->elts + o->zone;
     sh = z->sh;
 
-    for (fi = 0; fi < sh->nfamilies; fi++) {
-        f = &sh->families[fi];
+    if (o->family == sh->nfamilies) {
+        o->zone++;
+        o->family = 0;
+        o->series = 0;
+        return NGX_OK;
+    }
 
-        if ((f->flags & NGX_EDGE_STATS_HIDDEN)
-            || z->first[fi] == z->first[fi + 1])
-        {
-            continue;
-        }
+    f = &sh->families[o->family];
+    n = ngx_min(f->nlabels, NGX_EDGE_STATS_MAX_LABELS);
 
-        name.len = sizeof(NGX_HTTP_METRICS_PREFIX) - 1 + f->name.len;
-        name.data = ngx_pnalloc(o->r->pool, name.len);
-        if (name.data == NULL) {
+    if (f->flags & NGX_EDGE_STATS_HIDDEN) {
+        goto next_family;
+    }
+
+    if (o->series == 0 && !o->begun) {
+        o->name.len = sizeof(NGX_HTTP_METRICS_PREFIX) - 1 + f->name.len;
+        o->name.data = ngx_pnalloc(o->r->pool, o->name.len);
+        if (o->name.data == NULL) {
             return NGX_ERROR;
         }
 
-        p = ngx_cpymem(name.data, NGX_HTTP_METRICS_PREFIX,
+        p = ngx_cpymem(o->name.data, NGX_HTTP_METRICS_PREFIX,
                        sizeof(NGX_HTTP_METRICS_PREFIX) - 1);
         ngx_memcpy(p, f->name.data, f->name.len);
 
-        v = ngx_palloc(o->r->pool, f->width * sizeof(int64_t));
-        if (v == NULL) {
-            return NGX_ERROR;
-        }
-
-        begun = 0;
-
-        for (i = z->first[fi]; i < z->first[fi + 1]; i++) {
-            s = &sh->series[z->order[i]];
-
-            zero = 1;
-
-            for (k = 0; k < f->width; k++) {
-                v[k] = ngx_edge_stats_read(sh, s, k);
-                zero = zero && v[k] == 0;
+        if (o->nv < f->width) {
+            o->v = ngx_palloc(o->r->pool, f->width * sizeof(int64_t));
+            if (o->v == NULL) {
+                return NGX_ERROR;
             }
 
-            if (s->overflow && zero) {
-                /* nothing overflowed (yet) */
+            o->nv = f->width;
+        }
+    }
+
+    for ( /* void */ ; o->series < z->nseries; o->series++) {
+        s = &sh->series[o->series];
+
+        if (s->family != o->family) {
+            continue;
+        }
+
+        gen = ngx_edge_stats_gen(s);
+
+        if ((gen & 1)
+            || (s->dynamic && (int32_t) (s->dynamic - z->serial) > 0))
+        {
+            /* freed, or created after the scrape began */
+            continue;
+        }
+
+        zero = 1;
+
+        for (k = 0; k < f->width; k++) {
+            o->v[k] = ngx_edge_stats_read(sh, s, k);
+            zero = zero && o->v[k] == 0;
+        }
+
+        if (s->overflow && zero) {
+            /* nothing overflowed (yet) */
+            continue;
+        }
+
+        /* the labels, copied: their lengths must not change under us */
+
+        if (n) {
+            if (s->dynamic
+                && ((u_char *) s->values < sh->start
+                    || (u_char *) (s->values + n) > sh->end))
+            {
                 continue;
             }
 
-            if (!begun) {
-                rc = ngx_http_metrics_family(o, &name, &f->help, f->type);
+            ngx_memcpy(values, s->values, n * sizeof(ngx_str_t));
 
-                if (rc == NGX_DECLINED) {
+            for (k = 0; k < n; k++) {
+                if (values[k].len > NGX_EDGE_STATS_VALUE_MAX
+                    || values[k].data < sh->start
+                    || values[k].data + values[k].len > sh->end)
+                {
                     break;
                 }
-
-                if (rc != NGX_OK) {
-                    return NGX_ERROR;
-                }
-
-                begun = 1;
-
-                if (f->type == NGX_EDGE_STATS_HISTOGRAM) {
-                    o->le = ngx_http_metrics_le(o, f);
-                    if (o->le == NULL) {
-                        return NGX_ERROR;
-                    }
-                }
             }
 
-            if (ngx_http_metrics_sample(o, f->labels, s->values, f->nlabels,
-                                        v, f)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
+            if (k < n && s->dynamic) {
+                continue;
             }
         }
+
+        if (!o->begun) {
+            rc = ngx_http_metrics_family(o, &o->name, &f->help, f->type);
+
+            if (rc == NGX_DECLINED) {
+                goto next_family;
+            }
+
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            o->begun = 1;
+
+            if (f->type == NGX_EDGE_STATS_HISTOGRAM) {
+                o->le = ngx_http_metrics_le(o, f);
+                if (o->le == NULL) {
+                    return NGX_ERROR;
+                }
+            }
+        }
+
+        size = ngx_http_metrics_sample_size(o, f->labels, values, n, f);
+        if (size == 0) {
+            return NGX_ERROR;
+        }
+
+        start = ngx_http_metrics_reserve(o, size);
+        if (start == NULL) {
+            return ngx_http_metrics_blocked(o);
+        }
+
+        p = ngx_http_metrics_sample(o, f->labels, values, n, o->v, f);
+
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+
+        if (ngx_edge_stats_gen(s) == gen) {
+            o->b->last = p;
+            o->nsamples++;
+        }
+
+        o->series++;
+
+        return NGX_OK;
     }
+
+    if (o->begun) {
+        rc = ngx_http_metrics_end_family(o);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+next_family:
+
+    o->begun = 0;
+    o->nsamples = 0;
+    o->family++;
+    o->series = 0;
 
     return NGX_OK;
 }
 
 
+/* the zones' health: a few series per zone, rendered at once */
+
 static ngx_int_t
-ngx_http_metrics_render_health(ngx_http_metrics_out_t *o, ngx_array_t *zones)
+ngx_http_metrics_render_health(ngx_http_metrics_out_t *o)
 {
+    u_char                     *p;
+    size_t                      bound;
     int64_t                     v;
     ngx_int_t                   rc;
     ngx_str_t                   name, help, keys[2], values[2];
     ngx_uint_t                  h, i, fi, begun;
     ngx_edge_stats_sh_t        *sh;
+    ngx_edge_stats_series_t     s;
     ngx_edge_stats_shfamily_t  *f;
     ngx_http_metrics_zone_t    *z;
 
@@ -672,15 +1059,37 @@ ngx_http_metrics_render_health(ngx_http_metrics_out_t *o, ngx_array_t *zones)
         { "nginx_edge_stats_start_time_seconds",
           "When a stats zone started counting; a change means a reset.",
           NGX_EDGE_STATS_GAUGE },
+        { "nginx_edge_stats_family_series",
+          "Live series of a family.", NGX_EDGE_STATS_GAUGE },
+        { "nginx_edge_stats_family_series_budget",
+          "Series a family may have (0: it shares the zone's room).",
+          NGX_EDGE_STATS_GAUGE },
         { "nginx_edge_stats_series_dropped_total",
           "Observations counted into a family's overflow series because "
           "the family or the zone was full.", NGX_EDGE_STATS_COUNTER }
     };
 
-    z = zones->elts;
+    z = o->zones->elts;
 
-    if (zones->nelts == 0) {
+    if (o->zones->nelts == 0) {
         return NGX_OK;
+    }
+
+    /* all of it fits in the room reserved here, so it is never cut */
+
+    bound = 4096;
+
+    for (i = 0; i < o->zones->nelts; i++) {
+        bound += 1024 + z[i].name.len * 40;
+
+        for (fi = 0; fi < z[i].sh->nfamilies; fi++) {
+            bound += 3 * (256 + 2 * z[i].sh->families[fi].name.len
+                          + z[i].name.len * 3);
+        }
+    }
+
+    if (ngx_http_metrics_reserve(o, bound) == NULL) {
+        return ngx_http_metrics_blocked(o);
     }
 
     ngx_str_set(&keys[0], "zone");
@@ -695,11 +1104,13 @@ ngx_http_metrics_render_health(ngx_http_metrics_out_t *o, ngx_array_t *zones)
 
         begun = 0;
 
-        for (i = 0; i < zones->nelts; i++) {
+        for (i = 0; i < o->zones->nelts; i++) {
             sh = z[i].sh;
             values[0] = z[i].name;
 
-            if (h == 5) {
+            if (h >= 5) {
+                /* per family: live series, budget, dropped */
+
                 for (fi = 0; fi < sh->nfamilies; fi++) {
                     f = &sh->families[fi];
 
@@ -707,11 +1118,26 @@ ngx_http_metrics_render_health(ngx_http_metrics_out_t *o, ngx_array_t *zones)
                         continue;
                     }
 
+                    if (h == 5) {
+                        v = (int64_t) ngx_edge_stats_family_series(f);
+
+                    } else if (h == 6) {
+                        v = (int64_t) f->max_series;
+
+                    } else {
+                        /* a pseudo series over the dropped counter */
+                        ngx_memzero(&s, sizeof(ngx_edge_stats_series_t));
+                        s.family = (uint32_t) fi;
+                        s.off = (uint32_t) f->dropped;
+
+                        v = ngx_edge_stats_read(sh, &s, 0);
+                    }
+
                     if (!begun) {
                         rc = ngx_http_metrics_family(o, &name, &help,
                                                      health[h].type);
                         if (rc == NGX_DECLINED) {
-                            return NGX_OK;
+                            break;
                         }
 
                         if (rc != NGX_OK) {
@@ -719,17 +1145,6 @@ ngx_http_metrics_render_health(ngx_http_metrics_out_t *o, ngx_array_t *zones)
                         }
 
                         begun = 1;
-                    }
-
-                    {
-                        ngx_edge_stats_series_t  s;
-
-                        /* a pseudo series over the dropped counter */
-                        ngx_memzero(&s, sizeof(ngx_edge_stats_series_t));
-                        s.family = (uint32_t) fi;
-                        s.off = (uint32_t) f->dropped;
-
-                        v = ngx_edge_stats_read(sh, &s, 0);
                     }
 
                     values[1].len = sizeof(NGX_HTTP_METRICS_PREFIX) - 1
@@ -744,11 +1159,16 @@ ngx_http_metrics_render_health(ngx_http_metrics_out_t *o, ngx_array_t *zones)
                                           sizeof(NGX_HTTP_METRICS_PREFIX) - 1),
                                f->name.data, f->name.len);
 
-                    if (ngx_http_metrics_sample(o, keys, values, 2, &v, NULL)
-                        != NGX_OK)
-                    {
+                    p = ngx_http_metrics_reserve(o,
+                            ngx_http_metrics_sample_size(o, keys, values, 2,
+                                                         NULL));
+                    if (p == NULL || o->failed) {
                         return NGX_ERROR;
                     }
+
+                    o->b->last = ngx_http_metrics_sample(o, keys, values, 2,
+                                                         &v, NULL);
+                    o->nsamples++;
                 }
 
                 continue;
@@ -773,10 +1193,6 @@ ngx_http_metrics_render_health(ngx_http_metrics_out_t *o, ngx_array_t *zones)
                 break;
             }
 
-            if (v < 0) {
-                continue;
-            }
-
             if (!begun) {
                 rc = ngx_http_metrics_family(o, &name, &help, health[h].type);
 
@@ -791,11 +1207,19 @@ ngx_http_metrics_render_health(ngx_http_metrics_out_t *o, ngx_array_t *zones)
                 begun = 1;
             }
 
-            if (ngx_http_metrics_sample(o, keys, values, 1, &v, NULL)
-                != NGX_OK)
-            {
+            p = ngx_http_metrics_reserve(o,
+                    ngx_http_metrics_sample_size(o, keys, values, 1, NULL));
+            if (p == NULL || o->failed) {
                 return NGX_ERROR;
             }
+
+            o->b->last = ngx_http_metrics_sample(o, keys, values, 1, &v,
+                                                 NULL);
+            o->nsamples++;
+        }
+
+        if (begun && ngx_http_metrics_end_family(o) != NGX_OK) {
+            return NGX_ERROR;
         }
     }
 
@@ -835,8 +1259,6 @@ ngx_http_metrics_family(ngx_http_metrics_out_t *o, ngx_str_t *name,
         }
     }
 
-    o->type = type;
-    o->name = *name;
     o->base = *name;
 
     if (type == NGX_EDGE_STATS_COUNTER
@@ -848,31 +1270,41 @@ ngx_http_metrics_family(ngx_http_metrics_out_t *o, ngx_str_t *name,
     }
 
     if (o->format == NGX_HTTP_METRICS_JSON) {
-        json_t  *family;
+        len = sizeof(",{\"name\":\"\",\"type\":\"histogram\",\"help\":\"\","
+                     "\"series\":[") - 1
+              + NGX_EDGE_JSON_ESCAPED_MAX(name->len + help->len);
 
-        o->series = json_array();
-        family = json_pack("{s:s%,s:s,s:s%,s:o}",
-                           "name", (char *) name->data, name->len,
-                           "type", ngx_http_metrics_type_names[type],
-                           "help", help->data ? (char *) help->data : "",
-                           help->len,
-                           "series", o->series);
-
-        if (o->series == NULL || family == NULL
-            || json_array_append_new(o->json, family) != 0)
-        {
-            return NGX_ERROR;
-        }
-
-        return NGX_OK;
+    } else {
+        len = sizeof("# HELP  \n# TYPE  histogram\n") - 1 + 2 * o->base.len
+              + NGX_EDGE_UTF8_SANITIZED_MAX(help->len);
     }
-
-    len = sizeof("# HELP  \n# TYPE  \n") - 1 + 2 * o->base.len
-          + 2 * help->len + sizeof("histogram") - 1;
 
     p = ngx_http_metrics_reserve(o, len);
     if (p == NULL) {
-        return NGX_ERROR;
+        return ngx_http_metrics_blocked(o);
+    }
+
+    o->type = type;
+    o->name = *name;
+    o->help = *help;
+    o->nsamples = 0;
+
+    if (o->format == NGX_HTTP_METRICS_JSON) {
+        if (o->nfamilies) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, "{\"name\":\"", sizeof("{\"name\":\"") - 1);
+        p = ngx_edge_json_escape(p, name->data, name->len);
+        p = ngx_sprintf(p, "\",\"type\":\"%s\",\"help\":\"",
+                        ngx_http_metrics_type_names[type]);
+        p = ngx_edge_json_escape(p, help->data, help->len);
+        p = ngx_cpymem(p, "\",\"series\":[", sizeof("\",\"series\":[") - 1);
+
+        o->b->last = p;
+        o->nfamilies++;
+
+        return NGX_OK;
     }
 
     p = ngx_cpymem(p, "# HELP ", 7);
@@ -883,112 +1315,103 @@ ngx_http_metrics_family(ngx_http_metrics_out_t *o, ngx_str_t *name,
     p = ngx_sprintf(p, "\n# TYPE %V %s\n", &o->base,
                     ngx_http_metrics_type_names[type]);
 
-    o->size += p - o->b->last;
     o->b->last = p;
 
     return NGX_OK;
 }
 
 
+/* JSON: the end of the family's series array and object */
+
 static ngx_int_t
-ngx_http_metrics_sample(ngx_http_metrics_out_t *o, ngx_str_t *keys,
-    ngx_str_t *values, ngx_uint_t n, int64_t *v, ngx_edge_stats_shfamily_t *f)
+ngx_http_metrics_end_family(ngx_http_metrics_out_t *o)
 {
-    u_char      *p, *labels, value[NGX_INT64_LEN + 32];
-    size_t       len;
-    int64_t      count;
-    ngx_str_t    total;
-    ngx_uint_t   i;
+    u_char  *p;
 
-    if (o->format == NGX_HTTP_METRICS_JSON) {
-        json_t  *series, *lab, *buckets;
-        char     key[128];
-
-        series = json_object();
-        lab = json_object();
-
-        if (series == NULL || lab == NULL
-            || json_object_set_new(series, "labels", lab) != 0
-            || json_array_append_new(o->series, series) != 0)
-        {
-            return NGX_ERROR;
-        }
-
-        for (i = 0; i < n; i++) {
-            ngx_cpystrn((u_char *) key, keys[i].data,
-                        ngx_min(keys[i].len + 1, sizeof(key)));
-
-            if (json_object_set_new(lab, key, ngx_edge_json_str(&values[i]))
-                != 0)
-            {
-                return NGX_ERROR;
-            }
-        }
-
-        if (o->type != NGX_EDGE_STATS_HISTOGRAM) {
-            return json_object_set_new(series, "value", json_integer(v[0]))
-                   ? NGX_ERROR : NGX_OK;
-        }
-
-        buckets = json_array();
-        if (buckets == NULL
-            || json_object_set_new(series, "buckets", buckets) != 0)
-        {
-            return NGX_ERROR;
-        }
-
-        count = 0;
-
-        for (i = 0; i <= f->nbounds; i++) {
-            count += v[i];
-
-            if (json_array_append_new(buckets,
-                    json_pack("{s:o,s:I}",
-                              "le", i < f->nbounds
-                                    ? json_real((double) f->bounds[i]
-                                                / f->scale)
-                                    : json_string("+Inf"),
-                              "count", (json_int_t) count))
-                != 0)
-            {
-                return NGX_ERROR;
-            }
-        }
-
-        if (json_object_set_new(series, "count", json_integer(count)) != 0
-            || json_object_set_new(series, "sum",
-                                   json_real((double) v[f->nbounds + 1]
-                                             / f->scale))
-               != 0)
-        {
-            return NGX_ERROR;
-        }
-
+    if (o->format != NGX_HTTP_METRICS_JSON) {
         return NGX_OK;
     }
 
-    /* the label set once, escaped, for every line of the series */
-
-    len = 0;
-
-    for (i = 0; i < n; i++) {
-        len += keys[i].len + sizeof("=\"\",") - 1 + 5 * values[i].len;
+    p = ngx_http_metrics_reserve(o, 2);
+    if (p == NULL) {
+        return ngx_http_metrics_blocked(o);
     }
 
-    if (len > o->labels_size) {
-        o->labels_size = ngx_max(len, 1024);
+    *p++ = ']';
+    *p++ = '}';
+
+    o->b->last = p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The most bytes ngx_http_metrics_sample() writes for this series, or 0
+ * if the scratch room for its label set could not be allocated.
+ */
+
+static size_t
+ngx_http_metrics_sample_size(ngx_http_metrics_out_t *o, ngx_str_t *keys,
+    ngx_str_t *values, ngx_uint_t n, ngx_edge_stats_shfamily_t *f)
+{
+    size_t      labels, line;
+    ngx_uint_t  i, lines;
+
+    labels = 0;
+
+    for (i = 0; i < n; i++) {
+        labels += sizeof(",\"\":\"\"") - 1
+                  + NGX_EDGE_JSON_ESCAPED_MAX(keys[i].len + values[i].len);
+    }
+
+    lines = (f && f->type == NGX_EDGE_STATS_HISTOGRAM) ? f->nbounds + 3 : 1;
+
+    if (o->format == NGX_HTTP_METRICS_JSON) {
+        return labels + lines * (2 * NGX_INT64_LEN + 64) + 128;
+    }
+
+    /* text: the label set is escaped once into a scratch buffer */
+
+    if (labels > o->labels_size) {
+        o->labels_size = ngx_max(ngx_max(labels, 2 * o->labels_size), 1024);
         o->labels = ngx_pnalloc(o->r->pool, o->labels_size);
         if (o->labels == NULL) {
-            return NGX_ERROR;
+            o->failed = 1;
+            return 0;
         }
     }
 
-    labels = o->labels;
-    p = labels;
+    /* a line: name, suffix, labels, le, value */
+    line = o->name.len + sizeof("_bucket{,} \n") + labels
+           + NGX_INT64_LEN + 64;
+
+    return lines * line;
+}
+
+
+/* the label set, escaped for the format, at p */
+
+static u_char *
+ngx_http_metrics_labels(ngx_http_metrics_out_t *o, u_char *p, ngx_str_t *keys,
+    ngx_str_t *values, ngx_uint_t n)
+{
+    ngx_uint_t  i;
 
     for (i = 0; i < n; i++) {
         if (i) {
             *p++ = ',';
+        }
+
+        if (o->format == NGX_HTTP_METRICS_JSON) {
+            *p++ = '"';
+            p = ngx_edge_json_escape(p, keys[i].data, keys[i].len);
+            *p++ = '"';
+            *p++ = ':';
+            *p++ = '"';
+            p = ngx_edge_json_escape(p, values[i].data, values[i].len);
+            *p++ = '"';
+            continue;
         }
 
         p = ngx_cpymem(p, keys[i].data, keys[i].len);
@@ -998,105 +1421,120 @@ ngx_http_metrics_sample(ngx_http_metrics_out_t *o, ngx_str_t *keys,
         *p++ = '"';
     }
 
-    len = p - labels;
+    return p;
+}
 
-    if (o->type != NGX_EDGE_STATS_HISTOGRAM) {
-        p = ngx_http_metrics_int(value, v[0]);
 
-        /* o->name: the counter's full name in either format */
-        return ngx_http_metrics_line(o, &o->name, "", labels, len, NULL, 0,
-                                     value, p - value);
+/*
+ * Writes one series at o->b->last, where ngx_http_metrics_sample_size()
+ * bytes were reserved, and returns its end (the caller commits it).
+ */
+
+static u_char *
+ngx_http_metrics_sample(ngx_http_metrics_out_t *o, ngx_str_t *keys,
+    ngx_str_t *values, ngx_uint_t n, int64_t *v, ngx_edge_stats_shfamily_t *f)
+{
+    u_char      *p, *labels, value[NGX_INT64_LEN + 32], *vp;
+    size_t       len;
+    int64_t      count;
+    ngx_str_t    base;
+    ngx_uint_t   i;
+
+    p = o->b->last;
+
+    if (o->format == NGX_HTTP_METRICS_JSON) {
+        if (o->nsamples) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, "{\"labels\":{", sizeof("{\"labels\":{") - 1);
+        p = ngx_http_metrics_labels(o, p, keys, values, n);
+        *p++ = '}';
+
+        if (o->type != NGX_EDGE_STATS_HISTOGRAM) {
+            p = ngx_cpymem(p, ",\"value\":", sizeof(",\"value\":") - 1);
+            p = ngx_http_metrics_int(p, v[0]);
+            *p++ = '}';
+            return p;
+        }
+
+        p = ngx_cpymem(p, ",\"buckets\":[", sizeof(",\"buckets\":[") - 1);
+
+        count = 0;
+
+        for (i = 0; i <= f->nbounds; i++) {
+            count += v[i];
+
+            p = ngx_cpymem(p, i ? ",{\"le\":" : "{\"le\":",
+                           i ? sizeof(",{\"le\":") - 1
+                             : sizeof("{\"le\":") - 1);
+
+            if (i < f->nbounds) {
+                p = ngx_http_metrics_scaled(p, f->bounds[i], f->scale, 0);
+
+            } else {
+                p = ngx_cpymem(p, "\"+Inf\"", sizeof("\"+Inf\"") - 1);
+            }
+
+            p = ngx_cpymem(p, ",\"count\":", sizeof(",\"count\":") - 1);
+            p = ngx_http_metrics_int(p, count);
+            *p++ = '}';
+        }
+
+        p = ngx_cpymem(p, "],\"count\":", sizeof("],\"count\":") - 1);
+        p = ngx_http_metrics_int(p, count);
+        p = ngx_cpymem(p, ",\"sum\":", sizeof(",\"sum\":") - 1);
+        p = ngx_http_metrics_scaled(p, (uint64_t) v[f->nbounds + 1],
+                                    f->scale, 0);
+        *p++ = '}';
+
+        return p;
     }
 
-    total = o->name;
-    o->name = o->base;
+    /* the label set once, escaped, for every line of the series */
 
+    labels = o->labels;
+    len = ngx_http_metrics_labels(o, labels, keys, values, n) - labels;
+
+    if (o->type != NGX_EDGE_STATS_HISTOGRAM) {
+        vp = ngx_http_metrics_int(value, v[0]);
+
+        /* o->name: the counter's full name in either format */
+        return ngx_http_metrics_line(p, &o->name, "", 0, labels, len,
+                                     NULL, 0, value, vp - value);
+    }
+
+    base = o->base;
     count = 0;
 
     for (i = 0; i <= f->nbounds; i++) {
         count += v[i];
 
-        p = ngx_http_metrics_int(value, count);
+        vp = ngx_http_metrics_int(value, count);
 
-        if (ngx_http_metrics_line(o, &o->name, "_bucket", labels, len,
+        p = ngx_http_metrics_line(p, &base, "_bucket", 7, labels, len,
                                   o->le[i].data, o->le[i].len,
-                                  value, p - value)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+                                  value, vp - value);
     }
 
-    p = ngx_http_metrics_scaled(value, (uint64_t) v[f->nbounds + 1],
-                                f->scale, 0);
+    vp = ngx_http_metrics_scaled(value, (uint64_t) v[f->nbounds + 1],
+                                 f->scale, 0);
 
-    if (ngx_http_metrics_line(o, &o->name, "_sum", labels, len, NULL, 0,
-                              value, p - value)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
+    p = ngx_http_metrics_line(p, &base, "_sum", 4, labels, len, NULL, 0,
+                              value, vp - value);
 
-    p = ngx_http_metrics_int(value, count);
+    vp = ngx_http_metrics_int(value, count);
 
-    if (ngx_http_metrics_line(o, &o->name, "_count", labels, len, NULL, 0,
-                              value, p - value)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    o->name = total;
-
-    return NGX_OK;
+    return ngx_http_metrics_line(p, &base, "_count", 6, labels, len, NULL, 0,
+                                 value, vp - value);
 }
 
 
-/* a family of one series without labels: nginx's own counters */
-
-static ngx_int_t
-ngx_http_metrics_simple(ngx_http_metrics_out_t *o, const char *name,
-    const char *help, ngx_uint_t type, int64_t value)
+static u_char *
+ngx_http_metrics_line(u_char *p, ngx_str_t *name, const char *suffix,
+    size_t slen, u_char *labels, size_t len, u_char *extra, size_t elen,
+    u_char *value, size_t vlen)
 {
-    ngx_int_t  rc;
-    ngx_str_t  n, h;
-
-    n.data = (u_char *) name;
-    n.len = ngx_strlen(name);
-    h.data = (u_char *) help;
-    h.len = ngx_strlen(help);
-
-    rc = ngx_http_metrics_family(o, &n, &h, type);
-
-    if (rc == NGX_DECLINED) {
-        return NGX_OK;
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_metrics_sample(o, NULL, NULL, 0, &value, NULL);
-}
-
-
-static ngx_int_t
-ngx_http_metrics_line(ngx_http_metrics_out_t *o, ngx_str_t *name,
-    const char *suffix, u_char *labels, size_t len, u_char *extra,
-    size_t elen, u_char *value, size_t vlen)
-{
-    u_char  *p, *start;
-    size_t   slen;
-
-    slen = ngx_strlen(suffix);
-
-    p = ngx_http_metrics_reserve(o, name->len + slen + len + elen + vlen + 5);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    start = p;
-
     p = ngx_cpymem(p, name->data, name->len);
     p = ngx_cpymem(p, suffix, slen);
 
@@ -1116,56 +1554,22 @@ ngx_http_metrics_line(ngx_http_metrics_out_t *o, ngx_str_t *name,
     p = ngx_cpymem(p, value, vlen);
     *p++ = '\n';
 
-    o->size += p - start;
-    o->b->last = p;
-
-    return NGX_OK;
-}
-
-
-static u_char *
-ngx_http_metrics_reserve(ngx_http_metrics_out_t *o, size_t size)
-{
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    if (o->b && (size_t) (o->b->end - o->b->last) >= size) {
-        return o->b->last;
-    }
-
-    b = ngx_create_temp_buf(o->r->pool,
-                            ngx_max(size, NGX_HTTP_METRICS_BUF_SIZE));
-    if (b == NULL) {
-        return NULL;
-    }
-
-    cl = ngx_alloc_chain_link(o->r->pool);
-    if (cl == NULL) {
-        return NULL;
-    }
-
-    cl->buf = b;
-    cl->next = NULL;
-
-    *o->last = cl;
-    o->last = &cl->next;
-    o->b = b;
-
-    return b->last;
+    return p;
 }
 
 
 /*
  * Escapes a label value (quote) or a HELP text: backslash, newline and,
- * in a label value, the double quote.  A byte that is not part of valid
- * UTF-8 becomes the text "\xHH" (its backslash escaped in turn), so the
- * exposition stays valid whatever a variable held.  Needs 5 * len bytes.
+ * in a label value, the double quote.  Each ill-formed UTF-8 subpart
+ * becomes U+FFFD (ngx_edge_utf8.h), so the exposition stays valid
+ * whatever a variable or another module's zone held.  Needs 3 * len bytes.
  */
 
 static u_char *
 ngx_http_metrics_escape(u_char *dst, ngx_str_t *src, ngx_uint_t quote)
 {
-    u_char  *p, *q, *last;
+    u_char  *p, *last;
+    size_t   n, bad;
 
     p = src->data;
     last = src->data + src->len;
@@ -1200,16 +1604,17 @@ ngx_http_metrics_escape(u_char *dst, ngx_str_t *src, ngx_uint_t quote)
             continue;
         }
 
-        q = p;
+        n = ngx_edge_utf8_char(p, last - p, &bad);
 
-        if (ngx_utf8_decode(&q, last - p) > 0x10ffff) {
-            dst = ngx_sprintf(dst, "\\\\x%02xd", (int) *p);
-            p++;
+        if (n == 0) {
+            dst = ngx_cpymem(dst, NGX_EDGE_UTF8_REPLACEMENT,
+                             NGX_EDGE_UTF8_REPLACEMENT_LEN);
+            p += bad;
             continue;
         }
 
-        dst = ngx_cpymem(dst, p, q - p);
-        p = q;
+        dst = ngx_cpymem(dst, p, n);
+        p += n;
     }
 
     return dst;
@@ -1314,91 +1719,263 @@ ngx_http_metrics_int(u_char *p, int64_t v)
 }
 
 
-static ngx_int_t
-ngx_http_metrics_gzip(ngx_http_metrics_out_t *o)
+
+/*
+ * Room for size bytes at o->b->last: in the current buffer, or after
+ * handing it on (plain: to the filters; gzip: to deflate) in a fresh
+ * one.  NULL when no buffer is free (wait for the socket) or o->failed.
+ */
+
+static u_char *
+ngx_http_metrics_reserve(ngx_http_metrics_out_t *o, size_t size)
 {
-    int             rc, flush;
-    ngx_buf_t      *b;
-    z_stream        zs;
-    ngx_chain_t    *in, *out, *cl, **last;
+    if (o->b && (size_t) (o->b->end - o->b->last) >= size) {
+        return o->b->last;
+    }
 
-    ngx_memzero(&zs, sizeof(z_stream));
+    if (o->b && o->b->last > o->b->pos) {
+        if (ngx_http_metrics_flush_buf(o) != NGX_OK) {
+            return NULL;
+        }
+    }
 
-    zs.zalloc = ngx_http_metrics_zalloc;
-    zs.zfree = ngx_http_metrics_zfree;
-    zs.opaque = o->r->pool;
+#if (NGX_HTTP_GZIP)
 
-    /* windowBits 15 + 16: a gzip wrapper */
-    if (deflateInit2(&zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY)
+    if (o->gzip) {
+        /* the text buffer, empty now; bigger if a series needs it */
+
+        if (o->b == NULL || (size_t) (o->b->end - o->b->start) < size) {
+            o->b = ngx_create_temp_buf(o->r->pool,
+                                       ngx_max(size,
+                                               NGX_HTTP_METRICS_BUF_SIZE));
+            if (o->b == NULL) {
+                o->failed = 1;
+                return NULL;
+            }
+        }
+
+        o->b->pos = o->b->start;
+        o->b->last = o->b->start;
+
+        return o->b->last;
+    }
+
+#endif
+
+    if (o->b && (size_t) (o->b->end - o->b->start) >= size) {
+        /* an empty buffer kept from before */
+        o->b->pos = o->b->start;
+        o->b->last = o->b->start;
+        return o->b->last;
+    }
+
+    o->b = ngx_http_metrics_get_buf(o, size);
+
+    return o->b ? o->b->last : NULL;
+}
+
+
+/*
+ * The filled part of the current buffer goes on: plain, the buffer joins
+ * the chain for the filters; gzip, deflate takes the text (NGX_AGAIN if
+ * it has no output buffer free yet; the rest waits in the text buffer).
+ */
+
+static ngx_int_t
+ngx_http_metrics_flush_buf(ngx_http_metrics_out_t *o)
+{
+    ngx_buf_t  *b;
+
+#if (NGX_HTTP_GZIP)
+    if (o->gzip) {
+        return ngx_http_metrics_deflate(o, 0);
+    }
+#endif
+
+    b = o->b;
+
+    if (b == NULL || b->last == b->pos) {
+        return NGX_OK;
+    }
+
+    o->b = NULL;
+
+    return ngx_http_metrics_link(o, b);
+}
+
+
+static ngx_int_t
+ngx_http_metrics_link(ngx_http_metrics_out_t *o, ngx_buf_t *b)
+{
+    ngx_chain_t  *cl;
+
+    cl = ngx_alloc_chain_link(o->r->pool);
+    if (cl == NULL) {
+        o->failed = 1;
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    *o->last = cl;
+    o->last = &cl->next;
+
+    return NGX_OK;
+}
+
+
+/*
+ * An output buffer of at least size bytes: one the filters have sent, or
+ * a new one while fewer than NGX_HTTP_METRICS_BUFS exist.  NULL when all
+ * are in flight (or an allocation failed: o->failed).
+ */
+
+static ngx_buf_t *
+ngx_http_metrics_get_buf(ngx_http_metrics_out_t *o, size_t size)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, **ll;
+
+    for (ll = &o->free; *ll; ll = &(*ll)->next) {
+        cl = *ll;
+        b = cl->buf;
+
+        if ((size_t) (b->end - b->start) >= size) {
+            *ll = cl->next;
+            ngx_free_chain(o->r->pool, cl);
+
+            b->pos = b->start;
+            b->last = b->start;
+            b->flush = 0;
+
+            return b;
+        }
+    }
+
+    if (o->nbufs >= NGX_HTTP_METRICS_BUFS && o->free
+        && size > NGX_HTTP_METRICS_BUF_SIZE)
+    {
+        /* a series larger than a buffer: a free buffer makes room */
+        cl = o->free;
+        o->free = cl->next;
+        ngx_pfree(o->r->pool, cl->buf->start);
+        o->nbufs--;
+    }
+
+    if (o->nbufs >= NGX_HTTP_METRICS_BUFS) {
+        return NULL;
+    }
+
+    b = ngx_create_temp_buf(o->r->pool,
+                            ngx_max(size, NGX_HTTP_METRICS_BUF_SIZE));
+    if (b == NULL) {
+        o->failed = 1;
+        return NULL;
+    }
+
+    b->tag = (ngx_buf_tag_t) &ngx_http_metrics_module;
+    o->nbufs++;
+
+    return b;
+}
+
+
+#if (NGX_HTTP_GZIP)
+
+static ngx_int_t
+ngx_http_metrics_gzip_init(ngx_http_metrics_out_t *o)
+{
+    o->zs.zalloc = ngx_http_metrics_zalloc;
+    o->zs.zfree = ngx_http_metrics_zfree;
+    o->zs.opaque = o->r->pool;
+
+    /* level 1; windowBits 15 + 16: a gzip wrapper; zlib's state, about
+     * 256 KB, comes from the request pool */
+    if (deflateInit2(&o->zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY)
         != Z_OK)
     {
         return NGX_ERROR;
     }
 
-    out = NULL;
-    last = &out;
-    b = NULL;
-    in = o->out;
+    o->gzip = 1;
 
-    zs.next_in = in->buf->pos;
-    zs.avail_in = in->buf->last - in->buf->pos;
+    return NGX_OK;
+}
+
+
+/*
+ * Deflates what the text buffer holds into output buffers (finish: and
+ * ends the stream).  NGX_AGAIN when every output buffer is in flight:
+ * the text left waits in the text buffer (zlib keeps its position).
+ */
+
+static ngx_int_t
+ngx_http_metrics_deflate(ngx_http_metrics_out_t *o, ngx_uint_t finish)
+{
+    int         rc;
+    ngx_buf_t  *b;
+
+    b = o->b;
+
+    if (b) {
+        o->zs.next_in = b->pos;
+        o->zs.avail_in = b->last - b->pos;
+
+    } else {
+        o->zs.next_in = NULL;
+        o->zs.avail_in = 0;
+    }
 
     for ( ;; ) {
 
-        if (zs.avail_in == 0 && in->next) {
-            in = in->next;
-            zs.next_in = in->buf->pos;
-            zs.avail_in = in->buf->last - in->buf->pos;
-            continue;
+        if (!finish && o->zs.avail_in == 0) {
+            break;
         }
 
-        if (b == NULL || b->last == b->end) {
-            b = ngx_create_temp_buf(o->r->pool, NGX_HTTP_METRICS_BUF_SIZE);
-            if (b == NULL) {
-                goto failed;
-            }
+        if (o->zb == NULL) {
+            o->zb = ngx_http_metrics_get_buf(o, 0);
+            if (o->zb == NULL) {
+                if (b) {
+                    b->pos = o->zs.next_in;
+                }
 
-            cl = ngx_alloc_chain_link(o->r->pool);
-            if (cl == NULL) {
-                goto failed;
+                return ngx_http_metrics_blocked(o);
             }
-
-            cl->buf = b;
-            cl->next = NULL;
-            *last = cl;
-            last = &cl->next;
         }
 
-        zs.next_out = b->last;
-        zs.avail_out = b->end - b->last;
+        o->zs.next_out = o->zb->last;
+        o->zs.avail_out = o->zb->end - o->zb->last;
 
-        flush = (in->next == NULL) ? Z_FINISH : Z_NO_FLUSH;
-
-        rc = deflate(&zs, flush);
+        rc = deflate(&o->zs, finish ? Z_FINISH : Z_NO_FLUSH);
 
         if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
-            goto failed;
+            ngx_log_error(NGX_LOG_ALERT, o->r->connection->log, 0,
+                          "deflate() failed: %d", rc);
+            return NGX_ERROR;
         }
 
-        b->last = zs.next_out;
+        o->zb->last = o->zs.next_out;
+
+        if (o->zb->last == o->zb->end || rc == Z_STREAM_END) {
+            if (ngx_http_metrics_link(o, o->zb) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            o->zb = NULL;
+        }
 
         if (rc == Z_STREAM_END) {
             break;
         }
     }
 
-    o->size = zs.total_out;
-    o->out = out;
-
-    deflateEnd(&zs);
+    if (b) {
+        b->pos = b->start;
+        b->last = b->start;
+    }
 
     return NGX_OK;
-
-failed:
-
-    deflateEnd(&zs);
-
-    return NGX_ERROR;
 }
 
 
@@ -1414,3 +1991,5 @@ ngx_http_metrics_zfree(void *opaque, void *address)
 {
     /* the request pool frees it */
 }
+
+#endif

@@ -154,7 +154,7 @@ nginx_edge_stats_series_dropped_total\{zone="metrics",family="nginx_http_request
 
 
 
-=== TEST 4: hostile label values are escaped; the output passes promtool
+=== TEST 4: hostile label values are escaped, bad UTF-8 becomes U+FFFD
 --- http_config
     metrics_zone 1m;
     map $http_x_case $hostile {
@@ -177,7 +177,7 @@ nginx_edge_stats_series_dropped_total\{zone="metrics",family="nginx_http_request
  qr/^nginx_http_requests_total\{[^}]*,v="a\\"b"\} 1
 nginx_http_requests_total\{[^}]*,v="c\\\\d"\} 1
 nginx_http_requests_total\{[^}]*,v="e\\nf"\} 1
-nginx_http_requests_total\{[^}]*,v="g\\\\xffh\\\\xc3\("\} 1
+nginx_http_requests_total\{[^}]*,v="g\xef\xbf\xbdh\xef\xbf\xbd\("\} 1
 nginx_http_requests_total\{[^}]*,v="caf\xc3\xa9"\} 1
 /m]
 --- no_error_log
@@ -352,7 +352,7 @@ nginx_http_requests_total\{server="localhost",location="a",method="GET",status="
                @{ $f{nginx_http_requests_total}{series} };
      my ($gold) = grep { $_->{labels}{tier} eq 'gold' }
                   @{ $f{nginx_http_response_size_bytes}{series} };
-     return $req{gold} == 2 && $req{"\\xff"} == 1
+     return $req{gold} == 2 && $req{"\x{fffd}"} == 1
          && $f{nginx_http_requests_total}{type} eq 'counter'
          && $gold->{count} == 2 && $gold->{sum} == 12
          && $gold->{buckets}[0]{le} == 64 && $gold->{buckets}[0]{count} == 2
