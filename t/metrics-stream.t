@@ -11,6 +11,7 @@ use IO::Socket::INET;
 use POSIX ();
 use IO::Uncompress::Gunzip ();
 use Time::HiRes qw(sleep time);
+use Test::Edge qw(wait_until);
 use Test::Edge::Nginx;
 use JSON::PP ();
 
@@ -44,6 +45,7 @@ HTTP
     waitpid $writer, 0;
     my $ok = () = $all =~ m{^HTTP/1\.1 200 }mg;
     is($ok, $IDS, "$IDS requests answered");
+    close $s;
 }
 
 # GET over a raw socket, reading $chunk bytes per $pause seconds; the
@@ -114,6 +116,16 @@ sub check_exposition {
            "$what: $f has its $want label sets");
     }
 }
+
+# A request is counted in its log phase, when nginx lets it go.  After a
+# pipeline nginx closes with a lingering close: it half-closes the socket
+# (the client reads EOF) and lets the last request go only when the client
+# has closed too.  Until then that request may be missing: wait for it.
+ok(wait_until(10, sub {
+       my (undef, $b) = slow_get('/metrics?family=nginx_http_requests_total',
+                                 65536, 0);
+       return (() = $b =~ /^nginx_http_requests_total\{/mg) >= $IDS;
+   }), "the $IDS requests are counted");
 
 my ($head, $body) = slow_get('/metrics', 65536, 0);
 like($head, qr{^HTTP/1\.1 200 }, 'a scrape');
