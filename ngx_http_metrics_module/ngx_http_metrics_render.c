@@ -110,6 +110,8 @@ static ngx_int_t ngx_http_metrics_step(ngx_http_metrics_out_t *o);
 static ngx_int_t ngx_http_metrics_send(ngx_http_metrics_out_t *o,
     ngx_uint_t last);
 static ngx_uint_t ngx_http_metrics_format(ngx_http_request_t *r);
+static ngx_table_elt_t *ngx_http_metrics_accept_header(
+    ngx_http_request_t *r);
 static double ngx_http_metrics_accept_q(ngx_str_t *accept, const char *type,
     size_t len);
 static ngx_int_t ngx_http_metrics_parse_filter(ngx_http_metrics_out_t *o);
@@ -523,6 +525,47 @@ ngx_http_metrics_send(ngx_http_metrics_out_t *o, ngx_uint_t last)
 
 
 /*
+ * headers_in.accept exists only in a build with NGX_HTTP_HEADERS (set by
+ * --with-compat); elsewhere nginx does not index Accept: find it in the list.
+ */
+
+static ngx_table_elt_t *
+ngx_http_metrics_accept_header(ngx_http_request_t *r)
+{
+#if (NGX_HTTP_HEADERS)
+    return r->headers_in.accept;
+#else
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Accept") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept",
+                               sizeof("Accept") - 1) == 0)
+        {
+            return &h[i];
+        }
+    }
+#endif
+}
+
+
+/*
  * "?format=text|openmetrics|json" wins; otherwise the Accept header's
  * preference between text/plain (or any type), OpenMetrics and JSON, text
  * on a tie.
@@ -531,8 +574,9 @@ ngx_http_metrics_send(ngx_http_metrics_out_t *o, ngx_uint_t last)
 static ngx_uint_t
 ngx_http_metrics_format(ngx_http_request_t *r)
 {
-    double      text, om, json;
-    ngx_str_t   arg, *accept;
+    double            text, om, json;
+    ngx_str_t         arg, *accept;
+    ngx_table_elt_t  *h;
 
     if (ngx_http_arg(r, (u_char *) "format", 6, &arg) == NGX_OK) {
         if (arg.len == 11 && ngx_strncmp(arg.data, "openmetrics", 11) == 0) {
@@ -546,11 +590,13 @@ ngx_http_metrics_format(ngx_http_request_t *r)
         return NGX_HTTP_METRICS_TEXT;
     }
 
-    if (r->headers_in.accept == NULL) {
+    h = ngx_http_metrics_accept_header(r);
+
+    if (h == NULL) {
         return NGX_HTTP_METRICS_TEXT;
     }
 
-    accept = &r->headers_in.accept->value;
+    accept = &h->value;
 
     om = ngx_http_metrics_accept_q(accept, "application/openmetrics-text",
                                    sizeof("application/openmetrics-text") - 1);

@@ -860,19 +860,17 @@ ngx_http_ratelimit_pg_installed(ngx_http_ratelimit_pg_map_t *map,
                       &map->name, &map->dsn.peer, failures);
     }
 
+    /* the passes and the longest hold say what a large map costs the
+     * workers: an operator needs them without a debug build */
     ngx_log_error(NGX_LOG_INFO, map->log, 0,
                   "ratelimit_pg_map \"%V\": loaded %ui rows from %V in %Mms "
                   "(%ui returned, %ui with NULL, %ui with an empty key, "
-                  "%ui duplicate keys)",
+                  "%ui duplicate keys), installed in %ui passes, the lock "
+                  "held %L us at most",
                   &map->name, (ngx_uint_t) in->table->nentries,
                   &map->dsn.peer, ngx_current_msec - map->started,
                   in->ld.returned, in->ld.nulls, in->ld.empty,
-                  in->ld.duplicates);
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, map->log, 0,
-                   "ratelimit_pg_map \"%V\": installed in %ui passes, "
-                   "the lock held %L us at most",
-                   &map->name, in->passes, in->lock_max);
+                  in->ld.duplicates, in->passes, in->lock_max);
 
     if (in->ld.too_long) {
         ngx_log_error(NGX_LOG_WARN, map->log, 0,

@@ -117,6 +117,30 @@ sub run {
     like $out, qr/^load=\[\] nginx=\Q$static\E env=unset debug=\[\]$/m,
          'the harness loads no .so into a static binary, and runs it '
          . '(NGINX, which nginx reads itself, is not passed on; no --with-debug)';
+
+    # what the tests that need --with-debug, stub_status or gzip look at
+    my $features = qq{$root/t/fixtures.sh sh -c 'echo "debug=[\$TEST_EDGE_NGINX_DEBUG] }
+        . qq{stub_status=[\$TEST_EDGE_NGINX_HAS_STUB_STATUS] }
+        . qq{gzip=[\$TEST_EDGE_NGINX_HAS_GZIP] }
+        . qq{auth_request=[\$TEST_EDGE_NGINX_HAS_AUTH_REQUEST]"'};
+    ($rc, $out) = run(NGINX => $static, cmd => $features);
+    like $out, qr/^debug=\[\] stub_status=\[\] gzip=\[1\] auth_request=\[\]$/m,
+         'a default build: no debug, no stub_status, gzip support';
+    my $min = fake_nginx('static-min', '1.29.8',
+        '--with-debug --with-http_stub_status_module '
+        . '--with-http_auth_request_module '
+        . '--without-http_gzip_module --add-module=/src/edge',
+        ": ngx_http_ratelimit_module\n");
+    ($rc, $out) = run(NGINX => $min, cmd => $features);
+    like $out, qr/^debug=\[1\] stub_status=\[1\] gzip=\[\] auth_request=\[1\]$/m,
+         '--with-debug, stub_status, auth_request and '
+         . '--without-http_gzip_module are seen';
+    my $nogzip_compat = fake_nginx('static-compat', '1.29.8',
+        '--with-compat --without-http_gzip_module --add-module=/src/edge',
+        ": ngx_http_ratelimit_module\n");
+    ($rc, $out) = run(NGINX => $nogzip_compat, cmd => $features);
+    like $out, qr/ gzip=\[1\] /m,
+         'without the gzip module, --with-compat still gives gzip support';
 }
 
 

@@ -21,7 +21,10 @@
 # binary has the modules compiled in (a static build), it is empty (also
 # when preset): no .so is loaded.  TEST_EDGE_NGINX_DEBUG is 1 when that
 # nginx is built --with-debug (a test reading debug-level log lines needs
-# it; nginx.org's nginx is not, its nginx-debug is), else empty.
+# it; nginx.org's nginx is not, its nginx-debug is), else empty;
+# TEST_EDGE_NGINX_HAS_STUB_STATUS, _HAS_AUTH_REQUEST and _HAS_GZIP likewise
+# say whether it has stub_status, auth_request and gzip support (a minimal
+# static build may lack them).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -117,11 +120,31 @@ else
     export TEST_NGINX_LOAD_MODULES=${TEST_NGINX_LOAD_MODULES:-${modules# }}
 fi
 
+# What the nginx under test is built with, for the tests that need it (they
+# skip, saying why, without it): --with-debug (debug-level log lines),
+# stub_status and auth_request (off unless asked for), and nginx's gzip
+# support (NGX_HTTP_GZIP: set by the gzip module, on unless
+# --without-http_gzip_module, by gunzip, gzip_static, and by --with-compat,
+# which scripts/build.sh adds to every dynamic build).  They are compiled
+# into nginx, never dynamic: its configure arguments tell.
+nginx_args=$(edge_nginx_configure_args "$EDGE_NGINX")
+nginx_has() { printf '%s\n' "$nginx_args" | grep -qx -- "$1"; }
 TEST_EDGE_NGINX_DEBUG=
-if edge_nginx_configure_args "$EDGE_NGINX" | grep -qx -- --with-debug; then
-    TEST_EDGE_NGINX_DEBUG=1
+TEST_EDGE_NGINX_HAS_STUB_STATUS=
+TEST_EDGE_NGINX_HAS_AUTH_REQUEST=
+TEST_EDGE_NGINX_HAS_GZIP=
+nginx_has --with-debug && TEST_EDGE_NGINX_DEBUG=1
+nginx_has --with-http_stub_status_module && TEST_EDGE_NGINX_HAS_STUB_STATUS=1
+nginx_has --with-http_auth_request_module && TEST_EDGE_NGINX_HAS_AUTH_REQUEST=1
+if ! edge_nginx_static "$EDGE_NGINX" || nginx_has --with-compat \
+   || ! nginx_has --without-http_gzip_module \
+   || nginx_has --with-http_gunzip_module \
+   || nginx_has --with-http_gzip_static_module
+then
+    TEST_EDGE_NGINX_HAS_GZIP=1
 fi
-export TEST_EDGE_NGINX_DEBUG
+export TEST_EDGE_NGINX_DEBUG TEST_EDGE_NGINX_HAS_STUB_STATUS \
+       TEST_EDGE_NGINX_HAS_GZIP TEST_EDGE_NGINX_HAS_AUTH_REQUEST
 
 echo "fixtures: nginx $EDGE_NGINX ($(edge_nginx_version "$EDGE_NGINX")$(edge_nginx_static "$EDGE_NGINX" && echo ', modules compiled in')), redis 127.0.0.1:$redis_port, postgresql 127.0.0.1:$pg_port, nginx port $TEST_NGINX_PORT"
 "$@"

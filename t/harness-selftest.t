@@ -169,17 +169,18 @@ method=POST body=hello=world&x=1 len=15
 >>> dir/hello.txt
 Hello from a user file
 --- config
+    # ssi (built by default, unlike sub_filter) drops the length: chunked
     location = /chunked {
-        sub_filter_types *;
-        sub_filter world nginx;
-        return 200 "hello world\n";
+        ssi on;
+        ssi_types *;
+        return 200 "hello <!--# echo var=\"uri\" -->\n";
     }
 --- request eval
 ["GET /dir/hello.txt", "HEAD /dir/hello.txt", "GET /chunked"]
 --- response_headers eval
 ["Content-Length: 23", "Content-Length: 23", "Transfer-Encoding: chunked\n!Content-Length"]
 --- response_body eval
-["Hello from a user file\n", "", "hello nginx\n"]
+["Hello from a user file\n", "", "hello /chunked\n"]
 
 
 

@@ -45,6 +45,7 @@ HTTP
     waitpid $writer, 0;
     my $ok = () = $all =~ m{^HTTP/1\.1 200 }mg;
     is($ok, $IDS, "$IDS requests answered");
+    close $s;
 }
 
 # GET over a raw socket, reading $chunk bytes per $pause seconds; the
@@ -116,13 +117,15 @@ sub check_exposition {
     }
 }
 
-# nginx logs the last request of a connection after the client has read
-# its response (lingering close first): wait until every id is counted
+# A request is counted in its log phase, when nginx lets it go.  After a
+# pipeline nginx closes with a lingering close: it half-closes the socket
+# (the client reads EOF) and lets the last request go only when the client
+# has closed too.  Until then that request may be missing: wait for it.
 ok(wait_until(10, sub {
-       my (undef, $b) = slow_get('/metrics', 65536, 0);
-       (() = ($b // '') =~ /^nginx_http_requests_total\{[^}]*id="\d+"/mg)
-           >= $IDS;
-   }), 'every request is logged');
+       my (undef, $b) = slow_get('/metrics?family=nginx_http_requests_total',
+                                 65536, 0);
+       return (() = $b =~ /^nginx_http_requests_total\{/mg) >= $IDS;
+   }), "the $IDS requests are counted");
 
 my ($head, $body) = slow_get('/metrics', 65536, 0);
 like($head, qr{^HTTP/1\.1 200 }, 'a scrape');
@@ -133,11 +136,18 @@ my $plain = $body;
 ($head, $body) = slow_get('/metrics', 16384, 0.002);
 check_exposition($body, 'read slowly');
 
-($head, $body) = slow_get('/metrics', 4096, 0.002, 'Accept-Encoding: gzip');
-like($head, qr/^Content-Encoding: gzip/mi, 'gzip');
-my $text;
-ok(IO::Uncompress::Gunzip::gunzip(\$body => \$text), 'the gzip stream is whole');
-check_exposition($text // '', 'gzip, read slowly');
+SKIP: {
+    skip("gzip: needs nginx's gzip support (the gzip module or --with-compat)",
+         2 + 8)         # check_exposition makes 8
+        unless $ENV{TEST_EDGE_NGINX_HAS_GZIP};
+    ($head, $body) = slow_get('/metrics', 4096, 0.002,
+                              'Accept-Encoding: gzip');
+    like($head, qr/^Content-Encoding: gzip/mi, 'gzip');
+    my $text;
+    ok(IO::Uncompress::Gunzip::gunzip(\$body => \$text),
+       'the gzip stream is whole');
+    check_exposition($text // '', 'gzip, read slowly');
+}
 
 ($head, $body) = slow_get('/metrics?format=json', 65536, 0);
 my $json = eval { JSON::PP::decode_json($body) };

@@ -297,6 +297,7 @@ nginx_http_requests_total\{server="localhost",location="a",method="GET",status="
 
 
 === TEST 9: gzip when Accept-Encoding allows it, plain when it does not
+--- skip_eval: 26: !$ENV{TEST_EDGE_NGINX_HAS_GZIP} # needs nginx's gzip support (the gzip module or --with-compat; TEST 9b covers a build without it)
 --- http_config
     metrics_zone 1m;
 --- config
@@ -325,6 +326,29 @@ nginx_http_requests_total\{server="localhost",location="a",method="GET",status="
 
 
 
+=== TEST 9b: without nginx's gzip support the answer is plain, whatever Accept-Encoding says
+--- skip_eval: 11: $ENV{TEST_EDGE_NGINX_HAS_GZIP} # for a static build without gzip support only (TEST 9 covers gzip)
+--- http_config
+    metrics_zone 1m;
+--- config
+    location = /metrics { metrics; }
+    location /a { metrics_location a; return 200 "hello\n"; }
+--- more_headers eval
+["", "Accept-Encoding: gzip, deflate"]
+--- request eval
+["GET /a", "GET /metrics"]
+--- response_headers eval
+["", "!Content-Encoding"]
+--- response_body_like eval
+[qr/./,
+ qr/^nginx_http_requests_total\{server="localhost",location="a",method="GET",status="200"\} 1$/m]
+--- no_error_log
+[error]
+[alert]
+[crit]
+
+
+
 === TEST 10: JSON rendering, and a filter by family
 --- http_config
     metrics_zone 1m;
@@ -333,14 +357,12 @@ nginx_http_requests_total\{server="localhost",location="a",method="GET",status="
     location = /metrics { metrics; }
     location /a { metrics_location a; return 200 "hello\n"; }
 --- more_headers eval
-["X-Tier: gold", "X-Tier: gold", "X-Tier: \xff", "", ""]
+["X-Tier: gold", "X-Tier: gold", "X-Tier: \xff", ""]
 --- request eval
 ["GET /a", "GET /a", "GET /a",
- "GET /metrics?format=json&family=nginx_http_requests_total,nginx_http_response_size",
- "GET /metrics?family=nginx_connections_accepted"]
+ "GET /metrics?format=json&family=nginx_http_requests_total,nginx_http_response_size"]
 --- response_headers eval
-["", "", "", "Content-Type: application/json",
- "Content-Type: text/plain; version=0.0.4; charset=utf-8"]
+["", "", "", "Content-Type: application/json"]
 --- response_body_like eval
 [qr/./, qr/./, qr/./,
  main::body_check(sub {
@@ -357,11 +379,29 @@ nginx_http_requests_total\{server="localhost",location="a",method="GET",status="
          && $gold->{count} == 2 && $gold->{sum} == 12
          && $gold->{buckets}[0]{le} == 64 && $gold->{buckets}[0]{count} == 2
          && $gold->{buckets}[-1]{le} eq '+Inf';
- }),
- qr/\A# HELP nginx_connections_accepted_total [^\n]*
+ })]
+--- no_error_log
+[error]
+[alert]
+[crit]
+
+
+
+=== TEST 10b: a filter by family in the text format
+--- skip_eval: 6: !$ENV{TEST_EDGE_NGINX_HAS_STUB_STATUS} # needs nginx's stub_status (--with-http_stub_status_module): nginx_connections_* come from it
+--- http_config
+    metrics_zone 1m;
+--- config
+    location = /metrics { metrics; }
+--- request
+GET /metrics?family=nginx_connections_accepted
+--- response_headers
+Content-Type: text/plain; version=0.0.4; charset=utf-8
+--- response_body_like eval
+qr/\A# HELP nginx_connections_accepted_total [^\n]*
 # TYPE nginx_connections_accepted_total counter
 nginx_connections_accepted_total \d+
-\z/]
+\z/
 --- no_error_log
 [error]
 [alert]
@@ -388,12 +428,30 @@ nginx_connections_accepted_total \d+
 
 
 === TEST 12: without metrics_zone the handler still shows nginx's own counters
+--- skip_eval: 5: !$ENV{TEST_EDGE_NGINX_HAS_STUB_STATUS} # needs nginx's stub_status (--with-http_stub_status_module): nginx's own counters come from it
 --- config
     location = /metrics { metrics; }
 --- request
 GET /metrics
 --- response_body_like eval
 qr/\A# HELP nginx_connections_active .*^nginx_http_requests_received_total \d+\n\z/ms
+--- no_error_log
+[error]
+[alert]
+[crit]
+
+
+
+=== TEST 12b: without stub_status nginx's own counters are not shown, the rest is
+--- skip_eval: 5: $ENV{TEST_EDGE_NGINX_HAS_STUB_STATUS} # for an nginx without stub_status only (TEST 12 covers it)
+--- http_config
+    metrics_zone 1m;
+--- config
+    location = /metrics { metrics; }
+--- request
+GET /metrics
+--- response_body_like eval
+qr/\A(?!.*^nginx_(?:connections_|http_requests_received))(?=.*^nginx_edge_stats_series\{zone="metrics"\} \d+$)/ms
 --- no_error_log
 [error]
 [alert]

@@ -28,7 +28,24 @@ __DATA__
 --- error_code eval
 [200, 200]
 --- response_body_like eval
-[qr/^ok$/, qr/^nginx_connections_active \d+$/m]
+[qr/^ok$/, qr/^nginx_edge_stats_series\{zone="metrics"\} \d+$/m]
+--- no_error_log
+[error]
+[alert]
+[crit]
+
+
+
+=== TEST 1b: metrics shows nginx's own connection counters
+--- skip_eval: 5: !$ENV{TEST_EDGE_NGINX_HAS_STUB_STATUS} # needs nginx's stub_status (--with-http_stub_status_module): nginx_connections_* come from it
+--- http_config
+    metrics_zone 1m;
+--- config
+    location = /metrics { metrics; }
+--- request
+GET /metrics
+--- response_body_like eval
+qr/^nginx_connections_active \d+$/m
 --- no_error_log
 [error]
 [alert]

@@ -23,6 +23,7 @@ __DATA__
 The main location has no limit; the subrequest's refusal fails the
 authorization (auth_request answers 500 for an unexpected 429, as with
 limit_req), and the main response carries the decision's headers.
+--- skip_eval: 14: !$ENV{TEST_EDGE_NGINX_HAS_AUTH_REQUEST} # needs nginx's auth_request (--with-http_auth_request_module)
 --- http_config
     ratelimit_zone $remote_addr zone=z:1m rate=1r/m;
 --- config
@@ -54,6 +55,7 @@ limit_req), and the main response carries the decision's headers.
 === TEST 2: a main request already limited is not limited again by its subrequest
 Both locations use zone z with burst=1 (2 requests): charged once per
 main request, 2 main requests pass; charged twice, the second would not.
+--- skip_eval: 12: !$ENV{TEST_EDGE_NGINX_HAS_AUTH_REQUEST} # needs nginx's auth_request (--with-http_auth_request_module)
 --- http_config
     ratelimit_zone $remote_addr zone=z:1m rate=1r/m;
 --- config
@@ -82,6 +84,7 @@ main request, 2 main requests pass; charged twice, the second would not.
 
 
 === TEST 3: Redis: a subrequest waits for Redis and resumes
+--- skip_eval: 12: !$ENV{TEST_EDGE_NGINX_HAS_AUTH_REQUEST} # needs nginx's auth_request (--with-http_auth_request_module)
 --- http_config
     ratelimit_redis r 127.0.0.1:$TEST_NGINX_REDIS_PORT;
     ratelimit_zone $remote_addr zone=z:1m rate=1r/m redis=r on_failure=closed;

@@ -35,7 +35,8 @@ sub nginx_t {
     open my $fh, '>', "$prefix/conf/nginx.conf" or die $!;
     print $fh "${modules}pid logs/nginx.pid;\nevents {}\nhttp {\n$http\n}\n";
     close $fh;
-    my $bin = $ENV{TEST_EDGE_REAL_NGINX} || '/usr/sbin/nginx';
+    # the nginx under test (t/fixtures.sh), not always Debian's
+    my $bin = $ENV{EDGE_NGINX} || '/usr/sbin/nginx';
     my $out = `$bin -e stderr -t -p $prefix/ -c conf/nginx.conf 2>&1`;
     return ($? >> 8, $out);
 }
