@@ -152,8 +152,8 @@ sub run {
     my @seen = map {
         (run(NGINX => $long, cmd => $features))[1]
             =~ /^debug=\[1\] stub_status=\[1\] /m ? 1 : 0
-    } 1 .. 5;
-    is "@seen", '1 1 1 1 1',
+    } 1 .. 3;
+    is "@seen", '1 1 1',
        'flags early in a long configure line are seen, every time';
 }
 
