@@ -141,6 +141,20 @@ sub run {
     ($rc, $out) = run(NGINX => $nogzip_compat, cmd => $features);
     like $out, qr/ gzip=\[1\] /m,
          'without the gzip module, --with-compat still gives gzip support';
+
+    # a flag found early in a long list: found every time (a reader that
+    # stops at the first match must not make the search fail)
+    my $long = fake_nginx('static-long', '1.29.8',
+        '--with-debug --with-http_stub_status_module '
+        . join(' ', map { "--with-cc-opt=-DEDGE_$_" } 1 .. 3000)
+        . ' --add-module=/src/edge',
+        ": ngx_http_ratelimit_module\n");
+    my @seen = map {
+        (run(NGINX => $long, cmd => $features))[1]
+            =~ /^debug=\[1\] stub_status=\[1\] /m ? 1 : 0
+    } 1 .. 3;
+    is "@seen", '1 1 1',
+       'flags early in a long configure line are seen, every time';
 }
 
 

@@ -128,7 +128,9 @@ fi
 # which scripts/build.sh adds to every dynamic build).  They are compiled
 # into nginx, never dynamic: its configure arguments tell.
 nginx_args=$(edge_nginx_configure_args "$EDGE_NGINX")
-nginx_has() { printf '%s\n' "$nginx_args" | grep -qx -- "$1"; }
+# (no "printf | grep -q": grep leaves at the first match, printf may then
+# die of SIGPIPE, and pipefail turns a match into a failure)
+nginx_has() { [[ $'\n'$nginx_args$'\n' == *$'\n'"$1"$'\n'* ]]; }
 TEST_EDGE_NGINX_DEBUG=
 TEST_EDGE_NGINX_HAS_STUB_STATUS=
 TEST_EDGE_NGINX_HAS_AUTH_REQUEST=
