@@ -42,6 +42,11 @@ NGX_EDGE_API void ngx_edge_conn_release(ngx_connection_t *c);
 NGX_EDGE_API ngx_int_t ngx_edge_conf_parse_zone(ngx_conf_t *cf,
     ngx_str_t *arg, ngx_str_t *name, ssize_t *size);
 
+/* password_file=: the file's content without trailing CR/LF, at most max
+ * bytes, in cf->temp_pool (the caller copies it, then wipes it) */
+NGX_EDGE_API ngx_int_t ngx_edge_conf_read_secret(ngx_conf_t *cf,
+    ngx_str_t *path, size_t max, ngx_str_t *secret);
+
 /* post handler: { ngx_edge_conf_check_bounds, low, high or -1 } */
 NGX_EDGE_API char *ngx_edge_conf_check_bounds(ngx_conf_t *cf, void *post,
     void *data);

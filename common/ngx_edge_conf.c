@@ -134,3 +134,88 @@ ngx_edge_conf_parse_zone(ngx_conf_t *cf, ngx_str_t *arg, ngx_str_t *name,
 
     return NGX_OK;
 }
+
+
+/*
+ * password_file=: the secret is the file's content, read when the
+ * configuration is read (the workers may not be able to read it), without
+ * its trailing CR and LF; at most max bytes, not empty, no NUL byte.  It
+ * is left in cf->temp_pool: the caller copies it and wipes this copy.
+ */
+
+ngx_int_t
+ngx_edge_conf_read_secret(ngx_conf_t *cf, ngx_str_t *path, size_t max,
+    ngx_str_t *secret)
+{
+    u_char     *buf;
+    ssize_t     n;
+    ngx_fd_t    fd;
+    ngx_err_t   err;
+    ngx_str_t   name;
+
+    name = *path;
+
+    if (name.len == 0 || ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"password_file=\"");
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot open password_file \"%V\": "
+                           ngx_open_file_n " failed", &name);
+        return NGX_ERROR;
+    }
+
+    buf = ngx_pnalloc(cf->temp_pool, max + 1);
+    n = (buf == NULL) ? 0 : ngx_read_fd(fd, buf, max + 1);
+    err = ngx_errno;
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed", &name);
+    }
+
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (n == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                           "cannot read password_file \"%V\": "
+                           ngx_read_fd_n " failed", &name);
+        return NGX_ERROR;
+    }
+
+    if ((size_t) n > max) {
+        ngx_explicit_memzero(buf, max + 1);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "password_file \"%V\" is larger than %uz bytes",
+                           &name, max);
+        return NGX_ERROR;
+    }
+
+    while (n && (buf[n - 1] == LF || buf[n - 1] == CR)) {
+        n--;
+    }
+
+    if (n == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "password_file \"%V\" is empty", &name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_strlchr(buf, buf + n, '\0') != NULL) {
+        ngx_explicit_memzero(buf, n);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "password_file \"%V\" has a NUL byte", &name);
+        return NGX_ERROR;
+    }
+
+    secret->data = buf;
+    secret->len = n;
+
+    return NGX_OK;
+}

@@ -224,114 +224,28 @@ ngx_edge_redis_copy_cstr(ngx_conf_t *cf, ngx_str_t *dst, u_char *src,
 }
 
 
-/*
- * password_file=: the password is the file's content, read now (the
- * workers may not be able to read it), without its trailing newline.
- */
+/* password_file=: read now, copied NUL-terminated for hiredis */
 
 static ngx_int_t
 ngx_edge_redis_read_password(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
     ngx_str_t *path)
 {
-    size_t            len;
-    ssize_t           n;
-    ngx_str_t         name;
-    ngx_file_t        file;
-    ngx_file_info_t   fi;
-    u_char            buf[NGX_EDGE_REDIS_PASSWORD_MAX + 1];
+    ngx_int_t  rc;
+    ngx_str_t  secret;
 
-    name = *path;
-
-    if (name.len == 0
-        || ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK)
+    if (ngx_edge_conf_read_secret(cf, path, NGX_EDGE_REDIS_PASSWORD_MAX,
+                                  &secret)
+        != NGX_OK)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis server \"%V\": invalid \"password_file=\"",
-                           &server->name);
         return NGX_ERROR;
     }
 
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = name;
-    file.log = cf->log;
+    rc = ngx_edge_redis_copy_cstr(cf, &server->password, secret.data,
+                                  secret.len);
 
-    file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "redis server \"%V\": cannot open "
-                           "password_file \"%V\"", &server->name, &name);
-        return NGX_ERROR;
-    }
+    ngx_explicit_memzero(secret.data, secret.len);
 
-    n = NGX_ERROR;
-
-    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "redis server \"%V\": cannot stat "
-                           "password_file \"%V\"", &server->name, &name);
-        goto done;
-    }
-
-    if (ngx_file_size(&fi) > NGX_EDGE_REDIS_PASSWORD_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis server \"%V\": password_file \"%V\" is "
-                           "larger than %d bytes", &server->name, &name,
-                           NGX_EDGE_REDIS_PASSWORD_MAX);
-        goto done;
-    }
-
-    n = ngx_read_file(&file, buf, sizeof(buf), 0);
-    if (n == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "redis server \"%V\": cannot read "
-                           "password_file \"%V\"", &server->name, &name);
-        goto done;
-    }
-
-done:
-
-    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
-                      ngx_close_file_n " \"%V\" failed", &name);
-    }
-
-    if (n == NGX_ERROR || (size_t) n > NGX_EDGE_REDIS_PASSWORD_MAX) {
-        if (n != NGX_ERROR) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "redis server \"%V\": password_file \"%V\" "
-                               "is larger than %d bytes", &server->name,
-                               &name, NGX_EDGE_REDIS_PASSWORD_MAX);
-        }
-
-        ngx_explicit_memzero(buf, sizeof(buf));
-        return NGX_ERROR;
-    }
-
-    len = n;
-
-    if (len && buf[len - 1] == LF) {
-        len--;
-
-        if (len && buf[len - 1] == CR) {
-            len--;
-        }
-    }
-
-    if (len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis server \"%V\": password_file \"%V\" is "
-                           "empty", &server->name, &name);
-        return NGX_ERROR;
-    }
-
-    if (ngx_edge_redis_copy_cstr(cf, &server->password, buf, len) != NGX_OK) {
-        ngx_explicit_memzero(buf, sizeof(buf));
-        return NGX_ERROR;
-    }
-
-    ngx_explicit_memzero(buf, sizeof(buf));
-
-    return NGX_OK;
+    return rc;
 }
 
 

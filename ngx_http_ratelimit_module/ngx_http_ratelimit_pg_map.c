@@ -1304,92 +1304,6 @@ ngx_http_ratelimit_pg_parse_msec(ngx_str_t *value, size_t skip,
 }
 
 
-/* password_file=: the file's content without its trailing newlines */
-
-static char *
-ngx_http_ratelimit_pg_read_password(ngx_conf_t *cf, ngx_str_t *name,
-    ngx_str_t *password)
-{
-    char             *rv;
-    u_char           *buf;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_str_t         path;
-
-    path = *name;
-
-    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "cannot read the password file \"%V\": "
-                           ngx_open_file_n " failed", &path);
-        return NGX_CONF_ERROR;
-    }
-
-    rv = NGX_CONF_OK;
-
-    buf = ngx_pnalloc(cf->temp_pool, NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX + 1);
-    if (buf == NULL) {
-        rv = NGX_CONF_ERROR;
-        goto done;
-    }
-
-    n = ngx_read_fd(fd, buf, NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX + 1);
-
-    if (n == -1) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "cannot read the password file \"%V\": "
-                           ngx_read_fd_n " failed", &path);
-        rv = NGX_CONF_ERROR;
-        goto done;
-    }
-
-    if (n > NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the password file \"%V\" is longer than %d "
-                           "bytes", &path, NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX);
-        rv = NGX_CONF_ERROR;
-        goto done;
-    }
-
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
-        n--;
-    }
-
-    if (n == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the password file \"%V\" is empty", &path);
-        rv = NGX_CONF_ERROR;
-        goto done;
-    }
-
-    if (ngx_strlchr(buf, buf + n, '\0') != NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the password file \"%V\" has a NUL byte",
-                           &path);
-        rv = NGX_CONF_ERROR;
-        goto done;
-    }
-
-    password->data = buf;
-    password->len = n;
-
-done:
-
-    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
-                           ngx_close_file_n " \"%V\" failed", &path);
-    }
-
-    return rv;
-}
-
-
 char *
 ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1567,8 +1481,10 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_conf_init_msec_value(map->timeout, NGX_HTTP_RATELIMIT_PG_TIMEOUT);
 
     if (pwfile.len
-        && ngx_http_ratelimit_pg_read_password(cf, &pwfile, &password)
-           != NGX_CONF_OK)
+        && ngx_edge_conf_read_secret(cf, &pwfile,
+                                     NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX,
+                                     &password)
+           != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }

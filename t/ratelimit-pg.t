@@ -1272,7 +1272,7 @@ s3cr3t
 --- config
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*cannot read the password file ".*\/no-such-file": open\(\) failed \(2: No such file or directory\)/
+qr/\[emerg\] .*cannot open password_file ".*\/no-such-file": open\(\) failed \(2: No such file or directory\)/
 
 
 
@@ -1283,7 +1283,7 @@ qr/\[emerg\] .*cannot read the password file ".*\/no-such-file": open\(\) failed
 --- config
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*the password file ".*\/empty" is empty/
+qr/\[emerg\] .*password_file ".*\/empty" is empty/
 
 
 
