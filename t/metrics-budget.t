@@ -12,7 +12,7 @@ use Test::More;
 use File::Temp ();
 use Time::HiRes qw(time sleep);
 use Test::Edge::Nginx;
-use Test::Edge;
+use Test::Edge qw(promtool_ok);
 
 # { "family" => value } of one health family, e.g. _family_series_budget
 sub per_family {
@@ -22,16 +22,6 @@ sub per_family {
         $v{$1} = $2;
     }
     return \%v;
-}
-
-sub promtool_ok {
-    my ($body) = @_;
-    my $tmp = File::Temp->new;
-    print $tmp $body;
-    close $tmp;
-    my $out = `promtool check metrics < $tmp 2>&1`;
-    diag("promtool check metrics:\n$out") if $?;
-    return $? == 0;
 }
 
 subtest 'junk in the labelled families leaves the upstream family its room' => sub {

@@ -11,7 +11,7 @@ use IO::Socket::INET;
 use POSIX ();
 use IO::Uncompress::Gunzip ();
 use Time::HiRes qw(sleep time);
-use Test::Edge qw(wait_until);
+use Test::Edge qw(wait_until promtool_ok);
 use Test::Edge::Nginx;
 use JSON::PP ();
 
@@ -73,16 +73,6 @@ sub slow_get {
         $body = $out;
     }
     return ($head, $body);
-}
-
-sub promtool_ok {
-    my ($body) = @_;
-    my $tmp = File::Temp->new;
-    print $tmp $body;
-    close $tmp;
-    my $out = `promtool check metrics < $tmp 2>&1`;
-    diag("promtool check metrics:\n" . substr($out, 0, 2000)) if $?;
-    return $? == 0;
 }
 
 # every family's label sets, counted, against the zone's own gauges

@@ -8,6 +8,7 @@ use strict;
 use warnings;
 
 use Test::Nginx::Socket 'no_plan';
+use Test::Edge qw(promtool_ok);
 use JSON::PP ();
 use File::Temp ();
 use Encode ();
@@ -21,17 +22,6 @@ our $Body;
 sub body_check {
     my ($code) = @_;
     return qr/\A(.*)\z(?(?{ local $Body = $^N; $code->($Body) })|(*FAIL))/s;
-}
-
-sub promtool_ok {
-    my ($body) = @_;
-    my $tmp = File::Temp->new;
-    print $tmp $body;
-    close $tmp;
-    my $out = `promtool check metrics < $tmp 2>&1`;
-    return 1 if $? == 0;
-    Test::More::diag("promtool check metrics:\n$out");
-    return 0;
 }
 
 # strictly valid UTF-8 (Encode's strict UTF-8, not Perl's lax utf8)

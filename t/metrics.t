@@ -13,6 +13,7 @@ use strict;
 use warnings;
 
 use Test::Nginx::Socket 'no_plan';
+use Test::Edge qw(promtool_ok);
 use JSON::PP ();
 use IO::Uncompress::Gunzip ();
 use File::Temp ();
@@ -26,18 +27,6 @@ our $Body;
 sub body_check {
     my ($code) = @_;
     return qr/\A(.*)\z(?(?{ local $Body = $^N; $code->($Body) })|(*FAIL))/s;
-}
-
-# the output passes `promtool check metrics` (lint and parse)
-sub promtool_ok {
-    my ($body) = @_;
-    my $tmp = File::Temp->new;
-    print $tmp $body;
-    close $tmp;
-    my $out = `promtool check metrics < $tmp 2>&1`;
-    return 1 if $? == 0;
-    Test::More::diag("promtool check metrics:\n$out");
-    return 0;
 }
 
 sub request_length {    # as the harness sends it, with Connection: close

@@ -14,7 +14,7 @@ use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(
     redis_command redis_stop redis_start redis_restart redis_flushall
-    redis_is_up redis_calls redis_freeze redis_thaw redis_is_frozen pg_exec pg_stop pg_start wait_until
+    redis_is_up redis_calls promtool_ok redis_freeze redis_thaw redis_is_frozen pg_exec pg_stop pg_start wait_until
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
@@ -95,6 +95,20 @@ sub redis_calls {
     my ($calls) = (redis_command('INFO', 'commandstats') // '')
         =~ /cmdstat_\Q$command\E:calls=(\d+)/;
     return $calls // 0;
+}
+
+# promtool_ok(TEXT): `promtool check metrics` accepts the exposition (its
+# complaint, cut to 2000 bytes, is printed as diag otherwise)
+sub promtool_ok {
+    my ($body) = @_;
+    require File::Temp;
+    my $tmp = File::Temp->new;
+    print $tmp $body;
+    close $tmp;
+    my $out = `promtool check metrics < $tmp 2>&1`;
+    return 1 if $? == 0;
+    Test::More::diag("promtool check metrics:\n" . substr($out, 0, 2000));
+    return 0;
 }
 
 sub redis_flushall { return redis_command('FLUSHALL') }
