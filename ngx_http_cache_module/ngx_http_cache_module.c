@@ -408,13 +408,13 @@ ngx_http_cache_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf->key = NULL;
      *     conf->methods = 0;
-     *     conf->bypass = NULL;
-     *     conf->no_store = NULL;
      *     conf->compress_types_keys = NULL;
      *     conf->rfc.valid = NULL;
      */
 
     conf->zone = NGX_CONF_UNSET_PTR;
+    conf->bypass = NGX_CONF_UNSET_PTR;
+    conf->no_store = NGX_CONF_UNSET_PTR;
     conf->max_size = NGX_CONF_UNSET_SIZE;
     conf->keep = NGX_CONF_UNSET_MSEC;
     conf->compress = NGX_CONF_UNSET;
@@ -468,13 +468,8 @@ ngx_http_cache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                   |NGX_HTTP_GET|NGX_HTTP_HEAD));
     conf->methods |= NGX_HTTP_GET|NGX_HTTP_HEAD;
 
-    if (conf->bypass == NULL) {
-        conf->bypass = prev->bypass;
-    }
-
-    if (conf->no_store == NULL) {
-        conf->no_store = prev->no_store;
-    }
+    ngx_conf_merge_ptr_value(conf->bypass, prev->bypass, NULL);
+    ngx_conf_merge_ptr_value(conf->no_store, prev->no_store, NULL);
 
     ngx_conf_merge_size_value(conf->max_size, prev->max_size, 1024 * 1024);
     ngx_conf_merge_msec_value(conf->keep, prev->keep, 60000);
