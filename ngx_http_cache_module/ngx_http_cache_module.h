@@ -105,6 +105,7 @@ typedef struct {
     z_stream                     zstream;
     ngx_str_t                    vary_spec;
     ngx_str_t                    vary_values;
+    ngx_str_t                    tags;       /* "tag\n" each, to store */
 
     unsigned                     looked_up:1;
     unsigned                     done:1;     /* lookup decided */

@@ -481,6 +481,8 @@ ngx_http_cache_begin_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     e.vary_spec.len = ctx->vary_spec.len;
     e.vary_values.data = ctx->vary_values.data;
     e.vary_values.len = ctx->vary_values.len;
+    e.tags.data = ctx->tags.data;
+    e.tags.len = ctx->tags.len;
     e.headers.data = headers.data;
     e.headers.len = headers.len;
 
