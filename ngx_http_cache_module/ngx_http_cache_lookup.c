@@ -17,6 +17,7 @@
  */
 
 #include "ngx_http_cache_module.h"
+#include "ngx_http_cache_l1.h"
 
 
 static ngx_int_t ngx_http_cache_start(ngx_http_request_t *r,
@@ -229,6 +230,11 @@ ngx_http_cache_start(ngx_http_request_t *r, ngx_http_cache_loc_conf_t *clcf,
 
     ctx->looked_up = 1;
 
+    rc = ngx_http_cache_l1_lookup(r, ctx, clcf->zone);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     rc = ngx_http_cache_send_get(ctx, clcf, NULL);
 
     if (rc == NGX_ERROR) {
@@ -360,6 +366,12 @@ ngx_http_cache_get_reply(void *data, redisReply *reply, ngx_int_t rc)
     if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
 
         crc = ngx_http_cache_check_entry(ctx, reply);
+
+        if (crc != NGX_DECLINED) {
+            /* a variant's main entry too: L1 finds variants through it */
+            ngx_http_cache_l1_promote(ctx, (u_char *) reply->str,
+                                      (size_t) reply->len);
+        }
 
         if (crc == NGX_OK) {
             ngx_edge_redis_keep_reply(reply);

@@ -10,6 +10,7 @@
  */
 
 #include "ngx_http_cache_module.h"
+#include "ngx_http_cache_l1.h"
 
 
 static ngx_int_t ngx_http_cache_add_variables(ngx_conf_t *cf);
@@ -589,13 +590,15 @@ ngx_http_cache_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* edge_cache_zone name redis=name */
+/* edge_cache_zone name redis=name [hot=size [hot_max_age=time]
+ *     [hot_max_entry=size]] */
 
 static char *
 ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_cache_main_conf_t *cmcf = conf;
 
+    ngx_int_t                rc;
     ngx_str_t               *value, name;
     ngx_uint_t               i;
     ngx_http_cache_zone_t   *zone, **zp;
@@ -649,6 +652,16 @@ ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        rc = ngx_http_cache_l1_parse_param(cf, zone, &value[i]);
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
@@ -658,6 +671,10 @@ ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "edge_cache_zone \"%V\" needs redis=",
                            &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_cache_l1_init_conf(cf, zone) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -51,6 +51,7 @@ typedef enum {
 typedef struct {
     ngx_str_t                    name;
     ngx_edge_redis_server_t     *redis;
+    struct ngx_http_cache_l1_s  *l1;         /* hot=: ngx_http_cache_l1.h */
 } ngx_http_cache_zone_t;
 
 
@@ -87,7 +88,7 @@ typedef struct {
     uint64_t                     epoch;      /* of the variants */
 
     ngx_http_cache_status_e      status;
-    ngx_uint_t                   tier;       /* 0, or 2: Redis */
+    ngx_uint_t                   tier;       /* 0, 1: shm, or 2: Redis */
 
     redisReply                  *reply;      /* kept: the entry's bytes */
     ngx_http_cache_entry_t       entry;      /* parsed, into reply */

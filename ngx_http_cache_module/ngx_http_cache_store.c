@@ -12,6 +12,7 @@
  */
 
 #include "ngx_http_cache_module.h"
+#include "ngx_http_cache_l1.h"
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -705,6 +706,8 @@ ngx_http_cache_finish_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     if (ctx->vary_spec.len) {
         ngx_http_cache_send_set(r, ctx, clcf, &ctx->vary_values, ttl);
     }
+
+    ngx_http_cache_l1_store(ctx, clcf->zone);
 }
 
 
