@@ -836,24 +836,22 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
     switch (ctx->lock_rc) {
 
     case NGX_HTTP_CACHE_LOCK_ENTRY:
+        /*
+         * Collapsed onto the owner's fetch: the entry was stored while
+         * this request waited, the answer it waited for, used even when
+         * it is stale on arrival (max-age shorter than the origin's
+         * delay) or marked no-cache, or the waiters would queue behind
+         * each other until the lock timeout.
+         */
         ngx_http_cache_age(ctx);
 
-        if (ctx->age < ctx->entry.fresh
-            && !(ctx->entry.flags & NGX_HTTP_CACHE_ENTRY_REVALIDATE))
-        {
-            /* collapsed onto the owner's fetch */
-            ctx->locking = 0;
-            ctx->stale = 0;
-            ctx->done = 1;
-            ctx->status = NGX_HTTP_CACHE_ST_HIT;
-            ctx->tier = 2;
+        ctx->locking = 0;
+        ctx->stale = 0;
+        ctx->done = 1;
+        ctx->status = NGX_HTTP_CACHE_ST_HIT;
+        ctx->tier = 2;
 
-            return ngx_http_cache_send_hit(r, ctx);
-        }
-
-        /* stored already stale: as if busy */
-        ctx->stale = 1;
-        break;
+        return ngx_http_cache_send_hit(r, ctx);
 
     case NGX_HTTP_CACHE_LOCK_BUSY:
         break;
