@@ -70,10 +70,17 @@ sub rkey { my ($zone, $key) = @_; "$zone:{" . md5_hex($key) . '}' }
 sub in_redis { redis_command('EXISTS', rkey(@_)) }
 sub gets { redis_calls('get') }
 
-# a worker answers MISS without Redis until it has connected: wait for a
-# store to reach Redis from both workers' side of the pipeline
-ok(wait_until(10, sub { fetch('/l/warm' . int(rand(1e9))); redis_command('DBSIZE') > 0 }),
-   'the first response is stored in Redis');
+# a worker stores nothing in Redis until it has connected: wait until
+# each of the two has stored an entry
+my %stored_by;
+my $n = 0;
+ok(wait_until(20, sub {
+       my $key = '/l/warm' . $n++;
+       my (undef, $w) = fetch($key);
+       $stored_by{$w->{headers}{'x-pid'}} = 1
+           if wait_until(2, sub { in_redis('lru', $key) });
+       keys %stored_by >= 2;
+   }), 'both workers store in Redis');
 
 # --- a store fills L1; the hits that follow send Redis nothing
 my ($x, $r) = fetch('/h/a');
