@@ -379,6 +379,7 @@ ngx_http_cache_set_status_header(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx)
 {
     u_char                     *p;
+    int64_t                     ttl;
     ngx_table_elt_t            *h;
     ngx_http_cache_loc_conf_t  *clcf;
 
@@ -411,8 +412,11 @@ ngx_http_cache_set_status_header(ngx_http_request_t *r,
 
     case NGX_HTTP_CACHE_ST_HIT:
     case NGX_HTTP_CACHE_ST_STALE:
-        p = ngx_sprintf(p, "edge; hit; ttl=%L",
-                        (ctx->entry.fresh - ctx->age) / 1000);
+    case NGX_HTTP_CACHE_ST_UPDATING:
+        /* whole seconds, rounded down: a stale entry's is negative */
+        ttl = ctx->entry.fresh - ctx->age;
+        ttl = (ttl >= 0) ? ttl / 1000 : -((-ttl + 999) / 1000);
+        p = ngx_sprintf(p, "edge; hit; ttl=%L", ttl);
         break;
 
     case NGX_HTTP_CACHE_ST_BYPASS:
