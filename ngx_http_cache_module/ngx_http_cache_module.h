@@ -163,6 +163,8 @@ typedef struct {
     unsigned                     stale_sent:1;
     unsigned                     background:1;     /* the update subrequest */
     unsigned                     no_store:1;
+    unsigned                     revalidating:1;   /* validators sent */
+    unsigned                     invalidate:1;     /* an unsafe method */
     unsigned                     done:1;     /* lookup decided */
     unsigned                     variant:1;  /* second GET sent */
     unsigned                     storing:1;
@@ -195,6 +197,10 @@ ngx_int_t ngx_http_cache_prepare_response(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx, ngx_str_t *body);
 ngx_chain_t *ngx_http_cache_body_chain(ngx_http_request_t *r,
     ngx_str_t *body);
+ngx_int_t ngx_http_cache_set_headers(ngx_http_request_t *r,
+    ngx_http_cache_entry_t *e, ngx_list_t *except);
+ngx_table_elt_t *ngx_http_cache_push_header(ngx_http_request_t *r,
+    u_char *name, size_t nlen, u_char *value, size_t vlen);
 ngx_flag_t ngx_http_cache_accepts_gzip(ngx_http_request_t *r);
 
 /* ngx_http_cache_store.c */
