@@ -617,10 +617,12 @@ static ngx_int_t
 ngx_http_cache_cc_fields(ngx_pool_t *pool, ngx_http_cache_cc_item_t *item,
     ngx_array_t **fields)
 {
-    u_char     *p, *end, *s, *d;
-    ngx_str_t  *f, arg;
+    u_char      *p, *end, *s, *d;
+    ngx_str_t   *f, arg;
+    ngx_uint_t   nelts;
 
     arg = item->arg;
+    nelts = *fields ? (*fields)->nelts : 0;
 
     if (item->invalid || (!item->quoted && arg.len == 0)) {
         return NGX_DECLINED;
@@ -666,7 +668,7 @@ ngx_http_cache_cc_fields(ngx_pool_t *pool, ngx_http_cache_cc_item_t *item,
         }
 
         if (p == s) {
-            return NGX_DECLINED;
+            goto unqualified;
         }
 
         if (*fields == NULL) {
@@ -687,9 +689,18 @@ ngx_http_cache_cc_fields(ngx_pool_t *pool, ngx_http_cache_cc_item_t *item,
         p = ngx_http_cache_skip_ows(p, end);
 
         if (p < end && *p != ',') {
-            return NGX_DECLINED;
+            goto unqualified;
         }
     }
+
+unqualified:
+
+    /* the names taken before the bad one go too */
+    if (*fields) {
+        (*fields)->nelts = nelts;
+    }
+
+    return NGX_DECLINED;
 }
 
 
