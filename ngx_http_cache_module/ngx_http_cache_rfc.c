@@ -18,6 +18,8 @@
  *                                                s-maxage, must-revalidate
  *                                                (3.5)
  *     Vary: * (or unreadable Vary)               not stored (4.1)
+ *     Vary: Accept-Encoding, Content-Encoding    not stored: the variant
+ *     other than gzip / identity                 key keeps only "gzip"
  *     Set-Cookie                                 only with store_set_cookie
  *     no freshness source                        not stored
  *   freshness (4.2.1, 4.2.2), first that applies
@@ -114,6 +116,8 @@ static ngx_uint_t ngx_http_cache_list_has_token(ngx_list_t *headers,
     const char *name, size_t len, const char *token, size_t tlen);
 static ngx_uint_t ngx_http_cache_status_understood(ngx_uint_t status);
 static ngx_uint_t ngx_http_cache_status_heuristic(ngx_uint_t status);
+static ngx_uint_t ngx_http_cache_encoding_gzip_or_identity(
+    ngx_list_t *headers);
 static time_t ngx_http_cache_header_time(ngx_list_t *headers,
     const char *name, size_t len, ngx_uint_t *count);
 static int64_t ngx_http_cache_freshness(ngx_http_request_t *r,
@@ -803,6 +807,59 @@ ngx_http_cache_status_heuristic(ngx_uint_t status)
 }
 
 
+/* is every coding of Content-Encoding (if any) gzip, x-gzip or identity? */
+static ngx_uint_t
+ngx_http_cache_encoding_gzip_or_identity(ngx_list_t *headers)
+{
+    u_char                     *p, *end, *s;
+    size_t                      len;
+    ngx_table_elt_t            *h;
+    ngx_http_cache_hdr_iter_t   it;
+
+    ngx_http_cache_hdr_iter_init(&it, headers);
+
+    while ((h = ngx_http_cache_hdr_next(&it, "Content-Encoding",
+                                        sizeof("Content-Encoding") - 1)))
+    {
+        p = h->value.data;
+        end = p + h->value.len;
+
+        for ( ;; ) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) {
+                p++;
+            }
+
+            if (p == end) {
+                break;
+            }
+
+            s = p;
+            while (p < end && ngx_http_cache_is_tchar(*p)) {
+                p++;
+            }
+
+            len = p - s;
+            p = ngx_http_cache_skip_ows(p, end);
+
+            if (p < end && *p != ',') {
+                return 0;
+            }
+
+            if (!((len == 4 && ngx_strncasecmp(s, (u_char *) "gzip", 4) == 0)
+                  || (len == 6
+                      && ngx_strncasecmp(s, (u_char *) "x-gzip", 6) == 0)
+                  || (len == 8
+                      && ngx_strncasecmp(s, (u_char *) "identity", 8) == 0)))
+            {
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
 /* a date field in seconds: NGX_ERROR when absent or invalid; *count: how
  * many lines of it there are */
 static time_t
@@ -843,7 +900,7 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
     time_t                 date;
     int64_t                fresh;
     ngx_str_t              vary, names[NGX_HTTP_CACHE_VARY_MAX_FIELDS];
-    ngx_uint_t             status, understood, n;
+    ngx_uint_t             status, understood, i, n;
     ngx_list_t            *out;
     ngx_http_cache_cc_t    req, cc;
 
@@ -920,6 +977,23 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
     if (ngx_http_cache_vary_names(&vary, names, &n) != NGX_OK) {
         policy->reason = "vary";
         return NGX_OK;
+    }
+
+    /*
+     * Accept-Encoding is normalised to "gzip" or "" (the module stores
+     * gzip and serves both): a body the origin encoded otherwise (br,
+     * zstd, ...) under such a key would reach clients that cannot decode
+     * it
+     */
+    for (i = 0; i < n; i++) {
+        if (names[i].len == sizeof("Accept-Encoding") - 1
+            && ngx_strncasecmp(names[i].data, (u_char *) "Accept-Encoding",
+                               names[i].len) == 0
+            && !ngx_http_cache_encoding_gzip_or_identity(out))
+        {
+            policy->reason = "content-encoding other than gzip";
+            return NGX_OK;
+        }
     }
 
     if (!conf->store_set_cookie
@@ -1188,7 +1262,8 @@ ngx_http_cache_request_allows(ngx_http_request_t *r, int64_t current_age_ms,
 
     if (current_age_ms < fresh_ms) {
 
-        if (cc.min_fresh > 0 && fresh_ms - current_age_ms < cc.min_fresh * 1000)
+        if (cc.min_fresh > 0
+            && fresh_ms - current_age_ms < cc.min_fresh * 1000)
         {
             return NGX_HTTP_CACHE_REVALIDATE;
         }

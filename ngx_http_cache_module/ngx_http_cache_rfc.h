@@ -163,7 +163,8 @@ typedef struct {
 
 /*
  * The store decision for the response now in r->headers_out, for the
- * request r.  request_time_ms / response_time_ms: wall clock, when the
+ * request r.  A HEAD response may be storable: it has no body, so the
+ * caller must not answer a GET with it.  request_time_ms / response_time_ms: wall clock, when the
  * request went upstream and when the response header arrived.
  * NGX_ERROR only when the pool is exhausted; otherwise NGX_OK and the
  * decision in policy (policy->storable, policy->reason).

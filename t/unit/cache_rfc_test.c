@@ -689,6 +689,19 @@ static policy_case_t  policy_cases[] = {
     { "Vary: Accept-Encoding is fine", GET, NULL, 200,
       "Date: @0\nCache-Control: max-age=60\nVary: Accept-Encoding",
       C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 0, 0, "" },
+    { "Vary: Accept-Encoding with a gzip body", GET, NULL, 200,
+      "Date: @0\nCache-Control: max-age=60\nVary: Accept-Encoding\n"
+      "Content-Encoding: gzip",
+      C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 0, 0, "" },
+    { "Vary: Accept-Encoding with a br body", GET, NULL, 200,
+      "Date: @0\nCache-Control: max-age=60\nVary: accept-encoding\n"
+      "Content-Encoding: br",
+      C_NONE, 0, 0, NL, 0, "content-encoding other than gzip",
+      0, 0, 0, NL, 0, 0, "" },
+    { "br body without Vary: Accept-Encoding", GET, NULL, 200,
+      "Date: @0\nCache-Control: max-age=60\nVary: Accept\n"
+      "Content-Encoding: br",
+      C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 0, 0, "" },
     { "Set-Cookie", GET, NULL, 200,
       "Date: @0\nCache-Control: max-age=60\nSet-Cookie: a=b",
       C_NONE, 0, 0, NL, 0, "set-cookie", 0, 0, 0, NL, 0, 0, "" },
