@@ -119,6 +119,15 @@ static ngx_uint_t ngx_http_cache_rfc_status_understood(ngx_uint_t status);
 static ngx_uint_t ngx_http_cache_rfc_status_heuristic(ngx_uint_t status);
 static ngx_uint_t ngx_http_cache_rfc_encoding_gzip_or_identity(
     ngx_list_t *headers);
+static time_t ngx_http_cache_rfc_parse_date(u_char *p, size_t len);
+static ngx_int_t ngx_http_cache_rfc_digits(u_char *p, ngx_uint_t n);
+static ngx_int_t ngx_http_cache_rfc_match_name(u_char *p, size_t len,
+    const char **names, ngx_uint_t n);
+static ngx_int_t ngx_http_cache_rfc_month(u_char *p);
+static ngx_int_t ngx_http_cache_rfc_month_days(ngx_int_t month,
+    ngx_int_t year);
+static int64_t ngx_http_cache_rfc_days_from_civil(int64_t y, int64_t m,
+    int64_t d);
 static time_t ngx_http_cache_rfc_header_time(ngx_list_t *headers,
     const char *name, size_t len, ngx_uint_t *count);
 static int64_t ngx_http_cache_rfc_freshness(ngx_http_request_t *r,
@@ -311,11 +320,11 @@ ngx_http_cache_rfc_cc_read_item(u_char *p, u_char *end,
         return ngx_http_cache_rfc_skip_member(p, end);
     }
 
-    p = ngx_http_cache_rfc_skip_ows(p, end);
-
+    /* no whitespace around '=' (RFC 9111 5.2): "max-age =5" and
+     * "max-age= 5" are invalid */
     if (p < end && *p == '=') {
         item->has_arg = 1;
-        p = ngx_http_cache_rfc_skip_ows(p + 1, end);
+        p++;
 
         if (p < end && *p == '"') {
             item->quoted = 1;
@@ -360,9 +369,9 @@ ngx_http_cache_rfc_cc_read_item(u_char *p, u_char *end,
             item->arg.data = s;
             item->arg.len = p - s;
         }
-
-        p = ngx_http_cache_rfc_skip_ows(p, end);
     }
+
+    p = ngx_http_cache_rfc_skip_ows(p, end);
 
     if (p < end && *p != ',') {
         /* "max-age=10 20", "max-age=1;x", a byte no token may hold */
@@ -889,9 +898,207 @@ ngx_http_cache_rfc_header_time(ngx_list_t *headers, const char *name,
         return NGX_ERROR;
     }
 
-    t = ngx_parse_http_time(first->value.data, first->value.len);
+    t = ngx_http_cache_rfc_parse_date(first->value.data, first->value.len);
 
     return t;
+}
+
+
+/*
+ * HTTP-date (RFC 9110 5.6.7), all three forms, strictly: nginx's
+ * ngx_parse_http_time() accepts any zone name and trailing bytes, and an
+ * Expires in "UTC" or "+0100" must count as invalid (already expired).
+ * Names are compared case-insensitively.
+ *
+ *   IMF-fixdate  Sun, 06 Nov 1994 08:49:37 GMT
+ *   rfc850-date  Sunday, 06-Nov-94 08:49:37 GMT   (years 70-99: 19xx)
+ *   asctime      Sun Nov  6 08:49:37 1994
+ *
+ * Dates before 1970 give 0; NGX_ERROR when invalid.
+ */
+static time_t
+ngx_http_cache_rfc_parse_date(u_char *p, size_t len)
+{
+    u_char      *end;
+    int64_t      t;
+    ngx_int_t    day, month, year, hour, min, sec;
+    ngx_uint_t   i;
+
+    static const char  *wdays[] = { "Mon", "Tue", "Wed", "Thu", "Fri",
+                                    "Sat", "Sun" };
+    static const char  *long_wdays[] = { "Monday", "Tuesday", "Wednesday",
+                                         "Thursday", "Friday", "Saturday",
+                                         "Sunday" };
+
+    end = p + len;
+
+    if (len == 29 && p[3] == ',') {
+        /* IMF-fixdate */
+        if (ngx_http_cache_rfc_match_name(p, 3, wdays, 7) < 0
+            || p[4] != ' ' || p[7] != ' ' || p[11] != ' ' || p[16] != ' '
+            || p[25] != ' ' || ngx_strncasecmp(p + 26, (u_char *) "GMT", 3))
+        {
+            return NGX_ERROR;
+        }
+
+        day = ngx_http_cache_rfc_digits(p + 5, 2);
+        month = ngx_http_cache_rfc_month(p + 8);
+        year = ngx_http_cache_rfc_digits(p + 12, 4);
+        p += 17;
+
+    } else if (len == 24 && p[3] == ' ') {
+        /* asctime: the day may be " 6" */
+        if (ngx_http_cache_rfc_match_name(p, 3, wdays, 7) < 0
+            || p[7] != ' ' || p[10] != ' ' || p[19] != ' ')
+        {
+            return NGX_ERROR;
+        }
+
+        month = ngx_http_cache_rfc_month(p + 4);
+        day = (p[8] == ' ') ? ngx_http_cache_rfc_digits(p + 9, 1)
+                            : ngx_http_cache_rfc_digits(p + 8, 2);
+        year = ngx_http_cache_rfc_digits(p + 20, 4);
+        p += 11;
+
+    } else {
+        /* rfc850-date */
+        for (i = 0; i < len && p[i] != ','; i++) { /* void */ }
+
+        if (i == len || ngx_http_cache_rfc_match_name(p, i, long_wdays, 7) < 0
+            || len - i != 24)
+        {
+            return NGX_ERROR;
+        }
+
+        p += i + 1;
+
+        if (p[0] != ' ' || p[3] != '-' || p[7] != '-' || p[10] != ' '
+            || p[19] != ' ' || ngx_strncasecmp(p + 20, (u_char *) "GMT", 3))
+        {
+            return NGX_ERROR;
+        }
+
+        day = ngx_http_cache_rfc_digits(p + 1, 2);
+        month = ngx_http_cache_rfc_month(p + 4);
+        year = ngx_http_cache_rfc_digits(p + 8, 2);
+        if (year >= 0) {
+            year += (year < 70) ? 2000 : 1900;
+        }
+        p += 11;
+    }
+
+    /* p: "hh:mm:ss" */
+    if (end - p < 8 || p[2] != ':' || p[5] != ':') {
+        return NGX_ERROR;
+    }
+
+    hour = ngx_http_cache_rfc_digits(p, 2);
+    min = ngx_http_cache_rfc_digits(p + 3, 2);
+    sec = ngx_http_cache_rfc_digits(p + 6, 2);
+
+    if (day < 1 || month < 0 || year < 0 || hour < 0 || hour > 23
+        || min < 0 || min > 59 || sec < 0 || sec > 60
+        || day > ngx_http_cache_rfc_month_days(month, year))
+    {
+        return NGX_ERROR;
+    }
+
+    t = ngx_http_cache_rfc_days_from_civil(year, month + 1, day) * 86400
+        + hour * 3600 + min * 60 + sec;
+
+    if (t < 0) {
+        return 0;
+    }
+
+    if (sizeof(time_t) <= 4 && t > NGX_MAX_INT32_VALUE) {
+        return NGX_ERROR;
+    }
+
+    return (time_t) t;
+}
+
+
+/* n decimal digits, or -1 */
+static ngx_int_t
+ngx_http_cache_rfc_digits(u_char *p, ngx_uint_t n)
+{
+    ngx_int_t  v;
+
+    for (v = 0; n; n--, p++) {
+        if (*p < '0' || *p > '9') {
+            return -1;
+        }
+
+        v = v * 10 + (*p - '0');
+    }
+
+    return v;
+}
+
+
+/* the index of the name p[0..len) in names (case-insensitive), or -1 */
+static ngx_int_t
+ngx_http_cache_rfc_match_name(u_char *p, size_t len, const char **names,
+    ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_strlen(names[i]) == len
+            && ngx_strncasecmp(p, (u_char *) names[i], len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+/* "Jan".."Dec" at p (3 bytes) as 0..11, or -1 */
+static ngx_int_t
+ngx_http_cache_rfc_month(u_char *p)
+{
+    static const char  *months[] = { "Jan", "Feb", "Mar", "Apr", "May",
+                                     "Jun", "Jul", "Aug", "Sep", "Oct",
+                                     "Nov", "Dec" };
+
+    return ngx_http_cache_rfc_match_name(p, 3, months, 12);
+}
+
+
+static ngx_int_t
+ngx_http_cache_rfc_month_days(ngx_int_t month, ngx_int_t year)
+{
+    static const ngx_int_t  days[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30,
+                                       31, 30, 31 };
+
+    if (month == 1
+        && (year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)))
+    {
+        return 29;
+    }
+
+    return days[month];
+}
+
+
+/*
+ * Days since 1970-01-01 of a proleptic Gregorian date (month 1..12), by
+ * counting in 400-year eras that begin on March 1st.
+ */
+static int64_t
+ngx_http_cache_rfc_days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    int64_t  era, yoe, doy, doe;
+
+    y -= (m <= 2);
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + doe - 719468;
 }
 
 
@@ -1165,6 +1372,7 @@ static int64_t
 ngx_http_cache_rfc_initial_age(ngx_http_request_t *r, time_t date,
     int64_t request_time_ms, int64_t response_time_ms)
 {
+    u_char           *p, *e, *end;
     int64_t           apparent, delay, age;
     ngx_table_elt_t  *h;
 
@@ -1173,9 +1381,19 @@ ngx_http_cache_rfc_initial_age(ngx_http_request_t *r, time_t date,
     h = ngx_http_cache_find_header(&r->headers_out.headers, "Age",
                                    sizeof("Age") - 1);
     if (h) {
-        /* an invalid Age is ignored; a huge one is 2^31 */
-        age = ngx_http_cache_rfc_parse_delta_str(h->value.data,
-                                                 h->value.data + h->value.len);
+        /* the first member of the first line ("Age: 7200, 0" is 7200); an
+         * invalid one is ignored; a huge one is 2^31 */
+        p = h->value.data;
+        end = p + h->value.len;
+
+        for (e = p; e < end && *e != ','; e++) { /* void */ }
+
+        p = ngx_http_cache_rfc_skip_ows(p, e);
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t')) {
+            e--;
+        }
+
+        age = ngx_http_cache_rfc_parse_delta_str(p, e);
         if (age < 0) {
             age = 0;
         }

@@ -385,8 +385,19 @@ static cc_case_t  cc_cases[] = {
       |F_NO_TRANSFORM|F_IMMUTABLE|F_NO_STORE|F_PRIVATE|F_PUBLIC, "", "" },
     { "empty members", "Cache-Control: ,,, ,max-age=5,,",
       5, -1, -1, -1, -1, -1, 0, "", "" },
-    { "OWS around =", "Cache-Control: max-age = 5",
-      5, -1, -1, -1, -1, -1, 0, "", "" },
+    { "space before = makes max-age invalid", "Cache-Control: max-age =5",
+      0, -1, -1, -1, -1, -1, 0, "", "" },
+    { "space after = makes max-age invalid", "Cache-Control: max-age= 5",
+      0, -1, -1, -1, -1, -1, 0, "", "" },
+    { "leading zeros", "Cache-Control: max-age=003600",
+      3600, -1, -1, -1, -1, -1, 0, "", "" },
+    { "single quotes are no quotes", "Cache-Control: max-age='3600'",
+      0, -1, -1, -1, -1, -1, 0, "", "" },
+    { "decimal max-age is invalid", "Cache-Control: max-age=3600.0",
+      0, -1, -1, -1, -1, -1, 0, "", "" },
+    { "max-age in an extension's quoted string is not max-age",
+      "Cache-Control: extension=\"max-age=3600\", max-age=1",
+      1, -1, -1, -1, -1, -1, 0, "", "" },
     { "deleted field line ignored",
       "!Cache-Control: no-store\nCache-Control: max-age=3",
       3, -1, -1, -1, -1, -1, 0, "", "" },
@@ -742,6 +753,22 @@ static policy_case_t  policy_cases[] = {
       "Date: @0\nAge: 999999999999999999999999\nCache-Control: max-age=60",
       C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, BIG * S, 0, 0, "" },
 
+    { "Age: first member of the line", GET, NULL, 200,
+      "Date: @0\nAge: 7200, 0\nCache-Control: max-age=3600",
+      C_NONE, 0, 0, NL, 1, NULL, 3600 * S, 0, 0, 7200 * S, 0, 0, "" },
+    { "Age: 0, 7200", GET, NULL, 200,
+      "Date: @0\nAge: 0, 7200\nCache-Control: max-age=3600",
+      C_NONE, 0, 0, NL, 1, NULL, 3600 * S, 0, 0, 0, 0, 0, "" },
+    { "Age: first line", GET, NULL, 200,
+      "Date: @0\nAge: 7200\nAge: 0\nCache-Control: max-age=3600",
+      C_NONE, 0, 0, NL, 1, NULL, 3600 * S, 0, 0, 7200 * S, 0, 0, "" },
+    { "negative Age ignored", GET, NULL, 200,
+      "Date: @0\nAge: -7200\nCache-Control: max-age=3600",
+      C_NONE, 0, 0, NL, 1, NULL, 3600 * S, 0, 0, 0, 0, 0, "" },
+    { "decimal Age ignored", GET, NULL, 200,
+      "Date: @0\nAge: 7200.0\nCache-Control: max-age=3600",
+      C_NONE, 0, 0, NL, 1, NULL, 3600 * S, 0, 0, 0, 0, 0, "" },
+
     /* stale (4.2.4, RFC 5861) */
     { "stale-while-revalidate, stale-if-error", GET, NULL, 200,
       "Date: @0\nCache-Control: max-age=60, stale-while-revalidate=30,"
@@ -818,6 +845,83 @@ test_policy(void)
                  (long long) p.swr_ms, (long long) p.sie_ms,
                  (long long) p.initial_age_ms, (int) p.revalidate,
                  (int) p.must_revalidate, strip);
+        }
+
+        done_request(r);
+    }
+}
+
+
+/* HTTP-date (RFC 9110 5.6.7), through Expires - Date */
+
+typedef struct {
+    const char  *date;
+    int64_t      fresh;    /* seconds after T0, or 0: invalid (expired) */
+} date_case_t;
+
+
+static date_case_t  date_cases[] = {
+    { "Thu, 18 Aug 2050 02:01:18 GMT", 844400878 },
+    { "THU, 18 AUG 2050 02:01:18 gmt", 844400878 },
+    { "Thursday, 18-Aug-50 02:01:18 GMT", 844400878 },
+    { "Thu Aug 18 02:01:18 2050", 844400878 },
+    { "Thu Aug  8 02:01:18 2050", 843536878 },
+    { "Tue, 19 Jan 2038 14:14:08 GMT", 447523248 },
+    { "Sun, 21 Nov 2286 04:46:39 GMT", BIG },
+    { "Thu, 29 Feb 2024 00:00:00 GMT", 9164800 },
+    { "Thu, 18 Aug 2050 02:01:18 UTC", 0 },
+    { "Thu, 18 Aug 2050 02:01:18 AEST", 0 },
+    { "Thu, 18 Aug 2050 02:01:18 +0000", 0 },
+    { "Thu, 18 Aug 2050 02:01:18 GMT x", 0 },
+    { "Thu, 18 Aug 50 02:01:18 GMT", 0 },
+    { "Thu 18 Aug 2050 02:01:18 GMT", 0 },
+    { "Thu, 18  Aug  2050 02:01:18 GMT", 0 },
+    { "Thu, 18-Aug-2050 02:01:18 GMT", 0 },
+    { "Thu, 18 Aug 2050 02.01.18 GMT", 0 },
+    { "Thu, 18 Aug 2050 2:01:18 GMT", 0 },
+    { "Thu, 18 Aug 2050 24:00:00 GMT", 0 },
+    { "Wed, 29 Feb 2023 00:00:00 GMT", 0 },
+    { "Thu, 31 Apr 2050 00:00:00 GMT", 0 },
+    { "Thu, 18 Foo 2050 02:01:18 GMT", 0 },
+    { "Xyz, 18 Aug 2050 02:01:18 GMT", 0 },
+    { "Thursday, 18-Aug-50 02:01:18 UTC", 0 },
+    { "Thu Aug 18 02:01:18 50", 0 },
+    { "0", 0 },
+    { "", 0 },
+    { NULL, 0 }
+};
+
+
+static void
+test_dates(void)
+{
+    char                        out[128];
+    ngx_int_t                   rc;
+    ngx_array_t                 valid;
+    date_case_t                *c;
+    ngx_http_request_t         *r;
+    ngx_http_cache_policy_t     p;
+    ngx_http_cache_rfc_conf_t   conf;
+
+    for (c = date_cases; c->date; c++) {
+        ngx_snprintf((u_char *) out, sizeof(out), "Date: @0\nExpires: %s%Z",
+                     c->date);
+
+        r = make_request(GET, NULL, 200, out);
+        if (r == NULL) {
+            ok(0, "date: \"%s\": setup", c->date);
+            continue;
+        }
+
+        make_conf(r->pool, C_NONE, &conf, &valid);
+
+        rc = ngx_http_cache_response_policy(r, &conf, T0 * S, T0 * S, &p);
+
+        ok(rc == NGX_OK && p.storable && p.fresh_ms == c->fresh * S,
+           "date: \"%s\" %s", c->date, c->fresh ? "valid" : "invalid");
+
+        if (!(rc == NGX_OK && p.storable && p.fresh_ms == c->fresh * S)) {
+            diag("fresh %lld", (long long) p.fresh_ms);
         }
 
         done_request(r);
@@ -1427,6 +1531,7 @@ ngx_cache_rfc_unit_test(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     test_cc();
     test_policy();
+    test_dates();
     test_allows();
     test_not_modified();
     test_vary();
