@@ -1786,7 +1786,7 @@ ngx_int_t
 ngx_http_cache_vary_values(ngx_http_request_t *r, ngx_str_t *vary,
     ngx_str_t *spec_out, ngx_str_t *values_out)
 {
-    u_char      *p;
+    u_char      *p, *v;
     size_t       spec_len, values_len;
     ngx_str_t    names[NGX_HTTP_CACHE_VARY_MAX_FIELDS];
     ngx_uint_t   i, n, gzip;
@@ -1858,7 +1858,17 @@ ngx_http_cache_vary_values(ngx_http_request_t *r, ngx_str_t *vary,
             }
 
         } else {
+            v = p;
             p = ngx_http_cache_rfc_vary_write_value(p, in, &names[i]);
+
+            /* language tags are case-insensitive (RFC 4647 2) */
+            if (names[i].len == sizeof("Accept-Language") - 1
+                && ngx_strncasecmp(names[i].data,
+                                   (u_char *) "Accept-Language",
+                                   names[i].len) == 0)
+            {
+                ngx_strlow(v, v, p - v);
+            }
         }
 
         *p++ = '\n';
