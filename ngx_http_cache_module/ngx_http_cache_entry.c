@@ -8,7 +8,8 @@
 #include "ngx_http_cache_entry.h"
 
 
-#define NGX_HTTP_CACHE_ENTRY_CRC_AT  80
+#define NGX_HTTP_CACHE_ENTRY_CRC_AT  84
+#define NGX_HTTP_CACHE_ENTRY_NLENS   7
 
 static const unsigned char  ngx_http_cache_entry_magic[4] = "NXEC";
 
@@ -51,7 +52,7 @@ size_t
 ngx_http_cache_entry_prefix_size(const ngx_http_cache_entry_t *e)
 {
     return NGX_HTTP_CACHE_ENTRY_HEADER + e->key.len + e->vary_spec.len
-           + e->vary_values.len + e->headers.len;
+           + e->vary_values.len + e->tags.len + e->headers.len;
 }
 
 
@@ -109,14 +110,16 @@ ngx_http_cache_entry_write_prefix(unsigned char *p,
     ngx_http_cache_put32(p + 56, (uint32_t) e->key.len);
     ngx_http_cache_put32(p + 60, (uint32_t) e->vary_spec.len);
     ngx_http_cache_put32(p + 64, (uint32_t) e->vary_values.len);
-    ngx_http_cache_put32(p + 68, (uint32_t) e->headers.len);
-    ngx_http_cache_put32(p + 72, (uint32_t) e->body.len);
-    ngx_http_cache_put32(p + 76, (uint32_t) e->body_raw_len);
+    ngx_http_cache_put32(p + 68, (uint32_t) e->tags.len);
+    ngx_http_cache_put32(p + 72, (uint32_t) e->headers.len);
+    ngx_http_cache_put32(p + 76, (uint32_t) e->body.len);
+    ngx_http_cache_put32(p + 80, (uint32_t) e->body_raw_len);
 
     p += NGX_HTTP_CACHE_ENTRY_HEADER;
     p = ngx_http_cache_put_bytes(p, &e->key);
     p = ngx_http_cache_put_bytes(p, &e->vary_spec);
     p = ngx_http_cache_put_bytes(p, &e->vary_values);
+    p = ngx_http_cache_put_bytes(p, &e->tags);
     p = ngx_http_cache_put_bytes(p, &e->headers);
 
     ngx_http_cache_put32(start + NGX_HTTP_CACHE_ENTRY_CRC_AT,
@@ -130,8 +133,8 @@ void
 ngx_http_cache_entry_set_body(unsigned char *prefix, size_t prefix_len,
     size_t body_len, size_t body_raw_len)
 {
-    ngx_http_cache_put32(prefix + 72, (uint32_t) body_len);
-    ngx_http_cache_put32(prefix + 76, (uint32_t) body_raw_len);
+    ngx_http_cache_put32(prefix + 76, (uint32_t) body_len);
+    ngx_http_cache_put32(prefix + 80, (uint32_t) body_raw_len);
     ngx_http_cache_put32(prefix + NGX_HTTP_CACHE_ENTRY_CRC_AT,
                          ngx_http_cache_entry_crc(prefix, prefix_len));
 }
@@ -189,6 +192,36 @@ ngx_http_cache_headers_valid(const unsigned char *p, size_t len)
 }
 
 
+/* "tag\n" lines of visible ASCII */
+
+static int
+ngx_http_cache_tags_valid(const unsigned char *p, size_t len)
+{
+    size_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] == '\n') {
+            if (n == 0) {
+                return 0;
+            }
+
+            n = 0;
+            continue;
+        }
+
+        if (p[i] <= 0x20 || p[i] >= 0x7f) {
+            return 0;
+        }
+
+        n++;
+    }
+
+    return n == 0;
+}
+
+
 static int
 ngx_http_cache_time_valid(int64_t t)
 {
@@ -201,7 +234,7 @@ ngx_http_cache_entry_parse(ngx_http_cache_entry_t *e,
     const unsigned char *data, size_t len)
 {
     size_t                 rest;
-    uint32_t               lens[6];
+    uint32_t               lens[NGX_HTTP_CACHE_ENTRY_NLENS];
     unsigned               i;
     const unsigned char   *p;
 
@@ -225,14 +258,15 @@ ngx_http_cache_entry_parse(ngx_http_cache_entry_t *e,
         return NGX_HTTP_CACHE_ENTRY_SHORT;
     }
 
-    for (i = 0; i < 6; i++) {
+    for (i = 0; i < NGX_HTTP_CACHE_ENTRY_NLENS; i++) {
         lens[i] = ngx_http_cache_get32(data + 56 + 4 * i);
     }
 
     /* each length against what is left, so no sum can overflow */
     rest = len - NGX_HTTP_CACHE_ENTRY_HEADER;
 
-    for (i = 0; i < 5; i++) {
+    /* every length but the inflated body's */
+    for (i = 0; i < NGX_HTTP_CACHE_ENTRY_NLENS - 1; i++) {
         if (lens[i] > rest) {
             return NGX_HTTP_CACHE_ENTRY_SHORT;
         }
@@ -247,13 +281,14 @@ ngx_http_cache_entry_parse(ngx_http_cache_entry_t *e,
     if (lens[0] == 0 || lens[0] > NGX_HTTP_CACHE_ENTRY_KEY_MAX
         || lens[1] > NGX_HTTP_CACHE_ENTRY_VARY_MAX
         || lens[2] > NGX_HTTP_CACHE_ENTRY_VARY_MAX
-        || lens[3] > NGX_HTTP_CACHE_ENTRY_HDRS_MAX)
+        || lens[3] > NGX_HTTP_CACHE_ENTRY_TAGS_MAX
+        || lens[4] > NGX_HTTP_CACHE_ENTRY_HDRS_MAX)
     {
         return NGX_HTTP_CACHE_ENTRY_BAD_LENGTH;
     }
 
     if (ngx_http_cache_get32(data + NGX_HTTP_CACHE_ENTRY_CRC_AT)
-        != ngx_http_cache_entry_crc(data, len - lens[4]))
+        != ngx_http_cache_entry_crc(data, len - lens[5]))
     {
         return NGX_HTTP_CACHE_ENTRY_BAD_CRC;
     }
@@ -292,18 +327,26 @@ ngx_http_cache_entry_parse(ngx_http_cache_entry_t *e,
     e->vary_values.len = lens[2];
     p += lens[2];
 
-    e->headers.data = p;
-    e->headers.len = lens[3];
+    e->tags.data = p;
+    e->tags.len = lens[3];
     p += lens[3];
 
+    e->headers.data = p;
+    e->headers.len = lens[4];
+    p += lens[4];
+
     e->body.data = p;
-    e->body.len = lens[4];
-    e->body_raw_len = lens[5];
+    e->body.len = lens[5];
+    e->body_raw_len = lens[6];
 
     if (!(e->flags & NGX_HTTP_CACHE_ENTRY_GZIP)
         && e->body_raw_len != e->body.len)
     {
         return NGX_HTTP_CACHE_ENTRY_BAD_LENGTH;
+    }
+
+    if (!ngx_http_cache_tags_valid(e->tags.data, e->tags.len)) {
+        return NGX_HTTP_CACHE_ENTRY_BAD_FIELD;
     }
 
     if (!ngx_http_cache_headers_valid(e->headers.data, e->headers.len)) {

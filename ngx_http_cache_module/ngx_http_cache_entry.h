@@ -13,10 +13,11 @@
  *      40  8  stale-if-error window, ms
  *      48  8  variant epoch (see ngx_http_cache_lookup.c)
  *      56  4  key length        60  4  vary spec length
- *      64  4  vary values length 68  4  headers length
- *      72  4  body length       76  4  body length once inflated
- *      80  4  CRC-32 of the fixed header (this field as zero) and of the
- *             key, vary spec, vary values and headers
+ *      64  4  vary values length 68  4  tags length
+ *      72  4  headers length    76  4  body length
+ *      80  4  body length once inflated
+ *      84  4  CRC-32 of the fixed header (this field as zero) and of the
+ *             key, vary spec, vary values, tags and headers
  *   the key text (compared with the request's on every read)
  *   the vary spec ("accept-language,x-tier") and the request's values under
  *   it ("accept-language:en\nx-tier:gold\n"), empty without Vary
@@ -44,7 +45,7 @@
 
 
 #define NGX_HTTP_CACHE_ENTRY_VERSION     1
-#define NGX_HTTP_CACHE_ENTRY_HEADER      84
+#define NGX_HTTP_CACHE_ENTRY_HEADER      88
 
 /* flags */
 #define NGX_HTTP_CACHE_ENTRY_GZIP        0x01   /* body stored gzip */
@@ -55,6 +56,7 @@
 /* bounds a parsed entry must respect */
 #define NGX_HTTP_CACHE_ENTRY_KEY_MAX     4096
 #define NGX_HTTP_CACHE_ENTRY_VARY_MAX    4096
+#define NGX_HTTP_CACHE_ENTRY_TAGS_MAX    4096
 #define NGX_HTTP_CACHE_ENTRY_HDRS_MAX    65536
 #define NGX_HTTP_CACHE_ENTRY_TIME_MAX    ((int64_t) 1 << 50)   /* ms */
 
@@ -78,6 +80,7 @@ typedef struct {
     ngx_http_cache_bytes_t key;
     ngx_http_cache_bytes_t vary_spec;
     ngx_http_cache_bytes_t vary_values;
+    ngx_http_cache_bytes_t tags;
     ngx_http_cache_bytes_t headers;
     ngx_http_cache_bytes_t body;
     size_t                 body_raw_len;
