@@ -44,6 +44,8 @@ static ngx_int_t ngx_http_cache_send_lock(ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_loc_conf_t *clcf);
 static void ngx_http_cache_lock_timer(ngx_event_t *ev);
 static void ngx_http_cache_request_done(void *data);
+static ngx_int_t ngx_http_cache_unsafe_method(ngx_http_request_t *r,
+    ngx_http_cache_loc_conf_t *clcf);
 static void ngx_http_cache_lock_reply(void *data, redisReply *reply,
     ngx_int_t rc);
 static ngx_int_t ngx_http_cache_lock_decide(ngx_http_request_t *r,
@@ -154,7 +156,7 @@ ngx_http_cache_handler(ngx_http_request_t *r)
     }
 
     if (!(r->method & clcf->methods)) {
-        return NGX_DECLINED;
+        return ngx_http_cache_unsafe_method(r, clcf);
     }
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_cache_ctx_t));
@@ -209,6 +211,46 @@ ngx_http_cache_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_cache_start(r, clcf, ctx);
+}
+
+
+/*
+ * RFC 9111 4.4: a successful POST, PUT, DELETE or PATCH invalidates the
+ * stored responses of its URL (the key this request computes): the store
+ * filter deletes the main key (every variant with it) once the status is
+ * known to be 2xx or 3xx.
+ */
+
+static ngx_int_t
+ngx_http_cache_unsafe_method(ngx_http_request_t *r,
+    ngx_http_cache_loc_conf_t *clcf)
+{
+    ngx_http_cache_ctx_t  *ctx;
+
+    if (!(r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_DELETE
+                       |NGX_HTTP_PATCH))
+        || r != r->main || ngx_http_get_module_ctx(r, ngx_http_cache_module))
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_cache_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->invalidate = 1;
+    ctx->done = 1;
+
+    if (ngx_http_complex_value(r, clcf->key, &ctx->key) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_cache_hash_key(&ctx->key, ctx->hash);
+    ngx_http_set_ctx(r, ctx, ngx_http_cache_module);
+
+    return NGX_DECLINED;
 }
 
 
@@ -601,7 +643,9 @@ ngx_http_cache_stale_on(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 }
 
 
-/* the request's own no-cache (or Pragma: no-cache): no stale answer */
+/* a request with freshness demands of its own (no-cache, Pragma:
+ * no-cache, max-age, min-fresh) gets no stale answer while an update
+ * runs: it waits for the origin */
 
 static ngx_flag_t
 ngx_http_cache_request_wants_origin(ngx_http_request_t *r)
@@ -612,7 +656,7 @@ ngx_http_cache_request_wants_origin(ngx_http_request_t *r)
         return 1;
     }
 
-    return cc.no_cache || cc.max_age == 0;
+    return cc.no_cache || cc.max_age >= 0 || cc.min_fresh >= 0;
 }
 
 
@@ -632,9 +676,90 @@ ngx_http_cache_serve_stale(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
  * (unless the lock waited in vain); a stale entry stays for the filters,
  * which serve it if the origin fails */
 
+/*
+ * edge_cache_revalidate: the stale entry's validators go to the origin
+ * (If-None-Match, If-Modified-Since), and a 304 renews the entry (the
+ * store filter).  Only for a request without conditionals of its own:
+ * the origin's 304 must answer the cache's question, not the client's.
+ */
+
+static ngx_int_t
+ngx_http_cache_add_validators(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx)
+{
+    const u_char            *p, *end;
+    ngx_table_elt_t         *h;
+    ngx_http_cache_entry_t  *e;
+    ngx_http_cache_bytes_t   name, value;
+
+    if (r->headers_in.if_none_match || r->headers_in.if_modified_since
+        || r->headers_in.if_match || r->headers_in.if_unmodified_since
+        || r->method != NGX_HTTP_GET)
+    {
+        return NGX_DECLINED;
+    }
+
+    e = &ctx->entry;
+    p = e->headers.data;
+    end = p + e->headers.len;
+
+    while ((p = ngx_http_cache_entry_next_header(p, end, &name, &value))) {
+
+        if (name.len == 4
+            && ngx_strncasecmp((u_char *) name.data, (u_char *) "ETag", 4)
+               == 0)
+        {
+            h = ngx_list_push(&r->headers_in.headers);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_str_set(&h->key, "If-None-Match");
+            h->lowcase_key = (u_char *) "if-none-match";
+            r->headers_in.if_none_match = h;
+
+        } else if (name.len == sizeof("Last-Modified") - 1
+                   && ngx_strncasecmp((u_char *) name.data,
+                                      (u_char *) "Last-Modified",
+                                      name.len) == 0)
+        {
+            h = ngx_list_push(&r->headers_in.headers);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_str_set(&h->key, "If-Modified-Since");
+            h->lowcase_key = (u_char *) "if-modified-since";
+            r->headers_in.if_modified_since = h;
+
+        } else {
+            continue;
+        }
+
+        h->hash = 1;
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
+        h->value.data = (u_char *) value.data;
+        h->value.len = value.len;
+        ctx->revalidating = 1;
+    }
+
+    if (ctx->revalidating) {
+        /* the conditionals are the cache's: nginx must not answer them
+         * on the client's behalf */
+        r->disable_not_modified = 1;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_cache_go_origin(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
 {
+    ngx_http_cache_loc_conf_t  *clcf;
+
     ctx->done = 1;
 
     if (ctx->status == NGX_HTTP_CACHE_ST_NONE) {
@@ -642,7 +767,15 @@ ngx_http_cache_go_origin(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
                                  : NGX_HTTP_CACHE_ST_MISS;
     }
 
-    if (ctx->reply
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
+
+    if (ctx->reply && ctx->stale && clcf->revalidate && !ctx->no_store
+        && ngx_http_cache_add_validators(r, ctx) == NGX_ERROR)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->reply && !ctx->revalidating
         && !ngx_http_cache_stale_on(r, ctx, NGX_HTTP_CACHE_STALE_ERRORS))
     {
         /* no use for it any more */
@@ -685,6 +818,13 @@ ngx_http_cache_decide(ngx_http_request_t *r, ngx_http_cache_loc_conf_t *clcf,
             ctx->tier = 2;
 
             return ngx_http_cache_send_hit(r, ctx);
+        }
+
+        if (allows == NGX_HTTP_CACHE_REQ_BYPASS) {
+            /* request no-store: from the origin, and not stored */
+            ctx->status = NGX_HTTP_CACHE_ST_BYPASS;
+            ctx->no_store = 1;
+            return ngx_http_cache_go_origin(r, ctx);
         }
 
         ctx->stale = 1;
@@ -885,7 +1025,9 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
         return ngx_http_cache_end_background(r, ctx);
     }
 
-    if (ngx_http_cache_stale_on(r, ctx, NGX_HTTP_CACHE_STALE_UPDATING)) {
+    if (ngx_http_cache_stale_on(r, ctx, NGX_HTTP_CACHE_STALE_UPDATING)
+        && !ngx_http_cache_request_wants_origin(r))
+    {
         ctx->locking = 0;
         return ngx_http_cache_serve_stale(r, ctx,
                                           NGX_HTTP_CACHE_ST_UPDATING);
@@ -896,12 +1038,19 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
         ctx->locking = 0;
         ctx->no_store = 1;
 
+        ngx_http_cache_count(clcf->zone, st_lock_timeouts, 1);
+
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "edge_cache: \"%V\" still locked after %M ms: "
                       "to the origin, not stored", &ctx->key,
                       clcf->lock_timeout);
 
         return ngx_http_cache_go_origin(r, ctx);
+    }
+
+    if (!ctx->lock_waited) {
+        ctx->lock_waited = 1;
+        ngx_http_cache_count(clcf->zone, st_lock_waits, 1);
     }
 
     /* wait, then ask again; the timer is one of the request's pending

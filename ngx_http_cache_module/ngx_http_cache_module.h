@@ -79,17 +79,34 @@ typedef enum {
 #define NGX_HTTP_CACHE_ZONE_NAME_MAX  64
 
 
+#define NGX_HTTP_CACHE_NSTATUS   8      /* ngx_http_cache_status_e values */
+
+
 typedef struct {
     ngx_str_t                    name;
     ngx_edge_redis_server_t     *redis;
     struct ngx_http_cache_l1_s  *l1;         /* hot=: ngx_http_cache_l1.h */
+
+    /* series in the "cache" stats zone (nginx_cache_* in /metrics) */
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          st_requests[NGX_HTTP_CACHE_NSTATUS];
+    ngx_edge_stats_id_t          st_hits[3];         /* by tier: -, l1, l2 */
+    ngx_edge_stats_id_t          st_served_bytes;
+    ngx_edge_stats_id_t          st_stores;
+    ngx_edge_stats_id_t          st_stored_bytes;
+    ngx_edge_stats_id_t          st_lock_waits;
+    ngx_edge_stats_id_t          st_lock_timeouts;
 } ngx_http_cache_zone_t;
 
 
 typedef struct {
     ngx_array_t                  zones;      /* ngx_http_cache_zone_t * */
     ngx_array_t                  redis;      /* ngx_edge_redis_server_t * */
+    ngx_edge_stats_t            *stats;
 } ngx_http_cache_main_conf_t;
+
+
+#define ngx_http_cache_count(zone, id, n)                                        if ((zone)->stats) { ngx_edge_stats_add((zone)->stats, (zone)->id, n); }
 
 
 typedef struct {
@@ -139,6 +156,7 @@ typedef struct {
     redisReply                  *reply;      /* kept: the entry's bytes */
     ngx_http_cache_entry_t       entry;      /* parsed, into reply */
     int64_t                      age;        /* current age, ms */
+    size_t                       served;     /* body bytes from the cache */
     ngx_str_t                    stale_body; /* served from the filters */
 
     /* the store */
@@ -164,6 +182,9 @@ typedef struct {
     unsigned                     stale_sent:1;
     unsigned                     background:1;     /* the update subrequest */
     unsigned                     no_store:1;
+    unsigned                     revalidating:1;   /* validators sent */
+    unsigned                     invalidate:1;     /* an unsafe method */
+    unsigned                     lock_waited:1;
     unsigned                     done:1;     /* lookup decided */
     unsigned                     variant:1;  /* second GET sent */
     unsigned                     storing:1;
@@ -196,6 +217,10 @@ ngx_int_t ngx_http_cache_prepare_response(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx, ngx_str_t *body);
 ngx_chain_t *ngx_http_cache_body_chain(ngx_http_request_t *r,
     ngx_str_t *body);
+ngx_int_t ngx_http_cache_set_headers(ngx_http_request_t *r,
+    ngx_http_cache_entry_t *e, ngx_list_t *except);
+ngx_table_elt_t *ngx_http_cache_push_header(ngx_http_request_t *r,
+    u_char *name, size_t nlen, u_char *value, size_t vlen);
 ngx_flag_t ngx_http_cache_accepts_gzip(ngx_http_request_t *r);
 
 /* ngx_http_cache_store.c */

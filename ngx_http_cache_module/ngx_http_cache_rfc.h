@@ -163,8 +163,10 @@ typedef struct {
 
 /*
  * The store decision for the response now in r->headers_out, for the
- * request r.  request_time_ms / response_time_ms: wall clock, when the
- * request went upstream and when the response header arrived.
+ * request r.  A HEAD response may be storable: it has no body, so the
+ * caller must not answer a GET with it.  request_time_ms and
+ * response_time_ms: wall clock, when the request went upstream and when
+ * the response header arrived.
  * NGX_ERROR only when the pool is exhausted; otherwise NGX_OK and the
  * decision in policy (policy->storable, policy->reason).
  */
@@ -219,6 +221,7 @@ NGX_EDGE_API ngx_int_t ngx_http_cache_not_modified(ngx_http_request_t *r,
  *               commas and at the ends removed, then '\n'; a field absent
  *               from the request gives the name and '\n' alone (no ':'),
  *               so that absent and empty never match (RFC 9111 4.1).
+ *               Accept-Language is lower-cased (tags are case-insensitive).
  *               Accept-Encoding gives "gzip" when the request accepts gzip
  *               (q > 0, also through "*" or x-gzip) and "" otherwise, with
  *               the ':' (absent and "identity" are the same variant).

@@ -82,7 +82,7 @@ ngx_http_cache_inflate(ngx_http_request_t *r, ngx_http_cache_entry_t *e,
 }
 
 
-static ngx_table_elt_t *
+ngx_table_elt_t *
 ngx_http_cache_push_header(ngx_http_request_t *r, u_char *name, size_t nlen,
     u_char *value, size_t vlen)
 {
@@ -116,8 +116,9 @@ ngx_http_cache_push_header(ngx_http_request_t *r, u_char *name, size_t nlen,
 /* the stored headers into r->headers_out, with the fields nginx's own
  * filters read set as the upstream module sets them */
 
-static ngx_int_t
-ngx_http_cache_set_headers(ngx_http_request_t *r, ngx_http_cache_entry_t *e)
+ngx_int_t
+ngx_http_cache_set_headers(ngx_http_request_t *r, ngx_http_cache_entry_t *e,
+    ngx_list_t *except)
 {
     const u_char            *p, *end;
     ngx_table_elt_t         *h;
@@ -127,6 +128,14 @@ ngx_http_cache_set_headers(ngx_http_request_t *r, ngx_http_cache_entry_t *e)
     end = p + e->headers.len;
 
     while ((p = ngx_http_cache_entry_next_header(p, end, &name, &value))) {
+
+        if (except
+            && ngx_http_cache_find_header(except, (const char *) name.data,
+                                          name.len))
+        {
+            /* replaced by the revalidation's 304 */
+            continue;
+        }
 
         if (ngx_http_cache_is(&name, "Content-Type")) {
             r->headers_out.content_type.data = (u_char *) value.data;
@@ -258,12 +267,17 @@ ngx_http_cache_prepare_response(ngx_http_request_t *r,
         }
     }
 
-    r->headers_out.status = e->status;
-    r->headers_out.last_modified_time = -1;
+    if (!ctx->revalidating) {
+        /* a revalidated entry's headers are set already, merged */
+        r->headers_out.status = e->status;
+        r->headers_out.last_modified_time = -1;
 
-    if (ngx_http_cache_set_headers(r, e) != NGX_OK
-        || ngx_http_cache_add_age(r, ctx->age) != NGX_OK)
-    {
+        if (ngx_http_cache_set_headers(r, e, NULL) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_cache_add_age(r, ctx->age) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -284,7 +298,8 @@ ngx_http_cache_prepare_response(ngx_http_request_t *r,
         etag = r->headers_out.etag->value;
     }
 
-    if (e->status == NGX_HTTP_OK
+    /* (after a revalidation the request's conditionals are the cache's) */
+    if (e->status == NGX_HTTP_OK && !ctx->revalidating
         && ngx_http_cache_not_modified(r, &etag,
                                        r->headers_out.last_modified_time,
                                        e->response_time / 1000))
@@ -309,6 +324,8 @@ ngx_http_cache_prepare_response(ngx_http_request_t *r,
     if (r->header_only) {
         body->len = 0;
     }
+
+    ctx->served = body->len;
 
     return NGX_OK;
 }

@@ -29,6 +29,15 @@ static void ngx_http_cache_capture(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx, ngx_chain_t *in);
 static void ngx_http_cache_store_reply(void *data, redisReply *reply,
     ngx_int_t rc);
+static void ngx_http_cache_store_revalidated(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_http_cache_loc_conf_t *clcf);
+static ngx_int_t ngx_http_cache_build_headers(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_http_cache_loc_conf_t *clcf,
+    ngx_str_t *out);
+static void ngx_http_cache_finish_store(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_http_cache_loc_conf_t *clcf);
+static ngx_int_t ngx_http_cache_reset_headers(ngx_http_request_t *r);
+static ngx_flag_t ngx_http_cache_clean_value(ngx_str_t *v);
 
 
 /* hop-by-hop fields and those the cache recomputes on every hit */
@@ -693,6 +702,211 @@ ngx_http_cache_hit_for_miss(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 }
 
 
+/* DEL of the main key: every variant goes with it */
+
+static void
+ngx_http_cache_invalidate(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_loc_conf_t *clcf)
+{
+    ngx_str_t    rkey;
+    u_char       rkeybuf[NGX_HTTP_CACHE_RKEY_MAX];
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    if (r->headers_out.status < 200 || r->headers_out.status >= 400) {
+        return;
+    }
+
+    rkey.data = rkeybuf;
+    ngx_http_cache_redis_key(ctx, clcf->zone, NULL, &rkey);
+
+    argv[0] = "DEL";
+    argvlen[0] = 3;
+    argv[1] = (const char *) rkey.data;
+    argvlen[1] = rkey.len;
+
+    (void) ngx_edge_redis_send_command(clcf->zone->redis,
+                                       ngx_http_cache_store_reply, NULL,
+                                       2, argv, argvlen);
+}
+
+
+/*
+ * The origin answered the cache's validators with 304 (RFC 9111 4.3.4):
+ * the stored headers are updated with the 304's, the entry stored again
+ * with its body as it was, and the client gets it (REVALIDATED).
+ */
+
+static ngx_int_t
+ngx_http_cache_revalidated(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_loc_conf_t *clcf)
+{
+    ngx_str_t         date;
+    ngx_list_t        fresh;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *nh;
+
+    fresh = r->headers_out.headers;
+
+    ngx_str_null(&date);
+
+    if (r->headers_out.date == NULL && r->upstream
+        && r->upstream->headers_in.date
+        && ngx_http_cache_clean_value(&r->upstream->headers_in.date->value))
+    {
+        date = r->upstream->headers_in.date->value;
+    }
+
+    if (ngx_http_cache_reset_headers(r) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    r->headers_out.status = ctx->entry.status;
+
+    if (ngx_http_cache_set_headers(r, &ctx->entry, &fresh) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    part = &fresh.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0
+            || ngx_http_cache_in_list(&h[i].key, ngx_http_cache_unstored, 0))
+        {
+            continue;
+        }
+
+        nh = ngx_http_cache_push_header(r, h[i].key.data, h[i].key.len,
+                                        h[i].value.data, h[i].value.len);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (h[i].key.len == 4
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "ETag", 4) == 0)
+        {
+            r->headers_out.etag = nh;
+
+        } else if (h[i].key.len == 4
+                   && ngx_strncasecmp(h[i].key.data, (u_char *) "Date", 4)
+                      == 0)
+        {
+            r->headers_out.date = nh;
+        }
+    }
+
+    if (date.len) {
+        /* the 304's Date replaces the stored one (nginx hid it) */
+        for (part = &r->headers_out.headers.part; part; part = part->next) {
+            h = part->elts;
+
+            for (i = 0; i < part->nelts; i++) {
+                if (h[i].key.len == 4
+                    && ngx_strncasecmp(h[i].key.data, (u_char *) "Date", 4)
+                       == 0)
+                {
+                    h[i].value = date;
+                    r->headers_out.date = &h[i];
+                }
+            }
+        }
+    }
+
+    ctx->status = NGX_HTTP_CACHE_ST_REVALIDATED;
+    ctx->serving_stale = 1;
+
+    ngx_http_cache_store_revalidated(r, ctx, clcf);
+
+    if (ngx_http_cache_prepare_response(r, ctx, &ctx->stale_body) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static void
+ngx_http_cache_store_revalidated(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_http_cache_loc_conf_t *clcf)
+{
+    int64_t                  now;
+    ngx_str_t                headers;
+    ngx_http_cache_entry_t   e, *old;
+
+    old = &ctx->entry;
+    now = ngx_edge_wall_usec() / 1000;
+
+    if (ngx_http_cache_response_policy(r, &clcf->rfc, ctx->request_time, now,
+                                       &ctx->policy)
+        != NGX_OK
+        || !ctx->policy.storable)
+    {
+        ngx_http_cache_unlock(r, ctx);
+        return;
+    }
+
+    ctx->gzip = (old->flags & NGX_HTTP_CACHE_ENTRY_GZIP) != 0;
+    ctx->vary_spec.data = (u_char *) old->vary_spec.data;
+    ctx->vary_spec.len = old->vary_spec.len;
+    ctx->vary_values.data = (u_char *) old->vary_values.data;
+    ctx->vary_values.len = old->vary_values.len;
+
+    if (ngx_http_cache_build_headers(r, ctx, clcf, &headers) != NGX_OK) {
+        ngx_http_cache_unlock(r, ctx);
+        return;
+    }
+
+    e = *old;
+    e.flags = (old->flags & NGX_HTTP_CACHE_ENTRY_GZIP)
+              | (ctx->policy.revalidate ? NGX_HTTP_CACHE_ENTRY_REVALIDATE : 0)
+              | (ctx->policy.must_revalidate ? NGX_HTTP_CACHE_ENTRY_MUST_REVAL
+                                             : 0);
+    e.response_time = now;
+    e.initial_age = ngx_max(ctx->policy.initial_age_ms, 0);
+    e.fresh = ngx_max(ctx->policy.fresh_ms, 0);
+    e.swr = ngx_max(ctx->policy.swr_ms, 0);
+    e.sie = ngx_max(ctx->policy.sie_ms, 0);
+    e.headers.data = headers.data;
+    e.headers.len = headers.len;
+
+    ctx->prefix_len = ngx_http_cache_entry_prefix_size(&e);
+
+    ctx->buf = ngx_pnalloc(r->pool, ctx->prefix_len + old->body.len);
+    if (ctx->buf == NULL) {
+        ngx_http_cache_unlock(r, ctx);
+        return;
+    }
+
+    ctx->buf_end = ctx->buf + ctx->prefix_len + old->body.len;
+    ctx->buf_last = ngx_http_cache_entry_write_prefix(ctx->buf, &e);
+    ctx->buf_last = ngx_cpymem(ctx->buf_last, old->body.data, old->body.len);
+
+    /* the client's answer: the renewed freshness and age */
+    ctx->entry.fresh = e.fresh;
+    ctx->age = e.initial_age;
+
+    ctx->gzip = 0;
+    ctx->raw_len = e.body_raw_len;
+    ctx->expect_len = -1;
+    ctx->stored_flag = 1;
+
+    ngx_http_cache_finish_store(r, ctx, clcf);
+}
+
+
 static ngx_int_t
 ngx_http_cache_header_filter(ngx_http_request_t *r)
 {
@@ -710,6 +924,20 @@ ngx_http_cache_header_filter(ngx_http_request_t *r)
     }
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
+
+    if (ctx->invalidate) {
+        if (clcf->zone) {
+            ngx_http_cache_invalidate(r, ctx, clcf);
+        }
+
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (clcf->zone && ctx->revalidating && ctx->reply && !ctx->background
+        && r->upstream && r->headers_out.status == NGX_HTTP_NOT_MODIFIED)
+    {
+        return ngx_http_cache_revalidated(r, ctx, clcf);
+    }
 
     if (clcf->zone == NULL || !ctx->done
         || !(ctx->status == NGX_HTTP_CACHE_ST_MISS
@@ -909,8 +1137,13 @@ ngx_http_cache_send_set(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     if (ngx_edge_redis_send_command(clcf->zone->redis,
                                     ngx_http_cache_store_reply, NULL,
                                     5, argv, argvlen)
-        == NULL)
+        != NULL)
     {
+        ngx_http_cache_count(clcf->zone, st_stores, 1);
+        ngx_http_cache_count(clcf->zone, st_stored_bytes,
+                             (int64_t) argvlen[2]);
+
+    } else {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "edge_cache: \"%V\" not stored: redis not ready",
                        &ctx->key);
