@@ -23,6 +23,7 @@ my $rport = $ENV{TEST_NGINX_REDIS_PORT};
 # but what it exercises makes a copy too old.  Each answer of the origin
 # carries $request_id: a stored copy is told from a new answer.
 my $http = <<"HTTP";
+    metrics_zone 1m;
     edge_cache_redis main 127.0.0.1:$rport timeout=300ms;
     edge_cache_zone hot redis=main hot=1m hot_max_age=60s hot_max_entry=8k;
     edge_cache_zone short redis=main hot=1m hot_max_age=2s;
@@ -35,6 +36,7 @@ my $http = <<"HTTP";
         add_header X-Cache \$edge_cache_status always;
         add_header X-Tier \$edge_cache_tier always;
         add_header X-Pid \$pid always;
+        location = /metrics { metrics; }
         location /h/ { edge_cache hot;   proxy_pass http://127.0.0.1:\$PORT/o/; }
         location /s/ { edge_cache short; proxy_pass http://127.0.0.1:\$PORT/o/; }
         location /l/ { edge_cache lru;   proxy_pass http://127.0.0.1:\$PORT/o/; }
@@ -97,6 +99,11 @@ for (1 .. 10) {
 is_deeply(\%tiers, { 'HIT l1' => 10 }, 'ten hits from L1, the stored body');
 is(gets(), 0, 'an L1 hit sends no GET to Redis');
 like($r->{headers}{age}, qr/^\d+$/, 'an L1 hit has an Age');
+my $m = $nginx->get('/metrics')->{body};
+like($m, qr/^nginx_cache_hits_total\{zone="hot",tier="l1"\} 10$/m,
+     'the metrics count ten hits from L1');
+unlike($m, qr/^nginx_cache_hits_total\{zone="hot",tier="l2"\} [1-9]/m,
+       'and none from Redis');
 
 # --- both workers read the same zone: the hit comes from either
 my %pids;
