@@ -215,6 +215,15 @@ subtest 'status, headers in order, body, Content-Length, Date, Content-Type' => 
         'Date is now';
 };
 
+subtest 'a body is bytes, any bytes' => sub {
+    my $bytes = join '', map { chr } 0 .. 255;
+    $o->set('/bytes', body => $bytes x 4,
+            headers => ['Content-Type: application/octet-stream']);
+    my $r = fetch(get('/bytes'));
+    is $r->{body}, $bytes x 4, 'every byte value, unchanged';
+    is $r->{headers}{'content-length'}, 1024, 'Content-Length in bytes';
+};
+
 subtest 'a Date and a Content-Type the test gives, or none at all' => sub {
     my $date = 'Sun, 06 Nov 1994 08:49:37 GMT';
     $o->set('/date', body => 'd',
@@ -547,6 +556,8 @@ subtest 'set() refuses what it does not know' => sub {
         my $what = ref $_->[1] ? "[@{$_->[1]}]" : $_->[1];
         ok !eval { $o->set('/x', @$_); 1 }, "$_->[0] => $what";
     }
+    ok !eval { $o->set('/x', body => "caf\x{e9} \x{263a}"); 1 },
+        'a body with wide characters';
     ok !eval { $o->set('/__origin/set', body => 'x'); 1 },
         'the control channel';
     ok !eval { $o->set('relative', body => 'x'); 1 }, 'a key without /';

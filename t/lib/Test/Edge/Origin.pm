@@ -75,6 +75,14 @@ package Test::Edge::Origin;
 # gets its 100.  HEAD gets the GET header and no body.  A malformed request
 # gets 400 and the connection is closed.
 #
+# BEHIND NGINX.  With upstream keepalive, nginx retries a request ONCE on
+# a new connection when a reused (cached) connection fails before the
+# response header (ngx_http_upstream_next(), peer.cached): a 'close' or
+# 'reset' answer on a kept-alive connection is then counted twice.  Count
+# with that in mind, or make the response before it close the connection
+# (keepalive => 0), or proxy without keepalive.  ('truncate' fails after
+# the header: never retried.)
+#
 # HOW.  start() binds the listening socket, then forks ONE child that
 # serves every connection from a non-blocking select loop with timers for
 # the delays, so a connection held by delay or hang never holds up another.
@@ -155,6 +163,9 @@ sub set {
         croak "origin: set: $_ must be a number of seconds" if
             defined $s{$_} && $s{$_} !~ /^\d+(?:\.\d*)?$/;
     }
+    # a body is bytes: a character string must be encoded by the test
+    croak "origin: set: body has wide characters (encode it)" if
+        defined $s{body} && !utf8::downgrade(my $copy = $s{body}, 1);
     if (defined $s{headers}) {
         croak "origin: set: headers must be an array ref" if
             ref $s{headers} ne 'ARRAY';
