@@ -117,6 +117,11 @@ static void ngx_edge_redis_close_handler(ngx_event_t *ev);
 static void ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_edge_redis_cmd_timeout(ngx_event_t *ev);
+static void ngx_edge_redis_command_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static ngx_int_t ngx_edge_redis_reserve_wire(ngx_edge_redis_conn_t *conn,
+    size_t size);
+static void ngx_edge_redis_hook_free(redisAsyncContext *ac);
 static void ngx_edge_redis_seal(ngx_edge_redis_conn_t *conn);
 static ngx_flag_t ngx_edge_redis_has_pending(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_fail_queue(ngx_queue_t *pending);
@@ -576,6 +581,54 @@ ngx_edge_redis_add_batch_script(ngx_conf_t *cf,
 }
 
 
+/*
+ * Replies a handler keeps.  hiredis frees each reply through its reader's
+ * freeObject function right after the callback returns; a handler that
+ * sends the reply's bytes (a cached body) without copying them keeps it
+ * with ngx_edge_redis_keep_reply(), and freeObject then leaves that one
+ * reply alone.  The reader's other functions stay hiredis's own (copied
+ * from its default table, which hiredis does not export).
+ */
+
+static redisReplyObjectFunctions  ngx_edge_redis_reply_fns;
+static void                      *ngx_edge_redis_kept;
+
+
+static void
+ngx_edge_redis_free_reply(void *reply)
+{
+    if (reply == ngx_edge_redis_kept) {
+        ngx_edge_redis_kept = NULL;
+        return;
+    }
+
+    freeReplyObject(reply);
+}
+
+
+static void
+ngx_edge_redis_hook_free(redisAsyncContext *ac)
+{
+    if (ac->c.reader == NULL || ac->c.reader->fn == NULL) {
+        return;
+    }
+
+    if (ngx_edge_redis_reply_fns.freeObject == NULL) {
+        ngx_edge_redis_reply_fns = *ac->c.reader->fn;
+        ngx_edge_redis_reply_fns.freeObject = ngx_edge_redis_free_reply;
+    }
+
+    ac->c.reader->fn = &ngx_edge_redis_reply_fns;
+}
+
+
+void
+ngx_edge_redis_keep_reply(redisReply *reply)
+{
+    ngx_edge_redis_kept = reply;
+}
+
+
 /* the hiredis event hooks, on an nginx connection wrapping its socket */
 
 static void
@@ -949,6 +1002,8 @@ ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn)
     ac->ev.addWrite = ngx_edge_redis_add_write;
     ac->ev.delWrite = ngx_edge_redis_del_write;
     ac->ev.cleanup = ngx_edge_redis_cleanup;
+
+    ngx_edge_redis_hook_free(ac);
 
     redisAsyncSetConnectCallback(ac, ngx_edge_redis_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_edge_redis_on_disconnect);
@@ -1386,6 +1441,35 @@ ngx_edge_redis_put_batch(ngx_edge_redis_batch_t *b)
 }
 
 
+/*
+ * The buffer commands are encoded in: it grows to the largest command
+ * seen (bounded by the callers: the batch size, the cache's entry size)
+ * and is kept for the worker's life.
+ */
+
+static ngx_int_t
+ngx_edge_redis_reserve_wire(ngx_edge_redis_conn_t *conn, size_t size)
+{
+    if (size <= conn->wire_size) {
+        return NGX_OK;
+    }
+
+    if (conn->wire) {
+        ngx_free(conn->wire);
+    }
+
+    conn->wire_size = 0;
+    conn->wire = ngx_alloc(size, conn->log);
+    if (conn->wire == NULL) {
+        return NGX_ERROR;
+    }
+
+    conn->wire_size = size;
+
+    return NGX_OK;
+}
+
+
 /* one RESP bulk string: "$len\r\ndata\r\n" */
 
 static u_char *
@@ -1402,6 +1486,122 @@ ngx_edge_redis_put_bulk(u_char *p, const char *data, size_t len)
 
 #define ngx_edge_redis_bulk_size(len)                                         \
     (1 + NGX_SIZE_T_LEN + 2 + (len) + 2)
+
+
+/*
+ * A plain command leaves at once for hiredis's output buffer (the flush
+ * still happens once per event-loop iteration, so commands of concurrent
+ * requests share writes); its slot is hiredis's privdata.
+ */
+
+ngx_edge_redis_cmd_t *
+ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
+    ngx_edge_redis_handler_pt handler, void *data, ngx_uint_t argc,
+    const char **argv, const size_t *argvlen)
+{
+    u_char                 *p;
+    size_t                  size;
+    ngx_uint_t              i;
+    ngx_edge_redis_cmd_t   *cmd;
+    ngx_edge_redis_conn_t  *conn;
+
+    cmd = ngx_edge_redis_free_slot(server);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    conn = server->conn;
+
+    size = 1 + NGX_INT_T_LEN + 2;
+
+    for (i = 0; i < argc; i++) {
+        size += ngx_edge_redis_bulk_size(argvlen[i]);
+    }
+
+    if (ngx_edge_redis_reserve_wire(conn, size) != NGX_OK) {
+        ngx_edge_redis_stat(server, server->st_errors, 1);
+        return NULL;
+    }
+
+    p = ngx_sprintf(conn->wire, "*%ui\r\n", argc);
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_edge_redis_put_bulk(p, argv[i], argvlen[i]);
+    }
+
+    if (redisAsyncFormattedCommand(conn->ac, ngx_edge_redis_command_reply,
+                                   cmd, (const char *) conn->wire,
+                                   p - conn->wire)
+        != REDIS_OK)
+    {
+        ngx_edge_redis_stat(server, server->st_errors, 1);
+        return NULL;
+    }
+
+    ngx_queue_remove(&cmd->queue);
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->script = NULL;
+    cmd->argv = NULL;
+    cmd->argvlen = NULL;
+    cmd->replies = conn->replies;
+    cmd->start = ngx_edge_mono_usec();
+
+    if (conn->attached++ == 0 && conn->c) {
+        conn->c->idle = 0;
+    }
+
+    ngx_add_timer(&cmd->timer, server->timeout);
+
+    ngx_edge_redis_stat(server, server->st_inflight, 1);
+    ngx_edge_redis_stat(server, server->st_commands, 1);
+
+    return cmd;
+}
+
+
+static void
+ngx_edge_redis_command_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply            *reply = r;
+    ngx_edge_redis_cmd_t  *cmd = privdata;
+
+    void                       *data;
+    ngx_edge_redis_conn_t      *conn;
+    ngx_edge_redis_server_t    *server;
+    ngx_edge_redis_handler_pt   handler;
+
+    conn = cmd->conn;
+    server = conn->server;
+
+    if (reply) {
+        conn->replies++;
+
+        if (server->stats) {
+            ngx_edge_stats_observe(server->stats, server->st_rtt,
+                                   ngx_edge_mono_usec() - cmd->start);
+        }
+    }
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_edge_redis_stat(server, server->st_errors, 1);
+    }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_edge_redis_log_failure(conn, "error reply: %*s",
+                                   (size_t) reply->len, reply->str);
+    }
+
+    handler = cmd->handler;
+    data = cmd->data;
+
+    ngx_edge_redis_free_cmd(cmd);
+
+    if (handler) {
+        handler(data, reply, reply ? NGX_OK : NGX_ERROR);
+    }
+}
 
 
 /*
@@ -1440,19 +1640,8 @@ ngx_edge_redis_send_batch(ngx_edge_redis_batch_t *b)
         }
     }
 
-    if (size > conn->wire_size) {
-        /* grows to the largest batch seen, for the worker's life */
-        if (conn->wire) {
-            ngx_free(conn->wire);
-        }
-
-        conn->wire_size = 0;
-        conn->wire = ngx_alloc(size, conn->log);
-        if (conn->wire == NULL) {
-            return NGX_ERROR;
-        }
-
-        conn->wire_size = size;
+    if (ngx_edge_redis_reserve_wire(conn, size) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     p = ngx_sprintf(conn->wire, "*%ui\r\n", nargs);

@@ -8,7 +8,8 @@
  * posted write event), so concurrent requests are pipelined in one write,
  * and replies are matched in order.
  *
- * The commands are the items of batched scripts: a script written to loop
+ * Commands are plain ones (ngx_edge_redis_send_command(): GET, SET, ...,
+ * the handler gets the whole reply), or the items of batched scripts: a script written to loop
  * over items (a fixed number of KEYS and ARGV per item, the item count
  * being #KEYS / keys-per-item) is registered with
  * ngx_edge_redis_add_batch_script(), and each item is sent with
@@ -129,6 +130,8 @@ struct ngx_edge_redis_cmd_s {
     const char                 **argv;
     const size_t                *argvlen;
 
+    int64_t                      start;      /* plain commands: sent at,
+                                                monotonic microseconds */
     ngx_event_t                  timer;      /* not cancelable */
     ngx_uint_t                   replies;    /* the connection's reply count
                                                 when the item was queued */
@@ -174,6 +177,18 @@ NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_item(
     ngx_edge_redis_server_t *server, ngx_edge_redis_script_t *script,
     ngx_edge_redis_handler_pt handler, void *data, const char **argv,
     const size_t *argvlen);
+
+/* One plain command (GET, SET, EVAL ...), encoded at once: argv need not
+ * outlive the call.  The handler gets the whole reply, of any type (an
+ * error reply too), with NGX_OK; NGX_ERROR and NGX_AGAIN as for items.
+ * NULL when the server is not ready or the in-flight bound is reached. */
+NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_command(
+    ngx_edge_redis_server_t *server, ngx_edge_redis_handler_pt handler,
+    void *data, ngx_uint_t argc, const char **argv, const size_t *argvlen);
+
+/* From a handler: the reply outlives the handler (its bytes are sent
+ * without a copy, say); the caller frees it with freeReplyObject(). */
+NGX_EDGE_API void ngx_edge_redis_keep_reply(redisReply *reply);
 
 NGX_EDGE_API void ngx_edge_redis_detach(ngx_edge_redis_cmd_t *cmd);
 

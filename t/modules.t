@@ -11,14 +11,16 @@ __DATA__
 --- http_config
     metrics_zone 1m;
     ratelimit_status 503;
-    cache_max_body_size 2m;
+    edge_cache_redis c 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    edge_cache_zone pages redis=c;
+    edge_cache_max_size 2m;
     breaker_open_timeout 10s;
 --- config
     location = /metrics { metrics; }
     location = /t {
         ratelimit_log_level warn;
-        cache_key $request_uri;
-        cache_lock_timeout 2s;
+        edge_cache pages;
+        edge_cache_key $request_uri;
         breaker_failure_threshold 3;
         breaker_status 503;
         return 200 "ok\n";
@@ -133,16 +135,16 @@ ok
 
 === TEST 5: cache: a bad size is refused
 --- config
-    location = /t { cache_max_body_size 10q; return 200; }
+    location = /t { edge_cache_max_size 10q; return 200; }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*"cache_max_body_size" directive invalid value in \S+nginx\.conf:\d+/
+qr/\[emerg\] .*"edge_cache_max_size" directive invalid value in \S+nginx\.conf:\d+/
 
 
 
 === TEST 6: cache: a key with an unknown variable is refused
 --- config
-    location = /t { cache_key $no_such_variable_here; return 200; }
+    location = /t { edge_cache_key $no_such_variable_here; return 200; }
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*unknown "no_such_variable_here" variable/

@@ -167,13 +167,22 @@ sub decision {
 
 sub get {
     my ($self, $path, %headers) = @_;
+    return $self->request('GET', $path, %headers);
+}
+
+# request(METHOD, path, header => value ...): as get; a body is sent for
+# any method when a 'body' pseudo-header is given
+sub request {
+    my ($self, $method, $path, %headers) = @_;
     my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                      PeerPort => $self->{port},
                                      Timeout => 5 * $Slow)
         or die "connect: $!";
-    my $req = "GET $path HTTP/1.0\r\nHost: localhost\r\n";
+    my $content = delete $headers{body};
+    $headers{'Content-Length'} = length $content if defined $content;
+    my $req = "$method $path HTTP/1.0\r\nHost: localhost\r\n";
     $req .= "$_: $headers{$_}\r\n" for sort keys %headers;
-    print $sock "$req\r\n";
+    print $sock "$req\r\n" . ($content // '');
     local $/;
     my $raw = <$sock> // '';
     close $sock;
