@@ -631,7 +631,9 @@ ngx_http_cache_stale_on(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 }
 
 
-/* the request's own no-cache (or Pragma: no-cache): no stale answer */
+/* a request with freshness demands of its own (no-cache, Pragma:
+ * no-cache, max-age, min-fresh) gets no stale answer while an update
+ * runs: it waits for the origin */
 
 static ngx_flag_t
 ngx_http_cache_request_wants_origin(ngx_http_request_t *r)
@@ -642,7 +644,7 @@ ngx_http_cache_request_wants_origin(ngx_http_request_t *r)
         return 1;
     }
 
-    return cc.no_cache || cc.max_age == 0;
+    return cc.no_cache || cc.max_age >= 0 || cc.min_fresh >= 0;
 }
 
 
@@ -804,6 +806,13 @@ ngx_http_cache_decide(ngx_http_request_t *r, ngx_http_cache_loc_conf_t *clcf,
             ctx->tier = 2;
 
             return ngx_http_cache_send_hit(r, ctx);
+        }
+
+        if (allows == NGX_HTTP_CACHE_REQ_BYPASS) {
+            /* request no-store: from the origin, and not stored */
+            ctx->status = NGX_HTTP_CACHE_ST_BYPASS;
+            ctx->no_store = 1;
+            return ngx_http_cache_go_origin(r, ctx);
         }
 
         ctx->stale = 1;
@@ -1004,7 +1013,9 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
         return ngx_http_cache_end_background(r, ctx);
     }
 
-    if (ngx_http_cache_stale_on(r, ctx, NGX_HTTP_CACHE_STALE_UPDATING)) {
+    if (ngx_http_cache_stale_on(r, ctx, NGX_HTTP_CACHE_STALE_UPDATING)
+        && !ngx_http_cache_request_wants_origin(r))
+    {
         ctx->locking = 0;
         return ngx_http_cache_serve_stale(r, ctx,
                                           NGX_HTTP_CACHE_ST_UPDATING);
@@ -1015,12 +1026,19 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
         ctx->locking = 0;
         ctx->no_store = 1;
 
+        ngx_http_cache_count(clcf->zone, st_lock_timeouts, 1);
+
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "edge_cache: \"%V\" still locked after %M ms: "
                       "to the origin, not stored", &ctx->key,
                       clcf->lock_timeout);
 
         return ngx_http_cache_go_origin(r, ctx);
+    }
+
+    if (!ctx->lock_waited) {
+        ctx->lock_waited = 1;
+        ngx_http_cache_count(clcf->zone, st_lock_waits, 1);
     }
 
     /* wait, then ask again; the timer is one of the request's pending
