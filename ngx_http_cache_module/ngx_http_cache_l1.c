@@ -323,10 +323,24 @@ ngx_http_cache_l1_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 /* the zone, locked by the caller */
 
+/* the first 32 bits of the md5 (lowercase hex, from ngx_hex_dump()): not
+ * ngx_hextoi(), which refuses values over NGX_MAX_INT_T_VALUE on 32 bits */
+
 static uint32_t
 ngx_http_cache_l1_hash(u_char *hex)
 {
-    return (uint32_t) ngx_hextoi(hex, 8);
+    u_char      c;
+    uint32_t    h;
+    ngx_uint_t  i;
+
+    h = 0;
+
+    for (i = 0; i < 8; i++) {
+        c = hex[i];
+        h = (h << 4) | (uint32_t) (c >= 'a' ? c - 'a' + 10 : c - '0');
+    }
+
+    return h;
 }
 
 
