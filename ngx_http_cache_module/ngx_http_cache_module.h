@@ -51,6 +51,8 @@ typedef enum {
 typedef struct {
     ngx_str_t                    name;
     ngx_edge_redis_server_t     *redis;
+    ngx_msec_t                   purge_poll;  /* ngx_http_cache_purge.c */
+    void                        *purge;       /* this worker's purge state */
 } ngx_http_cache_zone_t;
 
 
