@@ -925,14 +925,17 @@ ngx_http_cache_purge_error(ngx_http_request_t *r, ngx_uint_t status,
     u_char  *p, *last;
     size_t   len;
 
-    len = sizeof("{\"error\":\"\"}\n") - 1 + ngx_strlen(error);
+    len = ngx_strlen(error);
 
-    p = ngx_pnalloc(r->pool, len);
+    p = ngx_pnalloc(r->pool, sizeof("{\"error\":\"\"}\n") - 1
+                             + NGX_EDGE_JSON_ESCAPED_MAX(len));
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    last = ngx_sprintf(p, "{\"error\":\"%s\"}\n", error);
+    last = ngx_cpymem(p, "{\"error\":\"", sizeof("{\"error\":\"") - 1);
+    last = ngx_edge_json_escape(last, (u_char *) error, len);
+    last = ngx_cpymem(last, "\"}\n", 3);
 
     return ngx_http_cache_purge_send(r, status, p, last - p);
 }
