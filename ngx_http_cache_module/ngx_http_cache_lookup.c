@@ -13,6 +13,19 @@
  * epoch, the next store draws a new one, and the old variant keys are
  * unreachable until their TTL ends.
  *
+ * The stampede lock (edge_cache_lock): a request that must go to the
+ * origin first takes "<zone>:{<md5>}:lock" with SET NX PX and a token of
+ * its own (ngx_http_cache_lock_lua, which also returns a newer entry if
+ * one arrived, or the hit-for-miss marker); the others serve the stale
+ * entry if "updating" allows it, else poll the same script on a timer
+ * (10 ms doubling to 160 ms) until a new entry arrives, the lock is free
+ * (then they take it), or edge_cache_lock_timeout passes (then they go to
+ * the origin without storing).  The owner stores, then releases the lock
+ * with a compare-and-delete; a request that ends without storing releases
+ * it from its pool cleanup; a crashed node's lock ends with its PX
+ * (edge_cache_lock_age).  The lock is in Redis: one origin request per
+ * key across the whole fleet.
+ *
  * Redis down, slow, or answering garbage: a MISS, never an error.
  */
 
@@ -23,11 +36,55 @@
 static ngx_int_t ngx_http_cache_start(ngx_http_request_t *r,
     ngx_http_cache_loc_conf_t *clcf, ngx_http_cache_ctx_t *ctx);
 static void ngx_http_cache_detach(void *data);
-static void ngx_http_cache_free_reply(void *data);
 static void ngx_http_cache_get_reply(void *data, redisReply *reply,
     ngx_int_t rc);
 static ngx_int_t ngx_http_cache_decide(ngx_http_request_t *r,
     ngx_http_cache_loc_conf_t *clcf, ngx_http_cache_ctx_t *ctx);
+static ngx_int_t ngx_http_cache_send_lock(ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_loc_conf_t *clcf);
+static void ngx_http_cache_lock_timer(ngx_event_t *ev);
+static void ngx_http_cache_request_done(void *data);
+static void ngx_http_cache_lock_reply(void *data, redisReply *reply,
+    ngx_int_t rc);
+static ngx_int_t ngx_http_cache_lock_decide(ngx_http_request_t *r,
+    ngx_http_cache_loc_conf_t *clcf, ngx_http_cache_ctx_t *ctx);
+static void ngx_http_cache_new_token(ngx_http_cache_ctx_t *ctx);
+static ngx_int_t ngx_http_cache_background_update(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx);
+static ngx_int_t ngx_http_cache_start_background(ngx_http_request_t *r,
+    ngx_http_cache_loc_conf_t *clcf, ngx_http_cache_ctx_t *ctx);
+static ngx_int_t ngx_http_cache_end_background(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx);
+
+
+/*
+ * KEYS[1] the entry, KEYS[2] its lock; ARGV: token, lock PX, the response
+ * time (ms) of the entry the caller already has, or 0.  Returns a newer
+ * entry, 2 for a hit-for-miss marker, 1 when the lock was taken, 0 when
+ * another holds it.  The response time is read from the entry's fixed
+ * header (bytes 9-16, big-endian), the only part the script looks at.
+ */
+static ngx_str_t  ngx_http_cache_lock_lua = ngx_string(
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v then\n"
+    "  if v == '" NGX_HTTP_CACHE_HFM "' then return 2 end\n"
+    "  if string.len(v) >= 16 and string.sub(v, 1, 5) == 'NXEC\\1' then\n"
+    "    local t = 0\n"
+    "    for i = 9, 16 do t = t * 256 + string.byte(v, i) end\n"
+    "    if t > tonumber(ARGV[3]) then return v end\n"
+    "  end\n"
+    "end\n"
+    "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n");
+
+/* KEYS[1] the lock, ARGV[1] the owner's token */
+static ngx_str_t  ngx_http_cache_unlock_lua = ngx_string(
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  return redis.call('DEL', KEYS[1])\n"
+    "end\n"
+    "return 0\n");
 
 
 ngx_http_cache_ctx_t *
@@ -48,6 +105,12 @@ ngx_http_cache_get_ctx(ngx_http_request_t *r)
     }
 
     ctx = wait->data;
+
+    if (ctx->background || ctx->request != r) {
+        /* the update subrequest's, which shares the pool */
+        return NULL;
+    }
+
     ngx_http_set_ctx(r, ctx, ngx_http_cache_module);
 
     return ctx;
@@ -63,8 +126,21 @@ ngx_http_cache_handler(ngx_http_request_t *r)
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
 
-    if (clcf->zone == NULL || r != r->main) {
+    if (clcf->zone == NULL) {
         return NGX_DECLINED;
+    }
+
+    if (r != r->main) {
+        /* the only subrequest the cache acts in is its own update */
+        ctx = ngx_http_get_module_ctx(r, ngx_http_cache_module);
+
+        if (ctx == NULL || !ctx->background) {
+            return NGX_DECLINED;
+        }
+
+        if (!ctx->looked_up) {
+            return ngx_http_cache_start_background(r, clcf, ctx);
+        }
     }
 
     ctx = ngx_http_cache_get_ctx(r);
@@ -101,7 +177,7 @@ ngx_http_cache_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    cln->handler = ngx_http_cache_free_reply;
+    cln->handler = ngx_http_cache_request_done;
     cln->data = ctx;
 
     ngx_http_set_ctx(r, ctx, ngx_http_cache_module);
@@ -262,18 +338,82 @@ ngx_http_cache_detach(void *data)
         ngx_edge_redis_detach(ctx->cmd);
         ctx->cmd = NULL;
     }
+
+    if (ctx->lock_timer.timer_set) {
+        ngx_del_timer(&ctx->lock_timer);
+    }
 }
 
 
+/* the request's end: the kept reply goes, a lock not released by a store
+ * is released */
+
 static void
-ngx_http_cache_free_reply(void *data)
+ngx_http_cache_request_done(void *data)
 {
     ngx_http_cache_ctx_t  *ctx = data;
+
+    ngx_http_cache_loc_conf_t  *clcf;
+
+    if (ctx->lock_owned) {
+        clcf = ngx_http_get_module_loc_conf(ctx->request,
+                                            ngx_http_cache_module);
+        if (clcf->zone) {
+            ngx_http_cache_release_lock(ctx, clcf->zone);
+        }
+    }
 
     if (ctx->reply) {
         freeReplyObject(ctx->reply);
         ctx->reply = NULL;
     }
+}
+
+
+static void
+ngx_http_cache_lock_key(ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_zone_t *zone, ngx_str_t *dst)
+{
+    ngx_http_cache_redis_key(ctx, zone, NULL, dst);
+    dst->len = ngx_cpymem(dst->data + dst->len, ":lock", 5) - dst->data;
+}
+
+
+static void
+ngx_http_cache_ignore_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    /* fire and forget: the Redis client counts errors and timeouts */
+}
+
+
+void
+ngx_http_cache_release_lock(ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_zone_t *zone)
+{
+    ngx_str_t    lkey;
+    u_char       buf[NGX_HTTP_CACHE_RKEY_MAX + 5];
+    const char  *argv[5];
+    size_t       argvlen[5];
+
+    ctx->lock_owned = 0;
+
+    lkey.data = buf;
+    ngx_http_cache_lock_key(ctx, zone, &lkey);
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = (const char *) ngx_http_cache_unlock_lua.data;
+    argvlen[1] = ngx_http_cache_unlock_lua.len;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (const char *) lkey.data;
+    argvlen[3] = lkey.len;
+    argv[4] = (const char *) ctx->lock_token;
+    argvlen[4] = sizeof(ctx->lock_token);
+
+    (void) ngx_edge_redis_send_command(zone->redis,
+                                       ngx_http_cache_ignore_reply, NULL,
+                                       5, argv, argvlen);
 }
 
 
@@ -369,7 +509,13 @@ ngx_http_cache_get_reply(void *data, redisReply *reply, ngx_int_t rc)
 
     ctx->cmd = NULL;
 
-    if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING
+        && reply->len == sizeof(NGX_HTTP_CACHE_HFM) - 1
+        && ngx_strncmp(reply->str, NGX_HTTP_CACHE_HFM, reply->len) == 0)
+    {
+        ctx->hfm = 1;
+
+    } else if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
 
         crc = ngx_http_cache_check_entry(ctx, reply);
 
@@ -401,47 +547,489 @@ ngx_http_cache_get_reply(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
-static ngx_int_t
-ngx_http_cache_decide(ngx_http_request_t *r, ngx_http_cache_loc_conf_t *clcf,
-    ngx_http_cache_ctx_t *ctx)
+/* the entry's state now */
+
+static void
+ngx_http_cache_age(ngx_http_cache_ctx_t *ctx)
 {
-    int64_t                  now, age;
-    ngx_int_t                allows;
+    int64_t                  now;
     ngx_http_cache_entry_t  *e;
 
-    ctx->done = 1;
+    e = &ctx->entry;
+    now = ngx_edge_wall_usec() / 1000;
+    ctx->age = e->initial_age + ngx_max(now - e->response_time, 0);
+}
 
-    if (ctx->reply == NULL) {
-        ctx->status = NGX_HTTP_CACHE_ST_MISS;
-        return NGX_DECLINED;
+
+/*
+ * May the stale entry answer now?  condition: one of the
+ * NGX_HTTP_CACHE_STALE_* flags; besides edge_cache_use_stale, an error
+ * is covered by the response's own stale-if-error window (RFC 5861).
+ * must-revalidate and its kin forbid every stale use.
+ */
+
+ngx_flag_t
+ngx_http_cache_stale_on(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_uint_t condition)
+{
+    ngx_http_cache_entry_t     *e;
+    ngx_http_cache_loc_conf_t  *clcf;
+
+    if (ctx->reply == NULL || !ctx->stale) {
+        return 0;
     }
 
     e = &ctx->entry;
 
-    now = ngx_edge_wall_usec() / 1000;
-    age = e->initial_age + ngx_max(now - e->response_time, 0);
-    ctx->age = age;
+    if (e->flags & NGX_HTTP_CACHE_ENTRY_MUST_REVAL) {
+        return 0;
+    }
 
-    allows = ngx_http_cache_request_allows(r, age, e->fresh,
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
+
+    if (clcf->use_stale & condition) {
+        return 1;
+    }
+
+    if (condition & NGX_HTTP_CACHE_STALE_ERRORS) {
+        /* an error of some kind: stale-if-error */
+        return ctx->age < e->fresh + e->sie;
+    }
+
+    /* updating: stale-while-revalidate */
+    return ctx->age < e->fresh + e->swr;
+}
+
+
+/* the request's own no-cache (or Pragma: no-cache): no stale answer */
+
+static ngx_flag_t
+ngx_http_cache_request_wants_origin(ngx_http_request_t *r)
+{
+    ngx_http_cache_cc_t  cc;
+
+    if (ngx_http_cache_request_cc(r, &cc) != NGX_OK) {
+        return 1;
+    }
+
+    return cc.no_cache || cc.max_age == 0;
+}
+
+
+static ngx_int_t
+ngx_http_cache_serve_stale(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_status_e status)
+{
+    ctx->done = 1;
+    ctx->status = status;
+    ctx->tier = 2;
+
+    return ngx_http_cache_send_hit(r, ctx);
+}
+
+
+/* to the origin: the content handler runs, the store filters are armed
+ * (unless the lock waited in vain); a stale entry stays for the filters,
+ * which serve it if the origin fails */
+
+static ngx_int_t
+ngx_http_cache_go_origin(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
+{
+    ctx->done = 1;
+
+    if (ctx->status == NGX_HTTP_CACHE_ST_NONE) {
+        ctx->status = ctx->stale ? NGX_HTTP_CACHE_ST_EXPIRED
+                                 : NGX_HTTP_CACHE_ST_MISS;
+    }
+
+    if (ctx->reply
+        && !ngx_http_cache_stale_on(r, ctx, NGX_HTTP_CACHE_STALE_ERRORS))
+    {
+        /* no use for it any more */
+        freeReplyObject(ctx->reply);
+        ctx->reply = NULL;
+        ctx->stale = 0;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_cache_decide(ngx_http_request_t *r, ngx_http_cache_loc_conf_t *clcf,
+    ngx_http_cache_ctx_t *ctx)
+{
+    ngx_int_t                allows;
+    ngx_http_cache_entry_t  *e;
+
+    if (ctx->locking) {
+        return ngx_http_cache_lock_decide(r, clcf, ctx);
+    }
+
+    e = &ctx->entry;
+
+    if (ctx->reply && !ctx->background) {
+        ngx_http_cache_age(ctx);
+
+        allows = ngx_http_cache_request_allows(r, ctx->age, e->fresh,
                                  (e->flags & NGX_HTTP_CACHE_ENTRY_MUST_REVAL)
                                  != 0);
 
-    if ((allows == NGX_HTTP_CACHE_USE_FRESH
-         || allows == NGX_HTTP_CACHE_USE_STALE_OK)
-        && !(e->flags & NGX_HTTP_CACHE_ENTRY_REVALIDATE))
-    {
-        ctx->status = allows == NGX_HTTP_CACHE_USE_FRESH
-                      ? NGX_HTTP_CACHE_ST_HIT : NGX_HTTP_CACHE_ST_STALE;
+        if ((allows == NGX_HTTP_CACHE_USE_FRESH
+             || allows == NGX_HTTP_CACHE_USE_STALE_OK)
+            && !(e->flags & NGX_HTTP_CACHE_ENTRY_REVALIDATE))
+        {
+            ctx->done = 1;
+            ctx->status = allows == NGX_HTTP_CACHE_USE_FRESH
+                          ? NGX_HTTP_CACHE_ST_HIT : NGX_HTTP_CACHE_ST_STALE;
+            ctx->tier = 2;
+
+            return ngx_http_cache_send_hit(r, ctx);
+        }
+
+        ctx->stale = 1;
+
+        if (clcf->stale_if
+            && ngx_http_test_predicates(r, clcf->stale_if) == NGX_DECLINED
+            && ngx_http_cache_stale_on(r, ctx, NGX_HTTP_CACHE_STALE_ERROR))
+        {
+            /* the operator says the origin is down (say, the breaker's
+             * $breaker_state): not even tried */
+            return ngx_http_cache_serve_stale(r, ctx, NGX_HTTP_CACHE_ST_STALE);
+        }
+
+        if (clcf->background_update
+            && !ngx_http_cache_request_wants_origin(r)
+            && ngx_http_cache_stale_on(r, ctx, NGX_HTTP_CACHE_STALE_UPDATING)
+            && ngx_http_cache_background_update(r, ctx) == NGX_OK)
+        {
+            return ngx_http_cache_serve_stale(r, ctx, NGX_HTTP_CACHE_ST_STALE);
+        }
+    }
+
+    /* an update in the background always takes the lock: one per key */
+    if ((clcf->lock || ctx->background) && !ctx->hfm) {
+        ctx->lock_start = ngx_current_msec;
+        ctx->lock_delay = 10;
+        ngx_http_cache_new_token(ctx);
+
+        if (ngx_http_cache_send_lock(ctx, clcf) == NGX_OK) {
+            ctx->locking = 1;
+            return ngx_edge_wait_phase(&ctx->wait);
+        }
+    }
+
+    return ngx_http_cache_go_origin(r, ctx);
+}
+
+
+static void
+ngx_http_cache_new_token(ngx_http_cache_ctx_t *ctx)
+{
+    uint64_t  v;
+    u_char    raw[8];
+    ngx_uint_t i;
+
+    v = ((uint64_t) ngx_random() << 33) ^ ((uint64_t) ngx_random() << 2)
+        ^ ((uint64_t) ngx_pid << 40) ^ (uint64_t) (uintptr_t) ctx;
+
+    for (i = 0; i < 8; i++) {
+        raw[i] = (u_char) (v >> (8 * i));
+    }
+
+    ngx_hex_dump(ctx->lock_token, raw, 8);
+}
+
+
+static ngx_int_t
+ngx_http_cache_send_lock(ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_loc_conf_t *clcf)
+{
+    ngx_str_t    rkey, lkey;
+    u_char       kbuf[NGX_HTTP_CACHE_RKEY_MAX], lbuf[NGX_HTTP_CACHE_RKEY_MAX + 5];
+    u_char       px[NGX_INT_T_LEN], rt[NGX_INT64_LEN];
+    const char  *argv[8];
+    size_t       argvlen[8];
+
+    rkey.data = kbuf;
+    ngx_http_cache_redis_key(ctx, clcf->zone, NULL, &rkey);
+    lkey.data = lbuf;
+    ngx_http_cache_lock_key(ctx, clcf->zone, &lkey);
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = (const char *) ngx_http_cache_lock_lua.data;
+    argvlen[1] = ngx_http_cache_lock_lua.len;
+    argv[2] = "2";
+    argvlen[2] = 1;
+    argv[3] = (const char *) rkey.data;
+    argvlen[3] = rkey.len;
+    argv[4] = (const char *) lkey.data;
+    argvlen[4] = lkey.len;
+    argv[5] = (const char *) ctx->lock_token;
+    argvlen[5] = sizeof(ctx->lock_token);
+    argv[6] = (const char *) px;
+    argvlen[6] = ngx_sprintf(px, "%M", clcf->lock_age) - px;
+    argv[7] = (const char *) rt;
+    argvlen[7] = ngx_sprintf(rt, "%L", ctx->stale ? ctx->entry.response_time
+                                                  : (int64_t) 0) - rt;
+
+    ctx->cmd = ngx_edge_redis_send_command(clcf->zone->redis,
+                                           ngx_http_cache_lock_reply, ctx,
+                                           8, argv, argvlen);
+    if (ctx->cmd == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_edge_wait_add(&ctx->wait);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_cache_lock_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_cache_ctx_t  *ctx = data;
+
+    redisReply  *old;
+
+    ctx->cmd = NULL;
+    ctx->lock_rc = NGX_HTTP_CACHE_LOCK_ERROR;
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_INTEGER) {
+        switch (reply->integer) {
+        case 1:
+            ctx->lock_rc = NGX_HTTP_CACHE_LOCK_OWNED;
+            ctx->lock_owned = 1;
+            break;
+        case 2:
+            ctx->lock_rc = NGX_HTTP_CACHE_LOCK_HFM;
+            break;
+        case 0:
+            ctx->lock_rc = NGX_HTTP_CACHE_LOCK_BUSY;
+            break;
+        }
+
+    } else if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
+        /* a newer entry: the one the lock's owner stored */
+        old = ctx->reply;
+        ctx->variant = 0;
+
+        if (ngx_http_cache_check_entry(ctx, reply) == NGX_OK) {
+            if (old) {
+                freeReplyObject(old);
+            }
+
+            ngx_edge_redis_keep_reply(reply);
+            ctx->reply = reply;
+            ctx->lock_rc = NGX_HTTP_CACHE_LOCK_ENTRY;
+
+        } else {
+            /* another variant, or unusable: keep waiting for the lock */
+            if (old) {
+                (void) ngx_http_cache_entry_parse(&ctx->entry,
+                                                  (u_char *) old->str,
+                                                  (size_t) old->len);
+            }
+
+            ctx->lock_rc = NGX_HTTP_CACHE_LOCK_BUSY;
+        }
+    }
+
+    ngx_edge_wait_done(&ctx->wait);
+}
+
+
+static ngx_int_t
+ngx_http_cache_lock_decide(ngx_http_request_t *r,
+    ngx_http_cache_loc_conf_t *clcf, ngx_http_cache_ctx_t *ctx)
+{
+    switch (ctx->lock_rc) {
+
+    case NGX_HTTP_CACHE_LOCK_ENTRY:
+        /*
+         * Collapsed onto the owner's fetch: the entry was stored while
+         * this request waited, the answer it waited for, used even when
+         * it is stale on arrival (max-age shorter than the origin's
+         * delay) or marked no-cache, or the waiters would queue behind
+         * each other until the lock timeout.
+         */
+        ngx_http_cache_age(ctx);
+
+        ctx->locking = 0;
+        ctx->stale = 0;
+        ctx->done = 1;
+        ctx->status = NGX_HTTP_CACHE_ST_HIT;
         ctx->tier = 2;
 
         return ngx_http_cache_send_hit(r, ctx);
+
+    case NGX_HTTP_CACHE_LOCK_BUSY:
+        break;
+
+    default:
+        /* owned, hit-for-miss, or Redis failed */
+        ctx->locking = 0;
+
+        if (ctx->background && ctx->lock_rc != NGX_HTTP_CACHE_LOCK_OWNED) {
+            return ngx_http_cache_end_background(r, ctx);
+        }
+
+        return ngx_http_cache_go_origin(r, ctx);
     }
 
-    /* stale, or the request or the entry wants the origin: fetch anew */
-    ctx->status = NGX_HTTP_CACHE_ST_EXPIRED;
+    if (ctx->background) {
+        /* another request updates it */
+        ctx->locking = 0;
+        return ngx_http_cache_end_background(r, ctx);
+    }
 
-    freeReplyObject(ctx->reply);
-    ctx->reply = NULL;
+    if (ngx_http_cache_stale_on(r, ctx, NGX_HTTP_CACHE_STALE_UPDATING)) {
+        ctx->locking = 0;
+        return ngx_http_cache_serve_stale(r, ctx,
+                                          NGX_HTTP_CACHE_ST_UPDATING);
+    }
 
-    return NGX_DECLINED;
+    if (ngx_current_msec - ctx->lock_start >= clcf->lock_timeout) {
+        /* as proxy_cache_lock_timeout: go, and do not store */
+        ctx->locking = 0;
+        ctx->no_store = 1;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "edge_cache: \"%V\" still locked after %M ms: "
+                      "to the origin, not stored", &ctx->key,
+                      clcf->lock_timeout);
+
+        return ngx_http_cache_go_origin(r, ctx);
+    }
+
+    /* wait, then ask again; the timer is one of the request's pending
+     * operations, and not cancelable while the request waits on it */
+    ctx->lock_timer.handler = ngx_http_cache_lock_timer;
+    ctx->lock_timer.data = ctx;
+    ctx->lock_timer.log = r->connection->log;
+    ctx->lock_timer.cancelable = 0;
+
+    ngx_add_timer(&ctx->lock_timer,
+                  ngx_min(ctx->lock_delay,
+                          clcf->lock_timeout
+                          - (ngx_current_msec - ctx->lock_start)));
+
+    ctx->lock_delay = ngx_min(ctx->lock_delay * 2, 160);
+
+    ngx_edge_wait_add(&ctx->wait);
+
+    return ngx_edge_wait_phase(&ctx->wait);
+}
+
+
+static void
+ngx_http_cache_lock_timer(ngx_event_t *ev)
+{
+    ngx_http_cache_ctx_t  *ctx = ev->data;
+
+    ngx_http_cache_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(ctx->request, ngx_http_cache_module);
+
+    /* the timer's pending count passes to the command */
+    ctx->wait.pending--;
+
+    if (ngx_http_cache_send_lock(ctx, clcf) != NGX_OK) {
+        ctx->lock_rc = NGX_HTTP_CACHE_LOCK_ERROR;
+        ctx->wait.pending++;
+        ngx_edge_wait_done(&ctx->wait);
+    }
+}
+
+
+/*
+ * stale-while-revalidate: the client gets the stale entry now, and a
+ * background subrequest (a clone of this request, in this location)
+ * fetches and stores a fresh one, taking the lock first so that one
+ * update runs per key in the fleet.  Its output goes nowhere but the
+ * store (the filters swallow it).
+ */
+
+static ngx_int_t
+ngx_http_cache_background_update(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx)
+{
+    ngx_http_request_t    *sr;
+    ngx_http_cache_ctx_t  *sctx;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    sctx = ngx_pcalloc(r->pool, sizeof(ngx_http_cache_ctx_t));
+    if (sctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    r->preserve_body = 1;
+
+    if (ngx_http_subrequest(r, &r->uri, &r->args, &sr, NULL,
+                            NGX_HTTP_SUBREQUEST_CLONE
+                            |NGX_HTTP_SUBREQUEST_BACKGROUND)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    sctx->request = sr;
+    sctx->background = 1;
+    sctx->expect_len = -1;
+    sctx->key = ctx->key;
+    ngx_memcpy(sctx->hash, ctx->hash, NGX_HTTP_CACHE_HASH_LEN);
+    sctx->epoch = ctx->epoch;
+    sctx->entry = ctx->entry;     /* its response time, for the lock */
+    sctx->stale = 1;
+    sctx->status = NGX_HTTP_CACHE_ST_UPDATING;
+
+    ngx_http_set_ctx(sr, sctx, ngx_http_cache_module);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cache_start_background(ngx_http_request_t *r,
+    ngx_http_cache_loc_conf_t *clcf, ngx_http_cache_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    ctx->looked_up = 1;
+    ctx->request_time = ngx_edge_wall_usec() / 1000;
+
+    if (ngx_edge_wait_init(&ctx->wait, r, ngx_http_cache_detach, ctx)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_cache_request_done;
+    cln->data = ctx;
+
+    return ngx_http_cache_decide(r, clcf, ctx);
+}
+
+
+/* the update is not needed (another request does it, or Redis failed):
+ * the subrequest ends with nothing sent anywhere */
+
+static ngx_int_t
+ngx_http_cache_end_background(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx)
+{
+    ctx->done = 1;
+    ctx->no_store = 1;
+
+    return NGX_HTTP_NO_CONTENT;
 }

@@ -35,6 +35,21 @@ static ngx_conf_bitmask_t  ngx_http_cache_methods_mask[] = {
     { ngx_null_string, 0 }
 };
 
+static ngx_conf_bitmask_t  ngx_http_cache_use_stale_mask[] = {
+    { ngx_string("error"), NGX_HTTP_CACHE_STALE_ERROR },
+    { ngx_string("timeout"), NGX_HTTP_CACHE_STALE_TIMEOUT },
+    { ngx_string("updating"), NGX_HTTP_CACHE_STALE_UPDATING },
+    { ngx_string("http_500"), NGX_HTTP_CACHE_STALE_500 },
+    { ngx_string("http_502"), NGX_HTTP_CACHE_STALE_502 },
+    { ngx_string("http_503"), NGX_HTTP_CACHE_STALE_503 },
+    { ngx_string("http_504"), NGX_HTTP_CACHE_STALE_504 },
+    { ngx_string("http_403"), NGX_HTTP_CACHE_STALE_403 },
+    { ngx_string("http_404"), NGX_HTTP_CACHE_STALE_404 },
+    { ngx_string("http_429"), NGX_HTTP_CACHE_STALE_429 },
+    { ngx_string("off"), NGX_HTTP_CACHE_STALE_OFF },
+    { ngx_null_string, 0 }
+};
+
 static ngx_conf_num_bounds_t  ngx_http_cache_level_bounds = {
     ngx_conf_check_num_bounds, 1, 9
 };
@@ -151,6 +166,62 @@ static ngx_command_t  ngx_http_cache_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_cache_loc_conf_t, status_header),
+      NULL },
+
+    { ngx_string("edge_cache_lock"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cache_loc_conf_t, lock),
+      NULL },
+
+    { ngx_string("edge_cache_lock_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cache_loc_conf_t, lock_timeout),
+      NULL },
+
+    { ngx_string("edge_cache_lock_age"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cache_loc_conf_t, lock_age),
+      NULL },
+
+    { ngx_string("edge_cache_hit_for_miss"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cache_loc_conf_t, hit_for_miss),
+      NULL },
+
+    { ngx_string("edge_cache_use_stale"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cache_loc_conf_t, use_stale),
+      &ngx_http_cache_use_stale_mask },
+
+    { ngx_string("edge_cache_stale_if"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_set_predicate_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cache_loc_conf_t, stale_if),
+      NULL },
+
+    { ngx_string("edge_cache_background_update"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cache_loc_conf_t, background_update),
+      NULL },
+
+    { ngx_string("edge_cache_revalidate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cache_loc_conf_t, revalidate),
       NULL },
 
     { ngx_string("edge_cache_heuristic"),
@@ -414,6 +485,13 @@ ngx_http_cache_create_loc_conf(ngx_conf_t *cf)
 
     conf->zone = NGX_CONF_UNSET_PTR;
     conf->bypass = NGX_CONF_UNSET_PTR;
+    conf->stale_if = NGX_CONF_UNSET_PTR;
+    conf->lock = NGX_CONF_UNSET;
+    conf->lock_timeout = NGX_CONF_UNSET_MSEC;
+    conf->lock_age = NGX_CONF_UNSET_MSEC;
+    conf->hit_for_miss = NGX_CONF_UNSET_MSEC;
+    conf->background_update = NGX_CONF_UNSET;
+    conf->revalidate = NGX_CONF_UNSET;
     conf->no_store = NGX_CONF_UNSET_PTR;
     conf->max_size = NGX_CONF_UNSET_SIZE;
     conf->keep = NGX_CONF_UNSET_MSEC;
@@ -470,6 +548,22 @@ ngx_http_cache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_ptr_value(conf->bypass, prev->bypass, NULL);
     ngx_conf_merge_ptr_value(conf->no_store, prev->no_store, NULL);
+    ngx_conf_merge_ptr_value(conf->stale_if, prev->stale_if, NULL);
+    ngx_conf_merge_value(conf->lock, prev->lock, 0);
+    ngx_conf_merge_msec_value(conf->lock_timeout, prev->lock_timeout, 5000);
+    ngx_conf_merge_msec_value(conf->lock_age, prev->lock_age, 5000);
+    ngx_conf_merge_msec_value(conf->hit_for_miss, prev->hit_for_miss, 10000);
+    ngx_conf_merge_bitmask_value(conf->use_stale, prev->use_stale,
+                                 (NGX_CONF_BITMASK_SET
+                                  |NGX_HTTP_CACHE_STALE_OFF));
+
+    if (conf->use_stale & NGX_HTTP_CACHE_STALE_OFF) {
+        conf->use_stale = NGX_CONF_BITMASK_SET|NGX_HTTP_CACHE_STALE_OFF;
+    }
+
+    ngx_conf_merge_value(conf->background_update, prev->background_update,
+                         1);
+    ngx_conf_merge_value(conf->revalidate, prev->revalidate, 0);
 
     ngx_conf_merge_size_value(conf->max_size, prev->max_size, 1024 * 1024);
     ngx_conf_merge_msec_value(conf->keep, prev->keep, 60000);

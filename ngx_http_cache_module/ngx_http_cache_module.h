@@ -39,6 +39,37 @@ typedef enum {
 } ngx_http_cache_status_e;
 
 
+/* edge_cache_use_stale */
+#define NGX_HTTP_CACHE_STALE_ERROR      0x0002
+#define NGX_HTTP_CACHE_STALE_TIMEOUT    0x0004
+#define NGX_HTTP_CACHE_STALE_UPDATING   0x0008
+#define NGX_HTTP_CACHE_STALE_500        0x0010
+#define NGX_HTTP_CACHE_STALE_502        0x0020
+#define NGX_HTTP_CACHE_STALE_503        0x0040
+#define NGX_HTTP_CACHE_STALE_504        0x0080
+#define NGX_HTTP_CACHE_STALE_403        0x0100
+#define NGX_HTTP_CACHE_STALE_404        0x0200
+#define NGX_HTTP_CACHE_STALE_429        0x0400
+#define NGX_HTTP_CACHE_STALE_OFF        0x8000
+/* every error condition (not updating) */
+#define NGX_HTTP_CACHE_STALE_ERRORS     0x07f6
+
+
+/* what a lock request (ngx_http_cache_lock_lua) answered */
+typedef enum {
+    NGX_HTTP_CACHE_LOCK_NONE = 0,
+    NGX_HTTP_CACHE_LOCK_OWNED,       /* ours: fetch and store */
+    NGX_HTTP_CACHE_LOCK_BUSY,        /* another request fetches */
+    NGX_HTTP_CACHE_LOCK_HFM,         /* hit-for-miss: go, no lock */
+    NGX_HTTP_CACHE_LOCK_ENTRY,       /* a newer entry arrived */
+    NGX_HTTP_CACHE_LOCK_ERROR        /* Redis failed: go, no lock */
+} ngx_http_cache_lock_e;
+
+
+/* the hit-for-miss marker stored under an entry's key */
+#define NGX_HTTP_CACHE_HFM  "NXHM"
+
+
 /* a Redis key: "<zone>:{<md5 of the cache key, hex>}" and suffixes; the
  * hash tag keeps an entry, its variants and its lock in one Cluster slot */
 #define NGX_HTTP_CACHE_HASH_LEN   32
@@ -75,6 +106,14 @@ typedef struct {
     ngx_hash_t                   compress_types;
     ngx_array_t                 *compress_types_keys;
     ngx_flag_t                   status_header;
+    ngx_flag_t                   lock;
+    ngx_msec_t                   lock_timeout;
+    ngx_msec_t                   lock_age;
+    ngx_msec_t                   hit_for_miss;
+    ngx_uint_t                   use_stale;
+    ngx_array_t                 *stale_if;   /* predicates */
+    ngx_flag_t                   background_update;
+    ngx_flag_t                   revalidate;
     ngx_http_cache_rfc_conf_t    rfc;
 } ngx_http_cache_loc_conf_t;
 
@@ -89,11 +128,19 @@ typedef struct {
     uint64_t                     epoch;      /* of the variants */
 
     ngx_http_cache_status_e      status;
+
+    /* the stampede lock */
+    ngx_http_cache_lock_e        lock_rc;
+    u_char                       lock_token[16];
+    ngx_msec_t                   lock_start;
+    ngx_msec_t                   lock_delay; /* the next poll's */
+    ngx_event_t                  lock_timer;
     ngx_uint_t                   tier;       /* 0, or 2: Redis */
 
     redisReply                  *reply;      /* kept: the entry's bytes */
     ngx_http_cache_entry_t       entry;      /* parsed, into reply */
     int64_t                      age;        /* current age, ms */
+    ngx_str_t                    stale_body; /* served from the filters */
 
     /* the store */
     int64_t                      request_time;   /* wall ms */
@@ -110,6 +157,14 @@ typedef struct {
     ngx_str_t                    tags;       /* "tag\n" each, to store */
 
     unsigned                     looked_up:1;
+    unsigned                     locking:1;  /* a lock request is out */
+    unsigned                     lock_owned:1;
+    unsigned                     hfm:1;      /* a hit-for-miss marker */
+    unsigned                     stale:1;    /* entry kept: stale */
+    unsigned                     serving_stale:1;  /* in the filters */
+    unsigned                     stale_sent:1;
+    unsigned                     background:1;     /* the update subrequest */
+    unsigned                     no_store:1;
     unsigned                     done:1;     /* lookup decided */
     unsigned                     variant:1;  /* second GET sent */
     unsigned                     storing:1;
@@ -130,9 +185,18 @@ void ngx_http_cache_hash_key(ngx_str_t *key, u_char *hash);
 void ngx_http_cache_redis_key(ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_zone_t *zone, ngx_str_t *values, ngx_str_t *dst);
 
+void ngx_http_cache_release_lock(ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_zone_t *zone);
+ngx_flag_t ngx_http_cache_stale_on(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_uint_t condition);
+
 /* ngx_http_cache_send.c */
 ngx_int_t ngx_http_cache_send_hit(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx);
+ngx_int_t ngx_http_cache_prepare_response(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_str_t *body);
+ngx_chain_t *ngx_http_cache_body_chain(ngx_http_request_t *r,
+    ngx_str_t *body);
 ngx_flag_t ngx_http_cache_accepts_gzip(ngx_http_request_t *r);
 
 /* ngx_http_cache_store.c */

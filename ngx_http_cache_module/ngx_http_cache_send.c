@@ -226,19 +226,24 @@ ngx_http_cache_gzip_headers(ngx_http_request_t *r)
 }
 
 
+/*
+ * r->headers_out from the entry, and the body to send (empty for a 304 or
+ * a HEAD); NGX_DECLINED when the body does not inflate (then nothing was
+ * changed that matters: the caller treats the entry as a miss).
+ */
+
 ngx_int_t
-ngx_http_cache_send_hit(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
+ngx_http_cache_prepare_response(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_str_t *body)
 {
     ngx_int_t                rc;
-    ngx_buf_t               *b;
-    ngx_str_t                body, etag;
-    ngx_chain_t              out;
+    ngx_str_t                etag;
     ngx_http_cache_entry_t  *e;
 
     e = &ctx->entry;
 
-    body.data = (u_char *) e->body.data;
-    body.len = e->body.len;
+    body->data = (u_char *) e->body.data;
+    body->len = e->body.len;
 
     ctx->client_gzip = 0;
 
@@ -246,24 +251,11 @@ ngx_http_cache_send_hit(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
         ctx->client_gzip = ngx_http_cache_accepts_gzip(r);
 
         if (!ctx->client_gzip && r->method != NGX_HTTP_HEAD) {
-            rc = ngx_http_cache_inflate(r, e, &body);
-
-            if (rc == NGX_DECLINED) {
-                /* not sent yet: the origin answers instead */
-                ctx->status = NGX_HTTP_CACHE_ST_MISS;
-                ctx->tier = 0;
-                return NGX_DECLINED;
-            }
-
+            rc = ngx_http_cache_inflate(r, e, body);
             if (rc != NGX_OK) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                return rc;
             }
         }
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
     }
 
     r->headers_out.status = e->status;
@@ -272,22 +264,21 @@ ngx_http_cache_send_hit(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
     if (ngx_http_cache_set_headers(r, e) != NGX_OK
         || ngx_http_cache_add_age(r, ctx->age) != NGX_OK)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     if (ctx->client_gzip && ngx_http_cache_gzip_headers(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     if (ngx_http_cache_set_status_header(r, ctx) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     /* our conditional evaluation below, not nginx's */
     r->disable_not_modified = 1;
 
-    etag.len = 0;
-    etag.data = NULL;
+    ngx_str_null(&etag);
 
     if (r->headers_out.etag) {
         etag = r->headers_out.etag->value;
@@ -311,8 +302,75 @@ ngx_http_cache_send_hit(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
         r->allow_ranges = 1;
     }
 
-    if (body.len == 0 || r->method == NGX_HTTP_HEAD) {
+    if (body->len == 0 || r->method == NGX_HTTP_HEAD) {
         r->header_only = 1;
+    }
+
+    if (r->header_only) {
+        body->len = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a buffer with the body, the response's last */
+
+ngx_chain_t *
+ngx_http_cache_body_chain(ngx_http_request_t *r, ngx_str_t *body)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    b->pos = body->data;
+    b->last = body->data + body->len;
+    b->start = b->pos;
+    b->end = b->last;
+    b->memory = body->len ? 1 : 0;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
+}
+
+
+ngx_int_t
+ngx_http_cache_send_hit(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    ngx_str_t     body;
+    ngx_chain_t  *out;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_cache_prepare_response(r, ctx, &body);
+
+    if (rc == NGX_DECLINED) {
+        /* not sent yet: the origin answers instead */
+        ctx->status = NGX_HTTP_CACHE_ST_MISS;
+        ctx->tier = 0;
+        ctx->stale = 0;
+        return NGX_DECLINED;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     rc = ngx_http_send_header(r);
@@ -322,24 +380,13 @@ ngx_http_cache_send_hit(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
         return NGX_DONE;
     }
 
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
+    out = ngx_http_cache_body_chain(r, &body);
+    if (out == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return NGX_DONE;
     }
 
-    b->pos = body.data;
-    b->last = body.data + body.len;
-    b->start = b->pos;
-    b->end = b->last;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
+    ngx_http_finalize_request(r, ngx_http_output_filter(r, out));
 
     return NGX_DONE;
 }

@@ -5,6 +5,12 @@
  * the last one sends SET ... PX to Redis without waiting for the answer.
  * The response itself is never held back or changed by the store.
  *
+ * The same filters serve a stale entry when the origin fails (an error or
+ * a timeout reaching it, a status in edge_cache_use_stale, or within the
+ * entry's stale-if-error window): the origin's or nginx's error response
+ * is replaced, headers and body, by the entry.  And they are where the
+ * background update subrequest's response ends: stored, sent nowhere.
+ *
  * Abandoned, without a word to the client: a body past edge_cache_max_size,
  * a body that nginx keeps in a temporary file (the bytes are not in
  * memory), a body shorter than its Content-Length, a response that ends
@@ -17,6 +23,12 @@
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+static void ngx_http_cache_capture(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_chain_t *in);
+static void ngx_http_cache_store_reply(void *data, redisReply *reply,
+    ngx_int_t rc);
 
 
 /* hop-by-hop fields and those the cache recomputes on every hit */
@@ -36,6 +48,23 @@ static ngx_str_t  ngx_http_cache_unstored[] = {
     ngx_string("Cache-Status"),
     ngx_null_string
 };
+
+
+static void
+ngx_http_cache_unlock(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
+{
+    ngx_http_cache_loc_conf_t  *clcf;
+
+    if (!ctx->lock_owned) {
+        return;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
+
+    if (clcf->zone) {
+        ngx_http_cache_release_lock(ctx, clcf->zone);
+    }
+}
 
 
 static ngx_flag_t
@@ -378,6 +407,8 @@ ngx_http_cache_abandon(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     }
 
     ctx->storing = 0;
+
+    ngx_http_cache_unlock(r, ctx);
 }
 
 
@@ -518,25 +549,192 @@ ngx_http_cache_begin_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 }
 
 
+/* which edge_cache_use_stale condition the response now in
+ * r->headers_out meets, 0 for none */
+
+static ngx_uint_t
+ngx_http_cache_failure(ngx_http_request_t *r)
+{
+    ngx_uint_t  status;
+
+    status = r->headers_out.status;
+
+    if (r->upstream && r->upstream->headers_in.status_n == 0
+        && status >= NGX_HTTP_SPECIAL_RESPONSE)
+    {
+        /* nginx's own answer: the origin gave no response header */
+        return status == NGX_HTTP_GATEWAY_TIME_OUT
+               ? NGX_HTTP_CACHE_STALE_TIMEOUT : NGX_HTTP_CACHE_STALE_ERROR;
+    }
+
+    switch (status) {
+    case NGX_HTTP_INTERNAL_SERVER_ERROR:
+        return NGX_HTTP_CACHE_STALE_500;
+    case NGX_HTTP_BAD_GATEWAY:
+        return NGX_HTTP_CACHE_STALE_502;
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        return NGX_HTTP_CACHE_STALE_503;
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        return NGX_HTTP_CACHE_STALE_504;
+    case NGX_HTTP_FORBIDDEN:
+        return NGX_HTTP_CACHE_STALE_403;
+    case NGX_HTTP_NOT_FOUND:
+        return NGX_HTTP_CACHE_STALE_404;
+    case 429:
+        return NGX_HTTP_CACHE_STALE_429;
+    }
+
+    return 0;
+}
+
+
+/* the response so far, forgotten: the stale entry's takes its place */
+
+static ngx_int_t
+ngx_http_cache_reset_headers(ngx_http_request_t *r)
+{
+    ngx_http_headers_out_t  *ho;
+
+    ho = &r->headers_out;
+
+    if (ngx_list_init(&ho->headers, r->pool, 20, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ho->status_line.len = 0;
+    ho->server = NULL;
+    ho->date = NULL;
+    ho->content_length = NULL;
+    ho->content_encoding = NULL;
+    ho->location = NULL;
+    ho->refresh = NULL;
+    ho->last_modified = NULL;
+    ho->content_range = NULL;
+    ho->accept_ranges = NULL;
+    ho->www_authenticate = NULL;
+    ho->expires = NULL;
+    ho->etag = NULL;
+#if (nginx_version >= 1023000)
+    ho->proxy_authenticate = NULL;
+#endif
+    ngx_memzero(&ho->cache_control, sizeof(ho->cache_control));
+    ngx_memzero(&ho->link, sizeof(ho->link));
+
+    ho->content_type.len = 0;
+    ho->content_type.data = NULL;
+    ho->content_type_len = 0;
+    ho->content_type_lowcase = NULL;
+    ho->charset.len = 0;
+    ho->content_length_n = -1;
+    ho->last_modified_time = -1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cache_stale_header(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (ngx_http_cache_reset_headers(r) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->status = NGX_HTTP_CACHE_ST_STALE;
+    ctx->tier = 2;
+    ctx->serving_stale = 1;
+    ctx->stored_flag = 0;
+
+    rc = ngx_http_cache_prepare_response(r, ctx, &ctx->stale_body);
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_cache_unlock(r, ctx);
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* the lock's owner got a response that is not stored: later requests go
+ * straight to the origin for a while (a stale entry is kept instead) */
+
+static void
+ngx_http_cache_hit_for_miss(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_loc_conf_t *clcf)
+{
+    ngx_str_t    rkey;
+    u_char       rkeybuf[NGX_HTTP_CACHE_RKEY_MAX], px[NGX_INT_T_LEN];
+    const char  *argv[5];
+    size_t       argvlen[5];
+
+    if (!ctx->lock_owned || ctx->stale || clcf->hit_for_miss == 0
+        || r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
+    {
+        return;
+    }
+
+    rkey.data = rkeybuf;
+    ngx_http_cache_redis_key(ctx, clcf->zone, NULL, &rkey);
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = (const char *) rkey.data;
+    argvlen[1] = rkey.len;
+    argv[2] = NGX_HTTP_CACHE_HFM;
+    argvlen[2] = sizeof(NGX_HTTP_CACHE_HFM) - 1;
+    argv[3] = "PX";
+    argvlen[3] = 2;
+    argv[4] = (const char *) px;
+    argvlen[4] = ngx_sprintf(px, "%M", clcf->hit_for_miss) - px;
+
+    (void) ngx_edge_redis_send_command(clcf->zone->redis,
+                                       ngx_http_cache_store_reply, NULL,
+                                       5, argv, argvlen);
+}
+
+
 static ngx_int_t
 ngx_http_cache_header_filter(ngx_http_request_t *r)
 {
     ngx_int_t                   rc;
+    ngx_uint_t                  failure;
     ngx_http_cache_ctx_t       *ctx;
     ngx_http_cache_loc_conf_t  *clcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cache_module);
 
-    if (ctx == NULL || r != r->main || ctx->tier || ctx->storing) {
+    if (ctx == NULL || ctx->tier || ctx->storing || ctx->serving_stale
+        || (r != r->main && !ctx->background))
+    {
         return ngx_http_next_header_filter(r);
     }
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
 
-    if (clcf->zone && (ctx->status == NGX_HTTP_CACHE_ST_MISS
-                       || ctx->status == NGX_HTTP_CACHE_ST_BYPASS
-                       || ctx->status == NGX_HTTP_CACHE_ST_EXPIRED))
+    if (clcf->zone == NULL || !ctx->done
+        || !(ctx->status == NGX_HTTP_CACHE_ST_MISS
+             || ctx->status == NGX_HTTP_CACHE_ST_BYPASS
+             || ctx->status == NGX_HTTP_CACHE_ST_EXPIRED
+             || ctx->status == NGX_HTTP_CACHE_ST_UPDATING))
     {
+        goto done;
+    }
+
+    failure = ngx_http_cache_failure(r);
+
+    if (failure && !ctx->background
+        && ngx_http_cache_stale_on(r, ctx, failure))
+    {
+        return ngx_http_cache_stale_header(r, ctx);
+    }
+
+    rc = NGX_DECLINED;
+
+    if (!ctx->no_store) {
         rc = ngx_http_cache_begin_store(r, ctx, clcf);
 
         if (rc == NGX_ERROR) {
@@ -544,15 +742,69 @@ ngx_http_cache_header_filter(ngx_http_request_t *r)
                           "edge_cache: cannot prepare the store of \"%V\"",
                           &ctx->key);
         }
+    }
 
-        ctx->stored_flag = (rc == NGX_OK);
+    ctx->stored_flag = (rc == NGX_OK);
 
-        if (ngx_http_cache_set_status_header(r, ctx) != NGX_OK) {
-            return NGX_ERROR;
-        }
+    if (rc != NGX_OK) {
+        ngx_http_cache_hit_for_miss(r, ctx, clcf);
+        ngx_http_cache_unlock(r, ctx);
+    }
+
+    if (!ctx->background
+        && ngx_http_cache_set_status_header(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+done:
+
+    if (ctx->background) {
+        /* the update's response goes nowhere but the store */
+        r->header_sent = 1;
+        return NGX_OK;
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/* a swallowed chain: its buffers are marked sent, so whoever filled them
+ * (the upstream's buffers) may reuse them */
+
+static void
+ngx_http_cache_consume(ngx_chain_t *in)
+{
+    for ( /* void */ ; in; in = in->next) {
+        in->buf->pos = in->buf->last;
+
+        if (in->buf->in_file) {
+            in->buf->file_pos = in->buf->file_last;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_cache_stale_body(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    ngx_chain_t  *out;
+
+    ngx_http_cache_consume(in);
+
+    if (ctx->stale_sent) {
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
+    ctx->stale_sent = 1;
+
+    out = ngx_http_cache_body_chain(r, &ctx->stale_body);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_body_filter(r, out);
 }
 
 
@@ -702,6 +954,7 @@ ngx_http_cache_finish_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
           + (int64_t) clcf->keep;
 
     if (ttl <= 0) {
+        ngx_http_cache_unlock(r, ctx);
         return;
     }
 
@@ -710,23 +963,57 @@ ngx_http_cache_finish_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     if (ctx->vary_spec.len) {
         ngx_http_cache_send_set(r, ctx, clcf, &ctx->vary_values, ttl);
     }
+
+    /* after the SETs on the same connection: a waiter that finds the lock
+     * gone finds the entry */
+    ngx_http_cache_unlock(r, ctx);
 }
 
 
 static ngx_int_t
 ngx_http_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    size_t                      size;
-    ngx_buf_t                  *b;
-    ngx_chain_t                *cl;
-    ngx_http_cache_ctx_t       *ctx;
-    ngx_http_cache_loc_conf_t  *clcf;
+    ngx_http_cache_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_cache_module);
 
-    if (ctx == NULL || !ctx->storing || r != r->main) {
+    if (ctx == NULL) {
         return ngx_http_next_body_filter(r, in);
     }
+
+    if (ctx->serving_stale) {
+        return ngx_http_cache_stale_body(r, ctx, in);
+    }
+
+    if (ctx->background) {
+        if (ctx->storing) {
+            ngx_http_cache_capture(r, ctx, in);
+        }
+
+        ngx_http_cache_consume(in);
+        return NGX_OK;
+    }
+
+    if (!ctx->storing || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ngx_http_cache_capture(r, ctx, in);
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
+/* the body's bytes into the entry (deflated or copied), as they pass */
+
+static void
+ngx_http_cache_capture(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    size_t                      size;
+    ngx_buf_t                  *b;
+    ngx_chain_t                *cl;
+    ngx_http_cache_loc_conf_t  *clcf;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
 
@@ -766,13 +1053,11 @@ ngx_http_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             }
         }
 
-        if (b->last_buf) {
+        if (b->last_buf || (r != r->main && b->last_in_chain)) {
             ngx_http_cache_finish_store(r, ctx, clcf);
             break;
         }
     }
-
-    return ngx_http_next_body_filter(r, in);
 }
 
 
