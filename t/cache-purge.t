@@ -265,8 +265,39 @@ is($st, 400, 'soft with a tag: 400');
 ($st, $j) = purge($nginx, '/purge?job=' . ('0' x 32), method => 'GET');
 is($st, 404, 'an unknown job: 404');
 is($j->{state}, 'unknown', 'an unknown job: state unknown');
+# a job whose worker went away (its hash not advanced for 10 s): stalled
+my $sid = 'b' x 32;
+my $long_ago = int(time * 1000) - 60_000;
+redis_command('HSET', "pages:job:$sid", 'state', 'running', 'kind', 'prefix',
+              'match', "/x\"\x01\xff", 'cursor', '123', 'scanned', '10', 'deleted', '2',
+              'started', $long_ago, 'updated', $long_ago);
+($st, $j) = purge($nginx, "/purge?job=$sid", method => 'GET');
+is($st, 200, 'a stalled job: 200');
+is($j->{state}, 'stalled', 'a job not advanced for 10 s: stalled');
+is($j->{scanned}, 10, 'a stalled job: its counts, as numbers');
+is($j->{cursor}, '123', 'the cursor as a string');
+is($j->{match}, "/x\"\x01\x{fffd}", 'a hostile match escaped into valid JSON');
+($st, $j, $r) = purge($nginx, "/purge?job=$sid", method => 'HEAD');
+is($st, 200, 'progress: HEAD too');
 like($nginx->log, qr/./, 'the log is readable');
 unlike($nginx->log, qr/\[(alert|crit|emerg)\]/, 'hostile input: no alert');
+
+# --- configuration errors
+for my $case (['edge_cache_zone z2 redis=main purge_poll=0;', 'invalid purge_poll "0"'],
+              ['edge_cache_zone z2 redis=main purge_poll=soon;', 'invalid purge_poll "soon"'],
+              ['server { listen 127.0.0.1:$PORT; location /p { edge_cache_purge nosuch; } }',
+               'unknown edge_cache_zone "nosuch" in edge_cache_purge'],
+              ['server { listen 127.0.0.1:$PORT; location /p { edge_cache_purge pages;'
+               . ' edge_cache_purge_methods PURGE purge; } }',
+               'invalid method "purge" in edge_cache_purge_methods']) {
+    my ($conf, $msg) = @$case;
+    my $bad = "    edge_cache_redis main 127.0.0.1:$rport;\n"
+            . "    edge_cache_zone pages redis=main;\n    $conf\n";
+    my $n = eval { Test::Edge::Nginx->start(http => $bad) };
+    my $err = $@;
+    $n->stop if $n;
+    like($err, qr/\Q$msg\E/, "nginx refuses: $msg");
+}
 
 # --- prefix and pattern jobs over 100k keys, Redis never blocked
 # 100k entries: 95,000 under /c/keep/, 5,000 under /c/victim/, written by a
