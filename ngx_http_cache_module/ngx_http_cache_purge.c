@@ -55,7 +55,7 @@
 #define NGX_HTTP_CACHE_PURGE_PAGE         512       /* records per poll */
 #define NGX_HTTP_CACHE_PURGE_PAGES        16        /* pages per round */
 #define NGX_HTTP_CACHE_PURGE_SYNC_RETRY   50        /* ms, first round */
-#define NGX_HTTP_CACHE_PURGE_SCAN_COUNT   "500"
+#define NGX_HTTP_CACHE_PURGE_SCAN_COUNT   "200"
 #define NGX_HTTP_CACHE_PURGE_JOBS         4         /* per zone, worker */
 #define NGX_HTTP_CACHE_PURGE_JOB_TTL      "86400000"
 #define NGX_HTTP_CACHE_PURGE_JOB_RETRY    1000      /* ms */
