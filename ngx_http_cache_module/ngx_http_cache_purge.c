@@ -99,6 +99,8 @@ typedef struct {
     ngx_edge_redis_cmd_t        *cmd;        /* a poll in flight */
     int64_t                      since;      /* highest score seen */
     ngx_uint_t                   pages;      /* in this round */
+    int64_t                      resume;     /* a round cut short: the
+                                                next one starts there */
 
     ngx_rbtree_t                 tree;
     ngx_rbtree_node_t            sentinel;
@@ -111,6 +113,8 @@ typedef struct {
 
     ngx_edge_log_gate_t          gate;
     unsigned                     synced:1;   /* a whole round was read */
+    unsigned                     resuming:1;
+    unsigned                     resume_after:1;  /* exclusive */
 } ngx_http_cache_purge_worker_t;
 
 
@@ -806,17 +810,24 @@ ngx_http_cache_purge_poll_reply(void *data, redisReply *reply, ngx_int_t rc)
         pw->since = max;
     }
 
-    if (n == NGX_HTTP_CACHE_PURGE_PAGE && max >= 0
-        && ++pw->pages < NGX_HTTP_CACHE_PURGE_PAGES
-        && !ngx_http_cache_purge_exiting())
-    {
-        /* a full page: the next one at once, from its last score (after
-         * it, when the whole page had one score) */
-        ngx_http_cache_purge_poll(pw, max, min == max);
-        return;
-    }
+    if (n == NGX_HTTP_CACHE_PURGE_PAGE && max >= 0) {
+        /* a full page: the next one from its last score (after it, when
+         * the whole page had one score), at once or, past the pages of a
+         * round, in the next round */
 
-    if (n < NGX_HTTP_CACHE_PURGE_PAGE) {
+        if (++pw->pages < NGX_HTTP_CACHE_PURGE_PAGES
+            && !ngx_http_cache_purge_exiting())
+        {
+            ngx_http_cache_purge_poll(pw, max, min == max);
+            return;
+        }
+
+        pw->resuming = 1;
+        pw->resume = max;
+        pw->resume_after = (min == max);
+
+    } else {
+        pw->resuming = 0;
         pw->synced = 1;
     }
 
@@ -868,12 +879,19 @@ ngx_http_cache_purge_poll_handler(ngx_event_t *ev)
 
     if (pw->cmd == NULL) {
         pw->pages = 0;
-        ngx_http_cache_purge_poll(pw, pw->synced
-                                      ? ngx_max(pw->since
-                                                - NGX_HTTP_CACHE_PURGE_OVERLAP,
-                                                0)
-                                      : 0,
-                                  0);
+
+        if (pw->resuming) {
+            ngx_http_cache_purge_poll(pw, pw->resume, pw->resume_after);
+
+        } else {
+            /* the records since the last whole round, and those of its
+             * last second again (written by a node whose clock is late) */
+            ngx_http_cache_purge_poll(pw,
+                                      ngx_max(pw->since
+                                              - NGX_HTTP_CACHE_PURGE_OVERLAP,
+                                              0),
+                                      0);
+        }
     }
 
     ngx_add_timer(ev, pw->synced ? pw->zone->purge_poll

@@ -33,6 +33,7 @@ my $bound = $poll_ms / 1000 + $margin;
 my $http = <<"HTTP";
     edge_cache_redis main 127.0.0.1:$rport timeout=500ms;
     edge_cache_zone pages redis=main purge_poll=${poll_ms}ms;
+    edge_cache_zone bound redis=main purge_poll=100ms;
     server {
         listen 127.0.0.1:\$PORT;
         location /c/ {
@@ -59,6 +60,12 @@ my $http = <<"HTTP";
             add_header Cache-Control "max-age=600";
             add_header Cache-Tag \$http_x_tags;
             return 200 "\$request_id";
+        }
+        location /b/ {
+            edge_cache bound;
+            edge_cache_key \$uri;
+            add_header X-Cache \$edge_cache_status always;
+            proxy_pass http://127.0.0.1:\$PORT/o/;
         }
         location ~ ^/purge(/.*)\$ {
             edge_cache_purge pages;
@@ -470,6 +477,43 @@ diag('reload: ' . (($nginx->log =~ /\b$job_pid#\d+: gracefully shutting down/
                    : 'the job finished before its worker began to shut down'));
 
 sub sha1_hex_of { require Digest::SHA; Digest::SHA::sha1_hex($_[0]) }
+
+# --- a worker's table at its bound (16,384 records a zone): the oldest
+# records go, and every entry stored before them is a miss (no purge is
+# forgotten); entries stored after them are hits
+fetch($nginx, '/b/old');
+ok(wait_until(5, sub { defined redis_command('GET', 'bound:{' . md5_hex('/b/old') . '}') }),
+   'bound: an entry stored');
+my $e_raw = redis_command('GET', 'bound:{' . md5_hex('/b/old') . '}');
+my ($hi, $lo) = unpack('NN', substr($e_raw, 8, 8));
+my $stored_at = $hi * 2**32 + $lo;
+ok(wait_until(5, sub { (fetch($nginx, '/b/old'))[0] eq 'HIT' && (fetch($nginx, '/b/old'))[0] eq 'HIT' }),
+   'bound: a hit on both workers');
+sleep 0.2;
+my $now_ms = int(time * 1000);
+# 16,500 tag records (no entry has these tags) timed after the entry,
+# before now
+redis_command('EVAL', <<'LUA', 1, 'bound:purges', $stored_at + 1, $now_ms);
+local a, b = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, 16500 do
+  redis.call('ZADD', KEYS[1], a + (i % (b - a)), 't:other' .. i)
+end
+return 1
+LUA
+fetch($nginx, '/b/new');
+ok(wait_until(5, sub { defined redis_command('GET', 'bound:{' . md5_hex('/b/new') . '}') }),
+   'bound: an entry stored after the records');
+# the old entry put back before each request (a miss stores a new one)
+sub old_is_miss {
+    my $k = 'bound:{' . md5_hex('/b/old') . '}';
+    redis_command('SET', $k, $e_raw);
+    my ($xc) = fetch($nginx, '/b/old');
+    wait_until(5, sub { (redis_command('GET', $k) // '') ne $e_raw }) if $xc eq 'MISS';
+    return $xc eq 'MISS';
+}
+ok(wait_until(10, sub { old_is_miss() && old_is_miss() && old_is_miss() }),
+   'bound: past the table\'s bound, an entry older than the dropped records is a miss');
+is((fetch($nginx, '/b/new'))[0], 'HIT', 'bound: an entry stored after them is a hit');
 
 # --- Redis down and frozen during a purge: a JSON error, no hang
 redis_stop();
