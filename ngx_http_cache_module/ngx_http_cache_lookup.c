@@ -31,6 +31,7 @@
 
 #include "ngx_http_cache_module.h"
 #include "ngx_http_cache_l1.h"
+#include "ngx_http_cache_purge.h"
 
 
 static ngx_int_t ngx_http_cache_start(ngx_http_request_t *r,
@@ -507,6 +508,17 @@ ngx_http_cache_check_entry(ngx_http_cache_ctx_t *ctx, redisReply *reply)
                       "edge_cache: entry for \"%V\" ignored: "
                       "it holds another key", &ctx->key);
         return NGX_DECLINED;
+    }
+
+    /* purged since it was stored (a purge on any node, polled) */
+    switch (ngx_http_cache_purge_check(ctx, ngx_http_cache_purge_zone(r), e)) {
+
+    case NGX_DECLINED:
+        return NGX_DECLINED;
+
+    case NGX_HTTP_CACHE_PURGE_SOFT:
+        ctx->entry.fresh = 0;
+        break;
     }
 
     if (!ctx->variant) {

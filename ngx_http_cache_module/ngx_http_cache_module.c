@@ -848,7 +848,7 @@ ngx_http_cache_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /* edge_cache_zone name redis=name [hot=size [hot_max_age=time]
- *     [hot_max_entry=size]] */
+ *     [hot_max_entry=size]] [purge_poll=time] */
 
 static char *
 ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -889,6 +889,7 @@ ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->name = value[1];
+    zone->purge_poll = 500;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -903,6 +904,23 @@ ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                    "unknown redis \"%V\": declare it with "
                                    "edge_cache_redis before the zone",
                                    &name);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "purge_poll=", 11) == 0) {
+            name.data = value[i].data + 11;
+            name.len = value[i].len - 11;
+
+            zone->purge_poll = ngx_parse_time(&name, 0);
+
+            if (zone->purge_poll == (ngx_msec_t) NGX_ERROR
+                || zone->purge_poll == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid purge_poll \"%V\"", &name);
                 return NGX_CONF_ERROR;
             }
 

@@ -96,6 +96,8 @@ typedef struct {
     ngx_edge_stats_id_t          st_stored_bytes;
     ngx_edge_stats_id_t          st_lock_waits;
     ngx_edge_stats_id_t          st_lock_timeouts;
+    ngx_msec_t                   purge_poll;  /* ngx_http_cache_purge.c */
+    void                        *purge;       /* this worker's purge state */
 } ngx_http_cache_zone_t;
 
 

@@ -19,6 +19,7 @@
 
 #include "ngx_http_cache_module.h"
 #include "ngx_http_cache_l1.h"
+#include "ngx_http_cache_purge.h"
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -501,6 +502,10 @@ ngx_http_cache_begin_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 
     if (ctx->epoch == 0) {
         ctx->epoch = ngx_http_cache_new_epoch();
+    }
+
+    if (ngx_http_cache_purge_collect_tags(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ngx_memzero(&e, sizeof(ngx_http_cache_entry_t));
