@@ -1005,8 +1005,14 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
          * this request waited, the answer it waited for, used even when
          * it is stale on arrival (max-age shorter than the origin's
          * delay) or marked no-cache, or the waiters would queue behind
-         * each other until the lock timeout.
+         * each other until the lock timeout.  An update in the background
+         * has nothing left to do.
          */
+        if (ctx->background) {
+            ctx->locking = 0;
+            return ngx_http_cache_end_background(r, ctx);
+        }
+
         ngx_http_cache_age(ctx);
 
         ctx->locking = 0;
