@@ -142,6 +142,23 @@ ngx_http_cache_handler(ngx_http_request_t *r)
         }
 
         if (!ctx->looked_up) {
+            if (ctx->warm) {
+                /* a warm-up's: the key of the location it landed in */
+                if (ngx_http_complex_value(r, clcf->key, &ctx->key)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                if (ctx->key.len == 0
+                    || ctx->key.len > NGX_HTTP_CACHE_ENTRY_KEY_MAX)
+                {
+                    return NGX_HTTP_NO_CONTENT;
+                }
+
+                ngx_http_cache_hash_key(&ctx->key, ctx->hash);
+            }
+
             return ngx_http_cache_start_background(r, clcf, ctx);
         }
     }
