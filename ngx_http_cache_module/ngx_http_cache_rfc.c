@@ -38,7 +38,8 @@
  *   stale (4.2.4, RFC 5861)
  *     must-revalidate, proxy-revalidate,
  *     s-maxage                                   never stale
- *     no-cache                                   validate every use
+ *     no-cache                                   validate every use,
+ *                                                never stale
  *     stale-while-revalidate, stale-if-error     windows, 0 when forbidden
  */
 
@@ -1233,9 +1234,12 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
                                                             request_time_ms,
                                                             response_time_ms);
 
+    /* no-cache forbids stale use as the *-revalidate family does (RFC
+     * 9111 4.2.4): a caller checking must_revalidate alone before serving
+     * stale on an error must not serve it either */
     policy->revalidate = cc.no_cache;
     policy->must_revalidate = cc.must_revalidate || cc.proxy_revalidate
-                              || cc.s_maxage >= 0;
+                              || cc.s_maxage >= 0 || cc.no_cache;
 
     /* serving stale is forbidden by no-cache and the *-revalidate family
      * (RFC 9111 4.2.4) */

@@ -782,9 +782,9 @@ static policy_case_t  policy_cases[] = {
       "Date: @0\nCache-Control: max-age=60, stale-if-error=600,"
       " proxy-revalidate",
       C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 0, 1, "" },
-    { "no-cache: revalidate every use, no windows", GET, NULL, 200,
+    { "no-cache: revalidate every use, never stale", GET, NULL, 200,
       "Date: @0\nCache-Control: max-age=60, no-cache, stale-if-error=60",
-      C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 1, 0, "" },
+      C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 1, 1, "" },
 
     { NULL, 0, NULL, 0, NULL, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, NULL }
 };
