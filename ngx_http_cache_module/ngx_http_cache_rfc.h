@@ -114,6 +114,7 @@ typedef struct {
 #endif
 
 
+/* the flags count only when 1: a conf left NGX_CONF_UNSET reads as off */
 typedef struct {
     /* ngx_http_cache_valid_t: the freshness of a response without explicit
      * freshness, per status, as proxy_cache_valid ("any" = status 0; an

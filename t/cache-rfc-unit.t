@@ -84,7 +84,9 @@ sub build {
 sub run {
     my ($name, $so, $prefix) = @_;
     open my $fh, '>', "$tmp/$name.conf" or die $!;
-    print $fh "load_module $so;\nevents {}\ncache_rfc_unit_test;\n";
+    # nginx 1.27+ -t checks that the pid file can be written
+    print $fh "load_module $so;\npid $tmp/$name.pid;\nevents {}\n",
+              "cache_rfc_unit_test;\n";
     close $fh;
 
     my $out = `$prefix '$nginx' -t -q -p '$tmp' -e stderr -c '$tmp/$name.conf' 2>&1`;
