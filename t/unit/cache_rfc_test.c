@@ -698,6 +698,10 @@ static policy_case_t  policy_cases[] = {
       " no-cache=\"X-A, X-B\"",
       C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 0, 0,
       "X-A|X-B|X-Secret" },
+    { "ignore_private keeps private fields, strips no-cache ones", GET,
+      NULL, 200, "Date: @0\nCache-Control: max-age=60,"
+      " private=\"X-Secret\", no-cache=\"X-A\"",
+      C_PRIVATE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 0, 0, "X-A" },
     { "Authorization without permission", GET, "Authorization: Basic x",
       200, "Date: @0\nCache-Control: max-age=60",
       C_NONE, 0, 0, NL, 0, "authorization", 0, 0, 0, NL, 0, 0, "" },
