@@ -2,7 +2,8 @@
 # RFC 5861 where the module serves it): freshness precedence (s-maxage,
 # max-age, Expires), invalid and repeated freshness, Age from upstream,
 # Authorization, qualified no-cache / private, must-understand, Vary: *,
-# Content-Encoding other than gzip under Vary: Accept-Encoding, heuristic
+# Content-Encoding other than gzip under Vary: Accept-Encoding, Vary
+# normalisation, heuristic
 # freshness, edge_cache_valid for a 302, Set-Cookie when allowed, the
 # request's Cache-Control / Pragma against a stored entry, and no stale
 # answer on an origin error for a response that forbids it.  The unit cases
@@ -129,6 +130,11 @@ $cache
             add_header Cache-Control "max-age=60";
             add_header Vary "Accept-Encoding";
             add_header Content-Encoding "br";
+            return 200 "\$request_id";
+        }
+        location /o/lang {
+            add_header Cache-Control "max-age=60";
+            add_header Vary "Accept-Language";
             return 200 "\$request_id";
         }
         location /o/nofresh { return 200 "\$request_id"; }
@@ -284,6 +290,25 @@ hit_after_store('/c/qualified', 'no-cache="X-Secret", private="X-Private"');
 ok(!exists $r->{headers}{'x-secret'}, 'the hit has no X-Secret');
 ok(!exists $r->{headers}{'x-private'}, 'the hit has no X-Private');
 is($r->{headers}{'x-kept'}, 'k', 'the hit has the other fields');
+
+# Vary: the selecting values normalised (RFC 9111 4.1): whitespace around
+# commas, several field lines, and for Accept-Language the case
+my $lang = store('/c/lang', 'Accept-Language' => 'en-US, de');
+ok(defined $lang, 'Vary: Accept-Language: stored');
+for my $h (['Accept-Language' => 'en-US,de'],
+           ['Accept-Language' => ' EN-us ,  DE '],
+           # two field lines (two spellings: the request helper takes a
+           # hash, and sends its keys sorted)
+           ['Accept-Language' => 'en-US', 'accept-language' => 'de'])
+{
+    my ($x, $b) = fetch('/c/lang', @$h);
+    my $shown = join ' / ', map { $h->[2 * $_ + 1] } 0 .. $#$h / 2;
+    is("$x $b", "HIT $lang", "Vary: Accept-Language: '$shown' is the same variant");
+}
+my ($xl) = fetch('/c/lang', 'Accept-Language' => 'de, en-US');
+is($xl, 'MISS', 'Vary: Accept-Language: another order is another variant');
+($xl) = fetch('/c/lang');
+is($xl, 'MISS', 'Vary: Accept-Language: none at all is another variant');
 
 # Authorization (3.5)
 not_stored('/c/auth', 'Authorization, max-age only', Authorization => 'Basic eDp5');
