@@ -1225,6 +1225,17 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
     /* Date absent or invalid: the time the response arrived (RFC 9110
      * 6.6.1) */
     date = ngx_http_cache_rfc_header_time(out, "Date", sizeof("Date") - 1, &n);
+
+    if (date == NGX_ERROR && n == 0 && r->upstream
+        && r->upstream->headers_in.date)
+    {
+        /* the origin's Date, which nginx's proxy hides from
+         * r->headers_out by default (and sends its own) */
+        date = ngx_http_cache_rfc_parse_date(
+                   r->upstream->headers_in.date->value.data,
+                   r->upstream->headers_in.date->value.len);
+    }
+
     if (date == NGX_ERROR) {
         date = (time_t) (response_time_ms / 1000);
     }
