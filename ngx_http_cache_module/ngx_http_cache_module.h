@@ -133,6 +133,8 @@ typedef struct {
     ngx_flag_t                   background_update;
     ngx_flag_t                   revalidate;
     ngx_uint_t                   warm_concurrency;
+    ngx_uint_t                   min_uses;
+    ngx_msec_t                   min_uses_window;
     ngx_http_cache_rfc_conf_t    rfc;
 } ngx_http_cache_loc_conf_t;
 
@@ -147,6 +149,7 @@ typedef struct {
     uint64_t                     epoch;      /* of the variants */
 
     ngx_http_cache_status_e      status;
+    ngx_uint_t                   uses;       /* edge_cache_min_uses count */
 
     /* the stampede lock */
     ngx_http_cache_lock_e        lock_rc;
