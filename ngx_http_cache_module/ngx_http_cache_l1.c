@@ -592,13 +592,6 @@ ngx_http_cache_l1_copy(ngx_http_request_t *r, ngx_http_cache_l1_t *l1,
 }
 
 
-static ngx_flag_t
-ngx_http_cache_l1_same(ngx_http_cache_bytes_t *b, ngx_str_t *s)
-{
-    return b->len == s->len && ngx_memcmp(b->data, s->data, s->len) == 0;
-}
-
-
 /*
  * A copy checked as ngx_http_cache_check_entry() checks a Redis reply:
  * NGX_OK when it answers this request, NGX_AGAIN when it is the main
@@ -610,7 +603,6 @@ static ngx_int_t
 ngx_http_cache_l1_check(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_l1_copy_t *copy, ngx_flag_t variant)
 {
-    ngx_str_t                   spec;
     ngx_http_cache_entry_t     *e;
     ngx_http_cache_entry_rc_e   rc;
 
@@ -631,25 +623,7 @@ ngx_http_cache_l1_check(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    if (e->vary_spec.len == 0) {
-        return NGX_OK;
-    }
-
-    spec.data = (u_char *) e->vary_spec.data;
-    spec.len = e->vary_spec.len;
-
-    if (ngx_http_cache_vary_values(r, &spec, &ctx->vary_spec,
-                                   &ctx->vary_values)
-        != NGX_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    if (ngx_http_cache_l1_same(&e->vary_values, &ctx->vary_values)) {
-        return NGX_OK;
-    }
-
-    return variant ? NGX_DECLINED : NGX_AGAIN;
+    return ngx_http_cache_vary_match(r, ctx, e, variant);
 }
 
 

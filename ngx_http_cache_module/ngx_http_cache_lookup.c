@@ -535,7 +535,6 @@ ngx_http_cache_same(ngx_http_cache_bytes_t *b, ngx_str_t *s)
 static ngx_int_t
 ngx_http_cache_check_entry(ngx_http_cache_ctx_t *ctx, redisReply *reply)
 {
-    ngx_str_t                   spec;
     ngx_http_request_t         *r;
     ngx_http_cache_entry_t     *e;
     ngx_http_cache_entry_rc_e   rc;
@@ -578,6 +577,25 @@ ngx_http_cache_check_entry(ngx_http_cache_ctx_t *ctx, redisReply *reply)
         ctx->epoch = e->epoch;
     }
 
+    return ngx_http_cache_vary_match(r, ctx, e, ctx->variant);
+}
+
+
+/*
+ * Does entry e (of this request's key) answer this request's variant?
+ * NGX_OK yes (or no Vary); NGX_AGAIN: it is the main entry of another
+ * variant, and ctx->vary_spec / vary_values hold this request's values
+ * under its spec, for the variant key; NGX_DECLINED: unusable (a variant
+ * entry that does not match, "Vary: *").  The Redis and the L1 lookups
+ * share it.
+ */
+
+ngx_int_t
+ngx_http_cache_vary_match(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_entry_t *e, ngx_flag_t variant)
+{
+    ngx_str_t  spec;
+
     if (e->vary_spec.len == 0) {
         return NGX_OK;
     }
@@ -596,7 +614,7 @@ ngx_http_cache_check_entry(ngx_http_cache_ctx_t *ctx, redisReply *reply)
         return NGX_OK;
     }
 
-    return ctx->variant ? NGX_DECLINED : NGX_AGAIN;
+    return variant ? NGX_DECLINED : NGX_AGAIN;
 }
 
 

@@ -209,6 +209,8 @@ extern ngx_module_t  ngx_http_cache_module;
 /* ngx_http_cache_lookup.c */
 ngx_int_t ngx_http_cache_handler(ngx_http_request_t *r);
 ngx_http_cache_ctx_t *ngx_http_cache_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_cache_vary_match(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_http_cache_entry_t *e, ngx_flag_t variant);
 void ngx_http_cache_hash_key(ngx_str_t *key, u_char *hash);
 void ngx_http_cache_redis_key(ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_zone_t *zone, ngx_str_t *values, ngx_str_t *dst);
