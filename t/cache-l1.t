@@ -148,6 +148,18 @@ is(gets(), 0, 'no GET for either variant');
 ($x) = fetch('/h/lang', 'Accept-Language' => 'de');
 is($x, 'MISS -', 'de: a miss');
 
+# --- a successful unsafe method invalidates the URL (RFC 9111 4.4): its
+# L1 copies go with the Redis entry
+fetch('/h/inv');
+ok(wait_until(5, sub { in_redis('hot', '/h/inv') }), 'stored');
+my (undef, $inv) = fetch('/h/inv');
+is($inv->{headers}{'x-tier'}, 'l1', 'an L1 hit');
+is($nginx->request('POST', '/h/inv', body => 'x')->{status}, 200, 'a POST');
+ok(wait_until(5, sub { !in_redis('hot', '/h/inv') }), 'removes the Redis entry');
+($x, $r) = fetch('/h/inv');
+is($x, 'MISS -', 'and the L1 copy: the next GET is a miss');
+isnt($r->{body}, $inv->{body}, 'answered by the origin');
+
 # --- hot_max_entry: a larger entry is served from Redis, never from L1
 my $fill = 'x' x 9000;
 fetch('/h/big1', 'X-Fill' => $fill);
