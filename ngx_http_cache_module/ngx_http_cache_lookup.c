@@ -142,6 +142,23 @@ ngx_http_cache_handler(ngx_http_request_t *r)
         }
 
         if (!ctx->looked_up) {
+            if (ctx->warm) {
+                /* a warm-up's: the key of the location it landed in */
+                if (ngx_http_complex_value(r, clcf->key, &ctx->key)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                if (ctx->key.len == 0
+                    || ctx->key.len > NGX_HTTP_CACHE_ENTRY_KEY_MAX)
+                {
+                    return NGX_HTTP_NO_CONTENT;
+                }
+
+                ngx_http_cache_hash_key(&ctx->key, ctx->hash);
+            }
+
             return ngx_http_cache_start_background(r, clcf, ctx);
         }
     }
@@ -1005,8 +1022,14 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
          * this request waited, the answer it waited for, used even when
          * it is stale on arrival (max-age shorter than the origin's
          * delay) or marked no-cache, or the waiters would queue behind
-         * each other until the lock timeout.
+         * each other until the lock timeout.  An update in the background
+         * has nothing left to do.
          */
+        if (ctx->background) {
+            ctx->locking = 0;
+            return ngx_http_cache_end_background(r, ctx);
+        }
+
         ngx_http_cache_age(ctx);
 
         ctx->locking = 0;
