@@ -319,6 +319,10 @@ HTTP
 my $na = Test::Edge::Nginx->start(http => $ahttp, workers => 2);
 my $nb = Test::Edge::Nginx->start(http => $bhttp, workers => 1);
 my $pkey = '/p/k' . int(rand(1e9));
+# B must read Redis (an unconnected worker would store its own answer)
+my $bw = 0;
+ok(wait_until(10, sub { my $k = '/p/warmb' . $bw++; $nb->get($k); in_redis('pz', $k) }),
+   'B stores in Redis');
 ok(wait_until(10, sub { $na->get($pkey); in_redis('pz', $pkey) }), 'A stored an entry');
 my $old = $na->get($pkey)->{body};
 # both of A's workers and B serve it from L1 (B read it from Redis once)
