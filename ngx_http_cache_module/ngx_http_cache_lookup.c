@@ -787,9 +787,19 @@ ngx_http_cache_add_validators(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_cache_go_origin(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
 {
+    ngx_http_cache_cc_t         cc;
     ngx_http_cache_loc_conf_t  *clcf;
 
     ctx->done = 1;
+
+    if (!ctx->background && ngx_http_cache_request_cc(r, &cc) == NGX_OK
+        && cc.only_if_cached)
+    {
+        /* RFC 9111 5.2.1.7: nothing stored that may answer */
+        ctx->status = NGX_HTTP_CACHE_ST_MISS;
+        ctx->no_store = 1;
+        return NGX_HTTP_GATEWAY_TIME_OUT;
+    }
 
     if (ctx->status == NGX_HTTP_CACHE_ST_NONE) {
         ctx->status = ctx->stale ? NGX_HTTP_CACHE_ST_EXPIRED
