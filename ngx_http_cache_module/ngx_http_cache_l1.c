@@ -18,6 +18,7 @@
  */
 
 #include "ngx_http_cache_l1.h"
+#include "ngx_http_cache_purge.h"
 
 
 /* evicted from the LRU tail, at most, to make room for one entry: in a
@@ -601,7 +602,8 @@ ngx_http_cache_l1_copy(ngx_http_request_t *r, ngx_http_cache_l1_t *l1,
 
 static ngx_int_t
 ngx_http_cache_l1_check(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
-    ngx_http_cache_l1_copy_t *copy, ngx_flag_t variant)
+    ngx_http_cache_zone_t *zone, ngx_http_cache_l1_copy_t *copy,
+    ngx_flag_t variant)
 {
     ngx_http_cache_entry_t     *e;
     ngx_http_cache_entry_rc_e   rc;
@@ -620,6 +622,17 @@ ngx_http_cache_l1_check(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     if (e->key.len != ctx->key.len
         || ngx_memcmp(e->key.data, ctx->key.data, ctx->key.len) != 0)
     {
+        return NGX_DECLINED;
+    }
+
+    /* purged on any node since Redis gave it (the purge log, polled) */
+    switch (ngx_http_cache_purge_check(ctx, zone, e)) {
+
+    case NGX_DECLINED:
+        return NGX_DECLINED;
+
+    case NGX_HTTP_CACHE_PURGE_SOFT:
+        /* stale from now on: Redis decides what to do with it */
         return NGX_DECLINED;
     }
 
@@ -653,7 +666,7 @@ ngx_http_cache_l1_find_entry(ngx_http_request_t *r,
             return rc;
         }
 
-        rc = ngx_http_cache_l1_check(r, ctx, copy, variant);
+        rc = ngx_http_cache_l1_check(r, ctx, zone, copy, variant);
 
         if (rc == NGX_ERROR) {
             /* the zone's memory is not trusted more than Redis */

@@ -43,6 +43,7 @@
  */
 
 #include "ngx_http_cache_purge.h"
+#include "ngx_http_cache_l1.h"
 #include "ngx_edge_json.h"
 #include "ngx_edge_utf8.h"
 
@@ -1844,6 +1845,9 @@ ngx_http_cache_purge_note(ngx_http_cache_purge_ctx_t *ctx)
 
     case NGX_HTTP_CACHE_PURGE_KEY:
     case NGX_HTTP_CACHE_PURGE_SOFT_KEY:
+        /* this node's hot copies (main and variants) go for every worker */
+        ngx_http_cache_l1_purge(ctx->zone, ctx->hash);
+
         len = ngx_sprintf(member, "%c:%*s",
                           ctx->kind == NGX_HTTP_CACHE_PURGE_KEY ? 'k' : 's',
                           (size_t) NGX_HTTP_CACHE_HASH_LEN, ctx->hash)

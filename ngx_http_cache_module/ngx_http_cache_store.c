@@ -741,6 +741,9 @@ ngx_http_cache_invalidate(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     (void) ngx_edge_redis_send_command(clcf->zone->redis,
                                        ngx_http_cache_store_reply, NULL,
                                        2, argv, argvlen);
+
+    /* and this node's hot copies, for every worker */
+    ngx_http_cache_l1_purge(clcf->zone, ctx->hash);
 }
 
 
