@@ -18,6 +18,7 @@
  */
 
 #include "ngx_http_cache_l1.h"
+#include "ngx_http_cache_purge.h"
 
 
 /* evicted from the LRU tail, at most, to make room for one entry: in a
@@ -627,6 +628,14 @@ ngx_http_cache_l1_check(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 
     if (e->key.len != ctx->key.len
         || ngx_memcmp(e->key.data, ctx->key.data, ctx->key.len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* purged on any node since it was stored (soft: not a fresh hit,
+     * Redis decides) */
+    if (ngx_http_cache_purge_check(ctx, ngx_http_cache_purge_zone(r), e)
+        != NGX_OK)
     {
         return NGX_DECLINED;
     }

@@ -34,6 +34,7 @@ my $http = <<"HTTP";
     edge_cache_redis main 127.0.0.1:$rport timeout=500ms;
     edge_cache_zone pages redis=main purge_poll=${poll_ms}ms;
     edge_cache_zone bound redis=main purge_poll=100ms;
+    edge_cache_zone hot redis=main hot=1m hot_max_age=60s purge_poll=${poll_ms}ms;
     server {
         listen 127.0.0.1:\$PORT;
         location /c/ {
@@ -66,6 +67,19 @@ my $http = <<"HTTP";
             edge_cache_key \$uri;
             add_header X-Cache \$edge_cache_status always;
             proxy_pass http://127.0.0.1:\$PORT/o/;
+        }
+        location /h/ {
+            edge_cache hot;
+            edge_cache_key \$uri\$is_args\$args;
+            add_header X-Cache \$edge_cache_status always;
+            add_header X-Tier \$edge_cache_tier always;
+            proxy_pass http://127.0.0.1:\$PORT/o/;
+        }
+        location ~ ^/purgehot(/.*)\$ {
+            edge_cache_purge hot;
+            edge_cache_key \$1\$is_args\$args;
+            allow 127.0.0.1;
+            deny all;
         }
         location ~ ^/purge(/.*)\$ {
             edge_cache_purge pages;
@@ -117,6 +131,11 @@ sub entries {
 }
 
 sub stored { my ($key) = @_; wait_until(5, sub { defined redis_command('GET', rkey($key)) }) }
+
+sub stored_in {
+    my ($zone, $key) = @_;
+    wait_until(5, sub { defined redis_command('GET', "$zone:{" . md5_hex($key) . '}') });
+}
 
 # a worker answers MISS without Redis until it has connected
 ok(wait_until(10, sub { fetch($nginx, '/c/warm'); defined redis_command('GET', rkey('/c/warm')) }),
@@ -226,6 +245,31 @@ for my $p ('/c/t1?tags=red,blue', '/c/t2?tags=blue') {
 }
 is((fetch($other, '/c/t3?tags=green'))[0], 'HIT', 'tag purge: an entry without the tag is still a hit');
 ok(defined redis_command('GET', rkey('/c/t3?tags=green')), 'tag purge: nothing deleted in Redis');
+
+# the hot tier (L1, hot_max_age=60s): a purge on A is seen by B's L1
+# within the same bound, not after hot_max_age
+for my $case (['/h/x?tags=hx', '/purgehot/?tag=hx', 'a tag purge'],
+              ['/h/y', '/purgehot/h/y', 'a key purge'],
+              ['/h/z', '/purgehot/h/z', 'a soft purge', 'Edge-Purge-Soft' => 1]) {
+    my ($p, $purge, $what, @h) = @$case;
+    fetch($nginx, $p);
+    ok(stored_in('hot', $p), "L1, $what: stored");
+    ok(wait_until(10, sub { my (undef, undef, $res) = fetch($other, $p);
+                            ($res->{headers}{'x-tier'} // '') eq 'l1' }),
+       "L1, $what: an L1 hit on B");
+    $t0 = time;
+    ($st) = purge($nginx, $purge, @h);
+    is($st, 200, "L1, $what: 200");
+    my $gone;
+    wait_until($bound + 2, sub {
+        my ($xc, undef, $res) = fetch($other, $p);
+        $gone = time - $t0 unless $xc eq 'HIT' && ($res->{headers}{'x-tier'} // '') eq 'l1';
+        defined $gone;
+    });
+    ok(defined $gone && $gone <= $bound,
+       sprintf("L1, $what on A: B stops serving its L1 copy within purge_poll + %.1f s (%.3f s)",
+               $margin, $gone // -1));
+}
 
 # soft purge on A seen on B
 fetch($nginx, '/c/s2');
