@@ -31,12 +31,14 @@ my $bound = $poll_ms / 1000 + $margin;
 # $request_id (a stored copy is told from a new answer) and the tags the
 # request asks for in Cache-Tag
 my $http = <<"HTTP";
+    metrics_zone 1m;
     edge_cache_redis main 127.0.0.1:$rport timeout=500ms;
     edge_cache_zone pages redis=main purge_poll=${poll_ms}ms;
     edge_cache_zone bound redis=main purge_poll=100ms;
     edge_cache_zone hot redis=main hot=1m hot_max_age=60s purge_poll=${poll_ms}ms;
     server {
         listen 127.0.0.1:\$PORT;
+        location = /metrics { metrics; }
         location /c/ {
             edge_cache pages;
             edge_cache_key \$uri\$is_args\$args;
@@ -558,6 +560,26 @@ sub old_is_miss {
 ok(wait_until(10, sub { old_is_miss() && old_is_miss() && old_is_miss() }),
    'bound: past the table\'s bound, an entry older than the dropped records is a miss');
 is((fetch($nginx, '/b/new'))[0], 'HIT', 'bound: an entry stored after them is a hit');
+
+# --- purges counted in /metrics, by kind
+sub purges_metric {
+    my ($kind) = @_;
+    my ($v) = $nginx->get('/metrics')->{body}
+        =~ /^nginx_cache_purges_total\{zone="pages",kind="$kind"\} (\d+)$/m;
+    return $v;
+}
+my %before = map { $_ => purges_metric($_) } qw(key soft tag prefix pattern);
+ok(defined $before{$_}, "metrics: nginx_cache_purges_total{kind=\"$_\"} is exported")
+    for qw(key soft tag prefix pattern);
+purge($nginx, '/purge/c/m1');
+purge($nginx, '/purge/c/m2', 'Edge-Purge-Soft' => 1);
+purge($nginx, '/purge?tag=m3');
+purge($nginx, '/purge?tag=m4');
+purge($nginx, '/purge?tag=' . ('x' x 200));
+is(purges_metric('key') - $before{key}, 1, 'metrics: a key purge counted');
+is(purges_metric('soft') - $before{soft}, 1, 'metrics: a soft purge counted');
+is(purges_metric('tag') - $before{tag}, 2, 'metrics: two tag purges counted, not the refused one');
+cmp_ok(purges_metric('prefix') - $before{prefix}, '==', 0, 'metrics: no prefix purge since');
 
 # --- Redis down and frozen during a purge: a JSON error, no hang
 redis_stop();
