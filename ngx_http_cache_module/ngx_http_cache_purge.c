@@ -27,9 +27,10 @@
  * NGX_HTTP_CACHE_PURGE_RECORDS the oldest record is dropped and its time
  * becomes the table's floor, under which every entry is a miss (safe: a
  * purge is never forgotten, at worst an entry is fetched once more).  An
- * entry whose response time is not after a record's time is purged.  A
- * purge on one node is seen by every worker within purge_poll plus one
- * round trip to Redis.
+ * entry whose response time is not after a record's time is purged; the
+ * lookup asks for every entry read from Redis and every L1 copy.  A purge
+ * on one node is seen by every worker within purge_poll plus one round
+ * trip to Redis.  Purges are counted in nginx_cache_purges_total.
  *
  * Prefix and pattern jobs.  Redis keys are hashes of the key text, so a
  * job SCANs "<zone>:{*}" (main entries only: the variants die with them),
