@@ -132,6 +132,9 @@ typedef struct {
     ngx_array_t                 *stale_if;   /* predicates */
     ngx_flag_t                   background_update;
     ngx_flag_t                   revalidate;
+    ngx_uint_t                   warm_concurrency;
+    ngx_uint_t                   min_uses;
+    ngx_msec_t                   min_uses_window;
     ngx_http_cache_rfc_conf_t    rfc;
 } ngx_http_cache_loc_conf_t;
 
@@ -146,6 +149,7 @@ typedef struct {
     uint64_t                     epoch;      /* of the variants */
 
     ngx_http_cache_status_e      status;
+    ngx_uint_t                   uses;       /* edge_cache_min_uses count */
 
     /* the stampede lock */
     ngx_http_cache_lock_e        lock_rc;
@@ -187,6 +191,8 @@ typedef struct {
     unsigned                     revalidating:1;   /* validators sent */
     unsigned                     invalidate:1;     /* an unsafe method */
     unsigned                     lock_waited:1;
+    unsigned                     warm:1;     /* a warm-up subrequest */
+    void                        *warm_job;   /* ngx_http_cache_warm.c */
     unsigned                     done:1;     /* lookup decided */
     unsigned                     variant:1;  /* second GET sent */
     unsigned                     storing:1;
@@ -227,6 +233,9 @@ ngx_flag_t ngx_http_cache_accepts_gzip(ngx_http_request_t *r);
 
 /* ngx_http_cache_store.c */
 ngx_int_t ngx_http_cache_store_init(ngx_conf_t *cf);
+
+/* ngx_http_cache_warm.c */
+ngx_int_t ngx_http_cache_warm_handler(ngx_http_request_t *r);
 
 /* ngx_http_cache_module.c */
 ngx_int_t ngx_http_cache_set_status_header(ngx_http_request_t *r,
