@@ -185,7 +185,10 @@ ngx_http_cache_handler(ngx_http_request_t *r)
         return ngx_http_cache_decide(r, clcf, ctx);
     }
 
-    if (!(r->method & clcf->methods)) {
+    /* the methods mask keeps NGX_CONF_BITMASK_SET, the same bit as
+     * NGX_HTTP_UNKNOWN: without masking it out, a method nginx does not
+     * know (M-SEARCH) would be answered with a stored GET response */
+    if (!(r->method & clcf->methods & ~NGX_HTTP_UNKNOWN)) {
         return ngx_http_cache_unsafe_method(r, clcf);
     }
 
@@ -245,11 +248,18 @@ ngx_http_cache_handler(ngx_http_request_t *r)
 
 
 /*
- * RFC 9111 4.4: a successful POST, PUT, DELETE or PATCH invalidates the
+ * RFC 9111 4.4: a successful request of an unsafe method invalidates the
  * stored responses of its URL (the key this request computes): the store
  * filter deletes the main key (every variant with it) once the status is
- * known to be 2xx or 3xx.
+ * known to be 2xx or 3xx.  Unsafe is every method not defined as safe
+ * (RFC 9110 9.2.1; PROPFIND by RFC 4918 9.1): POST, PUT, DELETE, PATCH,
+ * and extension methods nginx does not know (M-SEARCH, ...), whose
+ * semantics the cache cannot tell.
  */
+
+#define NGX_HTTP_CACHE_SAFE_METHODS                                          \
+    (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_OPTIONS|NGX_HTTP_TRACE              \
+     |NGX_HTTP_PROPFIND)
 
 static ngx_int_t
 ngx_http_cache_unsafe_method(ngx_http_request_t *r,
@@ -257,8 +267,7 @@ ngx_http_cache_unsafe_method(ngx_http_request_t *r,
 {
     ngx_http_cache_ctx_t  *ctx;
 
-    if (!(r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_DELETE
-                       |NGX_HTTP_PATCH))
+    if ((r->method & NGX_HTTP_CACHE_SAFE_METHODS)
         || r != r->main || ngx_http_get_module_ctx(r, ngx_http_cache_module))
     {
         return NGX_DECLINED;
