@@ -39,6 +39,8 @@ static void ngx_http_cache_finish_store(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx, ngx_http_cache_loc_conf_t *clcf);
 static ngx_int_t ngx_http_cache_reset_headers(ngx_http_request_t *r);
 static ngx_flag_t ngx_http_cache_clean_value(ngx_str_t *v);
+static ngx_flag_t ngx_http_cache_has_token(ngx_str_t *list, const char *token,
+    size_t len);
 
 
 /* hop-by-hop fields and those the cache recomputes on every hit */
@@ -94,13 +96,51 @@ ngx_http_cache_in_list(ngx_str_t *name, ngx_str_t *list, ngx_uint_t n)
 }
 
 
+/*
+ * RFC 9110 7.6.1, RFC 9111 3.1: the fields the origin named in its
+ * Connection header are hop-by-hop, for this connection only; the
+ * upstream module hides Connection itself but passes the fields it
+ * names on, so they are recognised here and not stored.
+ */
+
+static ngx_flag_t
+ngx_http_cache_connection_option(ngx_http_request_t *r, ngx_str_t *name)
+{
+    ngx_table_elt_t  *h;
+
+    if (r->upstream == NULL) {
+        return 0;
+    }
+
+    h = r->upstream->headers_in.connection;
+
+    while (h) {
+        if (ngx_http_cache_has_token(&h->value, (const char *) name->data,
+                                     name->len))
+        {
+            return 1;
+        }
+
+#if (nginx_version >= 1023000)
+        h = h->next;            /* the field's other lines */
+#else
+        h = NULL;
+#endif
+    }
+
+    return 0;
+}
+
+
 static ngx_flag_t
 ngx_http_cache_stored_header(ngx_http_cache_ctx_t *ctx, ngx_str_t *name,
     ngx_flag_t set_cookie)
 {
     ngx_array_t  *strip;
 
-    if (ngx_http_cache_in_list(name, ngx_http_cache_unstored, 0)) {
+    if (ngx_http_cache_in_list(name, ngx_http_cache_unstored, 0)
+        || ngx_http_cache_connection_option(ctx->request, name))
+    {
         return 0;
     }
 
