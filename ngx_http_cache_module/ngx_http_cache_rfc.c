@@ -1256,6 +1256,7 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
      * 9111 4.2.4): a caller checking must_revalidate alone before serving
      * stale on an error must not serve it either */
     policy->revalidate = cc.no_cache;
+    policy->no_transform = cc.no_transform;
     policy->must_revalidate = cc.must_revalidate || cc.proxy_revalidate
                               || cc.s_maxage >= 0 || cc.no_cache;
 

@@ -143,6 +143,9 @@ typedef struct {
     /* explicit freshness (s-maxage, max-age, Expires) was used, not a
      * configured valid time or a heuristic */
     unsigned                     explicit_:1;
+    /* no-transform: the content is stored and sent as the origin sent it,
+     * never compressed by the cache (RFC 9110 7.7, RFC 9111 5.2.2.6) */
+    unsigned                     no_transform:1;
     /* why not storable (a static string), NULL when storable */
     const char                  *reason;
     /* freshness lifetime; 0 = stale at once */

@@ -377,12 +377,27 @@ ngx_http_cache_build_headers(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 }
 
 
+/*
+ * Stored gzip-compressed: a body of a type in edge_cache_compress_types,
+ * not encoded already, that the origin lets us transform (no-transform:
+ * RFC 9110 7.7), and not known to be small: under
+ * NGX_HTTP_CACHE_COMPRESS_MIN bytes gzip saves a few dozen bytes at most
+ * (its framing alone is 18) and would cost what compression costs every
+ * response: a weak ETag, Vary: Accept-Encoding, an inflate per client
+ * without gzip.
+ */
+
+#define NGX_HTTP_CACHE_COMPRESS_MIN  256
+
 static ngx_flag_t
-ngx_http_cache_compressible(ngx_http_request_t *r,
+ngx_http_cache_compressible(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_loc_conf_t *clcf)
 {
-    if (!clcf->compress || r->headers_out.content_encoding
-        || r->headers_out.content_type.len == 0)
+    if (!clcf->compress || ctx->policy.no_transform
+        || r->headers_out.content_encoding
+        || r->headers_out.content_type.len == 0
+        || (r->headers_out.content_length_n >= 0
+            && r->headers_out.content_length_n < NGX_HTTP_CACHE_COMPRESS_MIN))
     {
         return 0;
     }
@@ -541,7 +556,7 @@ ngx_http_cache_begin_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     }
 
     ctx->expect_len = r->headers_out.content_length_n;
-    ctx->gzip = ngx_http_cache_compressible(r, clcf);
+    ctx->gzip = ngx_http_cache_compressible(r, ctx, clcf);
 
     rc = ngx_http_cache_build_headers(r, ctx, clcf, &headers);
     if (rc != NGX_OK) {

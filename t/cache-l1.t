@@ -46,6 +46,12 @@ my $http = <<"HTTP";
             add_header Cache-Control "max-age=60";
             return 200 "\$request_id";
         }
+        # over 256 bytes: smaller bodies are not stored compressed
+        location /o/gz {
+            default_type text/plain;
+            add_header Cache-Control "max-age=60";
+            return 200 "\$request_id zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz";
+        }
         location /o/big {
             default_type image/png;
             add_header Cache-Control "max-age=60";
@@ -209,7 +215,7 @@ is($x, 'HIT l2', 'the broken entry read from Redis by a gzip client');
 my $before = () = $nginx->log =~ /does not inflate/g;
 ($x, $r) = fetch('/h/gz');
 is("$r->{status} $x", '200 MISS -', 'a client without gzip: a miss');
-like($r->{body}, qr/^[0-9a-f]{32}$/, 'with the origin\'s body');
+like($r->{body}, qr/^[0-9a-f]{32} z+$/, 'with the origin\'s body');
 my $after = () = $nginx->log =~ /does not inflate/g;
 is($after - $before, 2, 'refused from L1, then from Redis');
 my $fresh = $r->{body};
