@@ -7,6 +7,8 @@
  */
 
 #include "ngx_edge_redis.h"
+
+#include <hiredis/sds.h>
 #include "ngx_edge_time.h"
 
 #include <ngx_sha1.h>
@@ -619,6 +621,21 @@ ngx_edge_redis_hook_free(redisAsyncContext *ac)
     }
 
     ac->c.reader->fn = &ngx_edge_redis_reply_fns;
+}
+
+
+size_t
+ngx_edge_redis_backlog(ngx_edge_redis_server_t *server)
+{
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = server->conn;
+
+    if (conn == NULL || conn->ac == NULL || conn->ac->c.obuf == NULL) {
+        return 0;
+    }
+
+    return sdslen(conn->ac->c.obuf);
 }
 
 

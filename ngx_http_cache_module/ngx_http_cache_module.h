@@ -66,6 +66,11 @@ typedef enum {
 } ngx_http_cache_lock_e;
 
 
+/* stores wait while this many bytes are queued for the cache's Redis
+ * connection in a worker (a stalled Redis) */
+#define NGX_HTTP_CACHE_STORE_BACKLOG  (32 * 1024 * 1024)
+
+
 /* the hit-for-miss marker stored under an entry's key */
 #define NGX_HTTP_CACHE_HFM  "NXHM"
 

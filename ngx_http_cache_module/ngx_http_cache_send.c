@@ -137,6 +137,12 @@ ngx_http_cache_set_headers(ngx_http_request_t *r, ngx_http_cache_entry_t *e,
             continue;
         }
 
+        if (ngx_http_cache_is(&name, "Accept-Ranges")) {
+            /* the range filter adds its own (an entry stored before
+             * Accept-Ranges was left out) */
+            continue;
+        }
+
         if (ngx_http_cache_is(&name, "Content-Type")) {
             r->headers_out.content_type.data = (u_char *) value.data;
             r->headers_out.content_type.len = value.len;
