@@ -323,9 +323,11 @@ sub master_pid {
 sub reload_and_wait {
     my @old = $n->worker_pids;
     kill 'HUP', master_pid();
-    # new workers started (the old ones may still run with their requests)
-    wait_until(20, sub { my %o = map { $_ => 1 } @old;
-                         grep { !$o{$_} } $n->worker_pids });
+    # the old workers were told to go (they may still run with their
+    # requests: that is the point)
+    my $re = join '|', @old;
+    wait_until(20, sub { $n->log =~ /\[notice\] (?:$re)#\d+: gracefully shutting down/ })
+        or die "the old workers @old were not told to shut down\n";
     return @old;
 }
 
