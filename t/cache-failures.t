@@ -382,6 +382,31 @@ $origin->set('/lock/r', headers => ['Cache-Control: max-age=60'],
     unlike(log_since($mark), qr/open socket .* left/, 'no "open socket left"');
 }
 
+# waiting on a lock held by someone else (another node): no request of
+# this worker holds a timer but the waiters' own lock timers
+{
+    my $path = '/lock/other';
+    my $mark = length $n->log;
+    $origin->set($path, headers => ['Cache-Control: max-age=60'],
+                 body => 'other', count_body => 1);
+    redis_command('SET', rkey($path) . ':lock', 'someone-else', 'PX', 60000);
+    redis_command('CONFIG', 'RESETSTAT');
+    my @socks = map { send_get($path) } 1 .. 5;
+    ok(wait_until(10, sub { redis_calls('eval') >= 10 }),
+       'the requests wait on the lock (polling it)');
+    my @old = reload_and_wait();
+    # the other node gives its lock up
+    redis_command('DEL', rkey($path) . ':lock');
+    my @res = collect(40, @socks);
+    is(scalar(grep { $_->{status} == 200 && $_->{complete}
+                     && $_->{body} =~ /^other#\d+$/ } @res), 5,
+       'reload while 5 requests wait on another\'s lock: 5 complete answers')
+        or diag(join "\n", map { "$_->{status} $_->{complete} "
+                                 . substr($_->{raw}, 0, 200) } @res);
+    ok(wait_until(30, sub { !grep { kill 0, $_ } @old }), 'the old worker exited');
+    unlike(log_since($mark), qr/open socket .* left/, 'no "open socket left"');
+}
+
 # --- 3. the origin fails in the middle of the body
 sub cut_case {
     my ($path, $name, %set) = @_;
