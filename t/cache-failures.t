@@ -370,12 +370,16 @@ $origin->set('/lock/r', headers => ['Cache-Control: max-age=60'],
         or diag(join "\n", map { "$_->{status} $_->{complete} "
                                  . substr($_->{raw}, 0, 200) } @res);
     TODO: {
-        # KNOWN BUG (reported): once the old worker is told to exit, its
-        # Redis connection is closed as soon as no command is in flight
-        # (ngx_edge_redis_detach posts close_event when attached drops to
-        # 0 with ngx_exiting); a lock waiter sleeping on its lock_timer is
-        # not "attached", so its next poll finds no connection (LOCK_ERROR)
-        # and it goes to the origin: every waiter of the old worker does.
+        # KNOWN BUG (reported, not fixed here: it is in the shared Redis
+        # client).  In a worker told to exit, common/ngx_edge_redis.c
+        # closes a Redis connection as soon as no command is in flight on
+        # it: ngx_close_idle_connections() finds it idle (c->idle is set
+        # while conn->attached == 0) and ngx_edge_redis_detach() posts
+        # close_event when attached drops to 0 with ngx_exiting.  A lock
+        # waiter sleeping on its lock_timer has no command in flight, so
+        # its next poll finds no connection (LOCK_ERROR) and it goes to the
+        # origin: every waiter of the old worker does.  (Checked: with both
+        # closes disabled these two tests pass.)
         local $TODO = 'lock waiters lose their Redis connection on reload';
         is($origin->hits('/lock/r'), 1, 'one origin request');
         is(scalar(grep { $_->{body} eq ('locked' x 100) . '#1' } @res), 10,
