@@ -31,6 +31,7 @@ my $oport = $origin->port;
 my $http = <<"HTTP";
     edge_cache_redis main 127.0.0.1:$rport timeout=1s;
     edge_cache_zone pages redis=main;
+    edge_cache_zone hotz redis=main hot=1m hot_max_age=60s;
     large_client_header_buffers 4 16k;
     server {
         listen 127.0.0.1:\$PORT;
@@ -55,6 +56,13 @@ my $http = <<"HTTP";
         location /e/ {
             edge_cache pages;
             edge_cache_key \$uri;
+            proxy_pass http://127.0.0.1:$oport;
+        }
+        location /h/ {
+            edge_cache hotz;
+            edge_cache_key \$uri;
+            add_header X-Cache \$edge_cache_status always;
+            add_header X-Tier \$edge_cache_tier always;
             proxy_pass http://127.0.0.1:$oport;
         }
     }
@@ -330,6 +338,46 @@ for my $f (["Content-Length: 3\r\n", 'content-length'],
     is("$r->{status} " . ($r->{headers}{'content-encoding'} // '-') . ' '
        . ($r->{body} eq $gz ? 'the gzip body' : 'another body'),
        '200 gzip the gzip body', 'and a gzip client gets it as stored');
+}
+
+# the same entries through a zone with a hot tier (the L1 copy of an L2
+# hit): refused alike, and a good one is served from both tiers
+{
+    my $text = 'inflated ' x 100;
+    my $gz;
+    gzip(\$text => \$gz) or die $GzipError;
+    my $i = 0;
+    my $hot = sub {
+        my (%e) = @_;
+        my $path = '/h/' . ++$i;
+        $origin->set($path, headers => ['Cache-Control: max-age=60'], body => 'origin');
+        redis_command('SET', 'hotz:{' . md5_hex($path) . '}', entry(key => $path, %e));
+        return $path;
+    };
+    my $vmpeak0 = worker_status('VmPeak');
+    for my $c (["Content-Length in the headers",
+                headers => "Content-Length: 3\r\n", body => 'planted body'],
+               ["a LF in a value", headers => "X-A: b\nX-Injected: 1\r\n",
+                body => 'planted'],
+               ["a body that is not gzip", flags => 1, body => 'not gzip',
+                raw_len => 100],
+               ["a raw length of 4 GiB - 1", flags => 1, body => $gz,
+                raw_len => 0xffffffff]) {
+        my ($name, %e) = @$c;
+        my $p = $hot->(%e);
+        is(show($p), '200 MISS origin', "hot zone, an entry with $name: a miss");
+        is(show($p) =~ /^200 (?:MISS|HIT) origin$/ ? 'origin' : 'other', 'origin',
+           "hot zone, $name: then the origin's answer (stored) only");
+    }
+    my $grew = worker_status('VmPeak') - $vmpeak0;
+    cmp_ok($grew, '<', 256 * 1024, "hot zone: the worker's peak size grew by $grew kB");
+    my $p = $hot->(flags => 1, body => $gz, raw_len => length $text);
+    my @tiers = map { my $r = raw_get($p);
+                      "$r->{status} $r->{headers}{'x-cache'} "
+                      . ($r->{headers}{'x-tier'} // '-') . ' '
+                      . ($r->{body} eq $text ? 'text' : 'other') } 1 .. 2;
+    is_deeply(\@tiers, ['200 HIT l2 text', '200 HIT l1 text'],
+              'hot zone, a good gzip entry: hit from Redis, then from the hot tier');
 }
 
 # --- bounded memory, no crash
