@@ -234,8 +234,12 @@ ok(wait_until(10, sub { show('/p/frz') eq '200 HIT frozen?' }), 'stored and hit'
 {
     redis_freeze();
     my $before = $origin->hits('/p/frz');
+    my $t0 = time;
     my @res = collect(30, map { send_get('/p/frz') } 1 .. 5);
+    my $took = time - $t0;
     redis_thaw();
+    cmp_ok($took, '>=', 0.95, 'they waited for the timeout (1s) first: '
+           . sprintf('%.2f s', $took));
     is(scalar(grep { $_->{status} == 200 && $_->{complete}
                      && $_->{body} eq 'frozen?'
                      && $_->{headers}{'x-cache'} eq 'MISS' } @res), 5,
