@@ -37,14 +37,28 @@ ngx_http_cache_accepts_gzip(ngx_http_request_t *r)
 
 
 /* the body for a client that does not take gzip: the entry's, inflated;
- * NGX_DECLINED when it does not inflate to exactly its stated length */
+ * NGX_DECLINED when it does not inflate to exactly its stated length, or
+ * states more than edge_cache_max_size (the store never writes such an
+ * entry: the buffer is allocated at the stated length, and an entry from
+ * the network must not choose how much memory a request takes) */
 
 static ngx_int_t
 ngx_http_cache_inflate(ngx_http_request_t *r, ngx_http_cache_entry_t *e,
     ngx_str_t *out)
 {
-    int        rc;
-    z_stream   zs;
+    int                         rc;
+    z_stream                    zs;
+    ngx_http_cache_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
+
+    if (e->body_raw_len > clcf->max_size) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "edge_cache: a stored body claims %uz bytes inflated, "
+                      "more than edge_cache_max_size %uz: a miss",
+                      e->body_raw_len, clcf->max_size);
+        return NGX_DECLINED;
+    }
 
     out->len = e->body_raw_len;
     out->data = ngx_pnalloc(r->pool, out->len + 1);
