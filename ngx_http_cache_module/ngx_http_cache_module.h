@@ -196,6 +196,8 @@ typedef struct {
     unsigned                     revalidating:1;   /* validators sent */
     unsigned                     invalidate:1;     /* an unsafe method */
     unsigned                     lock_waited:1;
+    unsigned                     lock_held:1;      /* the connection held
+                                                      between polls */
     unsigned                     warm:1;     /* a warm-up subrequest */
     void                        *warm_job;   /* ngx_http_cache_warm.c */
     unsigned                     done:1;     /* lookup decided */

@@ -373,22 +373,11 @@ $origin->set('/lock/r', headers => ['Cache-Control: max-age=60'],
        'reload while 9 requests wait on the lock: 10 complete answers')
         or diag(join "\n", map { "$_->{status} $_->{complete} "
                                  . substr($_->{raw}, 0, 200) } @res);
-    TODO: {
-        # KNOWN BUG (reported, not fixed here: it is in the shared Redis
-        # client).  In a worker told to exit, common/ngx_edge_redis.c
-        # closes a Redis connection as soon as no command is in flight on
-        # it: ngx_close_idle_connections() finds it idle (c->idle is set
-        # while conn->attached == 0) and ngx_edge_redis_detach() posts
-        # close_event when attached drops to 0 with ngx_exiting.  A lock
-        # waiter sleeping on its lock_timer has no command in flight, so
-        # its next poll finds no connection (LOCK_ERROR) and it goes to the
-        # origin: every waiter of the old worker does.  (Checked: with both
-        # closes disabled these two tests pass.)
-        local $TODO = 'lock waiters lose their Redis connection on reload';
-        is($origin->hits('/lock/r'), 1, 'one origin request');
-        is(scalar(grep { $_->{body} eq ('locked' x 100) . '#1' } @res), 10,
-           'all with its body');
-    }
+    # the waiters hold the old worker's Redis connection between their
+    # polls (ngx_edge_redis_hold), so a reload keeps the protection
+    is($origin->hits('/lock/r'), 1, 'one origin request');
+    is(scalar(grep { $_->{body} eq ('locked' x 100) . '#1' } @res), 10,
+       'all with its body');
     ok(wait_until(30, sub { !grep { kill 0, $_ } @old }), 'the old worker exited');
     unlike(log_since($mark), qr/open socket .* left/, 'no "open socket left"');
 }
