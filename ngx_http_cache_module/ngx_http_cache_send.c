@@ -25,14 +25,8 @@ ngx_http_cache_zfree(void *opaque, void *address)
 ngx_flag_t
 ngx_http_cache_accepts_gzip(ngx_http_request_t *r)
 {
-    ngx_str_t   values, spec, ae = ngx_string("accept-encoding");
-
-    /* the same normalisation as Vary: Accept-Encoding */
-    if (ngx_http_cache_vary_values(r, &ae, &spec, &values) != NGX_OK) {
-        return 0;
-    }
-
-    return values.len > sizeof("accept-encoding:") - 1 + 1;
+    /* the same rule as the Vary normalisation of Accept-Encoding */
+    return ngx_http_cache_rfc_accepts_gzip(&r->headers_in.headers) != 0;
 }
 
 
