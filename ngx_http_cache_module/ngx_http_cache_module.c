@@ -261,6 +261,13 @@ static ngx_command_t  ngx_http_cache_commands[] = {
       offsetof(ngx_http_cache_loc_conf_t, rfc.heuristic_max),
       NULL },
 
+    { ngx_string("edge_cache_cdn_cache_control"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_cache_loc_conf_t, rfc.cdn_cache_control),
+      NULL },
+
     { ngx_string("edge_cache_store_set_cookie"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -533,6 +540,7 @@ ngx_http_cache_create_loc_conf(ngx_conf_t *cf)
     conf->rfc.heuristic_max = NGX_CONF_UNSET;
     conf->rfc.store_set_cookie = NGX_CONF_UNSET;
     conf->rfc.ignore_private = NGX_CONF_UNSET;
+    conf->rfc.cdn_cache_control = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -628,6 +636,8 @@ ngx_http_cache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                          86400);
     ngx_conf_merge_value(conf->rfc.store_set_cookie,
                          prev->rfc.store_set_cookie, 0);
+    ngx_conf_merge_value(conf->rfc.cdn_cache_control,
+                         prev->rfc.cdn_cache_control, 1);
     ngx_conf_merge_value(conf->rfc.ignore_private, prev->rfc.ignore_private,
                          0);
 

@@ -128,6 +128,8 @@ static ngx_uint_t ngx_http_cache_rfc_status_heuristic(ngx_uint_t status);
 static ngx_uint_t ngx_http_cache_rfc_encoding_gzip_or_identity(
     ngx_list_t *headers);
 static time_t ngx_http_cache_rfc_parse_date(u_char *p, size_t len);
+static ngx_int_t ngx_http_cache_rfc_cdn_cc(ngx_list_t *headers,
+    ngx_http_cache_cc_t *cc);
 static ngx_int_t ngx_http_cache_rfc_digits(u_char *p, ngx_uint_t n);
 static ngx_int_t ngx_http_cache_rfc_match_name(u_char *p, size_t len,
     const char **names, ngx_uint_t n);
@@ -1161,6 +1163,11 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (conf->cdn_cache_control == 1) {
+        /* a valid targeted field replaces Cache-Control (and Expires) */
+        (void) ngx_http_cache_rfc_cdn_cc(out, &cc);
+    }
+
     understood = ngx_http_cache_rfc_status_understood(status);
 
     if (cc.must_understand && !understood) {
@@ -1293,6 +1300,455 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
 
 
 /*
+ * CDN-Cache-Control (RFC 9213), a Structured Field Dictionary (RFC 8941
+ * 4.2.2), parsed strictly: any syntax error, or a cache directive of the
+ * wrong type (max-age="60"), makes the whole field invalid, and then it
+ * is ignored as if absent.  Several field lines are one dictionary; a
+ * key given twice keeps its last value.  On success the directives
+ * replace *cc (NGX_OK); otherwise *cc is left alone (NGX_DECLINED).
+ */
+
+typedef enum {
+    NGX_HTTP_CACHE_SF_NONE = 0,      /* a bare key: Boolean true */
+    NGX_HTTP_CACHE_SF_INTEGER,
+    NGX_HTTP_CACHE_SF_DECIMAL,
+    NGX_HTTP_CACHE_SF_STRING,
+    NGX_HTTP_CACHE_SF_TOKEN,
+    NGX_HTTP_CACHE_SF_BINARY,
+    NGX_HTTP_CACHE_SF_BOOLEAN,
+    NGX_HTTP_CACHE_SF_LIST
+} ngx_http_cache_sf_type_e;
+
+
+typedef struct {
+    ngx_http_cache_sf_type_e     type;
+    int64_t                      integer;    /* or the Boolean, 0 or 1 */
+} ngx_http_cache_sf_value_t;
+
+
+static u_char *
+ngx_http_cache_sf_key(u_char *p, u_char *end, ngx_str_t *key)
+{
+    u_char  *start;
+
+    if (p == end || !((*p >= 'a' && *p <= 'z') || *p == '*')) {
+        return NULL;
+    }
+
+    for (start = p; p < end; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')
+              || *p == '_' || *p == '-' || *p == '.' || *p == '*'))
+        {
+            break;
+        }
+    }
+
+    key->data = start;
+    key->len = p - start;
+
+    return p;
+}
+
+
+/* one bare item (no parameters); NULL on a syntax error */
+
+static u_char *
+ngx_http_cache_sf_bare_item(u_char *p, u_char *end,
+    ngx_http_cache_sf_value_t *v)
+{
+    ngx_uint_t  digits, frac, neg;
+
+    if (p == end) {
+        return NULL;
+    }
+
+    if (*p == '-' || (*p >= '0' && *p <= '9')) {
+        neg = (*p == '-');
+        p += neg;
+        digits = 0;
+        frac = 0;
+        v->integer = 0;
+        v->type = NGX_HTTP_CACHE_SF_INTEGER;
+
+        for ( /* void */ ; p < end; p++) {
+            if (*p >= '0' && *p <= '9') {
+                if (v->type == NGX_HTTP_CACHE_SF_DECIMAL) {
+                    if (++frac > 3) {
+                        return NULL;
+                    }
+
+                    continue;
+                }
+
+                if (++digits > 15) {
+                    return NULL;
+                }
+
+                v->integer = v->integer * 10 + (*p - '0');
+                continue;
+            }
+
+            if (*p == '.' && v->type == NGX_HTTP_CACHE_SF_INTEGER
+                && digits > 0 && digits <= 12)
+            {
+                v->type = NGX_HTTP_CACHE_SF_DECIMAL;
+                continue;
+            }
+
+            break;
+        }
+
+        if (digits == 0
+            || (v->type == NGX_HTTP_CACHE_SF_DECIMAL && frac == 0))
+        {
+            return NULL;
+        }
+
+        if (neg) {
+            v->integer = -v->integer;
+        }
+
+        return p;
+    }
+
+    if (*p == '"') {
+        for (p++; p < end; p++) {
+            if (*p == '\\') {
+                if (++p == end || (*p != '"' && *p != '\\')) {
+                    return NULL;
+                }
+
+                continue;
+            }
+
+            if (*p == '"') {
+                v->type = NGX_HTTP_CACHE_SF_STRING;
+                return p + 1;
+            }
+
+            if (*p < 0x20 || *p > 0x7e) {
+                return NULL;
+            }
+        }
+
+        return NULL;
+    }
+
+    if (*p == ':') {
+        for (p++; p < end; p++) {
+            if (*p == ':') {
+                v->type = NGX_HTTP_CACHE_SF_BINARY;
+                return p + 1;
+            }
+
+            if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')
+                  || (*p >= '0' && *p <= '9') || *p == '+' || *p == '/'
+                  || *p == '='))
+            {
+                return NULL;
+            }
+        }
+
+        return NULL;
+    }
+
+    if (*p == '?') {
+        if (end - p < 2 || (p[1] != '0' && p[1] != '1')) {
+            return NULL;
+        }
+
+        v->type = NGX_HTTP_CACHE_SF_BOOLEAN;
+        v->integer = p[1] - '0';
+        return p + 2;
+    }
+
+    if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || *p == '*') {
+        for (p++; p < end; p++) {
+            if (!(ngx_http_cache_rfc_is_tchar(*p) || *p == ':' || *p == '/'))
+            {
+                break;
+            }
+        }
+
+        v->type = NGX_HTTP_CACHE_SF_TOKEN;
+        return p;
+    }
+
+    return NULL;
+}
+
+
+/* ;key[=bare-item] ... */
+
+static u_char *
+ngx_http_cache_sf_parameters(u_char *p, u_char *end)
+{
+    ngx_str_t                  key;
+    ngx_http_cache_sf_value_t  v;
+
+    while (p < end && *p == ';') {
+        for (p++; p < end && *p == ' '; p++) { /* void */ }
+
+        p = ngx_http_cache_sf_key(p, end, &key);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        if (p < end && *p == '=') {
+            p = ngx_http_cache_sf_bare_item(p + 1, end, &v);
+            if (p == NULL) {
+                return NULL;
+            }
+        }
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_cache_sf_member_value(u_char *p, u_char *end,
+    ngx_http_cache_sf_value_t *v)
+{
+    if (p < end && *p == '(') {
+        /* an inner list: items separated by spaces */
+        for (p++; ; ) {
+            for ( /* void */ ; p < end && *p == ' '; p++) { /* void */ }
+
+            if (p == end) {
+                return NULL;
+            }
+
+            if (*p == ')') {
+                v->type = NGX_HTTP_CACHE_SF_LIST;
+                return ngx_http_cache_sf_parameters(p + 1, end);
+            }
+
+            p = ngx_http_cache_sf_bare_item(p, end, v);
+            if (p == NULL) {
+                return NULL;
+            }
+
+            p = ngx_http_cache_sf_parameters(p, end);
+            if (p == NULL || (p < end && *p != ' ' && *p != ')')) {
+                return NULL;
+            }
+        }
+    }
+
+    p = ngx_http_cache_sf_bare_item(p, end, v);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    return ngx_http_cache_sf_parameters(p, end);
+}
+
+
+/* a member into the cache directives: NGX_ERROR for a wrong type */
+
+static ngx_int_t
+ngx_http_cache_cdn_directive(ngx_str_t *key, ngx_http_cache_sf_value_t *v,
+    ngx_http_cache_cc_t *cc)
+{
+    ngx_uint_t   i, flag;
+    int64_t     *delta;
+
+    static const struct {
+        const char  *name;
+        ngx_uint_t   flag;
+    } booleans[] = {
+        { "no-store", 1 }, { "no-cache", 2 }, { "private", 3 },
+        { "public", 4 }, { "must-revalidate", 5 }, { "proxy-revalidate", 6 },
+        { "no-transform", 7 }, { "immutable", 8 }, { "must-understand", 9 },
+        { NULL, 0 }
+    };
+
+#define ngx_http_cache_sf_is(k, lit)                                         \
+    ((k)->len == sizeof(lit) - 1                                             \
+     && ngx_strncmp((k)->data, lit, sizeof(lit) - 1) == 0)
+
+    delta = NULL;
+
+    if (ngx_http_cache_sf_is(key, "max-age")) {
+        delta = &cc->max_age;
+
+    } else if (ngx_http_cache_sf_is(key, "s-maxage")) {
+        delta = &cc->s_maxage;
+
+    } else if (ngx_http_cache_sf_is(key, "stale-while-revalidate")) {
+        delta = &cc->stale_while_revalidate;
+
+    } else if (ngx_http_cache_sf_is(key, "stale-if-error")) {
+        delta = &cc->stale_if_error;
+    }
+
+    if (delta) {
+        if (v->type != NGX_HTTP_CACHE_SF_INTEGER || v->integer < 0) {
+            return NGX_ERROR;
+        }
+
+        *delta = ngx_min(v->integer, NGX_HTTP_CACHE_DELTA_MAX);
+        return NGX_OK;
+    }
+
+    flag = 0;
+
+    for (i = 0; booleans[i].name; i++) {
+        if (key->len == ngx_strlen(booleans[i].name)
+            && ngx_strncmp(key->data, booleans[i].name, key->len) == 0)
+        {
+            flag = booleans[i].flag;
+            break;
+        }
+    }
+
+    if (flag == 0) {
+        return NGX_OK;              /* an unknown directive: ignored */
+    }
+
+    if (v->type == NGX_HTTP_CACHE_SF_BOOLEAN && v->integer == 0) {
+        return NGX_OK;              /* explicitly false */
+    }
+
+    if (v->type != NGX_HTTP_CACHE_SF_NONE
+        && v->type != NGX_HTTP_CACHE_SF_BOOLEAN
+        && !((flag == 2 || flag == 3) && v->type == NGX_HTTP_CACHE_SF_STRING))
+    {
+        /* (no-cache and private may name fields: read restrictively as
+         * the unqualified forms) */
+        return NGX_ERROR;
+    }
+
+    switch (flag) {
+    case 1: cc->no_store = 1; break;
+    case 2: cc->no_cache = 1; break;
+    case 3: cc->private_ = 1; break;
+    case 4: cc->public_ = 1; break;
+    case 5: cc->must_revalidate = 1; break;
+    case 6: cc->proxy_revalidate = 1; break;
+    case 7: cc->no_transform = 1; break;
+    case 8: cc->immutable = 1; break;
+    default: cc->must_understand = 1; break;
+    }
+
+    return NGX_OK;
+
+#undef ngx_http_cache_sf_is
+}
+
+
+static ngx_int_t
+ngx_http_cache_rfc_cdn_cc(ngx_list_t *headers, ngx_http_cache_cc_t *cc)
+{
+    u_char                     *p, *end;
+    ngx_str_t                   key;
+    ngx_uint_t                  i, found;
+    ngx_list_part_t            *part;
+    ngx_table_elt_t            *h;
+    ngx_http_cache_cc_t         cdn;
+    ngx_http_cache_sf_value_t   v;
+
+    ngx_memzero(&cdn, sizeof(ngx_http_cache_cc_t));
+    cdn.max_age = -1;
+    cdn.s_maxage = -1;
+    cdn.stale_while_revalidate = -1;
+    cdn.stale_if_error = -1;
+    cdn.max_stale = -1;
+    cdn.min_fresh = -1;
+
+    found = 0;
+
+    for (part = &headers->part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+
+            if (h[i].hash == 0
+                || h[i].key.len != sizeof("CDN-Cache-Control") - 1
+                || ngx_strncasecmp(h[i].key.data, (u_char *) "CDN-Cache-Control",
+                                   h[i].key.len) != 0)
+            {
+                continue;
+            }
+
+            found = 1;
+            p = h[i].value.data;
+            end = p + h[i].value.len;
+
+            /* a line continues the dictionary of the previous one */
+            for ( /* void */ ; p < end && (*p == ' ' || *p == '\t'); p++) {
+                /* void */
+            }
+
+            if (p == end) {
+                continue;
+            }
+
+            for ( ;; ) {
+                p = ngx_http_cache_sf_key(p, end, &key);
+                if (p == NULL) {
+                    return NGX_DECLINED;
+                }
+
+                v.type = NGX_HTTP_CACHE_SF_NONE;
+                v.integer = 1;
+
+                if (p < end && *p == '=') {
+                    p = ngx_http_cache_sf_member_value(p + 1, end, &v);
+
+                } else {
+                    p = ngx_http_cache_sf_parameters(p, end);
+                }
+
+                if (p == NULL
+                    || ngx_http_cache_cdn_directive(&key, &v, &cdn)
+                       != NGX_OK)
+                {
+                    return NGX_DECLINED;
+                }
+
+                for ( /* void */ ; p < end && (*p == ' ' || *p == '\t');
+                     p++)
+                {
+                    /* void */
+                }
+
+                if (p == end) {
+                    break;
+                }
+
+                if (*p != ',') {
+                    return NGX_DECLINED;
+                }
+
+                for (p++; p < end && (*p == ' ' || *p == '\t'); p++) {
+                    /* void */
+                }
+
+                if (p == end) {
+                    /* a trailing comma */
+                    return NGX_DECLINED;
+                }
+            }
+        }
+    }
+
+    if (!found) {
+        return NGX_DECLINED;
+    }
+
+    /* the field replaces Cache-Control; its qualified field lists
+     * (no-cache="x") are not carried over */
+    cdn.present = 1;
+    cdn.targeted = 1;
+    *cc = cdn;
+
+    return NGX_OK;
+}
+
+
+/*
  * The freshness lifetime in seconds (RFC 9111 4.2.1, 4.2.2), or -1 with
  * policy->reason set when the response has none the module may use.
  */
@@ -1316,9 +1772,17 @@ ngx_http_cache_rfc_freshness(ngx_http_request_t *r,
         return cc->max_age;
     }
 
-    expires = ngx_http_cache_rfc_header_time(&r->headers_out.headers,
-                                             "Expires", sizeof("Expires") - 1,
-                                             &n);
+    if (cc->targeted) {
+        /* RFC 9213 2.2: Expires is ignored with a targeted field */
+        n = 0;
+        expires = NGX_ERROR;
+
+    } else {
+        expires = ngx_http_cache_rfc_header_time(&r->headers_out.headers,
+                                                 "Expires",
+                                                 sizeof("Expires") - 1, &n);
+    }
+
     if (n > 0) {
         policy->explicit_ = 1;
 

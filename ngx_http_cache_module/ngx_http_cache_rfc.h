@@ -84,6 +84,9 @@ typedef struct {
     unsigned                     immutable:1;
     /* at least one Cache-Control field line was seen */
     unsigned                     present:1;
+    /* the directives come from CDN-Cache-Control (RFC 9213): Expires is
+     * ignored */
+    unsigned                     targeted:1;
 } ngx_http_cache_cc_t;
 
 
@@ -128,6 +131,9 @@ typedef struct {
     ngx_flag_t                   store_set_cookie;
     /* operator override: ignore private, both forms (default off) */
     ngx_flag_t                   ignore_private;
+    /* a valid CDN-Cache-Control (RFC 9213) replaces Cache-Control and
+     * Expires for this cache */
+    ngx_flag_t                   cdn_cache_control;
 } ngx_http_cache_rfc_conf_t;
 
 

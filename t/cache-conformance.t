@@ -8,7 +8,10 @@
 # - no-transform: the body is stored and sent as the origin sent it, the
 #   ETag strong (RFC 9110 7.7);
 # - a small body (under 256 bytes, length known) is not compressed: its
-#   Content-Length and strong ETag are the origin's on a hit.
+#   Content-Length and strong ETag are the origin's on a hit;
+# - CDN-Cache-Control (RFC 9213): a valid one replaces Cache-Control and
+#   Expires; an invalid one (RFC 8941 syntax, a wrong type) is ignored;
+#   edge_cache_cdn_cache_control off ignores it.
 use strict;
 use warnings;
 
@@ -34,6 +37,10 @@ my $http = <<"HTTP";
         edge_cache conf;
         edge_cache_key \$uri;
         add_header X-Cache \$edge_cache_status always;
+        location /off/ {
+            edge_cache_cdn_cache_control off;
+            proxy_pass http://127.0.0.1:$oport;
+        }
         location / {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -122,6 +129,41 @@ is($r->{headers}{etag}, '"s1"', 'a 10-byte body: the strong ETag');
 $r = $n->get('/small', 'If-None-Match' => '"s1"', 'Accept-Encoding' => 'gzip');
 is("$r->{status} $r->{headers}{'x-cache'}", '304 HIT', 'a 10-byte body: 304 for its strong ETag');
 is($r->{headers}{etag}, '"s1"', 'a 10-byte body: the 304 carries the strong ETag');
+
+# --- CDN-Cache-Control
+my @past = ('Expires: Thu, 01 Jan 1970 00:00:01 GMT');
+for my $case (
+    ['/cdn/a', ['Cache-Control: no-store', 'CDN-Cache-Control: max-age=60'], 1,
+     'a valid CDN-Cache-Control replaces Cache-Control: stored'],
+    ['/cdn/b', ['Cache-Control: max-age=60', 'CDN-Cache-Control: no-store'], 0,
+     'CDN-Cache-Control: no-store wins over Cache-Control'],
+    ['/cdn/c', ['CDN-Cache-Control: max-age=60', @past], 1,
+     'with it, Expires is ignored'],
+    ['/cdn/d', ['Cache-Control: no-store', 'CDN-Cache-Control: max-age="60"'], 0,
+     'max-age as a string: the field is ignored, Cache-Control applies'],
+    ['/cdn/e', ['Cache-Control: no-store', 'CDN-Cache-Control: max-age=60,'], 0,
+     'a trailing comma: invalid, ignored'],
+    ['/cdn/f', ['Cache-Control: no-store', 'CDN-Cache-Control: Max-Age=60'], 0,
+     'an upper-case key: invalid, ignored'],
+    ['/cdn/g', ['Cache-Control: no-store', 'CDN-Cache-Control: max-age=60, foo=(1 2);a=?0, bar=:YWJj:'], 1,
+     'unknown members of any type are skipped'],
+    ['/cdn/h', ['Cache-Control: no-store', 'CDN-Cache-Control: max-age=60', 'CDN-Cache-Control: private'], 0,
+     'two lines are one dictionary (private)'],
+    ['/off/i', ['Cache-Control: no-store', 'CDN-Cache-Control: max-age=60'], 0,
+     'edge_cache_cdn_cache_control off: Cache-Control applies'],
+) {
+    my ($path, $h, $store, $what) = @$case;
+    $origin->set($path, headers => $h, body => "body of $path");
+    if ($store) {
+        ok(cache_it($path), $what);
+    } else {
+        $n->get($path);
+        # an ordered barrier: a later store on the same connection landed
+        $origin->set("$path-b", headers => ['Cache-Control: max-age=60'], body => 'b');
+        ok(wait_until(10, sub { $n->get("$path-b"); stored("$path-b") }), "$what (barrier)");
+        ok(!stored($path), $what);
+    }
+}
 
 $n->stop;
 my $log = $n->final_log;
