@@ -1026,12 +1026,19 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
         ctx->locking = 0;
         ctx->no_store = 1;
 
+        ngx_http_cache_count(clcf->zone, st_lock_timeouts, 1);
+
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "edge_cache: \"%V\" still locked after %M ms: "
                       "to the origin, not stored", &ctx->key,
                       clcf->lock_timeout);
 
         return ngx_http_cache_go_origin(r, ctx);
+    }
+
+    if (!ctx->lock_waited) {
+        ctx->lock_waited = 1;
+        ngx_http_cache_count(clcf->zone, st_lock_waits, 1);
     }
 
     /* wait, then ask again; the timer is one of the request's pending

@@ -26,6 +26,10 @@ static char *ngx_http_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_cache_init_process(ngx_cycle_t *cycle);
+static ngx_edge_stats_t *ngx_http_cache_stats(ngx_conf_t *cf,
+    ngx_http_cache_main_conf_t *cmcf);
+static ngx_int_t ngx_http_cache_zone_stats(ngx_conf_t *cf,
+    ngx_http_cache_main_conf_t *cmcf, ngx_http_cache_zone_t *zone);
 static void ngx_http_cache_exit_process(ngx_cycle_t *cycle);
 
 
@@ -647,6 +651,154 @@ ngx_http_cache_find_redis(ngx_http_cache_main_conf_t *cmcf, ngx_str_t *name)
 }
 
 
+/* metrics */
+
+static ngx_edge_stats_t *
+ngx_http_cache_stats(ngx_conf_t *cf, ngx_http_cache_main_conf_t *cmcf)
+{
+    if (cmcf->stats == NULL) {
+        cmcf->stats = ngx_edge_stats_create(cf, "cache",
+                                            &ngx_http_cache_module);
+    }
+
+    return cmcf->stats;
+}
+
+
+static ngx_int_t
+ngx_http_cache_add_counter(ngx_conf_t *cf, ngx_edge_stats_t *stats,
+    const char *name, const char *help, const char **labels,
+    ngx_str_t *values, ngx_edge_stats_id_t *id)
+{
+    ngx_int_t                 fam;
+    ngx_edge_stats_family_t   family;
+
+    ngx_memzero(&family, sizeof(ngx_edge_stats_family_t));
+    family.name = name;
+    family.help = help;
+    family.type = NGX_EDGE_STATS_COUNTER;
+    family.labels = labels;
+
+    /* the same family for every zone: the registry returns it again */
+    fam = ngx_edge_stats_add_family(cf, stats, &family);
+    if (fam == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    *id = ngx_edge_stats_add_series(cf, stats, fam, values);
+
+    return *id == NGX_EDGE_STATS_NONE ? NGX_ERROR : NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_cache_zone_stats(ngx_conf_t *cf, ngx_http_cache_main_conf_t *cmcf,
+    ngx_http_cache_zone_t *zone)
+{
+    ngx_uint_t         i;
+    ngx_str_t          values[2];
+    ngx_edge_stats_t  *stats;
+
+    static const char  *zone_label[] = { "zone", NULL };
+    static const char  *status_labels[] = { "zone", "status", NULL };
+    static const char  *tier_labels[] = { "zone", "tier", NULL };
+    static ngx_str_t    tiers[] = { ngx_string("l1"), ngx_string("l2") };
+
+    stats = ngx_http_cache_stats(cf, cmcf);
+    if (stats == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->stats = stats;
+    values[0] = zone->name;
+
+    for (i = 1; i < NGX_HTTP_CACHE_NSTATUS; i++) {
+        values[1] = ngx_http_cache_status_names[i];
+
+        if (ngx_http_cache_add_counter(cf, stats, "cache_requests_total",
+                "Requests through a cache zone, by $edge_cache_status.",
+                status_labels, values, &zone->st_requests[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    zone->st_requests[0] = NGX_EDGE_STATS_NONE;
+    zone->st_hits[0] = NGX_EDGE_STATS_NONE;
+
+    for (i = 0; i < 2; i++) {
+        values[1] = tiers[i];
+
+        if (ngx_http_cache_add_counter(cf, stats, "cache_hits_total",
+                "Responses sent from the cache (HIT, STALE, UPDATING), by "
+                "the tier they came from.",
+                tier_labels, values, &zone->st_hits[i + 1])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_cache_add_counter(cf, stats, "cache_served_bytes_total",
+            "Body bytes sent from the cache.", zone_label, values,
+            &zone->st_served_bytes) != NGX_OK
+        || ngx_http_cache_add_counter(cf, stats, "cache_stores_total",
+            "Entries written to Redis.", zone_label, values,
+            &zone->st_stores) != NGX_OK
+        || ngx_http_cache_add_counter(cf, stats, "cache_stored_bytes_total",
+            "Bytes of the entries written to Redis (compressed bodies "
+            "included as stored).", zone_label, values,
+            &zone->st_stored_bytes) != NGX_OK
+        || ngx_http_cache_add_counter(cf, stats, "cache_lock_waits_total",
+            "Requests that waited for another request's fetch of the same "
+            "key.", zone_label, values, &zone->st_lock_waits) != NGX_OK
+        || ngx_http_cache_add_counter(cf, stats, "cache_lock_timeouts_total",
+            "Requests that waited edge_cache_lock_timeout in vain and went "
+            "to the origin without storing.", zone_label, values,
+            &zone->st_lock_timeouts) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* LOG phase: the request's outcome, counted once */
+
+static ngx_int_t
+ngx_http_cache_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_cache_ctx_t       *ctx;
+    ngx_http_cache_loc_conf_t  *clcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_cache_module);
+
+    if (ctx == NULL || ctx->status == NGX_HTTP_CACHE_ST_NONE
+        || ctx->background)
+    {
+        return NGX_OK;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
+
+    if (clcf->zone == NULL || clcf->zone->stats == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_cache_count(clcf->zone, st_requests[ctx->status], 1);
+
+    if (ctx->tier) {
+        ngx_http_cache_count(clcf->zone, st_hits[ctx->tier], 1);
+        ngx_http_cache_count(clcf->zone, st_served_bytes,
+                             (int64_t) ctx->served);
+    }
+
+    return NGX_OK;
+}
+
+
 /* edge_cache_redis name address [password=..] [timeout=..] ... */
 
 static char *
@@ -673,6 +825,13 @@ ngx_http_cache_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     server = ngx_edge_redis_parse_server(cf, &value[1], cf->args->nelts - 1);
     if (server == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_cache_stats(cf, cmcf) == NULL
+        || ngx_edge_redis_register_stats(cf, server, cmcf->stats, "cache")
+           != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -756,6 +915,10 @@ ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "edge_cache_zone \"%V\" needs redis=",
                            &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_cache_zone_stats(cf, cmcf, zone) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -903,6 +1066,13 @@ ngx_http_cache_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_cache_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_cache_log_handler;
 
     return ngx_http_cache_store_init(cf);
 }

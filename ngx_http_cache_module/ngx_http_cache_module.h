@@ -79,16 +79,33 @@ typedef enum {
 #define NGX_HTTP_CACHE_ZONE_NAME_MAX  64
 
 
+#define NGX_HTTP_CACHE_NSTATUS   8      /* ngx_http_cache_status_e values */
+
+
 typedef struct {
     ngx_str_t                    name;
     ngx_edge_redis_server_t     *redis;
+
+    /* series in the "cache" stats zone (nginx_cache_* in /metrics) */
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          st_requests[NGX_HTTP_CACHE_NSTATUS];
+    ngx_edge_stats_id_t          st_hits[3];         /* by tier: -, l1, l2 */
+    ngx_edge_stats_id_t          st_served_bytes;
+    ngx_edge_stats_id_t          st_stores;
+    ngx_edge_stats_id_t          st_stored_bytes;
+    ngx_edge_stats_id_t          st_lock_waits;
+    ngx_edge_stats_id_t          st_lock_timeouts;
 } ngx_http_cache_zone_t;
 
 
 typedef struct {
     ngx_array_t                  zones;      /* ngx_http_cache_zone_t * */
     ngx_array_t                  redis;      /* ngx_edge_redis_server_t * */
+    ngx_edge_stats_t            *stats;
 } ngx_http_cache_main_conf_t;
+
+
+#define ngx_http_cache_count(zone, id, n)                                        if ((zone)->stats) { ngx_edge_stats_add((zone)->stats, (zone)->id, n); }
 
 
 typedef struct {
@@ -138,6 +155,7 @@ typedef struct {
     redisReply                  *reply;      /* kept: the entry's bytes */
     ngx_http_cache_entry_t       entry;      /* parsed, into reply */
     int64_t                      age;        /* current age, ms */
+    size_t                       served;     /* body bytes from the cache */
     ngx_str_t                    stale_body; /* served from the filters */
 
     /* the store */
@@ -165,6 +183,7 @@ typedef struct {
     unsigned                     no_store:1;
     unsigned                     revalidating:1;   /* validators sent */
     unsigned                     invalidate:1;     /* an unsafe method */
+    unsigned                     lock_waited:1;
     unsigned                     done:1;     /* lookup decided */
     unsigned                     variant:1;  /* second GET sent */
     unsigned                     storing:1;

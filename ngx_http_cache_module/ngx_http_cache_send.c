@@ -325,6 +325,8 @@ ngx_http_cache_prepare_response(ngx_http_request_t *r,
         body->len = 0;
     }
 
+    ctx->served = body->len;
+
     return NGX_OK;
 }
 

@@ -1136,8 +1136,13 @@ ngx_http_cache_send_set(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     if (ngx_edge_redis_send_command(clcf->zone->redis,
                                     ngx_http_cache_store_reply, NULL,
                                     5, argv, argvlen)
-        == NULL)
+        != NULL)
     {
+        ngx_http_cache_count(clcf->zone, st_stores, 1);
+        ngx_http_cache_count(clcf->zone, st_stored_bytes,
+                             (int64_t) argvlen[2]);
+
+    } else {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "edge_cache: \"%V\" not stored: redis not ready",
                        &ctx->key);

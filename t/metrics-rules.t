@@ -50,7 +50,11 @@ my %known = map { $_ => 1 } qw(
     nginx_http_upgraded_connections nginx_connections_active
     nginx_connections_reading nginx_connections_writing
     nginx_connections_waiting nginx_ratelimit_decisions_total
-    nginx_cache_requests_total nginx_breaker_state
+    nginx_cache_requests_total nginx_cache_hits_total
+    nginx_cache_served_bytes_total nginx_cache_stored_bytes_total
+    nginx_cache_redis_errors_total nginx_cache_redis_timeouts_total
+    nginx_cache_lock_waits_total nginx_cache_lock_timeouts_total
+    nginx_breaker_state
     nginx_edge_stats_series nginx_edge_stats_series_capacity
     nginx_edge_stats_series_dropped_total nginx_edge_stats_shm_free_bytes
     nginx_edge_stats_shm_size_bytes
