@@ -159,8 +159,8 @@ scenario_opt() {
 
 # make_bodies DIR: writes the backend's response bodies into DIR:
 # body-1k.json (1,024 bytes) and body-100k.json (102,400 bytes), API-like
-# JSON (a page of product records with ids, names, prices, dates, tags and
-# an opaque cursor) from a fixed seed, so that every run and every machine
+# JSON (a page of product records with ids, names, prices, dates, tags, a
+# notice and an opaque cursor) from a fixed seed, so that every run and every machine
 # serves the same bytes.  Realistic text matters for the cache: it is what
 # compression works on ('x' x 1024 would compress to almost nothing).
 make_bodies() {
@@ -192,21 +192,31 @@ make_bodies() {
                 1 + int rand 12, 1 + int rand 28, int rand 24, int rand 60,
                 int rand 60;
         }
-        # items while they fit, then an opaque cursor pads to the exact size
+        my @word = qw(free delivery on orders over 50 within the EU returns
+                      accepted for 30 days prices include VAT stock levels
+                      update every few minutes see our terms for details);
+        sub words {
+            my $n = shift; my $t = "";
+            $t .= ($t eq "" ? "" : " ") . pick(@word) while length $t < $n;
+            return substr $t, 0, $n;
+        }
+        # items while they fit, then a notice of words pads to the exact
+        # size, before a 24-character opaque cursor
         sub page {
             my $size = shift;
-            my ($head, $tail) = (q({"page":1,"items":[), q(],"next_cursor":"));
-            my $end = qq("}\n);
+            my $head = q({"page":1,"items":[);
+            my $tail = q(],"notice":");
+            my $end = q(","next_cursor":") . cursor(24) . qq("}\n);
             my @items;
             while (1) {
                 my $it = item();
                 my $len = length($head) + length($tail) + length($end)
-                          + length(join ",", @items, $it) + 16;
+                          + length(join ",", @items, $it) + 40;
                 last if $len > $size;
                 push @items, $it;
             }
             my $body = $head . join(",", @items) . $tail;
-            return $body . cursor($size - length($body) - length($end)) . $end;
+            return $body . words($size - length($body) - length($end)) . $end;
         }
         srand 20261130;
         for ([ "body-1k.json", 1024 ], [ "body-100k.json", 102400 ]) {

@@ -17,6 +17,7 @@
 # A scenario's description may hold options, one a line (bench/README.md):
 #   # @path /1k           the path wrk requests (default /)
 #   # @script F ARGS      wrk -s bench/wrk/F, ARGS passed to the script
+#   # @header NAME: VALUE a request header wrk sends (wrk -H)
 #   # @baseline ID        its ratio is against scenario ID (default
 #                         00-proxy); ID runs whenever this one does
 #   # @expect PATH RE     after the run, a GET of PATH must have a header
@@ -224,7 +225,7 @@ raw=$dir/raw.txt
 
 run_scenario() {
     local file=$1 round=$2 id prefix port url code parsed path script
-    local expect wrk_script=()
+    local expect header wrk_script=()
     id=$(basename "$file" .conf)
     prefix=$dir/$id-$round
     port=$(free_port)
@@ -232,12 +233,14 @@ run_scenario() {
     url=http://127.0.0.1:$port${path:-/}
     script=$(scenario_opt "$file" script)
     expect=$(scenario_opt "$file" expect)
+    header=$(scenario_opt "$file" header)
+    [ -z "$header" ] || wrk_script=(-H "$header")
     if [ -n "$script" ]; then
         # wrk passes the words after the URL to the script's init()
         # shellcheck disable=SC2206
-        wrk_script=(-s "$bench/wrk/${script%% *}" "$url" ${script#"${script%% *}"})
+        wrk_script+=(-s "$bench/wrk/${script%% *}" "$url" ${script#"${script%% *}"})
     else
-        wrk_script=("$url")
+        wrk_script+=("$url")
     fi
 
     echo
