@@ -30,6 +30,8 @@
  */
 
 #include "ngx_http_cache_module.h"
+#include "ngx_http_cache_l1.h"
+#include "ngx_http_cache_purge.h"
 
 
 static ngx_int_t ngx_http_cache_start(ngx_http_request_t *r,
@@ -140,6 +142,23 @@ ngx_http_cache_handler(ngx_http_request_t *r)
         }
 
         if (!ctx->looked_up) {
+            if (ctx->warm) {
+                /* a warm-up's: the key of the location it landed in */
+                if (ngx_http_complex_value(r, clcf->key, &ctx->key)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                if (ctx->key.len == 0
+                    || ctx->key.len > NGX_HTTP_CACHE_ENTRY_KEY_MAX)
+                {
+                    return NGX_HTTP_NO_CONTENT;
+                }
+
+                ngx_http_cache_hash_key(&ctx->key, ctx->hash);
+            }
+
             return ngx_http_cache_start_background(r, clcf, ctx);
         }
     }
@@ -347,6 +366,11 @@ ngx_http_cache_start(ngx_http_request_t *r, ngx_http_cache_loc_conf_t *clcf,
 
     ctx->looked_up = 1;
 
+    rc = ngx_http_cache_l1_lookup(r, ctx, clcf->zone);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     rc = ngx_http_cache_send_get(ctx, clcf, NULL);
 
     if (rc == NGX_ERROR) {
@@ -503,6 +527,17 @@ ngx_http_cache_check_entry(ngx_http_cache_ctx_t *ctx, redisReply *reply)
         return NGX_DECLINED;
     }
 
+    /* purged since it was stored (a purge on any node, polled) */
+    switch (ngx_http_cache_purge_check(ctx, ngx_http_cache_purge_zone(r), e)) {
+
+    case NGX_DECLINED:
+        return NGX_DECLINED;
+
+    case NGX_HTTP_CACHE_PURGE_SOFT:
+        ctx->entry.fresh = 0;
+        break;
+    }
+
     if (!ctx->variant) {
         ctx->epoch = e->epoch;
     }
@@ -548,6 +583,12 @@ ngx_http_cache_get_reply(void *data, redisReply *reply, ngx_int_t rc)
     } else if (rc == NGX_OK && reply->type == REDIS_REPLY_STRING) {
 
         crc = ngx_http_cache_check_entry(ctx, reply);
+
+        if (crc != NGX_DECLINED) {
+            /* a variant's main entry too: L1 finds variants through it */
+            ngx_http_cache_l1_promote(ctx, (u_char *) reply->str,
+                                      (size_t) reply->len);
+        }
 
         if (crc == NGX_OK) {
             ngx_edge_redis_keep_reply(reply);
@@ -981,8 +1022,14 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
          * this request waited, the answer it waited for, used even when
          * it is stale on arrival (max-age shorter than the origin's
          * delay) or marked no-cache, or the waiters would queue behind
-         * each other until the lock timeout.
+         * each other until the lock timeout.  An update in the background
+         * has nothing left to do.
          */
+        if (ctx->background) {
+            ctx->locking = 0;
+            return ngx_http_cache_end_background(r, ctx);
+        }
+
         ngx_http_cache_age(ctx);
 
         ctx->locking = 0;

@@ -10,6 +10,7 @@
  */
 
 #include "ngx_http_cache_module.h"
+#include "ngx_http_cache_l1.h"
 
 
 static ngx_int_t ngx_http_cache_add_variables(ngx_conf_t *cf);
@@ -26,6 +27,8 @@ static char *ngx_http_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_http_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_cache_init_process(ngx_cycle_t *cycle);
+static char *ngx_http_cache_warm(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_edge_stats_t *ngx_http_cache_stats(ngx_conf_t *cf,
     ngx_http_cache_main_conf_t *cmcf);
 static ngx_int_t ngx_http_cache_zone_stats(ngx_conf_t *cf,
@@ -226,6 +229,13 @@ static ngx_command_t  ngx_http_cache_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_cache_loc_conf_t, revalidate),
+      NULL },
+
+    { ngx_string("edge_cache_warm"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_cache_warm,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("edge_cache_heuristic"),
@@ -500,6 +510,7 @@ ngx_http_cache_create_loc_conf(ngx_conf_t *cf)
     conf->hit_for_miss = NGX_CONF_UNSET_MSEC;
     conf->background_update = NGX_CONF_UNSET;
     conf->revalidate = NGX_CONF_UNSET;
+    conf->warm_concurrency = NGX_CONF_UNSET_UINT;
     conf->no_store = NGX_CONF_UNSET_PTR;
     conf->max_size = NGX_CONF_UNSET_SIZE;
     conf->keep = NGX_CONF_UNSET_MSEC;
@@ -572,6 +583,8 @@ ngx_http_cache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->background_update, prev->background_update,
                          1);
     ngx_conf_merge_value(conf->revalidate, prev->revalidate, 0);
+    ngx_conf_merge_uint_value(conf->warm_concurrency, prev->warm_concurrency,
+                              8);
 
     ngx_conf_merge_size_value(conf->max_size, prev->max_size, 1024 * 1024);
     ngx_conf_merge_msec_value(conf->keep, prev->keep, 60000);
@@ -846,13 +859,15 @@ ngx_http_cache_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* edge_cache_zone name redis=name */
+/* edge_cache_zone name redis=name [hot=size [hot_max_age=time]
+ *     [hot_max_entry=size]] [purge_poll=time] */
 
 static char *
 ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_cache_main_conf_t *cmcf = conf;
 
+    ngx_int_t                rc;
     ngx_str_t               *value, name;
     ngx_uint_t               i;
     ngx_http_cache_zone_t   *zone, **zp;
@@ -886,6 +901,7 @@ ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->name = value[1];
+    zone->purge_poll = 500;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -906,6 +922,33 @@ ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "purge_poll=", 11) == 0) {
+            name.data = value[i].data + 11;
+            name.len = value[i].len - 11;
+
+            zone->purge_poll = ngx_parse_time(&name, 0);
+
+            if (zone->purge_poll == (ngx_msec_t) NGX_ERROR
+                || zone->purge_poll == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid purge_poll \"%V\"", &name);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        rc = ngx_http_cache_l1_parse_param(cf, zone, &value[i]);
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
@@ -915,6 +958,10 @@ ngx_http_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "edge_cache_zone \"%V\" needs redis=",
                            &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_cache_l1_init_conf(cf, zone) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1047,6 +1094,50 @@ ngx_http_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         v->status = status;
         v->valid = valid;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/* edge_cache_warm [concurrency=n] */
+
+static char *
+ngx_http_cache_warm(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cache_loc_conf_t *clcf = conf;
+
+    ngx_int_t                  n;
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *core;
+
+    if (clcf->warm_concurrency != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    n = 8;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strncmp(value[1].data, "concurrency=", 12) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        n = ngx_atoi(value[1].data + 12, value[1].len - 12);
+
+        if (n < 1 || n > 256) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid concurrency \"%V\": 1 to 256",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    clcf->warm_concurrency = (ngx_uint_t) n;
+
+    core = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    core->handler = ngx_http_cache_warm_handler;
 
     return NGX_CONF_OK;
 }

@@ -85,6 +85,7 @@ typedef enum {
 typedef struct {
     ngx_str_t                    name;
     ngx_edge_redis_server_t     *redis;
+    struct ngx_http_cache_l1_s  *l1;         /* hot=: ngx_http_cache_l1.h */
 
     /* series in the "cache" stats zone (nginx_cache_* in /metrics) */
     ngx_edge_stats_t            *stats;
@@ -95,6 +96,8 @@ typedef struct {
     ngx_edge_stats_id_t          st_stored_bytes;
     ngx_edge_stats_id_t          st_lock_waits;
     ngx_edge_stats_id_t          st_lock_timeouts;
+    ngx_msec_t                   purge_poll;  /* ngx_http_cache_purge.c */
+    void                        *purge;       /* this worker's purge state */
 } ngx_http_cache_zone_t;
 
 
@@ -129,6 +132,7 @@ typedef struct {
     ngx_array_t                 *stale_if;   /* predicates */
     ngx_flag_t                   background_update;
     ngx_flag_t                   revalidate;
+    ngx_uint_t                   warm_concurrency;
     ngx_http_cache_rfc_conf_t    rfc;
 } ngx_http_cache_loc_conf_t;
 
@@ -150,7 +154,7 @@ typedef struct {
     ngx_msec_t                   lock_start;
     ngx_msec_t                   lock_delay; /* the next poll's */
     ngx_event_t                  lock_timer;
-    ngx_uint_t                   tier;       /* 0, or 2: Redis */
+    ngx_uint_t                   tier;       /* 0, 1: shm, or 2: Redis */
 
     redisReply                  *reply;      /* kept: the entry's bytes */
     ngx_http_cache_entry_t       entry;      /* parsed, into reply */
@@ -184,6 +188,8 @@ typedef struct {
     unsigned                     revalidating:1;   /* validators sent */
     unsigned                     invalidate:1;     /* an unsafe method */
     unsigned                     lock_waited:1;
+    unsigned                     warm:1;     /* a warm-up subrequest */
+    void                        *warm_job;   /* ngx_http_cache_warm.c */
     unsigned                     done:1;     /* lookup decided */
     unsigned                     variant:1;  /* second GET sent */
     unsigned                     storing:1;
@@ -224,6 +230,9 @@ ngx_flag_t ngx_http_cache_accepts_gzip(ngx_http_request_t *r);
 
 /* ngx_http_cache_store.c */
 ngx_int_t ngx_http_cache_store_init(ngx_conf_t *cf);
+
+/* ngx_http_cache_warm.c */
+ngx_int_t ngx_http_cache_warm_handler(ngx_http_request_t *r);
 
 /* ngx_http_cache_module.c */
 ngx_int_t ngx_http_cache_set_status_header(ngx_http_request_t *r,

@@ -18,6 +18,8 @@
  */
 
 #include "ngx_http_cache_module.h"
+#include "ngx_http_cache_l1.h"
+#include "ngx_http_cache_purge.h"
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -500,6 +502,10 @@ ngx_http_cache_begin_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 
     if (ctx->epoch == 0) {
         ctx->epoch = ngx_http_cache_new_epoch();
+    }
+
+    if (ngx_http_cache_purge_collect_tags(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ngx_memzero(&e, sizeof(ngx_http_cache_entry_t));
@@ -1191,6 +1197,8 @@ ngx_http_cache_finish_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     if (ctx->vary_spec.len) {
         ngx_http_cache_send_set(r, ctx, clcf, &ctx->vary_values, ttl);
     }
+
+    ngx_http_cache_l1_store(ctx, clcf->zone);
 
     /* after the SETs on the same connection: a waiter that finds the lock
      * gone finds the entry */

@@ -75,6 +75,14 @@ package Test::Edge::Origin;
 # gets its 100.  HEAD gets the GET header and no body.  A malformed request
 # gets 400 and the connection is closed.
 #
+# BEHIND NGINX.  With upstream keepalive, nginx retries a request ONCE on
+# a new connection when a reused (cached) connection fails before the
+# response header (ngx_http_upstream_next(), peer.cached): a 'close' or
+# 'reset' answer on a kept-alive connection is then counted twice.  Count
+# with that in mind, or make the response before it close the connection
+# (keepalive => 0), or proxy without keepalive.  ('truncate' fails after
+# the header: never retried.)
+#
 # HOW.  start() binds the listening socket, then forks ONE child that
 # serves every connection from a non-blocking select loop with timers for
 # the delays, so a connection held by delay or hang never holds up another.
@@ -155,6 +163,9 @@ sub set {
         croak "origin: set: $_ must be a number of seconds" if
             defined $s{$_} && $s{$_} !~ /^\d+(?:\.\d*)?$/;
     }
+    # a body is bytes: a character string must be encoded by the test
+    croak "origin: set: body has wide characters (encode it)" if
+        defined $s{body} && !utf8::downgrade(my $copy = $s{body}, 1);
     if (defined $s{headers}) {
         croak "origin: set: headers must be an array ref" if
             ref $s{headers} ne 'ARRAY';
@@ -292,6 +303,7 @@ use constant {
     MAX_RECORDS  => 100000,     # requests() keeps at most this many
     CHUNK        => 8192,       # chunked responses: bytes per chunk
     TICK         => 0.2,        # longest select wait: parent check
+    LINGER       => 2,          # seconds a closed connection is drained
 };
 
 my %REASON = (
@@ -342,8 +354,9 @@ sub run {
             vec($rin, $c->{fd}, 1) = 1 unless $c->{eof};
             vec($win, $c->{fd}, 1) = 1 if length $c->{wbuf};
             my $a = $c->{actions}[0];
-            $wait = $a->{at} - $now if $a && defined $a->{at}
-                && $a->{at} - $now < $wait;
+            my $at = $c->{state} eq 'linger' ? $c->{linger_until}
+                   : $a ? $a->{at} : undef;
+            $wait = $at - $now if defined $at && $at - $now < $wait;
         }
         $wait = 0 if $wait < 0;
         my $n = select(my $rout = $rin, my $wout = $win, undef, $wait);
@@ -388,7 +401,7 @@ sub read_from {
     my $n = sysread($c->{sock}, $c->{rbuf}, 65536, length $c->{rbuf});
     if (!defined $n) {
         return if $!{EAGAIN} || $!{EWOULDBLOCK} || $!{EINTR};
-        return $self->drop($c);
+        return $self->drop($c, 'now');
     }
     $c->{eof} = 1 if $n == 0;
 }
@@ -399,16 +412,30 @@ sub write_to {
     my $n = syswrite($c->{sock}, $c->{wbuf});
     if (!defined $n) {
         return if $!{EAGAIN} || $!{EWOULDBLOCK} || $!{EINTR};
-        return $self->drop($c);
+        return $self->drop($c, 'now');
     }
     substr($c->{wbuf}, 0, $n) = '';
 }
 
 
 sub drop {
-    my ($self, $c, $rst) = @_;
+    my ($self, $c, $how) = @_;
+    $how //= '';
+    if ($how eq '' && !$c->{eof}) {
+        # Lingering close, as nginx does: FIN now, then read and discard
+        # for a while, so that request bytes still arriving do not make
+        # the kernel answer with a RST that destroys the response in the
+        # client's receive buffer.
+        shutdown($c->{sock}, 1);
+        $c->{state} = 'linger';
+        $c->{linger_until} = time + LINGER;
+        $c->{actions} = [];
+        $c->{rbuf} = $c->{wbuf} = '';
+        return;
+    }
     # SO_LINGER 0: close() sends RST instead of FIN
-    setsockopt($c->{sock}, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0)) if $rst;
+    setsockopt($c->{sock}, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0))
+        if $how eq 'reset';
     delete $self->{conns}{$c->{fd}};
     close $c->{sock};
 }
@@ -418,7 +445,12 @@ sub drop {
 # response's due actions, write, until nothing changes.
 sub progress {
     my ($self, $c) = @_;
-    while ($self->{conns}{$c->{fd}}) {
+    if ($c->{state} eq 'linger') {
+        $c->{rbuf} = '';
+        $self->drop($c, 'now') if $c->{eof} || time >= $c->{linger_until};
+        return;
+    }
+    while ($self->{conns}{$c->{fd}} && $c->{state} ne 'linger') {
         my $before = join ',', $c->{state}, length $c->{rbuf},
             length $c->{wbuf}, scalar @{$c->{actions}};
         if ($c->{state} eq 'head') {
@@ -453,10 +485,9 @@ sub parse_head {
     my $eol = 3;
     my $alt = index($c->{rbuf}, "\n\n");
     ($end, $eol) = ($alt, 2) if $alt >= 0 && ($end < 0 || $alt < $end);
-    if ($end < 0) {
-        return $self->bad($c) if length $c->{rbuf} > MAX_HEAD;
-        return;
-    }
+    return $self->bad($c) if $end > MAX_HEAD
+        || $end < 0 && length $c->{rbuf} > MAX_HEAD;
+    return if $end < 0;
     my $head = substr($c->{rbuf}, 0, $end + 1);
     substr($c->{rbuf}, 0, $end + $eol) = '';
 
@@ -750,7 +781,7 @@ sub run_actions {
             shift @{$c->{actions}};
             next;
         }
-        return $self->drop($c, 1) if $a->{reset};
+        return $self->drop($c, 'reset') if $a->{reset};
         return if length $c->{wbuf};    # close and end wait for the bytes
         return $self->drop($c) if $a->{close};
         shift @{$c->{actions}};         # end of this response
