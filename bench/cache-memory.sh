@@ -78,6 +78,15 @@ wait_for 10 http_ok "http://127.0.0.1:$EDGE_BACKEND_PORT/1k" || bench_die "the b
 zone_key() { rcli --scan --pattern "$1:*" | head -1; }
 has_key() { [ -n "$(zone_key "$1")" ]; }
 
+# show KEY: the key text and the headers stored in the entry
+show() {
+    rcli --raw get "$1" | perl -e '
+        local $/; my $e = <STDIN>;
+        my ($k, $vs, $vv, $t, $h) = unpack "N5", substr($e, 56, 20);
+        print "    key text: ", substr($e, 88, $k), "\n";
+        print map { "    $_\n" } split /\r\n/, substr($e, 88 + $k + $vs + $vv + $t, $h);'
+}
+
 # parts KEY: "fixed key vary+tags headers body" byte counts of an entry
 # (the lengths at offsets 56-79 of its fixed header, ngx_http_cache_entry.h)
 parts() {
@@ -90,6 +99,7 @@ parts() {
 line='%-10s %-9s %7s %8s %13s   %6s %4s %10s %7s %7s\n'
 # shellcheck disable=SC2059
 printf "$line" body compress "body B" "entry B" "MEMORY USAGE" fixed key vary+tags headers "body"
+shown=
 for body in 1k 100k; do
     for zone in gz raw; do
         rcli flushall > /dev/null
@@ -107,12 +117,9 @@ for body in 1k 100k; do
             "$(stat -c %s "$dir/backend/html/body-$body.json")" \
             "$(rcli strlen "$key")" "$(rcli memory usage "$key" samples 0)" \
             $(parts "$key")
+        [ "$body" != 1k ] || shown+="$zone ($key):"$'\n'"$(show "$key")"$'\n'
     done
 done
 echo
-echo "Redis key: $(zone_key raw) ($(rcli --version)); the stored headers:"
-rcli --raw get "$(zone_key raw)" | perl -e '
-    local $/; my $e = <STDIN>;
-    my ($k, $vs, $vv, $t, $h) = unpack "N5", substr($e, 56, 20);
-    print "key text: ", substr($e, 88, $k), "\n";
-    print substr($e, 88 + $k + $vs + $vv + $t, $h);'
+echo "$(rcli --version); the 1 KB entries, compressed (gz) and not (raw):"
+printf '%s' "$shown"
