@@ -229,8 +229,10 @@ make_bodies() {
 }
 
 
-# expect_header URL REGEX: true if a GET of URL answers with a header line
-# matching the extended REGEX (case-insensitive)
+# expect_header URL REGEX FILE: true if a GET of URL answers with a header
+# line matching the extended REGEX (case-insensitive); the response's
+# header (or curl's complaint) is left in FILE
 expect_header() {
-    curl -s -o /dev/null -D - -m 5 "$1" | tr -d '\r' | grep -qiE "$2"
+    curl -sS -o /dev/null -D - -m 5 "$1" 2>&1 | tr -d '\r' > "$3" || true
+    grep -qiE "$2" "$3"
 }
