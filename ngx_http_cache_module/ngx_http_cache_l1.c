@@ -18,6 +18,7 @@
  */
 
 #include "ngx_http_cache_l1.h"
+#include "ngx_http_cache_purge.h"
 
 
 /* evicted from the LRU tail, at most, to make room for one entry: in a
@@ -592,13 +593,6 @@ ngx_http_cache_l1_copy(ngx_http_request_t *r, ngx_http_cache_l1_t *l1,
 }
 
 
-static ngx_flag_t
-ngx_http_cache_l1_same(ngx_http_cache_bytes_t *b, ngx_str_t *s)
-{
-    return b->len == s->len && ngx_memcmp(b->data, s->data, s->len) == 0;
-}
-
-
 /*
  * A copy checked as ngx_http_cache_check_entry() checks a Redis reply:
  * NGX_OK when it answers this request, NGX_AGAIN when it is the main
@@ -608,9 +602,9 @@ ngx_http_cache_l1_same(ngx_http_cache_bytes_t *b, ngx_str_t *s)
 
 static ngx_int_t
 ngx_http_cache_l1_check(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
-    ngx_http_cache_l1_copy_t *copy, ngx_flag_t variant)
+    ngx_http_cache_zone_t *zone, ngx_http_cache_l1_copy_t *copy,
+    ngx_flag_t variant)
 {
-    ngx_str_t                   spec;
     ngx_http_cache_entry_t     *e;
     ngx_http_cache_entry_rc_e   rc;
 
@@ -631,25 +625,18 @@ ngx_http_cache_l1_check(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    if (e->vary_spec.len == 0) {
-        return NGX_OK;
-    }
+    /* purged on any node since Redis gave it (the purge log, polled) */
+    switch (ngx_http_cache_purge_check(ctx, zone, e)) {
 
-    spec.data = (u_char *) e->vary_spec.data;
-    spec.len = e->vary_spec.len;
+    case NGX_DECLINED:
+        return NGX_DECLINED;
 
-    if (ngx_http_cache_vary_values(r, &spec, &ctx->vary_spec,
-                                   &ctx->vary_values)
-        != NGX_OK)
-    {
+    case NGX_HTTP_CACHE_PURGE_SOFT:
+        /* stale from now on: Redis decides what to do with it */
         return NGX_DECLINED;
     }
 
-    if (ngx_http_cache_l1_same(&e->vary_values, &ctx->vary_values)) {
-        return NGX_OK;
-    }
-
-    return variant ? NGX_DECLINED : NGX_AGAIN;
+    return ngx_http_cache_vary_match(r, ctx, e, variant);
 }
 
 
@@ -679,7 +666,7 @@ ngx_http_cache_l1_find_entry(ngx_http_request_t *r,
             return rc;
         }
 
-        rc = ngx_http_cache_l1_check(r, ctx, copy, variant);
+        rc = ngx_http_cache_l1_check(r, ctx, zone, copy, variant);
 
         if (rc == NGX_ERROR) {
             /* the zone's memory is not trusted more than Redis */

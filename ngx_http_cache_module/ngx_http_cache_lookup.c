@@ -82,6 +82,18 @@ static ngx_str_t  ngx_http_cache_lock_lua = ngx_string(
     "end\n"
     "return 0\n");
 
+/*
+ * edge_cache_min_uses: KEYS[1] the entry, KEYS[2] its use counter, ARGV[1]
+ * the counter's window (PX).  The entry if there is one, else the uses
+ * counted so far, this one included.
+ */
+static ngx_str_t  ngx_http_cache_uses_lua = ngx_string(
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v then return v end\n"
+    "local n = redis.call('INCR', KEYS[2])\n"
+    "if n == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end\n"
+    "return n\n");
+
 /* KEYS[1] the lock, ARGV[1] the owner's token */
 static ngx_str_t  ngx_http_cache_unlock_lua = ngx_string(
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -330,8 +342,10 @@ ngx_http_cache_send_get(ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_loc_conf_t *clcf, ngx_str_t *values)
 {
     ngx_str_t    rkey;
-    const char  *argv[2];
-    size_t       argvlen[2];
+    u_char       ukey[NGX_HTTP_CACHE_RKEY_MAX + 5], px[NGX_INT_T_LEN];
+    const char  *argv[6];
+    size_t       argvlen[6];
+    ngx_uint_t   argc;
 
     rkey.data = ngx_pnalloc(ctx->request->pool, NGX_HTTP_CACHE_RKEY_MAX);
     if (rkey.data == NULL) {
@@ -340,14 +354,36 @@ ngx_http_cache_send_get(ngx_http_cache_ctx_t *ctx,
 
     ngx_http_cache_redis_key(ctx, clcf->zone, values, &rkey);
 
-    argv[0] = "GET";
-    argvlen[0] = 3;
-    argv[1] = (const char *) rkey.data;
-    argvlen[1] = rkey.len;
+    if (clcf->min_uses > 1 && values == NULL) {
+        /* the same round trip counts the key's uses */
+        ngx_memcpy(ukey, rkey.data, rkey.len);
+        ngx_memcpy(ukey + rkey.len, ":uses", 5);
+
+        argv[0] = "EVAL";
+        argvlen[0] = 4;
+        argv[1] = (const char *) ngx_http_cache_uses_lua.data;
+        argvlen[1] = ngx_http_cache_uses_lua.len;
+        argv[2] = "2";
+        argvlen[2] = 1;
+        argv[3] = (const char *) rkey.data;
+        argvlen[3] = rkey.len;
+        argv[4] = (const char *) ukey;
+        argvlen[4] = rkey.len + 5;
+        argv[5] = (const char *) px;
+        argvlen[5] = ngx_sprintf(px, "%M", clcf->min_uses_window) - px;
+        argc = 6;
+
+    } else {
+        argv[0] = "GET";
+        argvlen[0] = 3;
+        argv[1] = (const char *) rkey.data;
+        argvlen[1] = rkey.len;
+        argc = 2;
+    }
 
     ctx->cmd = ngx_edge_redis_send_command(clcf->zone->redis,
                                            ngx_http_cache_get_reply, ctx,
-                                           2, argv, argvlen);
+                                           argc, argv, argvlen);
     if (ctx->cmd == NULL) {
         return NGX_DECLINED;
     }
@@ -499,7 +535,6 @@ ngx_http_cache_same(ngx_http_cache_bytes_t *b, ngx_str_t *s)
 static ngx_int_t
 ngx_http_cache_check_entry(ngx_http_cache_ctx_t *ctx, redisReply *reply)
 {
-    ngx_str_t                   spec;
     ngx_http_request_t         *r;
     ngx_http_cache_entry_t     *e;
     ngx_http_cache_entry_rc_e   rc;
@@ -542,6 +577,25 @@ ngx_http_cache_check_entry(ngx_http_cache_ctx_t *ctx, redisReply *reply)
         ctx->epoch = e->epoch;
     }
 
+    return ngx_http_cache_vary_match(r, ctx, e, ctx->variant);
+}
+
+
+/*
+ * Does entry e (of this request's key) answer this request's variant?
+ * NGX_OK yes (or no Vary); NGX_AGAIN: it is the main entry of another
+ * variant, and ctx->vary_spec / vary_values hold this request's values
+ * under its spec, for the variant key; NGX_DECLINED: unusable (a variant
+ * entry that does not match, "Vary: *").  The Redis and the L1 lookups
+ * share it.
+ */
+
+ngx_int_t
+ngx_http_cache_vary_match(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_entry_t *e, ngx_flag_t variant)
+{
+    ngx_str_t  spec;
+
     if (e->vary_spec.len == 0) {
         return NGX_OK;
     }
@@ -560,7 +614,7 @@ ngx_http_cache_check_entry(ngx_http_cache_ctx_t *ctx, redisReply *reply)
         return NGX_OK;
     }
 
-    return ctx->variant ? NGX_DECLINED : NGX_AGAIN;
+    return variant ? NGX_DECLINED : NGX_AGAIN;
 }
 
 
@@ -607,6 +661,10 @@ ngx_http_cache_get_reply(void *data, redisReply *reply, ngx_int_t rc)
                               0, "edge_cache: cannot read a variant");
             }
         }
+
+    } else if (rc == NGX_OK && reply->type == REDIS_REPLY_INTEGER) {
+        /* no entry; the key's uses so far (edge_cache_min_uses) */
+        ctx->uses = (ngx_uint_t) ngx_max(reply->integer, 0);
 
     } else if (rc == NGX_OK && reply->type != REDIS_REPLY_NIL) {
         ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
@@ -787,9 +845,19 @@ ngx_http_cache_add_validators(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_cache_go_origin(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx)
 {
+    ngx_http_cache_cc_t         cc;
     ngx_http_cache_loc_conf_t  *clcf;
 
     ctx->done = 1;
+
+    if (!ctx->background && ngx_http_cache_request_cc(r, &cc) == NGX_OK
+        && cc.only_if_cached)
+    {
+        /* RFC 9111 5.2.1.7: nothing stored that may answer */
+        ctx->status = NGX_HTTP_CACHE_ST_MISS;
+        ctx->no_store = 1;
+        return NGX_HTTP_GATEWAY_TIME_OUT;
+    }
 
     if (ctx->status == NGX_HTTP_CACHE_ST_NONE) {
         ctx->status = ctx->stale ? NGX_HTTP_CACHE_ST_EXPIRED

@@ -29,6 +29,8 @@ static char *ngx_http_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_cache_init_process(ngx_cycle_t *cycle);
 static char *ngx_http_cache_warm(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_cache_min_uses(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_edge_stats_t *ngx_http_cache_stats(ngx_conf_t *cf,
     ngx_http_cache_main_conf_t *cmcf);
 static ngx_int_t ngx_http_cache_zone_stats(ngx_conf_t *cf,
@@ -229,6 +231,13 @@ static ngx_command_t  ngx_http_cache_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_cache_loc_conf_t, revalidate),
+      NULL },
+
+    { ngx_string("edge_cache_min_uses"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_cache_min_uses,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("edge_cache_warm"),
@@ -511,6 +520,8 @@ ngx_http_cache_create_loc_conf(ngx_conf_t *cf)
     conf->background_update = NGX_CONF_UNSET;
     conf->revalidate = NGX_CONF_UNSET;
     conf->warm_concurrency = NGX_CONF_UNSET_UINT;
+    conf->min_uses = NGX_CONF_UNSET_UINT;
+    conf->min_uses_window = NGX_CONF_UNSET_MSEC;
     conf->no_store = NGX_CONF_UNSET_PTR;
     conf->max_size = NGX_CONF_UNSET_SIZE;
     conf->keep = NGX_CONF_UNSET_MSEC;
@@ -585,6 +596,15 @@ ngx_http_cache_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->revalidate, prev->revalidate, 0);
     ngx_conf_merge_uint_value(conf->warm_concurrency, prev->warm_concurrency,
                               8);
+
+    if (conf->min_uses == NGX_CONF_UNSET_UINT) {
+        conf->min_uses = prev->min_uses;
+        conf->min_uses_window = prev->min_uses_window;
+    }
+
+    ngx_conf_merge_uint_value(conf->min_uses, prev->min_uses, 1);
+    ngx_conf_merge_msec_value(conf->min_uses_window, prev->min_uses_window,
+                              60000);
 
     ngx_conf_merge_size_value(conf->max_size, prev->max_size, 1024 * 1024);
     ngx_conf_merge_msec_value(conf->keep, prev->keep, 60000);
@@ -1093,6 +1113,56 @@ ngx_http_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         v->status = status;
         v->valid = valid;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* edge_cache_min_uses number [window=time] */
+
+static char *
+ngx_http_cache_min_uses(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_cache_loc_conf_t *clcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value, w;
+
+    if (clcf->min_uses != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n < 1 || n > 1000000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number \"%V\": 1 to 1000000", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf->min_uses = (ngx_uint_t) n;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "window=", 7) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        w.data = value[2].data + 7;
+        w.len = value[2].len - 7;
+
+        clcf->min_uses_window = ngx_parse_time(&w, 0);
+
+        if (clcf->min_uses_window == (ngx_msec_t) NGX_ERROR
+            || clcf->min_uses_window == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid window \"%V\"", &w);
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;

@@ -133,6 +133,8 @@ typedef struct {
     ngx_flag_t                   background_update;
     ngx_flag_t                   revalidate;
     ngx_uint_t                   warm_concurrency;
+    ngx_uint_t                   min_uses;
+    ngx_msec_t                   min_uses_window;
     ngx_http_cache_rfc_conf_t    rfc;
 } ngx_http_cache_loc_conf_t;
 
@@ -147,6 +149,7 @@ typedef struct {
     uint64_t                     epoch;      /* of the variants */
 
     ngx_http_cache_status_e      status;
+    ngx_uint_t                   uses;       /* edge_cache_min_uses count */
 
     /* the stampede lock */
     ngx_http_cache_lock_e        lock_rc;
@@ -206,6 +209,8 @@ extern ngx_module_t  ngx_http_cache_module;
 /* ngx_http_cache_lookup.c */
 ngx_int_t ngx_http_cache_handler(ngx_http_request_t *r);
 ngx_http_cache_ctx_t *ngx_http_cache_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_cache_vary_match(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_http_cache_entry_t *e, ngx_flag_t variant);
 void ngx_http_cache_hash_key(ngx_str_t *key, u_char *hash);
 void ngx_http_cache_redis_key(ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_zone_t *zone, ngx_str_t *values, ngx_str_t *dst);

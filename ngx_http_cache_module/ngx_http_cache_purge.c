@@ -27,9 +27,10 @@
  * NGX_HTTP_CACHE_PURGE_RECORDS the oldest record is dropped and its time
  * becomes the table's floor, under which every entry is a miss (safe: a
  * purge is never forgotten, at worst an entry is fetched once more).  An
- * entry whose response time is not after a record's time is purged.  A
- * purge on one node is seen by every worker within purge_poll plus one
- * round trip to Redis.
+ * entry whose response time is not after a record's time is purged; the
+ * lookup asks for every entry read from Redis and every L1 copy.  A purge
+ * on one node is seen by every worker within purge_poll plus one round
+ * trip to Redis.  Purges are counted in nginx_cache_purges_total.
  *
  * Prefix and pattern jobs.  Redis keys are hashes of the key text, so a
  * job SCANs "<zone>:{*}" (main entries only: the variants die with them),
@@ -43,6 +44,7 @@
  */
 
 #include "ngx_http_cache_purge.h"
+#include "ngx_http_cache_l1.h"
 #include "ngx_edge_json.h"
 #include "ngx_edge_utf8.h"
 
@@ -92,7 +94,8 @@ typedef struct {
 } ngx_http_cache_purge_rec_t;
 
 
-/* a zone's purge state in one worker (zone->purge) */
+/* a zone's purge state (zone->purge): its series, made at configuration
+ * time, and what each worker keeps (ready once the worker has set it) */
 typedef struct {
     ngx_http_cache_zone_t       *zone;
     ngx_event_t                  timer;      /* the poll, cancelable */
@@ -112,6 +115,12 @@ typedef struct {
     ngx_uint_t                   njobs;
 
     ngx_edge_log_gate_t          gate;
+
+    /* nginx_cache_purges_total{zone,kind}, by ngx_http_cache_purge_kind_e
+     * (but STATUS) */
+    ngx_edge_stats_id_t          st_purges[NGX_HTTP_CACHE_PURGE_STATUS];
+
+    unsigned                     ready:1;    /* the worker's part is set */
     unsigned                     synced:1;   /* a whole round was read */
     unsigned                     resuming:1;
     unsigned                     resume_after:1;  /* exclusive */
@@ -149,6 +158,7 @@ static void ngx_http_cache_purge_reply(void *data, redisReply *reply,
 static void ngx_http_cache_purge_poll(ngx_http_cache_purge_worker_t *pw,
     int64_t min, ngx_flag_t exclusive);
 static void ngx_http_cache_purge_job_step(ngx_http_cache_purge_job_t *job);
+static ngx_int_t ngx_http_cache_purge_postconf(ngx_conf_t *cf);
 static void *ngx_http_cache_purge_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_cache_purge_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -189,7 +199,7 @@ static ngx_command_t  ngx_http_cache_purge_commands[] = {
 
 static ngx_http_module_t  ngx_http_cache_purge_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_cache_purge_postconf,         /* postconfiguration */
 
     NULL,                                  /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -463,7 +473,7 @@ ngx_http_cache_purge_check(ngx_http_cache_ctx_t *ctx,
 
     pw = zone->purge;
 
-    if (pw->nrecords == 0 && pw->floor == 0) {
+    if (!pw->ready || (pw->nrecords == 0 && pw->floor == 0)) {
         return NGX_OK;
     }
 
@@ -1821,6 +1831,19 @@ ngx_http_cache_purge_command(ngx_http_request_t *r,
 }
 
 
+static void
+ngx_http_cache_purge_count(ngx_http_cache_purge_ctx_t *ctx)
+{
+    ngx_http_cache_purge_worker_t  *pw;
+
+    pw = ctx->zone->purge;
+
+    if (ctx->zone->stats && pw && ctx->kind < NGX_HTTP_CACHE_PURGE_STATUS) {
+        ngx_edge_stats_add(ctx->zone->stats, pw->st_purges[ctx->kind], 1);
+    }
+}
+
+
 /* the purging worker knows at once, without waiting for its poll */
 
 static void
@@ -1832,7 +1855,7 @@ ngx_http_cache_purge_note(ngx_http_cache_purge_ctx_t *ctx)
 
     pw = ctx->zone->purge;
 
-    if (pw == NULL) {
+    if (pw == NULL || !pw->ready) {
         return;
     }
 
@@ -1844,6 +1867,9 @@ ngx_http_cache_purge_note(ngx_http_cache_purge_ctx_t *ctx)
 
     case NGX_HTTP_CACHE_PURGE_KEY:
     case NGX_HTTP_CACHE_PURGE_SOFT_KEY:
+        /* this node's hot copies (main and variants) go for every worker */
+        ngx_http_cache_l1_purge(ctx->zone, ctx->hash);
+
         len = ngx_sprintf(member, "%c:%*s",
                           ctx->kind == NGX_HTTP_CACHE_PURGE_KEY ? 'k' : 's',
                           (size_t) NGX_HTTP_CACHE_HASH_LEN, ctx->hash)
@@ -1904,6 +1930,8 @@ ngx_http_cache_purge_answer(ngx_http_request_t *r,
     } else {
         ngx_http_cache_purge_note(ctx);
     }
+
+    ngx_http_cache_purge_count(ctx);
 
     return ngx_http_cache_purge_answer_done(r, ctx, reply->integer != 0);
 }
@@ -1994,7 +2022,9 @@ ngx_http_cache_purge_handler(ngx_http_request_t *r)
     {
         pw = ctx->zone->purge;
 
-        if (pw == NULL || pw->njobs >= NGX_HTTP_CACHE_PURGE_JOBS) {
+        if (pw == NULL || !pw->ready
+            || pw->njobs >= NGX_HTTP_CACHE_PURGE_JOBS)
+        {
             return ngx_http_cache_purge_error(r,
                                         NGX_HTTP_SERVICE_UNAVAILABLE,
                                         "too many purge jobs in this worker");
@@ -2024,6 +2054,79 @@ ngx_http_cache_purge_handler(ngx_http_request_t *r)
 
 
 /* configuration */
+
+static ngx_str_t  ngx_http_cache_purge_kinds[] = {
+    ngx_string("key"),
+    ngx_string("soft"),
+    ngx_string("tag"),
+    ngx_string("prefix"),
+    ngx_string("pattern")
+};
+
+
+/* every zone's purge state, and its series when the zone has a registry */
+
+static ngx_int_t
+ngx_http_cache_purge_postconf(ngx_conf_t *cf)
+{
+    ngx_int_t                        fam;
+    ngx_str_t                        values[2];
+    ngx_uint_t                       i, k;
+    ngx_http_cache_zone_t          **zp;
+    ngx_edge_stats_family_t          family;
+    ngx_http_cache_main_conf_t      *cmcf;
+    ngx_http_cache_purge_worker_t   *pw;
+
+    static const char               *labels[] = { "zone", "kind", NULL };
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_cache_module);
+    zp = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        pw = ngx_pcalloc(cf->pool, sizeof(ngx_http_cache_purge_worker_t));
+        if (pw == NULL) {
+            return NGX_ERROR;
+        }
+
+        pw->zone = zp[i];
+        zp[i]->purge = pw;
+
+        for (k = 0; k < NGX_HTTP_CACHE_PURGE_STATUS; k++) {
+            pw->st_purges[k] = NGX_EDGE_STATS_NONE;
+        }
+
+        if (zp[i]->stats == NULL) {
+            continue;
+        }
+
+        ngx_memzero(&family, sizeof(ngx_edge_stats_family_t));
+        family.name = "cache_purges_total";
+        family.help = "Purges answered by a purge endpoint of a cache zone "
+                      "(a job counts when it starts), by kind.";
+        family.type = NGX_EDGE_STATS_COUNTER;
+        family.labels = labels;
+
+        fam = ngx_edge_stats_add_family(cf, zp[i]->stats, &family);
+        if (fam == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        values[0] = zp[i]->name;
+
+        for (k = 0; k < NGX_HTTP_CACHE_PURGE_STATUS; k++) {
+            values[1] = ngx_http_cache_purge_kinds[k];
+
+            pw->st_purges[k] = ngx_edge_stats_add_series(cf, zp[i]->stats,
+                                                         fam, values);
+            if (pw->st_purges[k] == NGX_EDGE_STATS_NONE) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
 
 static void *
 ngx_http_cache_purge_create_loc_conf(ngx_conf_t *cf)
@@ -2209,12 +2312,11 @@ ngx_http_cache_purge_init_process(ngx_cycle_t *cycle)
     zp = cmcf->zones.elts;
 
     for (i = 0; i < cmcf->zones.nelts; i++) {
-        pw = ngx_pcalloc(cycle->pool, sizeof(ngx_http_cache_purge_worker_t));
-        if (pw == NULL) {
-            return NGX_ERROR;
-        }
+        pw = zp[i]->purge;
 
-        pw->zone = zp[i];
+        if (pw == NULL) {
+            continue;
+        }
 
         ngx_rbtree_init(&pw->tree, &pw->sentinel,
                         ngx_str_rbtree_insert_value);
@@ -2229,7 +2331,7 @@ ngx_http_cache_purge_init_process(ngx_cycle_t *cycle)
 
         ngx_add_timer(&pw->timer, 1);
 
-        zp[i]->purge = pw;
+        pw->ready = 1;
     }
 
     return NGX_OK;
@@ -2255,7 +2357,7 @@ ngx_http_cache_purge_exit_process(ngx_cycle_t *cycle)
 
     for (i = 0; i < cmcf->zones.nelts; i++) {
         pw = zp[i]->purge;
-        if (pw == NULL) {
+        if (pw == NULL || !pw->ready) {
             continue;
         }
 
@@ -2280,6 +2382,6 @@ ngx_http_cache_purge_exit_process(ngx_cycle_t *cycle)
                                           ngx_http_cache_purge_rec_t, queue));
         }
 
-        zp[i]->purge = NULL;
+        pw->ready = 0;
     }
 }

@@ -38,8 +38,16 @@
  *   stale (4.2.4, RFC 5861)
  *     must-revalidate, proxy-revalidate,
  *     s-maxage                                   never stale
- *     no-cache                                   validate every use
+ *     no-cache                                   validate every use,
+ *                                                never stale
  *     stale-while-revalidate, stale-if-error     windows, 0 when forbidden
+ *   parsing
+ *     HTTP-date (Date, Expires, Last-Modified,   IMF-fixdate, rfc850-date,
+ *     If-Modified-Since; RFC 9110 5.6.7)         asctime; "GMT" only
+ *     Age                                        first member of the first
+ *                                                line
+ *     Cache-Control arguments                    token or quoted-string,
+ *                                                no space around '='
  */
 
 #include "ngx_http_cache_rfc.h"
@@ -1167,7 +1175,7 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (cc.private_ && !conf->ignore_private) {
+    if (cc.private_ && conf->ignore_private != 1) {
         policy->reason = "private";
         return NGX_OK;
     }
@@ -1206,7 +1214,7 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
         }
     }
 
-    if (!conf->store_set_cookie
+    if (conf->store_set_cookie != 1
         && ngx_http_cache_find_header(out, "Set-Cookie",
                                       sizeof("Set-Cookie") - 1))
     {
@@ -1217,6 +1225,17 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
     /* Date absent or invalid: the time the response arrived (RFC 9110
      * 6.6.1) */
     date = ngx_http_cache_rfc_header_time(out, "Date", sizeof("Date") - 1, &n);
+
+    if (date == NGX_ERROR && n == 0 && r->upstream
+        && r->upstream->headers_in.date)
+    {
+        /* the origin's Date, which nginx's proxy hides from
+         * r->headers_out by default (and sends its own) */
+        date = ngx_http_cache_rfc_parse_date(
+                   r->upstream->headers_in.date->value.data,
+                   r->upstream->headers_in.date->value.len);
+    }
+
     if (date == NGX_ERROR) {
         date = (time_t) (response_time_ms / 1000);
     }
@@ -1233,9 +1252,12 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
                                                             request_time_ms,
                                                             response_time_ms);
 
+    /* no-cache forbids stale use as the *-revalidate family does (RFC
+     * 9111 4.2.4): a caller checking must_revalidate alone before serving
+     * stale on an error must not serve it either */
     policy->revalidate = cc.no_cache;
     policy->must_revalidate = cc.must_revalidate || cc.proxy_revalidate
-                              || cc.s_maxage >= 0;
+                              || cc.s_maxage >= 0 || cc.no_cache;
 
     /* serving stale is forbidden by no-cache and the *-revalidate family
      * (RFC 9111 4.2.4) */
@@ -1256,7 +1278,7 @@ ngx_http_cache_response_policy(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (!conf->ignore_private
+    if (conf->ignore_private != 1
         && ngx_http_cache_rfc_add_strip(r->pool, &policy->strip,
                                         cc.private_fields)
            != NGX_OK)
@@ -1310,7 +1332,7 @@ ngx_http_cache_rfc_freshness(ngx_http_request_t *r,
 
     status = r->headers_out.status;
 
-    if (conf->valid) {
+    if (conf->valid != NULL && conf->valid != NGX_CONF_UNSET_PTR) {
         valid = conf->valid->elts;
         any = NULL;
 
@@ -1338,7 +1360,7 @@ ngx_http_cache_rfc_freshness(ngx_http_request_t *r,
         }
     }
 
-    if (conf->heuristic
+    if (conf->heuristic == 1
         && (ngx_http_cache_rfc_status_heuristic(status) || cc->public_))
     {
         lm = r->headers_out.last_modified_time;

@@ -114,6 +114,7 @@ typedef struct {
 #endif
 
 
+/* the flags count only when 1: a conf left NGX_CONF_UNSET reads as off */
 typedef struct {
     /* ngx_http_cache_valid_t: the freshness of a response without explicit
      * freshness, per status, as proxy_cache_valid ("any" = status 0; an
@@ -136,8 +137,8 @@ typedef struct {
      * in the response (RFC 9111 5.2.2.4) */
     unsigned                     revalidate:1;
     /* never served stale, not even within stale windows or on error:
-     * must-revalidate, proxy-revalidate or s-maxage (RFC 9111 5.2.2.2,
-     * 5.2.2.8, 5.2.2.10) */
+     * must-revalidate, proxy-revalidate, s-maxage or no-cache (RFC 9111
+     * 5.2.2.2, 5.2.2.8, 5.2.2.10, 4.2.4) */
     unsigned                     must_revalidate:1;
     /* explicit freshness (s-maxage, max-age, Expires) was used, not a
      * configured valid time or a heuristic */

@@ -245,6 +245,7 @@ ngx_int_t
 ngx_http_cache_prepare_response(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx, ngx_str_t *body)
 {
+    time_t                   t, date;
     ngx_int_t                rc;
     ngx_str_t                etag;
     ngx_http_cache_entry_t  *e;
@@ -299,10 +300,22 @@ ngx_http_cache_prepare_response(ngx_http_request_t *r,
     }
 
     /* (after a revalidation the request's conditionals are the cache's) */
+    /* without Last-Modified, If-Modified-Since is compared with the
+     * stored Date (RFC 9110 13.1.3), else the time it was stored */
+    date = e->response_time / 1000;
+
+    if (r->headers_out.date) {
+        t = ngx_parse_http_time(r->headers_out.date->value.data,
+                                r->headers_out.date->value.len);
+        if (t != NGX_ERROR) {
+            date = t;
+        }
+    }
+
     if (e->status == NGX_HTTP_OK && !ctx->revalidating
         && ngx_http_cache_not_modified(r, &etag,
                                        r->headers_out.last_modified_time,
-                                       e->response_time / 1000))
+                                       date))
     {
         r->headers_out.status = NGX_HTTP_NOT_MODIFIED;
         r->headers_out.content_type.len = 0;

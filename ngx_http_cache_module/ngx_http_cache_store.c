@@ -450,6 +450,14 @@ ngx_http_cache_begin_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
+    if (clcf->min_uses > 1 && ctx->status == NGX_HTTP_CACHE_ST_MISS
+        && ctx->uses < clcf->min_uses && !ctx->background)
+    {
+        /* not requested often enough yet (a key the counter has not seen,
+         * Redis down, counts 0); not a hit-for-miss either */
+        return NGX_BUSY;
+    }
+
     if (r->headers_out.content_length_n > (off_t) clcf->max_size) {
         return NGX_DECLINED;
     }
@@ -733,6 +741,9 @@ ngx_http_cache_invalidate(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     (void) ngx_edge_redis_send_command(clcf->zone->redis,
                                        ngx_http_cache_store_reply, NULL,
                                        2, argv, argvlen);
+
+    /* and this node's hot copies, for every worker */
+    ngx_http_cache_l1_purge(clcf->zone, ctx->hash);
 }
 
 
@@ -976,7 +987,10 @@ ngx_http_cache_header_filter(ngx_http_request_t *r)
     ctx->stored_flag = (rc == NGX_OK);
 
     if (rc != NGX_OK) {
-        ngx_http_cache_hit_for_miss(r, ctx, clcf);
+        if (rc != NGX_BUSY) {
+            ngx_http_cache_hit_for_miss(r, ctx, clcf);
+        }
+
         ngx_http_cache_unlock(r, ctx);
     }
 

@@ -10,6 +10,7 @@ use warnings;
 use Test::More;
 use Test::Edge qw(:all);
 use Test::Edge::Nginx;
+use Test::Edge::Valgrind;
 use Digest::MD5 qw(md5_hex);
 use File::Temp qw(tempdir);
 use Time::HiRes qw(time sleep);
@@ -147,6 +148,18 @@ is(gets(), 0, 'no GET for either variant');
 ($x) = fetch('/h/lang', 'Accept-Language' => 'de');
 is($x, 'MISS -', 'de: a miss');
 
+# --- a successful unsafe method invalidates the URL (RFC 9111 4.4): its
+# L1 copies go with the Redis entry
+fetch('/h/inv');
+ok(wait_until(5, sub { in_redis('hot', '/h/inv') }), 'stored');
+my (undef, $inv) = fetch('/h/inv');
+is($inv->{headers}{'x-tier'}, 'l1', 'an L1 hit');
+is($nginx->request('POST', '/h/inv', body => 'x')->{status}, 200, 'a POST');
+ok(wait_until(5, sub { !in_redis('hot', '/h/inv') }), 'removes the Redis entry');
+($x, $r) = fetch('/h/inv');
+is($x, 'MISS -', 'and the L1 copy: the next GET is a miss');
+isnt($r->{body}, $inv->{body}, 'answered by the origin');
+
 # --- hot_max_entry: a larger entry is served from Redis, never from L1
 my $fill = 'x' x 9000;
 fetch('/h/big1', 'X-Fill' => $fill);
@@ -270,6 +283,84 @@ $nginx->stop;
 my $log = $nginx->final_log;
 unlike($log, qr/\[(alert|crit|emerg)\]/, 'no alert, crit or emerg') or diag($log);
 unlike($log, qr/open socket .* left/, 'no socket left open at exit');
+
+# --- purges reach L1.  A key purge on a node removes the key's copies
+# from that node's L1 for every worker at once; a purge on another node
+# is seen through the purge log within purge_poll plus a round trip.
+# Node A polls every 60 s, so only the removal can explain what its
+# second worker sees; node B polls every 200 ms.  After the purge the
+# origin answers with no-store (X-CC), so no new entry hides an old copy.
+my $phttp = <<"HTTP";
+    edge_cache_redis main 127.0.0.1:$rport timeout=500ms;
+    edge_cache_zone pz redis=main hot=1m hot_max_age=60s purge_poll=POLL;
+    edge_cache_key \$request_uri;
+    edge_cache_valid 200 60s;
+    server {
+        listen 127.0.0.1:\$PORT reuseport;
+        add_header X-Cache \$edge_cache_status always;
+        add_header X-Tier \$edge_cache_tier always;
+        add_header X-Pid \$pid always;
+        location /p/ { edge_cache pz; proxy_pass http://127.0.0.1:\$PORT/o/; }
+        location /o/ {
+            default_type text/plain;
+            add_header Cache-Control \$http_x_cc;
+            return 200 "\$request_id";
+        }
+        location ~ ^/purge(/.*)\$ {
+            edge_cache_purge pz;
+            edge_cache_key \$1;
+            allow 127.0.0.1;
+            deny all;
+        }
+    }
+HTTP
+(my $ahttp = $phttp) =~ s/POLL/60s/;
+(my $bhttp = $phttp) =~ s/POLL/200ms/;
+my $na = Test::Edge::Nginx->start(http => $ahttp, workers => 2);
+my $nb = Test::Edge::Nginx->start(http => $bhttp, workers => 1);
+my $pkey = '/p/k' . int(rand(1e9));
+# B must read Redis (an unconnected worker would store its own answer)
+my $bw = 0;
+ok(wait_until(10, sub { my $k = '/p/warmb' . $bw++; $nb->get($k); in_redis('pz', $k) }),
+   'B stores in Redis');
+ok(wait_until(10, sub { $na->get($pkey); in_redis('pz', $pkey) }), 'A stored an entry');
+my $old = $na->get($pkey)->{body};
+# both of A's workers and B serve it from L1 (B read it from Redis once)
+my %apids;
+ok(wait_until(20, sub {
+       my $g = $na->get($pkey);
+       $apids{$g->{headers}{'x-pid'}} = 1
+           if ($g->{headers}{'x-tier'} // '') eq 'l1' && $g->{body} eq $old;
+       keys %apids >= 2;
+   }), 'both workers of A: L1 hits');
+ok(wait_until(10, sub { my $g = $nb->get($pkey);
+                        ($g->{headers}{'x-tier'} // '') eq 'l1' && $g->{body} eq $old }),
+   'B: an L1 hit');
+my $pr = $na->request('PURGE', "/purge$pkey");
+is($pr->{status}, 200, 'key purge on A') or diag($pr->{body});
+my $t_purge = time;
+my (%after, $old_seen);
+wait_until(20, sub {
+    my $g = $na->get($pkey, 'X-CC' => 'no-store');
+    $old_seen++ if $g->{body} eq $old;
+    $after{$g->{headers}{'x-pid'}} = 1;
+    keys %after >= 2;
+});
+is(scalar(keys %after), 2, 'A: requests to both workers after the purge');
+ok(!$old_seen, 'A: no worker serves the purged copy from L1');
+my $t_seen;
+wait_until(20, sub {
+    my $g = $nb->get($pkey, 'X-CC' => 'no-store');
+    $t_seen = time if $g->{body} ne $old;
+    defined $t_seen;
+});
+ok(defined $t_seen && $t_seen - $t_purge <= 0.2 + 1.0 * $Test::Edge::Valgrind::Slowdown,
+   'B: the purged copy is gone from its L1 within purge_poll + margin')
+    or diag(defined $t_seen ? sprintf('after %.2f s', $t_seen - $t_purge) : 'never');
+$na->stop;
+$nb->stop;
+unlike($na->final_log . $nb->final_log, qr/\[(error|crit|alert|emerg)\]/,
+       'no error on either node');
 
 # --- configuration errors, with nginx -t
 sub nginx_t {

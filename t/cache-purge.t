@@ -31,11 +31,14 @@ my $bound = $poll_ms / 1000 + $margin;
 # $request_id (a stored copy is told from a new answer) and the tags the
 # request asks for in Cache-Tag
 my $http = <<"HTTP";
+    metrics_zone 1m;
     edge_cache_redis main 127.0.0.1:$rport timeout=500ms;
     edge_cache_zone pages redis=main purge_poll=${poll_ms}ms;
     edge_cache_zone bound redis=main purge_poll=100ms;
+    edge_cache_zone hot redis=main hot=1m hot_max_age=60s purge_poll=${poll_ms}ms;
     server {
         listen 127.0.0.1:\$PORT;
+        location = /metrics { metrics; }
         location /c/ {
             edge_cache pages;
             edge_cache_key \$uri\$is_args\$args;
@@ -66,6 +69,19 @@ my $http = <<"HTTP";
             edge_cache_key \$uri;
             add_header X-Cache \$edge_cache_status always;
             proxy_pass http://127.0.0.1:\$PORT/o/;
+        }
+        location /h/ {
+            edge_cache hot;
+            edge_cache_key \$uri\$is_args\$args;
+            add_header X-Cache \$edge_cache_status always;
+            add_header X-Tier \$edge_cache_tier always;
+            proxy_pass http://127.0.0.1:\$PORT/o/;
+        }
+        location ~ ^/purgehot(/.*)\$ {
+            edge_cache_purge hot;
+            edge_cache_key \$1\$is_args\$args;
+            allow 127.0.0.1;
+            deny all;
         }
         location ~ ^/purge(/.*)\$ {
             edge_cache_purge pages;
@@ -117,6 +133,11 @@ sub entries {
 }
 
 sub stored { my ($key) = @_; wait_until(5, sub { defined redis_command('GET', rkey($key)) }) }
+
+sub stored_in {
+    my ($zone, $key) = @_;
+    wait_until(5, sub { defined redis_command('GET', "$zone:{" . md5_hex($key) . '}') });
+}
 
 # a worker answers MISS without Redis until it has connected
 ok(wait_until(10, sub { fetch($nginx, '/c/warm'); defined redis_command('GET', rkey('/c/warm')) }),
@@ -227,6 +248,31 @@ for my $p ('/c/t1?tags=red,blue', '/c/t2?tags=blue') {
 is((fetch($other, '/c/t3?tags=green'))[0], 'HIT', 'tag purge: an entry without the tag is still a hit');
 ok(defined redis_command('GET', rkey('/c/t3?tags=green')), 'tag purge: nothing deleted in Redis');
 
+# the hot tier (L1, hot_max_age=60s): a purge on A is seen by B's L1
+# within the same bound, not after hot_max_age
+for my $case (['/h/x?tags=hx', '/purgehot/?tag=hx', 'a tag purge'],
+              ['/h/y', '/purgehot/h/y', 'a key purge'],
+              ['/h/z', '/purgehot/h/z', 'a soft purge', 'Edge-Purge-Soft' => 1]) {
+    my ($p, $purge, $what, @h) = @$case;
+    fetch($nginx, $p);
+    ok(stored_in('hot', $p), "L1, $what: stored");
+    ok(wait_until(10, sub { my (undef, undef, $res) = fetch($other, $p);
+                            ($res->{headers}{'x-tier'} // '') eq 'l1' }),
+       "L1, $what: an L1 hit on B");
+    $t0 = time;
+    ($st) = purge($nginx, $purge, @h);
+    is($st, 200, "L1, $what: 200");
+    my $gone;
+    wait_until($bound + 2, sub {
+        my ($xc, undef, $res) = fetch($other, $p);
+        $gone = time - $t0 unless $xc eq 'HIT' && ($res->{headers}{'x-tier'} // '') eq 'l1';
+        defined $gone;
+    });
+    ok(defined $gone && $gone <= $bound,
+       sprintf("L1, $what on A: B stops serving its L1 copy within purge_poll + %.1f s (%.3f s)",
+               $margin, $gone // -1));
+}
+
 # soft purge on A seen on B
 fetch($nginx, '/c/s2');
 ok(stored('/c/s2'), 'soft across: stored');
@@ -254,6 +300,9 @@ is($st, 403, 'deny all: 403');
 for my $case (['/purge?tag=' . ('a' x 5000), 'a 5000-byte tag'],
               ['/purge?tag=', 'an empty tag'],
               ['/purge?tag=a%20b', 'a tag with a space'],
+              ['/purge?tag=a,b', 'a tag with a comma'],
+              ['/purge?prefix=' . ('p' x 4097), 'a prefix over 4096 bytes'],
+              ['/purge?prefix=', 'an empty prefix'],
               ['/purge?tag=caf%C3%A9', 'a tag out of ASCII'],
               ['/purge?prefix=%FF%FE', 'a prefix of invalid UTF-8'],
               ['/purge?prefix=%ED%A0%80', 'a prefix with a surrogate'],
@@ -514,6 +563,26 @@ sub old_is_miss {
 ok(wait_until(10, sub { old_is_miss() && old_is_miss() && old_is_miss() }),
    'bound: past the table\'s bound, an entry older than the dropped records is a miss');
 is((fetch($nginx, '/b/new'))[0], 'HIT', 'bound: an entry stored after them is a hit');
+
+# --- purges counted in /metrics, by kind
+sub purges_metric {
+    my ($kind) = @_;
+    my ($v) = $nginx->get('/metrics')->{body}
+        =~ /^nginx_cache_purges_total\{zone="pages",kind="$kind"\} (\d+)$/m;
+    return $v;
+}
+my %before = map { $_ => purges_metric($_) } qw(key soft tag prefix pattern);
+ok(defined $before{$_}, "metrics: nginx_cache_purges_total{kind=\"$_\"} is exported")
+    for qw(key soft tag prefix pattern);
+purge($nginx, '/purge/c/m1');
+purge($nginx, '/purge/c/m2', 'Edge-Purge-Soft' => 1);
+purge($nginx, '/purge?tag=m3');
+purge($nginx, '/purge?tag=m4');
+purge($nginx, '/purge?tag=' . ('x' x 200));
+is(purges_metric('key') - $before{key}, 1, 'metrics: a key purge counted');
+is(purges_metric('soft') - $before{soft}, 1, 'metrics: a soft purge counted');
+is(purges_metric('tag') - $before{tag}, 2, 'metrics: two tag purges counted, not the refused one');
+cmp_ok(purges_metric('prefix') - $before{prefix}, '==', 0, 'metrics: no prefix purge since');
 
 # --- Redis down and frozen during a purge: a JSON error, no hang
 redis_stop();

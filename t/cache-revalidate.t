@@ -100,6 +100,33 @@ is($r->{status}, 200, 'a client conditional that does not match: 200');
 @req = $origin->requests('/own');
 is($req[-1]{headers}{'if-none-match'}, '"other"', 'the origin got the client\'s validator, not the cache\'s');
 
+# --- only-if-cached: 504 on a miss, the entry on a hit
+$origin->set('/oic', headers => ['Cache-Control: max-age=60'], body => 'oic');
+my $before = $origin->hits('/oic');
+$r = $n->get('/oic', 'Cache-Control' => 'only-if-cached');
+is($r->{status}, 504, 'only-if-cached, nothing stored: 504');
+is($origin->hits('/oic'), $before, 'and the origin was not asked');
+show('/oic');
+ok(wait_until(5, sub { $n->get('/oic', 'Cache-Control' => 'only-if-cached')->{status} == 200 }),
+   'only-if-cached, stored: 200 from the cache');
+
+# --- If-Modified-Since without Last-Modified: the stored Date
+# (a Date months old: max-age of a year, and the age counts from that Date)
+$origin->set('/nolm', headers => ['Cache-Control: max-age=31536000',
+                                  'Date: Tue, 01 Sep 2026 10:00:00 GMT'], body => 'd');
+show('/nolm');
+ok(wait_until(5, sub { show('/nolm') eq '200 HIT d' }), 'stored');
+cmp_ok($n->get('/nolm')->{headers}{age}, '>=', 86400 * 80,
+       'Age counts from the origin\'s Date (apparent age, RFC 9111 4.2.3)');
+$origin->set('/old', headers => ['Cache-Control: max-age=60',
+                                 'Date: Tue, 01 Sep 2026 10:00:00 GMT'], body => 'o');
+show('/old');
+is(show('/old'), '200 EXPIRED o', 'a Date older than max-age: stale at once');
+is($n->get('/nolm', 'If-Modified-Since' => 'Tue, 01 Sep 2026 10:00:00 GMT')->{status}, 304,
+   'If-Modified-Since at the stored Date: 304');
+is($n->get('/nolm', 'If-Modified-Since' => 'Tue, 01 Sep 2026 09:00:00 GMT')->{status}, 200,
+   'If-Modified-Since before the stored Date: 200');
+
 # --- invalidation by unsafe methods
 $origin->set('/inv', headers => ['Cache-Control: max-age=60'], body => 'x');
 show('/inv');

@@ -18,6 +18,7 @@ use warnings;
 
 use Test::More;
 use File::Temp qw(tempdir);
+use Digest::MD5 qw(md5_hex);
 
 my $root = do { my $d = __FILE__; $d =~ s{/?t/cache-rfc-unit\.t$}{}; $d = '.' if $d eq ''; $d };
 $root = `cd '$root' && pwd`; chomp $root;
@@ -27,7 +28,14 @@ my $nginx = $ENV{EDGE_NGINX} || $ENV{NGINX} || '/usr/sbin/nginx';
 my ($version) = `'$nginx' -v 2>&1` =~ m{nginx/(\S+)};
 plan skip_all => "cannot run $nginx -v" unless $version;
 
-# the tree build.sh configured for this nginx: its version, newest first
+# a binary with the edge modules compiled in has no tree under build/
+plan skip_all => "$nginx has the edge modules compiled in: no module tree"
+    if system('grep', '-q', '-a', '-F', 'ngx_http_ratelimit_module',
+              $nginx) == 0;
+
+# the tree scripts/build.sh configured for this nginx: named after the
+# source tree, the binary and the compiler, as build.sh names it; failing
+# that, the newest tree of the same version
 sub tree_version {
     my ($dir) = @_;
     open my $fh, '<', "$dir/src/core/nginx.h" or return '';
@@ -35,13 +43,16 @@ sub tree_version {
     return $h =~ /NGINX_VERSION\s+"([^"]+)"/ ? $1 : '';
 }
 
-my ($tree) = grep { tree_version($_) eq $version }
+my $src = $ENV{NGINX_SRC} || '/usr/share/nginx/src';
+my $tag = substr(md5_hex("$src\n$nginx\n" . ($ENV{CC} // '') . "\n"), 0, 8);
+my ($tree) = grep { -f "$_/objs/Makefile" && tree_version($_) eq $version }
+    "$root/build/nginx-$version-$tag",
     map { s{/objs/Makefile$}{}r }
     sort { -M $a <=> -M $b } glob("$root/build/nginx-*/objs/Makefile");
-plan skip_all => "no nginx $version tree configured under build/ (a static "
-               . "build with the modules compiled in loads no module)"
+plan skip_all => "no nginx $version tree configured under build/ (run make)"
     unless $tree;
 
+note("the nginx tree: $tree");
 my $tmp = tempdir('edge-cache-rfc-unit.XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
 # the compiler, flags and include paths of the configured tree
@@ -84,7 +95,9 @@ sub build {
 sub run {
     my ($name, $so, $prefix) = @_;
     open my $fh, '>', "$tmp/$name.conf" or die $!;
-    print $fh "load_module $so;\nevents {}\ncache_rfc_unit_test;\n";
+    # nginx 1.27+ -t checks that the pid file can be written
+    print $fh "load_module $so;\npid $tmp/$name.pid;\nevents {}\n",
+              "cache_rfc_unit_test;\n";
     close $fh;
 
     my $out = `$prefix '$nginx' -t -q -p '$tmp' -e stderr -c '$tmp/$name.conf' 2>&1`;

@@ -2,9 +2,11 @@
 # RFC 5861 where the module serves it): freshness precedence (s-maxage,
 # max-age, Expires), invalid and repeated freshness, Age from upstream,
 # Authorization, qualified no-cache / private, must-understand, Vary: *,
-# Content-Encoding other than gzip under Vary: Accept-Encoding, heuristic
-# freshness, edge_cache_valid for a 302, Set-Cookie when allowed, and the
-# request's Cache-Control / Pragma against a stored entry.  The unit cases
+# Content-Encoding other than gzip under Vary: Accept-Encoding, Vary
+# normalisation, heuristic
+# freshness, edge_cache_valid for a 302, Set-Cookie when allowed, the
+# request's Cache-Control / Pragma against a stored entry, and no stale
+# answer on an origin error for a response that forbids it.  The unit cases
 # of the same rules are in t/cache-rfc-unit.t.
 #
 # The origin is a server of the same nginx; every body carries
@@ -54,6 +56,14 @@ $cache
         location /k/ {
 $cache
             edge_cache_store_set_cookie on;
+            proxy_pass http://127.0.0.1:\$PORT/o/;
+        }
+        # one key for several URIs: /s/<origin>?k=K reads and stores K
+        location /s/ {
+            edge_cache rfc;
+            edge_cache_key \$arg_k;
+            edge_cache_use_stale http_502;
+            add_header X-Cache \$edge_cache_status always;
             proxy_pass http://127.0.0.1:\$PORT/o/;
         }
 
@@ -122,6 +132,11 @@ $cache
             add_header Content-Encoding "br";
             return 200 "\$request_id";
         }
+        location /o/lang {
+            add_header Cache-Control "max-age=60";
+            add_header Vary "Accept-Language";
+            return 200 "\$request_id";
+        }
         location /o/nofresh { return 200 "\$request_id"; }
         location /o/lm {
             add_header Last-Modified "Mon, 01 Jan 2001 00:00:00 GMT";
@@ -148,6 +163,19 @@ $cache
             add_header Cache-Control "max-age=0";
             return 200 "\$request_id";
         }
+        location /o/fail { return 502; }
+        location /o/zero-nc {
+            add_header Cache-Control "max-age=0, no-cache";
+            return 200 "\$request_id";
+        }
+        location /o/zero-pr {
+            add_header Cache-Control "max-age=0, proxy-revalidate";
+            return 200 "\$request_id";
+        }
+        location /o/zero-sm {
+            add_header Cache-Control "s-maxage=0";
+            return 200 "\$request_id";
+        }
         location /o/zero-mr {
             add_header Cache-Control "max-age=0, must-revalidate";
             return 200 "\$request_id";
@@ -157,7 +185,12 @@ HTTP
 
 my $nginx = Test::Edge::Nginx->start(http => $http, workers => 1);
 
-sub rkey { 'rfc:{' . md5_hex($_[0]) . '}' }
+# the Redis key of a request path: its URI, or for /s/ its k argument
+sub rkey {
+    my ($path) = @_;
+    my $key = $path =~ m{^/s/.*[?&]k=([^&]+)} ? $1 : $path;
+    return 'rfc:{' . md5_hex($key) . '}';
+}
 
 # (X-Cache, what tells this answer from another: the body, and X-Id for
 # the 302 whose body is nginx's own page, the full response)
@@ -258,6 +291,25 @@ ok(!exists $r->{headers}{'x-secret'}, 'the hit has no X-Secret');
 ok(!exists $r->{headers}{'x-private'}, 'the hit has no X-Private');
 is($r->{headers}{'x-kept'}, 'k', 'the hit has the other fields');
 
+# Vary: the selecting values normalised (RFC 9111 4.1): whitespace around
+# commas, several field lines, and for Accept-Language the case
+my $lang = store('/c/lang', 'Accept-Language' => 'en-US, de');
+ok(defined $lang, 'Vary: Accept-Language: stored');
+for my $h (['Accept-Language' => 'en-US,de'],
+           ['Accept-Language' => ' EN-us ,  DE '],
+           # two field lines (two spellings: the request helper takes a
+           # hash, and sends its keys sorted)
+           ['Accept-Language' => 'en-US', 'accept-language' => 'de'])
+{
+    my ($x, $b) = fetch('/c/lang', @$h);
+    my $shown = join ' / ', map { $h->[2 * $_ + 1] } 0 .. $#$h / 2;
+    is("$x $b", "HIT $lang", "Vary: Accept-Language: '$shown' is the same variant");
+}
+my ($xl) = fetch('/c/lang', 'Accept-Language' => 'de, en-US');
+is($xl, 'MISS', 'Vary: Accept-Language: another order is another variant');
+($xl) = fetch('/c/lang');
+is($xl, 'MISS', 'Vary: Accept-Language: none at all is another variant');
+
 # Authorization (3.5)
 not_stored('/c/auth', 'Authorization, max-age only', Authorization => 'Basic eDp5');
 hit_after_store('/c/public', 'Authorization, public', Authorization => 'Basic eDp5');
@@ -300,6 +352,26 @@ is("$xs $bs", "STALE $zero", 'request max-stale=3600: the stale entry');
 stored_stale('/c/zero-mr', 'max-age=0, must-revalidate');
 ($xs) = fetch('/c/zero-mr', 'Cache-Control' => 'max-stale');
 is($xs, 'EXPIRED', 'must-revalidate: never stale, not even for max-stale');
+
+# stale on an origin error (edge_cache_use_stale http_502): never for a
+# response that forbids stale use (RFC 9111 4.2.4)
+for my $case (['zero', 'max-age=0', 1], ['zero-mr', 'must-revalidate', 0],
+              ['zero-pr', 'proxy-revalidate', 0], ['zero-nc', 'no-cache', 0],
+              ['zero-sm', 's-maxage=0', 0])
+{
+    my ($origin, $title, $stale_ok) = @$case;
+    my $k = "use-stale-$origin";
+    my $body = store("/s/$origin?k=$k");
+    ok(defined $body, "use_stale, $title: stored") or next;
+    my $r = $nginx->get("/s/fail?k=$k");
+    my $got = "$r->{status} " . ($r->{headers}{'x-cache'} // '-');
+    if ($stale_ok) {
+        is($got, '200 STALE', "use_stale, $title: the origin fails, stale served");
+        is($r->{body}, $body, "use_stale, $title: the stored body");
+    } else {
+        is($got, '502 EXPIRED', "use_stale, $title: the origin's 502, never stale");
+    }
+}
 
 $nginx->stop;
 my $log = $nginx->final_log;

@@ -23,6 +23,7 @@
 #include <stdarg.h>
 
 #include "ngx_http_cache_rfc.h"
+#include "ngx_edge_time.h"
 
 
 /* "now" of the cases: Tue, 14 Nov 2023 22:13:20 GMT */
@@ -650,6 +651,27 @@ static policy_case_t  policy_cases[] = {
     { "heuristic for 302 with public", GET, NULL, 302,
       "Date: @0\nLast-Modified: @-1000\nCache-Control: public",
       C_HEUR, 0, 0, NL, 1, NULL, 100 * S, 0, 0, 0, 0, 0, "" },
+    { "heuristic: 501 is heuristically cacheable", GET, NULL, 501,
+      "Date: @0\nLast-Modified: @-1000",
+      C_HEUR, 0, 0, NL, 1, NULL, 100 * S, 0, 0, 0, 0, 0, "" },
+    { "heuristic: 414 is heuristically cacheable", GET, NULL, 414,
+      "Date: @0\nLast-Modified: @-1000",
+      C_HEUR, 0, 0, NL, 1, NULL, 100 * S, 0, 0, 0, 0, 0, "" },
+    { "heuristic: not for 201", GET, NULL, 201,
+      "Date: @0\nLast-Modified: @-1000", C_HEUR, 0, 0, NL, 0,
+      "no freshness information", 0, 0, 0, NL, 0, 0, "" },
+    { "heuristic: not for 403", GET, NULL, 403,
+      "Date: @0\nLast-Modified: @-1000", C_HEUR, 0, 0, NL, 0,
+      "no freshness information", 0, 0, 0, NL, 0, 0, "" },
+    { "heuristic: not for 503", GET, NULL, 503,
+      "Date: @0\nLast-Modified: @-1000", C_HEUR, 0, 0, NL, 0,
+      "no freshness information", 0, 0, 0, NL, 0, 0, "" },
+    { "heuristic: not for 599", GET, NULL, 599,
+      "Date: @0\nLast-Modified: @-1000", C_HEUR, 0, 0, NL, 0,
+      "no freshness information", 0, 0, 0, NL, 0, 0, "" },
+    { "heuristic: 599 with public", GET, NULL, 599,
+      "Date: @0\nLast-Modified: @-1000\nCache-Control: public",
+      C_HEUR, 0, 0, NL, 1, NULL, 100 * S, 0, 0, 0, 0, 0, "" },
     { "heuristic: Last-Modified after Date", GET, NULL, 200,
       "Date: @0\nLast-Modified: @+1000",
       C_HEUR, 0, 0, NL, 1, NULL, 0, 0, 0, 0, 0, 0, "" },
@@ -676,6 +698,10 @@ static policy_case_t  policy_cases[] = {
       " no-cache=\"X-A, X-B\"",
       C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 0, 0,
       "X-A|X-B|X-Secret" },
+    { "ignore_private keeps private fields, strips no-cache ones", GET,
+      NULL, 200, "Date: @0\nCache-Control: max-age=60,"
+      " private=\"X-Secret\", no-cache=\"X-A\"",
+      C_PRIVATE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 0, 0, "X-A" },
     { "Authorization without permission", GET, "Authorization: Basic x",
       200, "Date: @0\nCache-Control: max-age=60",
       C_NONE, 0, 0, NL, 0, "authorization", 0, 0, 0, NL, 0, 0, "" },
@@ -782,9 +808,9 @@ static policy_case_t  policy_cases[] = {
       "Date: @0\nCache-Control: max-age=60, stale-if-error=600,"
       " proxy-revalidate",
       C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 0, 1, "" },
-    { "no-cache: revalidate every use, no windows", GET, NULL, 200,
+    { "no-cache: revalidate every use, never stale", GET, NULL, 200,
       "Date: @0\nCache-Control: max-age=60, no-cache, stale-if-error=60",
-      C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 1, 0, "" },
+      C_NONE, 0, 0, NL, 1, NULL, 60 * S, 0, 0, 0, 1, 1, "" },
 
     { NULL, 0, NULL, 0, NULL, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0, NULL }
 };
@@ -1527,6 +1553,73 @@ test_huge(void)
 }
 
 
+/*
+ * The cost of the calls the module makes per request, for the report (a
+ * diagnostic line, not an assertion: it depends on the machine).
+ */
+static void
+test_cost(void)
+{
+    int64_t                     t0, t1, t2, t3;
+    ngx_uint_t                  i, n;
+    ngx_str_t                   vary, spec, values;
+    ngx_array_t                 valid;
+    ngx_http_request_t         *r;
+    ngx_http_cache_policy_t     p;
+    ngx_http_cache_rfc_conf_t   conf;
+
+    n = 100000;
+
+    r = make_request(GET, "Host: example.com\nUser-Agent: Mozilla/5.0\n"
+                     "Accept: */*\nAccept-Encoding: gzip, deflate, br\n"
+                     "Accept-Language: en-US,en;q=0.9\n"
+                     "Cookie: a=b; c=d\nCache-Control: max-age=0",
+                     200, "Date: @0\nContent-Type: text/html\n"
+                     "Cache-Control: public, max-age=60, "
+                     "stale-while-revalidate=30\nETag: \"abc\"\n"
+                     "Last-Modified: @-1000\nVary: Accept-Encoding");
+    if (r == NULL) {
+        ok(0, "cost: setup");
+        return;
+    }
+
+    make_conf(r->pool, C_VALID, &conf, &valid);
+    vary.data = (u_char *) "Accept-Encoding, Accept-Language";
+    vary.len = sizeof("Accept-Encoding, Accept-Language") - 1;
+
+    t0 = ngx_edge_mono_usec();
+
+    for (i = 0; i < n; i++) {
+        (void) ngx_http_cache_response_policy(r, &conf, T0 * S, T0 * S, &p);
+    }
+
+    t1 = ngx_edge_mono_usec();
+
+    for (i = 0; i < n; i++) {
+        (void) ngx_http_cache_request_allows(r, 1000, 60000, 0);
+    }
+
+    t2 = ngx_edge_mono_usec();
+
+    for (i = 0; i < n; i++) {
+        (void) ngx_http_cache_vary_values(r, &vary, &spec, &values);
+    }
+
+    t3 = ngx_edge_mono_usec();
+
+    diag("cost: response_policy %lld ns, request_allows %lld ns,"
+         " vary_values (2 names) %lld ns per call, %lu calls each",
+         (long long) ((t1 - t0) * 1000 / (int64_t) n),
+         (long long) ((t2 - t1) * 1000 / (int64_t) n),
+         (long long) ((t3 - t2) * 1000 / (int64_t) n), (unsigned long) n);
+
+    ok(p.storable && p.fresh_ms == 60 * S,
+       "cost: the measured store decision is the expected one");
+
+    done_request(r);
+}
+
+
 static char *
 ngx_cache_rfc_unit_test(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1543,6 +1636,7 @@ ngx_cache_rfc_unit_test(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     test_find_header();
     test_huge();
     test_fuzz();
+    test_cost();
 
     fprintf(stderr, "done %lu\n", (unsigned long) tests);
     fflush(stderr);
