@@ -7,6 +7,8 @@
  */
 
 #include "ngx_edge_redis.h"
+
+#include <hiredis/sds.h>
 #include "ngx_edge_time.h"
 
 #include <ngx_sha1.h>
@@ -75,7 +77,8 @@ struct ngx_edge_redis_conn_s {
 
     ngx_edge_redis_cmd_t        *cmds;
     ngx_queue_t                  free;
-    ngx_uint_t                   attached;   /* slots with a handler */
+    ngx_uint_t                   attached;   /* slots with a handler, and
+                                                callers' holds */
 
     ngx_queue_t                 *pending;    /* items, per batched script */
     ngx_edge_redis_load_t       *loads;      /* per batched script */
@@ -113,6 +116,7 @@ static void ngx_edge_redis_reload_script(ngx_edge_redis_conn_t *conn,
     ngx_edge_redis_script_t *script);
 static void ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd);
 static void ngx_edge_redis_unattach(ngx_edge_redis_cmd_t *cmd);
+static void ngx_edge_redis_unref(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_close_handler(ngx_event_t *ev);
 static void ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r,
     void *privdata);
@@ -619,6 +623,21 @@ ngx_edge_redis_hook_free(redisAsyncContext *ac)
     }
 
     ac->c.reader->fn = &ngx_edge_redis_reply_fns;
+}
+
+
+size_t
+ngx_edge_redis_backlog(ngx_edge_redis_server_t *server)
+{
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = server->conn;
+
+    if (conn == NULL || conn->ac == NULL || conn->ac->c.obuf == NULL) {
+        return 0;
+    }
+
+    return sdslen(conn->ac->c.obuf);
 }
 
 
@@ -1949,16 +1968,14 @@ ngx_edge_redis_detach(ngx_edge_redis_cmd_t *cmd)
 
 /*
  * The slot's handler goes (answered, timed out, detached).  When no slot
- * has one any more, the connection is idle; in a worker that is shutting
- * down it is then closed (from a posted event: this may run inside a
- * hiredis callback).
+ * has one any more (and no caller holds the connection), the connection
+ * is idle; in a worker that is shutting down it is then closed (from a
+ * posted event: this may run inside a hiredis callback).
  */
 
 static void
 ngx_edge_redis_unattach(ngx_edge_redis_cmd_t *cmd)
 {
-    ngx_edge_redis_conn_t  *conn;
-
     if (cmd->handler == NULL) {
         return;
     }
@@ -1967,8 +1984,39 @@ ngx_edge_redis_unattach(ngx_edge_redis_cmd_t *cmd)
     cmd->data = NULL;
     cmd->argv = NULL;
 
-    conn = cmd->conn;
+    ngx_edge_redis_unref(cmd->conn);
+}
 
+
+void
+ngx_edge_redis_hold(ngx_edge_redis_server_t *server)
+{
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = server->conn;
+
+    if (conn == NULL) {
+        return;
+    }
+
+    if (conn->attached++ == 0 && conn->c) {
+        conn->c->idle = 0;
+    }
+}
+
+
+void
+ngx_edge_redis_release(ngx_edge_redis_server_t *server)
+{
+    if (server->conn && server->conn->attached) {
+        ngx_edge_redis_unref(server->conn);
+    }
+}
+
+
+static void
+ngx_edge_redis_unref(ngx_edge_redis_conn_t *conn)
+{
     if (--conn->attached) {
         return;
     }

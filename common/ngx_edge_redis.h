@@ -190,6 +190,18 @@ NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_command(
  * without a copy, say); the caller frees it with freeReplyObject(). */
 NGX_EDGE_API void ngx_edge_redis_keep_reply(redisReply *reply);
 
+/* A caller about to send again soon (a request polling on a timer of its
+ * own) holds the connection between its commands: held, it is not idle,
+ * so a worker shutting down keeps it open as it does while a command is
+ * attached.  Every hold is released once. */
+NGX_EDGE_API void ngx_edge_redis_hold(ngx_edge_redis_server_t *server);
+NGX_EDGE_API void ngx_edge_redis_release(ngx_edge_redis_server_t *server);
+
+/* bytes queued for this worker's connection and not yet written: a
+ * caller that sends large values (the cache's SETs) stops adding when
+ * Redis does not keep up */
+NGX_EDGE_API size_t ngx_edge_redis_backlog(ngx_edge_redis_server_t *server);
+
 NGX_EDGE_API void ngx_edge_redis_detach(ngx_edge_redis_cmd_t *cmd);
 
 

@@ -3,6 +3,7 @@
  */
 
 #include <string.h>
+#include <strings.h>
 #include <zlib.h>
 
 #include "ngx_http_cache_entry.h"
@@ -155,7 +156,49 @@ ngx_http_cache_is_tchar(unsigned char c)
 }
 
 
-/* every line "token: value\r\n", the value without CR, LF or NUL */
+/*
+ * Fields the store never writes and a hit computes itself: the framing
+ * and hop-by-hop ones would be sent beside nginx's own (a second
+ * Content-Length, "Transfer-Encoding: chunked" over a plain body: a
+ * response a client or a proxy downstream reads differently), Age and
+ * Cache-Status would be sent twice.  An entry holding one was not written
+ * by us: it is refused.
+ */
+
+static const char  *ngx_http_cache_entry_computed[] = {
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Keep-Alive",
+    "Proxy-Connection",
+    "TE",
+    "Trailer",
+    "Upgrade",
+    "Age",
+    "Cache-Status",
+    NULL
+};
+
+
+static int
+ngx_http_cache_is_computed(const unsigned char *name, size_t len)
+{
+    const char  **f;
+
+    for (f = ngx_http_cache_entry_computed; *f; f++) {
+        if (strlen(*f) == len
+            && strncasecmp((const char *) name, *f, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* every line "token: value\r\n", the value without CR, LF or NUL, the
+ * token none of the computed fields */
 
 static int
 ngx_http_cache_headers_valid(const unsigned char *p, size_t len)
@@ -172,6 +215,10 @@ ngx_http_cache_headers_valid(const unsigned char *p, size_t len)
         }
 
         if (p == name || end - p < 2 || p[0] != ':' || p[1] != ' ') {
+            return 0;
+        }
+
+        if (ngx_http_cache_is_computed(name, p - name)) {
             return 0;
         }
 

@@ -27,8 +27,9 @@
  * Entries come from the network: ngx_http_cache_entry_parse() checks the
  * magic, the version, every length against the string's, the CRC, and
  * the syntax of every header line (token names, no CR, LF or NUL in a
- * value), so an entry that fails any check is a miss, and nothing in it
- * can split a response.  The body is not covered by the CRC (it would
+ * value, none of the framing and hop-by-hop fields a hit computes itself:
+ * Content-Length, Transfer-Encoding, Connection, ...), so an entry that
+ * fails any check is a miss, and nothing in it can split a response.  The body is not covered by the CRC (it would
  * cost a pass over every hit); a gzip body is checked by inflate (its
  * own CRC and length) when it is inflated.
  *

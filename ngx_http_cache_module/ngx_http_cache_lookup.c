@@ -45,6 +45,7 @@ static ngx_int_t ngx_http_cache_send_lock(ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_loc_conf_t *clcf);
 static void ngx_http_cache_lock_timer(ngx_event_t *ev);
 static void ngx_http_cache_request_done(void *data);
+static void ngx_http_cache_release_hold(ngx_http_cache_ctx_t *ctx);
 static ngx_int_t ngx_http_cache_unsafe_method(ngx_http_request_t *r,
     ngx_http_cache_loc_conf_t *clcf);
 static void ngx_http_cache_lock_reply(void *data, redisReply *reply,
@@ -442,6 +443,24 @@ ngx_http_cache_detach(void *data)
 
     if (ctx->lock_timer.timer_set) {
         ngx_del_timer(&ctx->lock_timer);
+    }
+
+    if (ctx->lock_held) {
+        ctx->lock_held = 0;
+        ngx_http_cache_release_hold(ctx);
+    }
+}
+
+
+static void
+ngx_http_cache_release_hold(ngx_http_cache_ctx_t *ctx)
+{
+    ngx_http_cache_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(ctx->request, ngx_http_cache_module);
+
+    if (clcf->zone) {
+        ngx_edge_redis_release(clcf->zone->redis);
     }
 }
 
@@ -1082,6 +1101,11 @@ static ngx_int_t
 ngx_http_cache_lock_decide(ngx_http_request_t *r,
     ngx_http_cache_loc_conf_t *clcf, ngx_http_cache_ctx_t *ctx)
 {
+    if (ctx->lock_held) {
+        ctx->lock_held = 0;
+        ngx_edge_redis_release(clcf->zone->redis);
+    }
+
     switch (ctx->lock_rc) {
 
     case NGX_HTTP_CACHE_LOCK_ENTRY:
@@ -1169,6 +1193,12 @@ ngx_http_cache_lock_decide(ngx_http_request_t *r,
                           - (ngx_current_msec - ctx->lock_start)));
 
     ctx->lock_delay = ngx_min(ctx->lock_delay * 2, 160);
+
+    /* no command of ours is in flight while the timer runs: hold the
+     * connection, or a worker told to exit (a reload) closes it, and the
+     * next poll would find none and go to the origin */
+    ngx_edge_redis_hold(clcf->zone->redis);
+    ctx->lock_held = 1;
 
     ngx_edge_wait_add(&ctx->wait);
 

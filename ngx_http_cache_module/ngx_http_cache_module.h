@@ -66,6 +66,11 @@ typedef enum {
 } ngx_http_cache_lock_e;
 
 
+/* stores wait while this many bytes are queued for the cache's Redis
+ * connection in a worker (a stalled Redis) */
+#define NGX_HTTP_CACHE_STORE_BACKLOG  (32 * 1024 * 1024)
+
+
 /* the hit-for-miss marker stored under an entry's key */
 #define NGX_HTTP_CACHE_HFM  "NXHM"
 
@@ -191,6 +196,8 @@ typedef struct {
     unsigned                     revalidating:1;   /* validators sent */
     unsigned                     invalidate:1;     /* an unsafe method */
     unsigned                     lock_waited:1;
+    unsigned                     lock_held:1;      /* the connection held
+                                                      between polls */
     unsigned                     warm:1;     /* a warm-up subrequest */
     void                        *warm_job;   /* ngx_http_cache_warm.c */
     unsigned                     done:1;     /* lookup decided */

@@ -151,7 +151,6 @@ static ngx_uint_t ngx_http_cache_rfc_etag_match(ngx_str_t *value,
     ngx_str_t *stored);
 static ngx_int_t ngx_http_cache_rfc_vary_names(ngx_str_t *vary,
     ngx_str_t *names, ngx_uint_t *n);
-static ngx_uint_t ngx_http_cache_rfc_accepts_gzip(ngx_list_t *headers);
 static ngx_uint_t ngx_http_cache_rfc_qvalue_positive(u_char *p, u_char *end);
 static size_t ngx_http_cache_rfc_vary_value_size(ngx_list_t *headers,
     ngx_str_t *name);
@@ -1985,7 +1984,7 @@ ngx_http_cache_rfc_vary_write_value(u_char *p, ngx_list_t *headers,
 
 
 /* does the request accept gzip (q > 0), by name, x-gzip or "*"? */
-static ngx_uint_t
+ngx_uint_t
 ngx_http_cache_rfc_accepts_gzip(ngx_list_t *headers)
 {
     u_char                         *p, *end, *s, *q;

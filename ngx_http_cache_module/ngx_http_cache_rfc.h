@@ -239,6 +239,10 @@ NGX_EDGE_API ngx_int_t ngx_http_cache_response_vary(ngx_http_request_t *r,
     ngx_str_t *vary);
 
 /* the first field line named name (case-insensitive) of headers, or NULL */
+/* the request headers accept gzip (q > 0, by name, x-gzip or "*"): the
+ * Accept-Encoding normalisation of ngx_http_cache_vary_values() */
+NGX_EDGE_API ngx_uint_t ngx_http_cache_rfc_accepts_gzip(ngx_list_t *headers);
+
 NGX_EDGE_API ngx_table_elt_t *ngx_http_cache_find_header(
     ngx_list_t *headers, const char *name, size_t len);
 

@@ -25,26 +25,34 @@ ngx_http_cache_zfree(void *opaque, void *address)
 ngx_flag_t
 ngx_http_cache_accepts_gzip(ngx_http_request_t *r)
 {
-    ngx_str_t   values, spec, ae = ngx_string("accept-encoding");
-
-    /* the same normalisation as Vary: Accept-Encoding */
-    if (ngx_http_cache_vary_values(r, &ae, &spec, &values) != NGX_OK) {
-        return 0;
-    }
-
-    return values.len > sizeof("accept-encoding:") - 1 + 1;
+    /* the same rule as the Vary normalisation of Accept-Encoding */
+    return ngx_http_cache_rfc_accepts_gzip(&r->headers_in.headers) != 0;
 }
 
 
 /* the body for a client that does not take gzip: the entry's, inflated;
- * NGX_DECLINED when it does not inflate to exactly its stated length */
+ * NGX_DECLINED when it does not inflate to exactly its stated length, or
+ * states more than edge_cache_max_size (the store never writes such an
+ * entry: the buffer is allocated at the stated length, and an entry from
+ * the network must not choose how much memory a request takes) */
 
 static ngx_int_t
 ngx_http_cache_inflate(ngx_http_request_t *r, ngx_http_cache_entry_t *e,
     ngx_str_t *out)
 {
-    int        rc;
-    z_stream   zs;
+    int                         rc;
+    z_stream                    zs;
+    ngx_http_cache_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
+
+    if (e->body_raw_len > clcf->max_size) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "edge_cache: a stored body claims %uz bytes inflated, "
+                      "more than edge_cache_max_size %uz: a miss",
+                      e->body_raw_len, clcf->max_size);
+        return NGX_DECLINED;
+    }
 
     out->len = e->body_raw_len;
     out->data = ngx_pnalloc(r->pool, out->len + 1);
@@ -134,6 +142,12 @@ ngx_http_cache_set_headers(ngx_http_request_t *r, ngx_http_cache_entry_t *e,
                                           name.len))
         {
             /* replaced by the revalidation's 304 */
+            continue;
+        }
+
+        if (ngx_http_cache_is(&name, "Accept-Ranges")) {
+            /* the range filter adds its own (an entry stored before
+             * Accept-Ranges was left out) */
             continue;
         }
 

@@ -56,6 +56,7 @@ static ngx_str_t  ngx_http_cache_unstored[] = {
     ngx_string("Content-Type"),
     ngx_string("Age"),
     ngx_string("Cache-Status"),
+    ngx_string("Accept-Ranges"),      /* nginx's range filter sends its own */
     ngx_null_string
 };
 
@@ -460,6 +461,18 @@ ngx_http_cache_begin_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 
     if (r->headers_out.content_length_n > (off_t) clcf->max_size) {
         return NGX_DECLINED;
+    }
+
+    if (ngx_edge_redis_backlog(clcf->zone->redis)
+        > NGX_HTTP_CACHE_STORE_BACKLOG)
+    {
+        /* Redis does not keep up with the stores: the worker's memory
+         * is not where they wait */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "edge_cache: \"%V\" not stored: %uz bytes wait for "
+                      "Redis already", &ctx->key,
+                      ngx_edge_redis_backlog(clcf->zone->redis));
+        return NGX_BUSY;
     }
 
     now = ngx_edge_wall_usec() / 1000;

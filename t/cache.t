@@ -9,6 +9,7 @@ use Test::More;
 use Test::Edge qw(:all);
 use Test::Edge::Nginx;
 use Digest::MD5 qw(md5_hex);
+use IO::Socket::INET;
 use IO::Uncompress::Gunzip qw(gunzip $GunzipError);
 
 redis_start() unless redis_is_up();
@@ -105,6 +106,15 @@ is($r->{headers}{etag}, '"v1"', 'the ETag is the origin\'s, strong for identity'
 is($r->{headers}{'content-type'}, 'application/json', 'Content-Type kept');
 is($r->{headers}{'content-length'}, length $first, 'Content-Length of the body sent');
 like($r->{headers}{'cache-status'}, qr/^edge; hit; ttl=\d+$/, 'Cache-Status: hit');
+{
+    my $raw = $nginx->get('/c/a');
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $nginx->port) or die;
+    print $s "GET /c/a HTTP/1.0\r\nHost: x\r\n\r\n";
+    local $/; my $resp = <$s>;
+    my ($head) = split /\r\n\r\n/, $resp, 2;
+    my @ar = $head =~ /^Accept-Ranges:/mig;
+    is(scalar @ar, 1, 'one Accept-Ranges header on a hit');
+}
 
 # --- gzip: stored compressed, sent as stored to gzip clients, inflated
 # for the others, the same bytes once decoded

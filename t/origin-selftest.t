@@ -446,6 +446,17 @@ subtest "mode 'truncate': the full Content-Length, half the body, then close" =>
     ok $c->{eof}, '... then the connection closed';
 };
 
+subtest "mode 'truncate_reset': half the body, then a TCP reset" => sub {
+    $o->set('/trunc', mode => 'truncate_reset', body => 'b' x 1000,
+            chunked => 1);
+    my $c = Client->new->send(get('/trunc'));
+    my $r = $c->response;
+    ok $c->closed, 'the connection ends';
+    is $c->{err}, Errno::ECONNRESET, 'with ECONNRESET';
+    ok $r->{chunked} && !$r->{complete}, 'chunked, no last chunk';
+    is $r->{body}, 'b' x 500, 'half the body before the reset';
+};
+
 subtest "mode 'reset': the request read, then a TCP reset" => sub {
     $o->set('/rst', mode => 'reset', body => 'never');
     my $c = Client->new->send(get('/rst'));

@@ -58,6 +58,8 @@ package Test::Edge::Origin;
 #             header), after body_delay half the body (as one chunk if
 #             chunked, with no last chunk), then close
 #   reset     read the request, wait delay, close with RST (SO_LINGER 0)
+#   truncate_reset
+#             as truncate, but the half body is followed by a RST, not FIN
 #
 # HEADERS.  "Name: value" strings, sent in order after the status line.
 # Added unless the test gives its own: Date (now), Content-Type
@@ -109,7 +111,8 @@ my %started;                    # pid => object (weak), for END
 
 my %SETTING = map { $_ => 1 } qw(status headers body delay body_delay mode
     chunked count_body conditional keepalive);
-my %MODE = map { $_ => 1 } qw(ok close hang truncate reset);
+my %MODE = map { $_ => 1 } qw(ok close hang truncate reset
+    truncate_reset);
 
 
 sub start {
@@ -672,6 +675,7 @@ sub respond {
     }
 
     my $mode = $s->{mode} // 'ok';
+    my $cut = $mode eq 'truncate' || $mode eq 'truncate_reset';
     my $t_head = $now + ($s->{delay} // 0);
     return [ { at => $t_head, close => 1 } ] if $mode eq 'close';
     return [ { at => $t_head, reset => 1 } ] if $mode eq 'reset';
@@ -694,7 +698,7 @@ sub respond {
     my $bodiless = $status == 304 || $status == 204 || $status < 200;
     $body = '' if $bodiless;
     my $send_body = $req->{method} ne 'HEAD' && !$bodiless;
-    $c->{close_after} = 1 if $mode eq 'truncate'
+    $c->{close_after} = 1 if $cut
         || (defined $s->{keepalive} && !$s->{keepalive});
 
     my %auto = map { $_ => undef } keys %given;
@@ -714,14 +718,14 @@ sub respond {
 
     my $payload = '';
     if ($send_body) {
-        my $part = $mode eq 'truncate'
+        my $part = $cut
             ? substr($body, 0, int(length($body) / 2)) : $body;
         if ($s->{chunked} && !$given{'content-length'}) {
             for (my $i = 0; $i < length $part; $i += CHUNK) {
                 my $chunk = substr($part, $i, CHUNK);
                 $payload .= sprintf("%x\r\n", length $chunk) . "$chunk\r\n";
             }
-            $payload .= "0\r\n\r\n" if $mode ne 'truncate';
+            $payload .= "0\r\n\r\n" unless $cut;
         } else {
             $payload = $part;
         }
@@ -730,7 +734,8 @@ sub respond {
     my @a = ({ at => $t_head, data => $self->head($status, \@lines, \%auto) });
     push @a, { at => $t_head + ($s->{body_delay} // 0), data => $payload }
         if length $payload;
-    push @a, $mode eq 'truncate' ? { close => 1 } : { end => 1 };
+    push @a, $cut ? { close => 1, rst => $mode eq 'truncate_reset' }
+                  : { end => 1 };
     return \@a;
 }
 
@@ -783,7 +788,7 @@ sub run_actions {
         }
         return $self->drop($c, 'reset') if $a->{reset};
         return if length $c->{wbuf};    # close and end wait for the bytes
-        return $self->drop($c) if $a->{close};
+        return $self->drop($c, $a->{rst} ? 'reset' : '') if $a->{close};
         shift @{$c->{actions}};         # end of this response
         return $self->drop($c) if $c->{close_after} || $c->{eof}
             && index($c->{rbuf}, "\n") < 0;
