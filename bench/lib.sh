@@ -141,3 +141,98 @@ parse_wrk() {
                    non2xx, sockerr
         }' "$1"
 }
+
+
+# scenario_opt FILE NAME: the value of a line "# @NAME value" in the
+# description of a scenario file (before its first section); empty if none
+scenario_opt() {
+    awk -v name="@$2" '
+        /^#[[:space:]]*---[[:space:]]*[a-z]+[[:space:]]*---[[:space:]]*$/ { exit }
+        $1 == "#" && $2 == name {
+            sub(/^#[[:space:]]*@[^[:space:]]+[[:space:]]*/, "")
+            sub(/[[:space:]]+$/, "")
+            print
+            exit
+        }' "$1"
+}
+
+
+# make_bodies DIR: writes the backend's response bodies into DIR:
+# body-1k.json (1,024 bytes) and body-100k.json (102,400 bytes), API-like
+# JSON (a page of product records with ids, names, prices, dates, tags, a
+# notice and an opaque cursor) from a fixed seed, so that every run and every machine
+# serves the same bytes.  Realistic text matters for the cache: it is what
+# compression works on ('x' x 1024 would compress to almost nothing).
+make_bodies() {
+    perl -e '
+        use strict; use warnings;
+        my $dir = shift;
+        my @adj  = qw(stainless compact wireless organic vintage ergonomic
+                      foldable waterproof modular recycled insulated classic);
+        my @noun = qw(bottle backpack lamp keyboard kettle jacket speaker
+                      notebook chair blender tent headphones mug charger);
+        my @tag  = qw(outdoor kitchen office travel audio home garden sport
+                      kids gift sale new eco premium);
+        my @cur  = qw(EUR USD GBP);
+        my @b64  = ("A".."Z", "a".."z", 0..9, "-", "_");
+        sub pick { $_[int rand @_] }
+        sub cursor { join "", map { pick(@b64) } 1 .. $_[0] }
+        sub item {
+            my $id = 100000 + int rand 900000;
+            my $name = ucfirst(pick(@adj)) . " " . pick(@noun) . " "
+                       . (10 * (1 + int rand 99)) . (pick("ml", "cm", "g", "W"));
+            my %t; $t{pick(@tag)} = 1 for 1 .. 1 + int rand 3;
+            sprintf q({"id":%d,"sku":"%s-%04d","name":"%s","price":{"amount":%.2f,"currency":"%s"},)
+                  . q("in_stock":%s,"stock":%d,"rating":%.1f,"reviews":%d,"tags":[%s],)
+                  . q("updated_at":"2026-%02d-%02dT%02d:%02d:%02dZ"}),
+                $id, uc(substr(pick(@noun), 0, 3)), int rand 10000, $name,
+                1 + rand 500, pick(@cur), (rand() < .8 ? "true" : "false"),
+                int rand 2000, 1 + rand 4, int rand 5000,
+                join(",", map { qq("$_") } sort keys %t),
+                1 + int rand 12, 1 + int rand 28, int rand 24, int rand 60,
+                int rand 60;
+        }
+        my @word = qw(free delivery on orders over 50 within the EU returns
+                      accepted for 30 days prices include VAT stock levels
+                      update every few minutes see our terms for details);
+        sub words {
+            my $n = shift; my $t = "";
+            $t .= ($t eq "" ? "" : " ") . pick(@word) while length $t < $n;
+            return substr $t, 0, $n;
+        }
+        # items while they fit, then a notice of words pads to the exact
+        # size, before a 24-character opaque cursor
+        sub page {
+            my $size = shift;
+            my $head = q({"page":1,"items":[);
+            my $tail = q(],"notice":");
+            my $end = q(","next_cursor":") . cursor(24) . qq("}\n);
+            my @items;
+            while (1) {
+                my $it = item();
+                my $len = length($head) + length($tail) + length($end)
+                          + length(join ",", @items, $it) + 40;
+                last if $len > $size;
+                push @items, $it;
+            }
+            my $body = $head . join(",", @items) . $tail;
+            return $body . words($size - length($body) - length($end)) . $end;
+        }
+        srand 20261130;
+        for ([ "body-1k.json", 1024 ], [ "body-100k.json", 102400 ]) {
+            my ($file, $size) = @$_;
+            open my $f, ">", "$dir/$file" or die "$dir/$file: $!\n";
+            print $f page($size);
+            close $f or die "$dir/$file: $!\n";
+        }
+    ' "$1"
+}
+
+
+# expect_header URL REGEX FILE: true if a GET of URL answers with a header
+# line matching the extended REGEX (case-insensitive); the response's
+# header (or curl's complaint) is left in FILE
+expect_header() {
+    curl -sS -o /dev/null -D - -m 5 "$1" 2>&1 | tr -d '\r' > "$3" || true
+    grep -qiE "$2" "$3"
+}

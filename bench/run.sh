@@ -3,13 +3,25 @@
 # scenario (bench/scenarios/NN-name.conf) at a time, each compared with
 # the bare proxy_pass baseline measured in the same run.
 #
-#   - a backend: an nginx answering `return 200` (bench/backend.conf);
+#   - a backend: an nginx answering `return 200`, and JSON bodies of 1 KB
+#     and 100 KB under /1k and /100k (bench/backend.conf);
 #   - per scenario, a front nginx (bench/front.conf filled with the
 #     scenario's sections; 1 worker) proxying to it through an upstream
-#     with keepalive; a check that / answers 200, a warm-up, then
-#     wrk -t1 -c50 -d${BENCH_SECONDS}s --latency on 127.0.0.1;
-#   - a table scenario | req/s | p50 | p90 | p99 | ratio | errors on
-#     stdout and, as markdown, in bench/results/latest.md.
+#     with keepalive; a check that / (or the scenario's @path) answers
+#     200, a warm-up, then wrk -t1 -c50 -d${BENCH_SECONDS}s --latency on
+#     127.0.0.1 (with the scenario's @script, if any);
+#   - a table scenario | req/s | p50 | p90 | p99 | ratio | vs | errors |
+#     CPU per request on stdout and, as markdown, in
+#     bench/results/latest.md.
+#
+# A scenario's description may hold options, one a line (bench/README.md):
+#   # @path /1k           the path wrk requests (default /)
+#   # @script F ARGS      wrk -s bench/wrk/F, ARGS passed to the script
+#   # @header NAME: VALUE a request header wrk sends (wrk -H)
+#   # @baseline ID        its ratio is against scenario ID (default
+#                         00-proxy); ID runs whenever this one does
+#   # @expect PATH RE     after the run, a GET of PATH must have a header
+#                         line matching RE (a cache hit, say)
 #
 # Environment:
 #   BENCH_SECONDS=10      length of each measured run
@@ -21,7 +33,9 @@
 #   BENCH_CONNECTIONS=50  wrk -c
 #   BENCH_THREADS=1       wrk -t
 #   BENCH_SCENARIOS=DIR   take the scenarios from DIR, not bench/scenarios
-#                         (it needs its own 00-proxy.conf)
+#                         (it needs its own 00-proxy.conf); bench/cache is
+#                         the cache module's set
+#   BENCH_REDIS_MAXMEMORY=256mb  the benchmark redis's maxmemory (LRU)
 #   NGINX=/usr/sbin/nginx  the nginx to measure: build/modules/ must hold
 #                         modules built for it (`NGINX=... make bench` does
 #                         that), or it has them compiled in (a static build:
@@ -53,6 +67,7 @@ scenario_dir=${BENCH_SCENARIOS:-$bench/scenarios}
 connections=${BENCH_CONNECTIONS:-50}
 threads=${BENCH_THREADS:-1}
 baseline=00-proxy
+redis_maxmemory=${BENCH_REDIS_MAXMEMORY:-256mb}
 results=$bench/results/latest.md
 
 # --- checks -------------------------------------------------------------------
@@ -79,15 +94,31 @@ if [ -n "$only" ]; then
     [ "$rc" -lt 2 ] || bench_die "BENCH_ONLY is not a valid regular expression: '$only'"
 fi
 
-scenarios=()
+[ -f "$scenario_dir/$baseline.conf" ] || bench_die "the baseline $scenario_dir/$baseline.conf is missing"
+
+# the selected scenarios, and the baselines they name (@baseline), in file
+# name order
+declare -A chosen=() base_of=()
 for f in "$scenario_dir"/*.conf; do
     [ -e "$f" ] || continue
     id=$(basename "$f" .conf)
+    b=$(scenario_opt "$f" baseline)
+    base_of[$id]=${b:-$baseline}
+    [ -f "$scenario_dir/${base_of[$id]}.conf" ] \
+        || bench_die "$f: its @baseline ${base_of[$id]} is not in $scenario_dir"
+    s=$(scenario_opt "$f" script)
+    [ -z "$s" ] || [ -f "$bench/wrk/${s%% *}" ] \
+        || bench_die "$f: its @script bench/wrk/${s%% *} does not exist"
     if [ "$id" = "$baseline" ] || [ -z "$only" ] || [[ $id =~ $only ]]; then
-        scenarios+=("$f")
+        chosen[$id]=1
     fi
 done
-[ -f "$scenario_dir/$baseline.conf" ] || bench_die "the baseline $scenario_dir/$baseline.conf is missing"
+for id in "${!chosen[@]}"; do chosen[${base_of[$id]}]=1; done
+scenarios=()
+for f in "$scenario_dir"/*.conf; do
+    [ -e "$f" ] || continue
+    [ -z "${chosen[$(basename "$f" .conf)]:-}" ] || scenarios+=("$f")
+done
 [ ${#scenarios[@]} -gt 1 ] || [ -z "$only" ] \
     || bench_say "BENCH_ONLY='$only' matches no scenario besides the baseline"
 
@@ -149,7 +180,8 @@ export EDGE_STATIC_MODULES=$static
 export EDGE_BACKEND_PORT
 EDGE_BACKEND_PORT=$(free_port)
 
-mkdir -p "$dir/backend/conf"
+mkdir -p "$dir/backend/conf" "$dir/backend/html"
+make_bodies "$dir/backend/html"
 EDGE_PREFIX=$dir/backend render_conf "$bench/backend.conf" "" "$dir/backend/conf/nginx.conf"
 nginx_start "$dir/backend" || bench_die "the backend did not start"
 wait_for 10 http_ok "http://127.0.0.1:$EDGE_BACKEND_PORT/" \
@@ -161,12 +193,15 @@ if grep -lE '@REDIS_(PORT|SOCKET)@' "${scenarios[@]}" > /dev/null 2>&1; then
     EDGE_REDIS_PORT=$(free_port)
     EDGE_REDIS_SOCKET=$dir/redis/redis.sock
     mkdir -p "$dir/redis"
-    # the workers run as "nobody" when this runs as root
+    # the workers run as "nobody" when this runs as root; maxmemory with
+    # LRU eviction bounds what the cache's miss scenario stores (an entry
+    # per request)
     redis-server --bind 127.0.0.1 --port "$EDGE_REDIS_PORT" \
         --unixsocket "$EDGE_REDIS_SOCKET" --unixsocketperm 777 \
         --daemonize yes --pidfile "$dir/redis/redis.pid" \
         --logfile "$dir/redis/redis.log" --dir "$dir/redis" \
-        --save '' --appendonly no > /dev/null \
+        --save '' --appendonly no \
+        --maxmemory "$redis_maxmemory" --maxmemory-policy allkeys-lru > /dev/null \
         || bench_die "redis-server did not start"
     wait_for 10 redis-cli -h 127.0.0.1 -p "$EDGE_REDIS_PORT" ping \
         || bench_die "redis on 127.0.0.1:$EDGE_REDIS_PORT does not answer"
@@ -189,11 +224,24 @@ raw=$dir/raw.txt
 : > "$raw"
 
 run_scenario() {
-    local file=$1 round=$2 id prefix port url code parsed
+    local file=$1 round=$2 id prefix port url code parsed path script
+    local expect expected header wrk_script=()
     id=$(basename "$file" .conf)
     prefix=$dir/$id-$round
     port=$(free_port)
-    url=http://127.0.0.1:$port/
+    path=$(scenario_opt "$file" path)
+    url=http://127.0.0.1:$port${path:-/}
+    script=$(scenario_opt "$file" script)
+    expect=$(scenario_opt "$file" expect)
+    header=$(scenario_opt "$file" header)
+    [ -z "$header" ] || wrk_script=(-H "$header")
+    if [ -n "$script" ]; then
+        # wrk passes the words after the URL to the script's init()
+        # shellcheck disable=SC2206
+        wrk_script+=(-s "$bench/wrk/${script%% *}" "$url" ${script#"${script%% *}"})
+    else
+        wrk_script+=("$url")
+    fi
 
     echo
     bench_say "== $id${rounds_label:+ (round $round)}: $(sed -n '1s/^#[[:space:]]*//p' "$file")"
@@ -207,6 +255,8 @@ run_scenario() {
     if [ -n "${EDGE_REDIS_PORT:-}" ]; then
         redis-cli -h 127.0.0.1 -p "$EDGE_REDIS_PORT" flushall > /dev/null \
             || bench_say "warning: FLUSHALL on the benchmark redis failed"
+        # evicted_keys, shown after the run, counts this run's only
+        redis-cli -h 127.0.0.1 -p "$EDGE_REDIS_PORT" config resetstat > /dev/null || true
     fi
     if ! nginx_start "$prefix"; then
         echo "$id $round FAILED nginx-did-not-start" >> "$raw"; return 1
@@ -221,7 +271,7 @@ run_scenario() {
 
     if [ "$warmup" -gt 0 ]; then
         run_bounded $((warmup + 30)) "$prefix/warmup.txt" \
-            wrk -t"$threads" -c"$connections" -d"${warmup}s" "$url" || true
+            wrk -t"$threads" -c"$connections" -d"${warmup}s" "${wrk_script[@]}" || true
     fi
     # CPU per request, of this nginx (master and worker) and of redis: a
     # figure that, unlike req/s, does not depend on what else shares the
@@ -231,19 +281,36 @@ run_scenario() {
     front_t0=$(cpu_ticks "$front_pid")
     redis_t0=0; [ -z "$redis_pid" ] || redis_t0=$(cpu_ticks "$redis_pid")
     if ! run_bounded $((seconds + 30)) "$prefix/wrk.txt" \
-            wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "$url"; then
+            wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "${wrk_script[@]}"; then
         sed 's/^/    /' "$prefix/wrk.txt" >&2
         nginx_stop "$prefix"
         echo "$id $round FAILED wrk-failed" >> "$raw"; return 1
     fi
     front_t1=$(cpu_ticks "$front_pid")
     redis_t1=0; [ -z "$redis_pid" ] || redis_t1=$(cpu_ticks "$redis_pid")
+    # the scenario measured what it says (a cache hit is a hit): checked
+    # after the run, with the state the run left
+    expected=yes
+    if [ -n "$expect" ] && ! expect_header "http://127.0.0.1:$port${expect%% *}" \
+            "${expect#* }" "$prefix/expect.txt"; then
+        expected=
+        bench_say "$id: GET ${expect%% *} has no header line matching '${expect#* }'; it answered:"
+        sed 's/^/    /' "$prefix/expect.txt" >&2
+    fi
     nginx_stop "$prefix"
+    if [ -n "$redis_pid" ] && grep -qE '@REDIS_(PORT|SOCKET)@' "$file"; then
+        bench_say "$id: redis holds $(redis-cli -h 127.0.0.1 -p "$EDGE_REDIS_PORT" dbsize) keys," \
+                  "$(redis-cli -h 127.0.0.1 -p "$EDGE_REDIS_PORT" info memory | sed -n 's/^used_memory_human:\([^[:space:]]*\).*/\1/p') used," \
+                  "$(redis-cli -h 127.0.0.1 -p "$EDGE_REDIS_PORT" info stats | sed -n 's/^evicted_keys:\([0-9]*\).*/\1/p') evicted"
+    fi
     # an error logged during the run (a module complaining, say) is worth
     # a look even when the numbers seem fine
     if grep -q '\[\(alert\|crit\|emerg\|error\)\]' "$prefix/logs/error.log" 2> /dev/null; then
         bench_say "$id: errors in its error log:"
         grep '\[\(alert\|crit\|emerg\|error\)\]' "$prefix/logs/error.log" | head -5 | sed 's/^/    /' >&2
+    fi
+    if [ -z "$expected" ]; then
+        echo "$id $round FAILED expect-failed" >> "$raw"; return 1
     fi
 
     parsed=$(parse_wrk "$prefix/wrk.txt")
@@ -287,15 +354,20 @@ done
 # --- the table -------------------------------------------------------------------
 
 # summary: one line per scenario, in run order:
-#   "name rps p50 p90 p99 ratio errors nginx_us redis_us" or
-#   "name FAILED - - - - - - -"
+#   "name rps p50 p90 p99 ratio vs errors nginx_us redis_us" or
+#   "name FAILED - - - - - - - -"
 # Over several rounds each figure is the median of the rounds, and the
-# ratio the median of the per-round ratios (each against the baseline of
-# its own round), with their range.
+# ratio the median of the per-round ratios (each against the scenario's
+# baseline in its own round), with their range; vs names that baseline
+# ("-" for a baseline itself).
 summary() {
-    local ids=() f
-    for f in "${scenarios[@]}"; do ids+=("$(basename "$f" .conf)"); done
-    awk -v order="${ids[*]}" -v base="$baseline" '
+    local ids=() bases=() f id
+    for f in "${scenarios[@]}"; do
+        id=$(basename "$f" .conf)
+        ids+=("$id")
+        bases+=("${base_of[$id]}")
+    done
+    awk -v order="${ids[*]}" -v baseof="${bases[*]}" '
         function median(list,   a, n, i, j, t) {
             n = split(list, a, " ")
             for (i = 2; i <= n; i++)                # insertion sort
@@ -314,27 +386,31 @@ summary() {
         }
         END {
             n = split(order, ids, " ")
+            split(baseof, bases, " ")
             for (r = 1; ; r++) {                    # per-round ratios
                 found = 0
                 for (i = 1; i <= n; i++) {
                     if (!((ids[i], r) in got)) continue
                     found = 1
-                    if ((base, r) in got && got[base, r] > 0)
-                        add(ratio, ids[i], got[ids[i], r] / got[base, r])
+                    b = bases[i]
+                    if ((b, r) in got && got[b, r] > 0)
+                        add(ratio, ids[i], got[ids[i], r] / got[b, r])
                 }
                 if (!found) break
             }
             for (i = 1; i <= n; i++) {
                 id = ids[i]; name = id; sub(/^[0-9]+-/, "", name)
                 if (id in fail || !(id in rps)) {
-                    printf "%s FAILED - - - - - - -\n", name
+                    printf "%s FAILED - - - - - - - -\n", name
                     continue
                 }
+                vs = bases[i]; sub(/^[0-9]+-/, "", vs)
+                if (bases[i] == id) vs = "-"
                 rt = "-"
                 if (id in ratio) {
                     k = split(ratio[id], v, " ")
                     rt = sprintf("%.3f", median(ratio[id]))
-                    if (k > 1 && id != base) {
+                    if (k > 1 && bases[i] != id) {
                         lo = v[1]; hi = v[1]
                         for (j = 2; j <= k; j++) { if (v[j] < lo) lo = v[j]; if (v[j] > hi) hi = v[j] }
                         rt = rt sprintf("(%.2f-%.2f)", lo, hi)
@@ -342,8 +418,8 @@ summary() {
                 }
                 rc = median(rcpu[id])
                 rc = (rc > 0) ? sprintf("%.1f", rc) : "-"
-                printf "%s %.0f %.2f %.2f %.2f %s %d %.1f %s\n", name, median(rps[id]),
-                       median(p50[id]), median(p90[id]), median(p99[id]), rt, err[id],
+                printf "%s %.0f %.2f %.2f %.2f %s %s %d %.1f %s\n", name, median(rps[id]),
+                       median(p50[id]), median(p90[id]), median(p99[id]), rt, vs, err[id],
                        median(fcpu[id]), rc
             }
         }' "$raw"
@@ -353,13 +429,13 @@ summary() {
 table() {
     local line
     if [ "$1" = markdown ]; then
-        line='| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n'
-        echo "| scenario | req/s | p50 (ms) | p90 (ms) | p99 (ms) | ratio | errors | nginx µs/req | redis µs/req |"
-        echo "|----------|------:|---------:|---------:|---------:|------:|-------:|-------------:|-------------:|"
+        line='| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n'
+        echo "| scenario | req/s | p50 (ms) | p90 (ms) | p99 (ms) | ratio | vs | errors | nginx µs/req | redis µs/req |"
+        echo "|----------|------:|---------:|---------:|---------:|------:|----|-------:|-------------:|-------------:|"
     else
-        line="%-22s %11s %9s %9s %9s %$([ "$rounds" -gt 1 ] && echo 17 || echo 7)s %8s %9s %9s\n"
+        line="%-22s %11s %9s %9s %9s %$([ "$rounds" -gt 1 ] && echo 17 || echo 7)s %-20s %6s %9s %9s\n"
         # shellcheck disable=SC2059
-        printf "$line" scenario req/s "p50 ms" "p90 ms" "p99 ms" ratio errors "nginx us" "redis us"
+        printf "$line" scenario req/s "p50 ms" "p90 ms" "p99 ms" ratio vs errors "nginx us" "redis us"
     fi
     # shellcheck disable=SC2059,SC2086
     summary | while read -r r; do printf "$line" $r; done
@@ -384,7 +460,7 @@ mkdir -p "$(dirname "$results")"
     echo "- machine: $(nproc) CPU(s), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r)"
     echo "- load average (1 min): $load_start before, $(cut -d' ' -f1 /proc/loadavg) after"
     echo
-    echo "ratio = req/s / req/s of \`proxy\` in the same run$([ "$rounds" -gt 1 ] && echo ' (median of the rounds, range in brackets; figures are medians)');"
+    echo "ratio = req/s / req/s of the scenario's baseline (vs; \`proxy\` unless named) in the same run$([ "$rounds" -gt 1 ] && echo ' (median of the rounds, range in brackets; figures are medians)');"
     echo "errors = non-2xx/3xx responses + socket errors; nginx and redis µs/req = CPU time"
     echo "(user + system) of the nginx under test and of redis per request completed."
     echo "Compare ratios within one run, not absolute numbers across runs (see bench/README.md)."
@@ -395,9 +471,11 @@ mv "$results.tmp" "$results"
 echo
 bench_say "written to ${results#"$root"/}"
 
-if ! grep -q "^$baseline [0-9]* [0-9]" "$raw"; then
-    bench_say "the baseline failed: no ratios"
-fi
+for f in "${scenarios[@]}"; do
+    id=$(basename "$f" .conf)
+    [ "${base_of[$id]}" = "$id" ] || [ "$id" = "$baseline" ] || continue
+    grep -q "^$id [0-9]* [0-9]" "$raw" || bench_say "the baseline $id failed: no ratios against it"
+done
 awk '$3 != "FAILED" && $8 + $9 > 0 {
         name = $1; sub(/^[0-9]+-/, "", name)
         printf "bench: warning: %s (round %d) had %d non-2xx responses and %d socket errors: not a clean run\n", name, $2, $8, $9
