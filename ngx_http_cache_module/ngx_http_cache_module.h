@@ -242,6 +242,8 @@ ngx_flag_t ngx_http_cache_accepts_gzip(ngx_http_request_t *r);
 
 /* ngx_http_cache_store.c */
 ngx_int_t ngx_http_cache_store_init(ngx_conf_t *cf);
+ngx_flag_t ngx_http_cache_has_token(ngx_str_t *list, const char *token,
+    size_t len);
 
 /* ngx_http_cache_warm.c */
 ngx_int_t ngx_http_cache_warm_handler(ngx_http_request_t *r);

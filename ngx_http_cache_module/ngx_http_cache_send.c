@@ -212,6 +212,67 @@ ngx_http_cache_add_age(ngx_http_request_t *r, int64_t age_ms)
 }
 
 
+/*
+ * One stored entry answers gzip and identity clients: the response varies
+ * by Accept-Encoding.  Added here, from the entry's gzip flag, rather than
+ * stored with every entry: to the origin's Vary, or as a field of its own.
+ */
+
+static ngx_int_t
+ngx_http_cache_vary_encoding(ngx_http_request_t *r)
+{
+    u_char           *p;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    for (part = &r->headers_out.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+
+            if (h[i].hash == 0 || h[i].key.len != 4
+                || ngx_strncasecmp(h[i].key.data, (u_char *) "Vary", 4) != 0)
+            {
+                continue;
+            }
+
+            if (ngx_http_cache_has_token(&h[i].value, "accept-encoding",
+                                         sizeof("accept-encoding") - 1)
+                || ngx_http_cache_has_token(&h[i].value, "*", 1))
+            {
+                return NGX_OK;
+            }
+
+            p = ngx_pnalloc(r->pool, h[i].value.len
+                                     + sizeof(", Accept-Encoding") - 1);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            h[i].value.len = ngx_cpymem(ngx_cpymem(p, h[i].value.data,
+                                                   h[i].value.len),
+                                        ", Accept-Encoding",
+                                        sizeof(", Accept-Encoding") - 1)
+                             - p;
+            h[i].value.data = p;
+
+            return NGX_OK;
+        }
+    }
+
+    if (ngx_http_cache_push_header(r, (u_char *) "Vary", 4,
+                                   (u_char *) "Accept-Encoding",
+                                   sizeof("Accept-Encoding") - 1)
+        == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /* gzip sent as stored: a strong ETag names the identity representation,
  * so the gzip one gets the weak form, as nginx's gzip filter does */
 
@@ -293,6 +354,12 @@ ngx_http_cache_prepare_response(ngx_http_request_t *r,
     }
 
     if (ngx_http_cache_add_age(r, ctx->age) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if ((e->flags & NGX_HTTP_CACHE_ENTRY_GZIP)
+        && ngx_http_cache_vary_encoding(r) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

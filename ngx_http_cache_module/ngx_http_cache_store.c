@@ -39,8 +39,6 @@ static void ngx_http_cache_finish_store(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx, ngx_http_cache_loc_conf_t *clcf);
 static ngx_int_t ngx_http_cache_reset_headers(ngx_http_request_t *r);
 static ngx_flag_t ngx_http_cache_clean_value(ngx_str_t *v);
-static ngx_flag_t ngx_http_cache_has_token(ngx_str_t *list, const char *token,
-    size_t len);
 
 
 /* hop-by-hop fields and those the cache recomputes on every hit */
@@ -214,7 +212,7 @@ ngx_http_cache_emit(ngx_http_cache_hdrs_t *hb, ngx_str_t *name,
 }
 
 
-static ngx_flag_t
+ngx_flag_t
 ngx_http_cache_has_token(ngx_str_t *list, const char *token, size_t len)
 {
     u_char  *p, *end;
@@ -258,13 +256,10 @@ ngx_http_cache_headers_pass(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_loc_conf_t *clcf, ngx_http_cache_hdrs_t *hb,
     ngx_str_t *date)
 {
-    ngx_str_t         name, ae = ngx_string(", Accept-Encoding");
+    ngx_str_t         name;
     ngx_str_t         ct = ngx_string("Content-Type");
     ngx_str_t         dt = ngx_string("Date");
-    ngx_str_t         vary = ngx_string("Vary");
-    ngx_str_t         ae_only = ngx_string("Accept-Encoding");
     ngx_uint_t        i;
-    ngx_flag_t        vary_done;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -276,7 +271,8 @@ ngx_http_cache_headers_pass(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
         ngx_http_cache_emit(hb, &dt, date, NULL);
     }
 
-    vary_done = !ctx->gzip;
+    /* (Vary: Accept-Encoding of a compressed entry is not stored: a hit
+     * adds it from the entry's gzip flag, 23 bytes fewer per entry) */
 
     part = &r->headers_out.headers.part;
     h = part->elts;
@@ -306,24 +302,7 @@ ngx_http_cache_headers_pass(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
             continue;
         }
 
-        if (!vary_done && name.len == 4
-            && ngx_strncasecmp(name.data, (u_char *) "Vary", 4) == 0)
-        {
-            vary_done = 1;
-
-            if (!ngx_http_cache_has_token(&h[i].value, "accept-encoding",
-                                          sizeof("accept-encoding") - 1))
-            {
-                ngx_http_cache_emit(hb, &name, &h[i].value, &ae);
-                continue;
-            }
-        }
-
         ngx_http_cache_emit(hb, &name, &h[i].value, NULL);
-    }
-
-    if (!vary_done) {
-        ngx_http_cache_emit(hb, &vary, &ae_only, NULL);
     }
 }
 
