@@ -38,6 +38,8 @@ static ngx_int_t ngx_http_cache_build_headers(ngx_http_request_t *r,
 static void ngx_http_cache_finish_store(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx, ngx_http_cache_loc_conf_t *clcf);
 static ngx_int_t ngx_http_cache_reset_headers(ngx_http_request_t *r);
+static ngx_flag_t ngx_http_cache_store_backlogged(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_http_cache_loc_conf_t *clcf);
 static ngx_flag_t ngx_http_cache_clean_value(ngx_str_t *v);
 
 
@@ -497,15 +499,7 @@ ngx_http_cache_begin_store(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    if (ngx_edge_redis_backlog(clcf->zone->redis)
-        > NGX_HTTP_CACHE_STORE_BACKLOG)
-    {
-        /* Redis does not keep up with the stores: the worker's memory
-         * is not where they wait */
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "edge_cache: \"%V\" not stored: %uz bytes wait for "
-                      "Redis already", &ctx->key,
-                      ngx_edge_redis_backlog(clcf->zone->redis));
+    if (ngx_http_cache_store_backlogged(r, ctx, clcf)) {
         return NGX_BUSY;
     }
 
@@ -1177,6 +1171,34 @@ ngx_http_cache_store_reply(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
+/*
+ * Redis does not keep up with the stores (stalled, or slower than the
+ * origin): past NGX_HTTP_CACHE_STORE_BACKLOG bytes queued for the
+ * connection, stores are skipped, so the worker's memory is not where
+ * they wait.  Checked when a store begins (no work for nothing) and when
+ * its SET would be queued (concurrent stores all began under the bound).
+ */
+
+static ngx_flag_t
+ngx_http_cache_store_backlogged(ngx_http_request_t *r,
+    ngx_http_cache_ctx_t *ctx, ngx_http_cache_loc_conf_t *clcf)
+{
+    size_t  backlog;
+
+    backlog = ngx_edge_redis_backlog(clcf->zone->redis);
+
+    if (backlog <= NGX_HTTP_CACHE_STORE_BACKLOG) {
+        return 0;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "edge_cache: \"%V\" not stored: %uz bytes wait for "
+                  "Redis already", &ctx->key, backlog);
+
+    return 1;
+}
+
+
 static void
 ngx_http_cache_send_set(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_loc_conf_t *clcf, ngx_str_t *values, int64_t ttl)
@@ -1185,6 +1207,11 @@ ngx_http_cache_send_set(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     u_char       rkeybuf[NGX_HTTP_CACHE_RKEY_MAX], px[NGX_INT64_LEN];
     const char  *argv[5];
     size_t       argvlen[5];
+
+    if (ngx_http_cache_store_backlogged(r, ctx, clcf)) {
+        ctx->stored_flag = 0;
+        return;
+    }
 
     rkey.data = rkeybuf;
     ngx_http_cache_redis_key(ctx, clcf->zone, values, &rkey);
