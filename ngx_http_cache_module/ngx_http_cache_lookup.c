@@ -227,6 +227,7 @@ ngx_http_cache_handler(ngx_http_request_t *r)
                       "edge_cache: a key of %uz bytes is not cached",
                       ctx->key.len);
         ctx->status = NGX_HTTP_CACHE_ST_BYPASS;
+        ctx->no_store = 1;
         ctx->done = 1;
         return NGX_DECLINED;
     }
