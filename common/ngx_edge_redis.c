@@ -28,6 +28,9 @@
  * waited: the connection is silent */
 #define NGX_EDGE_REDIS_SILENCE_MIN        1000    /* ms */
 
+/* reads of 16 KiB (hiredis's) per read event, at most */
+#define NGX_EDGE_REDIS_READS_PER_EVENT    64
+
 /* TCP keepalive: an idle connection to a vanished peer is found in about
  * idle + interval * count seconds */
 #define NGX_EDGE_REDIS_KEEPIDLE           30
@@ -797,6 +800,10 @@ ngx_edge_redis_read_handler(ngx_event_t *rev)
     ngx_connection_t       *c = rev->data;
     ngx_edge_redis_conn_t  *conn = c->data;
 
+    int                     n;
+    ngx_uint_t              i;
+    redisAsyncContext      *ac;
+
     if (c->close) {
         /* a graceful shutdown closing the idle connections, or
          * worker_shutdown_timeout closing what is left: no reconnect
@@ -808,8 +815,31 @@ ngx_edge_redis_read_handler(ngx_event_t *rev)
         return;
     }
 
-    if (conn->ac) {
-        redisAsyncHandleRead(conn->ac);
+    /*
+     * hiredis reads at most 16 KiB a call: while more is waiting on the
+     * socket, read again now rather than once per event-loop iteration,
+     * or large replies (the cache's entries) trickle in 16 KiB per
+     * iteration of a busy worker and their commands time out.  Bounded,
+     * so one connection cannot hold the worker; the event is level-
+     * triggered, so what is left is signalled again.
+     */
+    for (i = 0; i < NGX_EDGE_REDIS_READS_PER_EVENT; i++) {
+        ac = conn->ac;
+
+        if (ac == NULL) {
+            return;
+        }
+
+        redisAsyncHandleRead(ac);
+
+        /* the handler may have freed the context (disconnect, error) */
+        if (conn->ac != ac || conn->c == NULL) {
+            return;
+        }
+
+        if (ngx_socket_nread(conn->c->fd, &n) == -1 || n <= 0) {
+            return;
+        }
     }
 }
 
