@@ -6,20 +6,9 @@
  */
 
 #include "ngx_http_cache_module.h"
+#include "ngx_edge_zlib.h"
 
 
-static void *
-ngx_http_cache_zalloc(void *opaque, u_int items, u_int size)
-{
-    return ngx_palloc((ngx_pool_t *) opaque, (size_t) items * size);
-}
-
-
-static void
-ngx_http_cache_zfree(void *opaque, void *address)
-{
-    /* r->pool frees it with the request */
-}
 
 
 ngx_flag_t
@@ -61,9 +50,7 @@ ngx_http_cache_inflate(ngx_http_request_t *r, ngx_http_cache_entry_t *e,
     }
 
     ngx_memzero(&zs, sizeof(z_stream));
-    zs.zalloc = ngx_http_cache_zalloc;
-    zs.zfree = ngx_http_cache_zfree;
-    zs.opaque = r->pool;
+    ngx_edge_zlib_use_pool(&zs, r->pool);
 
     if (inflateInit2(&zs, MAX_WBITS + 16) != Z_OK) {
         return NGX_ERROR;

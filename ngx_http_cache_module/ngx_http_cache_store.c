@@ -18,6 +18,7 @@
  */
 
 #include "ngx_http_cache_module.h"
+#include "ngx_edge_zlib.h"
 #include "ngx_http_cache_l1.h"
 #include "ngx_http_cache_purge.h"
 
@@ -388,17 +389,6 @@ ngx_http_cache_compressible(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 }
 
 
-static void *
-ngx_http_cache_zalloc(void *opaque, u_int items, u_int size)
-{
-    return ngx_palloc((ngx_pool_t *) opaque, (size_t) items * size);
-}
-
-
-static void
-ngx_http_cache_zfree(void *opaque, void *address)
-{
-}
 
 
 /* as nginx's gzip filter: a smaller window and less memory for a small
@@ -424,9 +414,7 @@ ngx_http_cache_deflate_init(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
         }
     }
 
-    ctx->zstream.zalloc = ngx_http_cache_zalloc;
-    ctx->zstream.zfree = ngx_http_cache_zfree;
-    ctx->zstream.opaque = r->pool;
+    ngx_edge_zlib_use_pool(&ctx->zstream, r->pool);
 
     if (deflateInit2(&ctx->zstream, (int) clcf->compress_level, Z_DEFLATED,
                      wbits + 16, memlevel, Z_DEFAULT_STRATEGY)

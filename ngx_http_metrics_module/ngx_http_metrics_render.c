@@ -20,7 +20,7 @@
 #include "ngx_edge_utf8.h"
 
 #if (NGX_HTTP_GZIP)
-#include <zlib.h>
+#include "ngx_edge_zlib.h"
 #endif
 
 
@@ -155,8 +155,6 @@ static ngx_str_t *ngx_http_metrics_le(ngx_http_metrics_out_t *o,
 static ngx_int_t ngx_http_metrics_gzip_init(ngx_http_metrics_out_t *o);
 static ngx_int_t ngx_http_metrics_deflate(ngx_http_metrics_out_t *o,
     ngx_uint_t finish);
-static void *ngx_http_metrics_zalloc(void *opaque, u_int items, u_int size);
-static void ngx_http_metrics_zfree(void *opaque, void *address);
 #endif
 
 
@@ -1932,9 +1930,7 @@ ngx_http_metrics_get_buf(ngx_http_metrics_out_t *o, size_t size)
 static ngx_int_t
 ngx_http_metrics_gzip_init(ngx_http_metrics_out_t *o)
 {
-    o->zs.zalloc = ngx_http_metrics_zalloc;
-    o->zs.zfree = ngx_http_metrics_zfree;
-    o->zs.opaque = o->r->pool;
+    ngx_edge_zlib_use_pool(&o->zs, o->r->pool);
 
     /* level 1; windowBits 15 + 16: a gzip wrapper; zlib's state, about
      * 256 KB, comes from the request pool */
@@ -2025,17 +2021,5 @@ ngx_http_metrics_deflate(ngx_http_metrics_out_t *o, ngx_uint_t finish)
 }
 
 
-static void *
-ngx_http_metrics_zalloc(void *opaque, u_int items, u_int size)
-{
-    return ngx_palloc(opaque, items * size);
-}
-
-
-static void
-ngx_http_metrics_zfree(void *opaque, void *address)
-{
-    /* the request pool frees it */
-}
 
 #endif
