@@ -165,29 +165,37 @@ ngx_http_cache_is_tchar(unsigned char c)
  * by us: it is refused.
  */
 
-static const char  *ngx_http_cache_entry_computed[] = {
-    "Content-Length",
-    "Transfer-Encoding",
-    "Connection",
-    "Keep-Alive",
-    "Proxy-Connection",
-    "TE",
-    "Trailer",
-    "Upgrade",
-    "Age",
-    "Cache-Status",
-    NULL
+#define ngx_http_cache_field(name)  { name, sizeof(name) - 1 }
+
+static const struct {
+    const char  *name;
+    size_t       len;
+} ngx_http_cache_entry_computed[] = {
+    ngx_http_cache_field("Content-Length"),
+    ngx_http_cache_field("Transfer-Encoding"),
+    ngx_http_cache_field("Connection"),
+    ngx_http_cache_field("Keep-Alive"),
+    ngx_http_cache_field("Proxy-Connection"),
+    ngx_http_cache_field("TE"),
+    ngx_http_cache_field("Trailer"),
+    ngx_http_cache_field("Upgrade"),
+    ngx_http_cache_field("Age"),
+    ngx_http_cache_field("Cache-Status"),
+    { NULL, 0 }
 };
 
+
+/* (checked on every read of an entry: lengths known, no strlen) */
 
 static int
 ngx_http_cache_is_computed(const unsigned char *name, size_t len)
 {
-    const char  **f;
+    size_t  i;
 
-    for (f = ngx_http_cache_entry_computed; *f; f++) {
-        if (strlen(*f) == len
-            && strncasecmp((const char *) name, *f, len) == 0)
+    for (i = 0; ngx_http_cache_entry_computed[i].name; i++) {
+        if (ngx_http_cache_entry_computed[i].len == len
+            && strncasecmp((const char *) name,
+                           ngx_http_cache_entry_computed[i].name, len) == 0)
         {
             return 1;
         }
