@@ -7,6 +7,7 @@
  */
 
 #include "ngx_edge_common.h"
+#include "ngx_http_breaker_status.h"
 
 
 typedef struct {
@@ -115,4 +116,20 @@ ngx_http_breaker_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_SERVICE_UNAVAILABLE);
 
     return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_breaker_circuits_json(ngx_cycle_t *cycle, json_t *array)
+{
+    /* no circuits yet */
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_breaker_circuit_force(ngx_cycle_t *cycle, ngx_str_t *name,
+    ngx_str_t *state, ngx_log_t *log)
+{
+    return NGX_DECLINED;
 }
