@@ -1,0 +1,137 @@
+/*
+ * ngx_http_breaker_module: one circuit's state machine (resilience4j's
+ * semantics), on a struct in shared memory.  Used by both layers: the
+ * route circuits (breaker NAME in a location) and the peer circuits
+ * (breaker_peers in an upstream{} block, one circuit per peer).
+ *
+ * CONTRACT between the route layer and the peer layer (two people build
+ * them at once): keep these declarations; add, don't rename.  The
+ * implementation is ngx_http_breaker_circuit.c.
+ *
+ * Time is monotonic microseconds (ngx_edge_mono_usec()).  Nothing here
+ * takes a lock: the state word is changed by compare-and-swap, window
+ * buckets by atomic adds.
+ */
+
+#ifndef _NGX_HTTP_BREAKER_CIRCUIT_H_INCLUDED_
+#define _NGX_HTTP_BREAKER_CIRCUIT_H_INCLUDED_
+
+
+#include "ngx_edge_common.h"
+
+
+typedef enum {
+    NGX_HTTP_BREAKER_CLOSED = 0,
+    NGX_HTTP_BREAKER_OPEN,
+    NGX_HTTP_BREAKER_HALF_OPEN,
+    NGX_HTTP_BREAKER_FORCED_OPEN,
+    NGX_HTTP_BREAKER_FORCED_CLOSED,
+    NGX_HTTP_BREAKER_DISABLED,
+    NGX_HTTP_BREAKER_METRICS_ONLY
+} ngx_http_breaker_state_e;
+
+
+typedef enum {
+    NGX_HTTP_BREAKER_SUCCESS = 0,
+    NGX_HTTP_BREAKER_FAILURE,          /* a status of the statuses= list */
+    NGX_HTTP_BREAKER_CONNECT_ERROR,    /* counted as a failure, apart */
+    NGX_HTTP_BREAKER_TIMEOUT,          /* counted as a failure, apart */
+    NGX_HTTP_BREAKER_IGNORED           /* client abort, not upstream's */
+} ngx_http_breaker_outcome_e;
+
+
+/* the parameters of a circuit (configuration, process memory) */
+typedef struct {
+    int64_t                      window;          /* usec */
+    ngx_uint_t                   buckets;
+    ngx_uint_t                   min_calls;
+    ngx_uint_t                   failure_rate;    /* percent, 1..100 */
+    ngx_uint_t                   slow_rate;       /* percent, 1..100 */
+    int64_t                      slow_call;       /* usec */
+    int64_t                      open;            /* usec, first trip */
+    int64_t                      open_max;        /* usec, back-off cap */
+    ngx_uint_t                   probes;          /* HALF_OPEN permits */
+    int64_t                      half_open_wait;  /* usec */
+    ngx_uint_t                   jitter;          /* percent of open time */
+    ngx_uint_t                   mode;            /* CLOSED (automatic),
+                                                     FORCED_OPEN, DISABLED,
+                                                     METRICS_ONLY */
+    u_char                       statuses[600 / 8]; /* bitmap, 100..599 */
+} ngx_http_breaker_circuit_conf_t;
+
+
+/* a circuit's state in shared memory; opaque to the layers */
+typedef struct ngx_http_breaker_circuit_s  ngx_http_breaker_circuit_t;
+
+/* what admit() hands to record(): the generation the request was admitted
+ * under (outcomes of an older generation are ignored) and whether it holds
+ * a half-open probe permit */
+typedef struct {
+    uint32_t                     generation;
+    unsigned                     probe:1;
+    unsigned                     admitted:1;
+} ngx_http_breaker_ticket_t;
+
+
+/* the bytes a circuit takes in the slab pool, for a conf */
+size_t ngx_http_breaker_circuit_size(ngx_http_breaker_circuit_conf_t *conf);
+
+/* initialises a circuit in zeroed shared memory (CLOSED, generation 1) */
+void ngx_http_breaker_circuit_init(ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_circuit_conf_t *conf);
+
+/*
+ * Admission.  NGX_OK: admitted (t filled); NGX_DECLINED: refused, the
+ * circuit is open (*retry_after: usec until it may half-open; 0 when
+ * refused because the probes are taken).  OPEN -> HALF_OPEN happens here,
+ * lazily, by CAS, on the first request after the open time.  The first
+ * transition into a state logs one line at NGX_LOG_WARN (name, from, to,
+ * reason); losers of the CAS log nothing.
+ */
+ngx_int_t ngx_http_breaker_circuit_admit(ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name, int64_t now,
+    ngx_http_breaker_ticket_t *t, int64_t *retry_after, ngx_log_t *log);
+
+/* an admitted request's outcome; latency in usec (slow when >= slow_call) */
+void ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name,
+    ngx_http_breaker_ticket_t *t, ngx_http_breaker_outcome_e outcome,
+    int64_t latency, int64_t now, ngx_log_t *log);
+
+/* the admitted request went away without an outcome (gives back a probe) */
+void ngx_http_breaker_circuit_cancel(ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_ticket_t *t);
+
+/* current state, as admit() would see it now (no transition made) */
+ngx_http_breaker_state_e ngx_http_breaker_circuit_state(
+    ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf,
+    int64_t now);
+
+/* forced states from the status endpoint: FORCED_OPEN, FORCED_CLOSED, or
+ * CLOSED (back to automatic, empty window) */
+void ngx_http_breaker_circuit_force(ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_state_e state, ngx_str_t *name, ngx_log_t *log);
+
+/* a snapshot for the status endpoint and the metrics */
+typedef struct {
+    ngx_http_breaker_state_e     state;
+    ngx_uint_t                   calls;          /* in the window */
+    ngx_uint_t                   failures;
+    ngx_uint_t                   slow;
+    ngx_uint_t                   failure_rate;   /* percent */
+    ngx_uint_t                   slow_rate;      /* percent */
+    int64_t                      until_half_open; /* usec, OPEN only */
+    ngx_uint_t                   consecutive_opens;
+    uint32_t                     generation;
+    const char                  *reason;         /* of the last trip */
+} ngx_http_breaker_circuit_info_t;
+
+void ngx_http_breaker_circuit_info(ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_circuit_conf_t *conf, int64_t now,
+    ngx_http_breaker_circuit_info_t *info);
+
+/* "closed", "open", "half_open", "forced_open", ... */
+ngx_str_t *ngx_http_breaker_state_name(ngx_http_breaker_state_e state);
+
+
+#endif /* _NGX_HTTP_BREAKER_CIRCUIT_H_INCLUDED_ */
