@@ -130,6 +130,38 @@ void ngx_http_breaker_circuit_info(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, int64_t now,
     ngx_http_breaker_circuit_info_t *info);
 
+/*
+ * The breaker_zone (shared memory) where the circuits of both layers live,
+ * found by name.  At configuration: the zone of that name (declared by
+ * breaker_zone, before or after the caller in nginx.conf; an undeclared
+ * name is an error at the end of the configuration).  At run time: the
+ * circuit of that name in the zone, created on first call (slab, under
+ * the zone's mutex: rare), the same circuit for every worker and across
+ * reloads while its conf is unchanged.  NULL when the zone is full
+ * (logged once; the caller admits, as if the circuit were disabled).
+ * Callers keep the pointer (per worker) instead of looking it up per
+ * request.
+ */
+ngx_shm_zone_t *ngx_http_breaker_zone_add(ngx_conf_t *cf, ngx_str_t *name);
+
+ngx_http_breaker_circuit_t *ngx_http_breaker_zone_circuit(
+    ngx_shm_zone_t *zone, ngx_str_t *name,
+    ngx_http_breaker_circuit_conf_t *conf, ngx_log_t *log);
+
+/*
+ * Parses the circuit parameters shared by breaker_circuit and
+ * breaker_peers (window=, buckets=, min_calls=, failure_rate=, ...) from
+ * one argument; NGX_DECLINED if the argument is not one of them (the
+ * caller tries its own), NGX_ERROR after logging the bad value.  Then
+ * _conf_check() fills the defaults and checks the combination.
+ */
+void ngx_http_breaker_circuit_conf_init(ngx_http_breaker_circuit_conf_t *conf);
+ngx_int_t ngx_http_breaker_circuit_conf_parse(ngx_conf_t *cf,
+    ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *arg);
+char *ngx_http_breaker_circuit_conf_check(ngx_conf_t *cf,
+    ngx_http_breaker_circuit_conf_t *conf);
+
+
 /* "closed", "open", "half_open", "forced_open", ... */
 ngx_str_t *ngx_http_breaker_state_name(ngx_http_breaker_state_e state);
 
