@@ -27,6 +27,7 @@
 #include "ngx_http_breaker_shed.h"
 #include "ngx_http_breaker_status.h"
 #include "ngx_edge_time.h"
+#include "ngx_edge_utf8.h"
 
 
 /* a request's state */
@@ -1831,6 +1832,7 @@ ngx_http_breaker_shed_drop(ngx_http_breaker_shed_req_t *rq,
     rq->reason = reason;
 
     (void) ngx_atomic_fetch_add(&sd->node->shed[rq->cls], 1);
+    sd->node->last_shed = (ngx_atomic_uint_t) ngx_edge_mono_usec();
     ngx_edge_stats_add(smcf->stats,
                        sd->st_requests[rq->cls][NGX_HTTP_BREAKER_SHED_R_SHED],
                        1);
@@ -2411,13 +2413,50 @@ ngx_http_breaker_shed_classes_json(ngx_http_breaker_shed_shedder_t *sd)
 }
 
 
+/* a name as a JSON string: jansson refuses strings that are not UTF-8 */
+static json_t *
+ngx_http_breaker_shed_json_name(ngx_str_t *name)
+{
+    size_t  len;
+    u_char  buf[256];
+
+    len = ngx_edge_utf8_sanitize(buf, sizeof(buf), name->data, name->len);
+
+    return json_stringn((char *) buf, len);
+}
+
+
+/*
+ * "shedding": the limit is reached, requests wait, or a request was shed
+ * in the last second (what a readiness check wants to know)
+ */
+static ngx_uint_t
+ngx_http_breaker_shed_shedding(ngx_http_breaker_shed_node_t *node)
+{
+    int64_t  last;
+
+    if (node->queued || node->in_flight >= node->limit) {
+        return 1;
+    }
+
+    last = (int64_t) node->last_shed;
+
+    return last != 0 && ngx_edge_mono_usec() - last < 1000000;
+}
+
+
 ngx_int_t
 ngx_http_breaker_shedders_json(ngx_cycle_t *cycle, json_t *array)
 {
-    json_t                             *o, *classes, *adaptive;
+    json_t                             *o, *classes, *adaptive, *name, *zone;
     ngx_uint_t                          i;
+    ngx_http_breaker_shed_node_t       *node;
     ngx_http_breaker_shed_shedder_t    *sd, **sds;
     ngx_http_breaker_shed_main_conf_t  *smcf;
+
+    if (cycle->conf_ctx == NULL) {
+        return NGX_OK;
+    }
 
     smcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_breaker_shed_module);
@@ -2429,33 +2468,35 @@ ngx_http_breaker_shedders_json(ngx_cycle_t *cycle, json_t *array)
 
     for (i = 0; i < smcf->shedders.nelts; i++) {
         sd = sds[i];
+        node = sd->node;
 
-        if (sd->node == NULL) {
+        if (node == NULL) {
             continue;
         }
 
         classes = ngx_http_breaker_shed_classes_json(sd);
-        if (classes == NULL) {
+        adaptive = sd->adaptive ? ngx_http_breaker_shed_adaptive_json(sd)
+                                : json_null();
+        name = ngx_http_breaker_shed_json_name(&sd->name);
+        zone = ngx_http_breaker_shed_json_name(&sd->zone->name);
+
+        if (classes == NULL || adaptive == NULL || name == NULL
+            || zone == NULL)
+        {
+            json_decref(classes);
+            json_decref(adaptive);
+            json_decref(name);
+            json_decref(zone);
             return NGX_ERROR;
         }
 
-        if (sd->adaptive) {
-            adaptive = ngx_http_breaker_shed_adaptive_json(sd);
-            if (adaptive == NULL) {
-                json_decref(classes);
-                return NGX_ERROR;
-            }
-
-        } else {
-            adaptive = json_null();
-        }
-
-        o = json_pack("{s:s%, s:s%, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
-                      "name", sd->name.data, sd->name.len,
-                      "zone", sd->zone->name.data, sd->zone->name.len,
-                      "limit", (json_int_t) sd->node->limit,
-                      "in_flight", (json_int_t) sd->node->in_flight,
-                      "queue", (json_int_t) sd->node->queued,
+        o = json_pack("{s:o, s:o, s:I, s:I, s:I, s:b, s:I, s:I, s:o, s:o}",
+                      "name", name,
+                      "zone", zone,
+                      "limit", (json_int_t) node->limit,
+                      "in_flight", (json_int_t) node->in_flight,
+                      "queue", (json_int_t) node->queued,
+                      "shedding", (int) ngx_http_breaker_shed_shedding(node),
                       "queue_max", (json_int_t) sd->queue,
                       "queue_timeout_ms", (json_int_t) sd->queue_timeout,
                       "adaptive", adaptive,

@@ -62,6 +62,7 @@ struct ngx_http_breaker_shed_node_s {
     ngx_atomic_t                 queued;        /* waiting, all workers */
     ngx_atomic_t                 published;     /* limit in the gauge */
     ngx_atomic_t                 mode;          /* configuration stamp */
+    ngx_atomic_t                 last_shed;     /* usec, monotonic */
 
     ngx_atomic_t   class_in_flight[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
     ngx_atomic_t   class_queued[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
