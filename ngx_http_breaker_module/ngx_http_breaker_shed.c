@@ -2151,6 +2151,7 @@ ngx_http_breaker_shed_cleanup(void *data)
 static void
 ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
 {
+    uint64_t                            usec;
     ngx_http_breaker_shed_shedder_t    *sd;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
@@ -2168,9 +2169,9 @@ ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
     {
         /* an upgraded connection's lifetime is no response time */
 
-        if (ngx_http_breaker_shed_ctl_sample(sd, rq->epoch,
-                                             ngx_http_breaker_shed_latency(rq)))
-        {
+        usec = ngx_http_breaker_shed_latency(rq);
+
+        if (ngx_http_breaker_shed_ctl_sample(sd, rq->epoch, usec)) {
             ngx_http_breaker_shed_publish_limit(sd);
         }
     }
