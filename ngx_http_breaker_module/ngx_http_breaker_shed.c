@@ -171,6 +171,10 @@ static uint64_t ngx_http_breaker_shed_latency(
     ngx_http_breaker_shed_req_t *rq);
 static void ngx_http_breaker_shed_publish_limit(
     ngx_http_breaker_shed_shedder_t *sd);
+static void ngx_http_breaker_shed_slot_add(ngx_http_breaker_shed_node_t *node,
+    ngx_uint_t cls, ngx_uint_t queued, ngx_atomic_int_t delta);
+static void ngx_http_breaker_shed_reclaim(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_log_t *log);
 
 static ngx_int_t ngx_http_breaker_shed_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -548,6 +552,8 @@ ngx_http_breaker_shed_init_process(ngx_cycle_t *cycle)
         sd->poll_event.cancelable = 1;
 
         sd->good = ngx_current_msec;
+
+        ngx_http_breaker_shed_reclaim(sd, cycle->log);
 
         if (ngx_worker == 0) {
             ngx_http_breaker_shed_publish_limit(sd);
@@ -1410,7 +1416,8 @@ ngx_http_breaker_shed_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         for (node = *nodes; node; node = node->next) {
             if (node->len == sd->name.len
-                && ngx_strncmp(node->name, sd->name.data, node->len) == 0)
+                && ngx_strncmp(node->name, sd->name.data, node->len) == 0
+                && node->layout == NGX_HTTP_BREAKER_SHED_LAYOUT)
             {
                 break;
             }
@@ -1428,6 +1435,7 @@ ngx_http_breaker_shed_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
             node->len = sd->name.len;
             ngx_memcpy(node->name, sd->name.data, sd->name.len);
+            node->layout = NGX_HTTP_BREAKER_SHED_LAYOUT;
             node->next = *nodes;
             *nodes = node;
             fresh = 1;
@@ -1711,6 +1719,8 @@ ngx_http_breaker_shed_admit(ngx_http_breaker_shed_shedder_t *sd,
 
     (void) ngx_atomic_fetch_add(&node->class_in_flight[cls], 1);
 
+    ngx_http_breaker_shed_slot_add(node, cls, 0, 1);
+
     return 1;
 }
 
@@ -1905,6 +1915,7 @@ ngx_http_breaker_shed_enqueue(ngx_http_request_t *r,
 
     (void) ngx_atomic_fetch_add(&sd->node->queued, 1);
     (void) ngx_atomic_fetch_add(&sd->node->class_queued[rq->cls], 1);
+    ngx_http_breaker_shed_slot_add(sd->node, rq->cls, 1, 1);
     ngx_edge_stats_add(smcf->stats, sd->st_queue, 1);
 
     /*
@@ -1942,6 +1953,7 @@ ngx_http_breaker_shed_unqueue(ngx_http_breaker_shed_req_t *rq)
     ngx_queue_remove(&rq->queue);
     sd->nwaiting--;
 
+    ngx_http_breaker_shed_slot_add(sd->node, rq->cls, 1, -1);
     (void) ngx_atomic_fetch_add(&sd->node->queued, -1);
     (void) ngx_atomic_fetch_add(&sd->node->class_queued[rq->cls], -1);
     ngx_edge_stats_add(smcf->stats, sd->st_queue, -1);
@@ -2160,6 +2172,7 @@ ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
 
     rq->permit = 0;
 
+    ngx_http_breaker_shed_slot_add(sd->node, rq->cls, 0, -1);
     (void) ngx_atomic_fetch_add(&sd->node->class_in_flight[rq->cls], -1);
     (void) ngx_atomic_fetch_add(&sd->node->in_flight, -1);
     ngx_edge_stats_add(smcf->stats, sd->st_in_flight, -1);
@@ -2244,6 +2257,87 @@ ngx_http_breaker_shed_publish_limit(ngx_http_breaker_shed_shedder_t *sd)
     if (v != (int64_t) sd->node->limit) {
         ngx_edge_stats_add(smcf->stats, sd->st_limit,
                            (int64_t) sd->node->limit - v);
+    }
+}
+
+
+static void
+ngx_http_breaker_shed_slot_add(ngx_http_breaker_shed_node_t *node,
+    ngx_uint_t cls, ngx_uint_t queued, ngx_atomic_int_t delta)
+{
+    ngx_http_breaker_shed_slot_t  *slot;
+
+    if (ngx_process_slot < 0
+        || ngx_process_slot >= NGX_HTTP_BREAKER_SHED_SLOTS)
+    {
+        return;
+    }
+
+    slot = &node->slots[ngx_process_slot];
+
+    (void) ngx_atomic_fetch_add(queued ? &slot->queued[cls]
+                                       : &slot->in_flight[cls],
+                                delta);
+}
+
+
+/*
+ * A process starts in a slot of nginx's process table only once the
+ * slot's previous process has exited and been reaped: what the slot still
+ * holds was left by a process that died without its cleanups (a crash,
+ * SIGKILL).  Its permits and waiting counts are given back.
+ */
+static void
+ngx_http_breaker_shed_reclaim(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_log_t *log)
+{
+    ngx_uint_t                          c, permits, waiting;
+    ngx_atomic_uint_t                   v;
+    ngx_http_breaker_shed_slot_t       *slot;
+    ngx_http_breaker_shed_main_conf_t  *smcf;
+
+    if (sd->node == NULL || ngx_process_slot < 0
+        || ngx_process_slot >= NGX_HTTP_BREAKER_SHED_SLOTS)
+    {
+        return;
+    }
+
+    slot = &sd->node->slots[ngx_process_slot];
+    permits = 0;
+    waiting = 0;
+
+    for (c = 0; c < NGX_HTTP_BREAKER_SHED_MAX_CLASSES; c++) {
+        v = slot->in_flight[c];
+
+        if (v) {
+            (void) ngx_atomic_fetch_add(&slot->in_flight[c], -v);
+            (void) ngx_atomic_fetch_add(&sd->node->class_in_flight[c], -v);
+            (void) ngx_atomic_fetch_add(&sd->node->in_flight, -v);
+            permits += v;
+        }
+
+        v = slot->queued[c];
+
+        if (v) {
+            (void) ngx_atomic_fetch_add(&slot->queued[c], -v);
+            (void) ngx_atomic_fetch_add(&sd->node->class_queued[c], -v);
+            (void) ngx_atomic_fetch_add(&sd->node->queued, -v);
+            waiting += v;
+        }
+    }
+
+    if (permits || waiting) {
+        smcf = sd->main_conf;
+
+        /* the gauges are sums of deltas: the dead process's go too */
+        ngx_edge_stats_add(smcf->stats, sd->st_in_flight,
+                           -(int64_t) permits);
+        ngx_edge_stats_add(smcf->stats, sd->st_queue, -(int64_t) waiting);
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "breaker shedder \"%V\": %ui permits and %ui waiting "
+                      "requests of a process that died in slot %i taken "
+                      "back", &sd->name, permits, waiting, ngx_process_slot);
     }
 }
 

@@ -49,13 +49,34 @@ typedef struct {
 } ngx_http_breaker_shed_ctl_t;
 
 
-/* one shedder, in shared memory */
+/*
+ * What the process in one slot of nginx's process table holds, so that a
+ * worker started in the slot of one that died (a slot is reused only
+ * once its process is reaped) gives back the permits and waiting counts
+ * it left.  Slots from NGX_HTTP_BREAKER_SHED_SLOTS on are not tracked.
+ */
+#define NGX_HTTP_BREAKER_SHED_SLOTS        64
+
+typedef struct {
+    ngx_atomic_t   in_flight[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    ngx_atomic_t   queued[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+} ngx_http_breaker_shed_slot_t;
+
+
+/* the node's layout: a zone kept across a reload by another build of the
+ * module gets new nodes rather than misread ones */
+#define NGX_HTTP_BREAKER_SHED_LAYOUT                                         \
+    (0x53484400 + sizeof(ngx_http_breaker_shed_node_t) % 256)
+
+
+/* one shedder, in shared memory (next, len, name, layout stay first) */
 typedef struct ngx_http_breaker_shed_node_s  ngx_http_breaker_shed_node_t;
 
 struct ngx_http_breaker_shed_node_s {
     ngx_http_breaker_shed_node_t  *next;
     size_t                       len;
     u_char                       name[NGX_HTTP_BREAKER_SHED_NAME_MAX];
+    ngx_uint_t                   layout;
 
     ngx_atomic_t                 limit;         /* permits now */
     ngx_atomic_t                 in_flight;
@@ -71,6 +92,8 @@ struct ngx_http_breaker_shed_node_s {
     ngx_atomic_t   shed[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
 
     ngx_http_breaker_shed_ctl_t  ctl;
+
+    ngx_http_breaker_shed_slot_t  slots[NGX_HTTP_BREAKER_SHED_SLOTS];
 };
 
 
