@@ -51,7 +51,7 @@ sub state { return `curl -sk --http2 https://127.0.0.1:${\ $n->port}/state` }
 
 $origin->set('/h2/x', body => 'x', delay => 0.2);
 my @urls = map { "https://127.0.0.1:${\ $n->port}/h2/x?$_" } 1 .. 4;
-my $out = `curl -sk --http2 -Z --parallel-max 4 @{[ ('-o /dev/null') x 4 ]} -w '%{http_version} %{http_code} %header{x-shed} %{num_connects}\\n' @urls`;
+my $out = `curl -sk --no-progress-meter --http2 -Z --parallel-max 4 @{[ ('-o /dev/null') x 4 ]} -w '%{http_version} %{http_code} %header{x-shed} %{num_connects}\\n' @urls`;
 my @lines = map { (my $l = $_) =~ s{ \d+$}{}; $l } split /\n/, $out;
 my $connects = 0;
 $connects += $_ for $out =~ / (\d+)$/mg;
@@ -65,7 +65,8 @@ is($origin->hits('/h2/x'), 4, 'the origin saw them all');
 $origin->set('/h2/hang', mode => 'hang');
 my $pid = fork // die;
 if (!$pid) {
-    exec 'curl', '-sk', '--http2', '-Z',
+    open STDERR, '>', '/dev/null';
+    exec 'curl', '-sk', '--no-progress-meter', '--http2', '-Z',
          '-o', '/dev/null', '-o', '/dev/null', '-o', '/dev/null',
          '--max-time', 2 * $Slow,
          map { "https://127.0.0.1:" . $n->port . "/h2/hang?$_" } 1 .. 3;
