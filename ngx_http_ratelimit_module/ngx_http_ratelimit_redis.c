@@ -325,7 +325,8 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
  * agree: Redis's TIME cannot name a key in the same round trip).  The
  * decision is made here from the replies.  INCRBY counts the request
  * before anyone knows whether it passes, so a refused (or banned) request
- * takes its cost back with DECRBY: refused requests change nothing, as
+ * takes its cost back with DECRBY (and PEXPIRE again): refused requests
+ * change nothing, as
  * with GCRA.  Between the two, concurrent decisions on the key see the
  * refused cost too: they can be refused when they would have passed, never
  * passed when they should have been refused.  With bans, a refusal then
@@ -429,7 +430,7 @@ ngx_http_ratelimit_sw_integer(redisReply *reply, int64_t *n)
     }
 
     if (reply->type != REDIS_REPLY_STRING || reply->len == 0
-        || reply->len > 19)
+        || reply->len > 18)
     {
         return NGX_ERROR;
     }
@@ -690,6 +691,26 @@ ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
 }
 
 
+/*
+ * A refused or banned request takes its count back.  The key's expiry is
+ * set again: should the key have gone in between (evicted, flushed), the
+ * DECRBY creates it, and it must not stay forever.
+ */
+
+static void
+ngx_http_ratelimit_sw_uncount(ngx_http_ratelimit_check_t *chk)
+{
+    int64_t  w, k;
+
+    w = chk->zone->window;
+    k = chk->sw_now / w;
+
+    ngx_http_ratelimit_sw_effect(chk, 0, "DECRBY", chk->gcra.cost, 1);
+    ngx_http_ratelimit_sw_effect(chk, 0, "PEXPIRE",
+                                 ((k + 2) * w - chk->sw_now) / 1000 + 1, 1);
+}
+
+
 static void
 ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk)
 {
@@ -711,7 +732,7 @@ ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk)
         chk->verdict.retry = chk->sw_ban * 1000;
         chk->verdict.reset = 0;
 
-        ngx_http_ratelimit_sw_effect(chk, 0, "DECRBY", chk->gcra.cost, 1);
+        ngx_http_ratelimit_sw_uncount(chk);
         ngx_http_ratelimit_remember(chk, 1, now);
         ngx_edge_wait_done(&chk->ctx->wait);
         return;
@@ -730,7 +751,7 @@ ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk)
     /* refused: the count it took goes back */
     chk->status = NGX_HTTP_RATELIMIT_REJECTED;
 
-    ngx_http_ratelimit_sw_effect(chk, 0, "DECRBY", chk->gcra.cost, 1);
+    ngx_http_ratelimit_sw_uncount(chk);
 
     if (zone->ban_threshold) {
         chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] =
