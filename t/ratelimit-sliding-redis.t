@@ -136,6 +136,23 @@ ok(wait_until(10, sub { $nginx->decision('/sw?k=warm') eq '200 PASSED' }),
 }
 
 
+# --- a refused key is then refused by each worker's deny cache, without
+# Redis, until a request could pass
+{
+    my ($k, @d) = within_one_window(60, sub {
+        my $key = fresh_key();
+        my @pass = decisions("/sw?k=$key", 10);
+        redis_command('CONFIG', 'RESETSTAT');
+        (@pass, decisions("/sw?k=$key", 12));
+    });
+    is(count('200 PASSED', @d), 10, 'the window: 10 pass');
+    is(count('429 REJECTED', @d), 12, 'the next 12 are refused');
+    my $asked = redis_calls('incrby');
+    ok($asked >= 1 && $asked <= 2,
+       "Redis decided the first refusal of each worker only ($asked)");
+}
+
+
 # --- the boundary burst and the weighting after half a window
 {
     my $w = 4;
