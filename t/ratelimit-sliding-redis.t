@@ -136,6 +136,22 @@ ok(wait_until(10, sub { $nginx->decision('/sw?k=warm') eq '200 PASSED' }),
 }
 
 
+# --- two nodes share one window through Redis
+{
+    my $other = Test::Edge::Nginx->start(workers => 1, http => $http);
+    ok(wait_until(10, sub { $other->decision('/sw?k=warm2') eq '200 PASSED' }),
+       'a second node, connected');
+    my ($k, @d) = within_one_window(60, sub {
+        my $key = fresh_key();
+        map { ($nginx->decision("/sw?k=$key"), $other->decision("/sw?k=$key")) }
+            1 .. 7;
+    });
+    is(count('200 PASSED', @d), 10,
+       'alternating between the nodes: 10 of 14 pass in all');
+    $other->stop;
+}
+
+
 # --- a refused key is then refused by each worker's deny cache, without
 # Redis, until a request could pass
 {
