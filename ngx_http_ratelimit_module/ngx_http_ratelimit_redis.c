@@ -325,14 +325,14 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
  * agree: Redis's TIME cannot name a key in the same round trip).  The
  * decision is made here from the replies.  INCRBY counts the request
  * before anyone knows whether it passes, so a refused (or banned) request
- * takes its cost back with DECRBY (and PEXPIRE again): refused requests
- * change nothing, as
- * with GCRA.  Between the two, concurrent decisions on the key see the
- * refused cost too: they can be refused when they would have passed, never
- * passed when they should have been refused.  With bans, a refusal then
- * counts toward a ban: INCR of the refusals' key (and PEXPIRE when it was
- * the first), and at the threshold SET of the ban key and DEL of the
- * count, as the GCRA script does.
+ * takes its cost back with DECRBY (and PEXPIRE again) before it is
+ * answered: refused requests change nothing, as with GCRA.  Between the
+ * two, concurrent decisions on the key see the refused cost too: they can
+ * be refused when they would have passed, never passed when they should
+ * have been refused.  With bans, a refusal also counts toward a ban, in
+ * the same round trip as the DECRBY: INCR of the refusals' key (and
+ * PEXPIRE when it was the first), and at the threshold SET of the ban key
+ * and DEL of the count, as the GCRA script does.
  */
 
 #define NGX_HTTP_RATELIMIT_SW_INCR    0
@@ -645,7 +645,36 @@ ngx_http_ratelimit_sw_detach(ngx_http_ratelimit_check_t *chk)
 }
 
 
-/* a refusal in a zone with bans: its count decides between a refusal and
+/*
+ * A refused or banned request takes its count back before it is answered:
+ * a client that waits for its refusal and asks again (on any worker, any
+ * node) finds the window as if the refused request never came.  So the
+ * request waits for the DECRBY's reply (one more round trip, for refusals
+ * that reach Redis only: the deny cache answers the repeated ones).  The
+ * key's expiry is set again, should the key have gone in between
+ * (evicted, flushed) and the DECRBY created it.  With bans, a refusal is
+ * counted in the same round trip.
+ */
+
+static void ngx_http_ratelimit_sw_finish(ngx_http_ratelimit_check_t *chk);
+
+
+static void
+ngx_http_ratelimit_sw_uncount_reply(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ratelimit_check_t *chk = data;
+
+    /* the request is refused whatever the reply */
+    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] = NULL;
+
+    if (--chk->sw_pending == 0) {
+        ngx_http_ratelimit_sw_finish(chk);
+    }
+}
+
+
+/* in a zone with bans, the refusals' count decides between a refusal and
  * a ban */
 
 static void
@@ -654,16 +683,12 @@ ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
 {
     ngx_http_ratelimit_check_t *chk = data;
 
-    int64_t                     now;
     ngx_http_ratelimit_zone_t  *zone;
 
     zone = chk->zone;
-    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] = NULL;
-    now = ngx_http_ratelimit_now();
+    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] = NULL;
 
-    /* the request is refused whatever the reply: a failure to count it
-     * only delays a ban */
-    chk->status = NGX_HTTP_RATELIMIT_REJECTED;
+    /* a failure to count the refusal only delays a ban */
 
     if (rc == NGX_OK && reply->type == REDIS_REPLY_INTEGER) {
 
@@ -680,48 +705,77 @@ ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
             chk->status = NGX_HTTP_RATELIMIT_BANNED;
             chk->verdict.retry = (int64_t) zone->ban_duration * 1000;
             chk->verdict.reset = 0;
-            ngx_http_ratelimit_remember(chk, 1, now);
         }
 
     } else if (rc == NGX_OK) {
         ngx_http_ratelimit_log_reply(chk, reply);
     }
 
-    ngx_edge_wait_done(&chk->ctx->wait);
+    if (--chk->sw_pending == 0) {
+        ngx_http_ratelimit_sw_finish(chk);
+    }
 }
 
-
-/*
- * A refused or banned request takes its count back.  The key's expiry is
- * set again: should the key have gone in between (evicted, flushed), the
- * DECRBY creates it, and it must not stay forever.
- */
 
 static void
 ngx_http_ratelimit_sw_uncount(ngx_http_ratelimit_check_t *chk)
 {
-    int64_t  w, k;
+    int64_t                     w, k;
+    ngx_edge_redis_cmd_t       *cmd;
+    ngx_http_ratelimit_zone_t  *zone;
+    u_char                      num[NGX_INT64_LEN];
 
-    w = chk->zone->window;
+    zone = chk->zone;
+    w = zone->window;
     k = chk->sw_now / w;
 
-    ngx_http_ratelimit_sw_effect(chk, 0, "DECRBY", chk->gcra.cost, 1);
+    chk->sw_pending = 0;
+
+    cmd = ngx_http_ratelimit_sw_command(chk,
+                                        ngx_http_ratelimit_sw_uncount_reply,
+                                        0, "DECRBY", (const char *) num,
+                                        ngx_sprintf(num, "%L", chk->gcra.cost)
+                                        - num);
+    if (cmd) {
+        chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] = cmd;
+        chk->sw_pending++;
+    }
+
     ngx_http_ratelimit_sw_effect(chk, 0, "PEXPIRE",
                                  ((k + 2) * w - chk->sw_now) / 1000 + 1, 1);
+
+    if (zone->ban_threshold && chk->status == NGX_HTTP_RATELIMIT_REJECTED) {
+        cmd = ngx_http_ratelimit_sw_command(chk,
+                                          ngx_http_ratelimit_sw_refusals_reply,
+                                          3, "INCR", NULL, 0);
+        if (cmd) {
+            chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] = cmd;
+            chk->sw_pending++;
+        }
+    }
+
+    if (chk->sw_pending == 0) {
+        /* nothing could be sent: the count stays, as for a timeout */
+        ngx_http_ratelimit_sw_finish(chk);
+    }
+}
+
+
+static void
+ngx_http_ratelimit_sw_finish(ngx_http_ratelimit_check_t *chk)
+{
+    ngx_http_ratelimit_remember(chk, chk->status == NGX_HTTP_RATELIMIT_BANNED,
+                                ngx_http_ratelimit_now());
+
+    ngx_edge_wait_done(&chk->ctx->wait);
 }
 
 
 static void
 ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk)
 {
-    int64_t                     now;
-    ngx_http_ratelimit_zone_t  *zone;
-
-    zone = chk->zone;
-    now = ngx_http_ratelimit_now();
-
     if (chk->sw_failed) {
-        ngx_http_ratelimit_fail(chk, now);
+        ngx_http_ratelimit_fail(chk, ngx_http_ratelimit_now());
         ngx_edge_wait_done(&chk->ctx->wait);
         return;
     }
@@ -733,8 +787,6 @@ ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk)
         chk->verdict.reset = 0;
 
         ngx_http_ratelimit_sw_uncount(chk);
-        ngx_http_ratelimit_remember(chk, 1, now);
-        ngx_edge_wait_done(&chk->ctx->wait);
         return;
     }
 
@@ -752,18 +804,4 @@ ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk)
     chk->status = NGX_HTTP_RATELIMIT_REJECTED;
 
     ngx_http_ratelimit_sw_uncount(chk);
-
-    if (zone->ban_threshold) {
-        chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] =
-            ngx_http_ratelimit_sw_command(chk,
-                                          ngx_http_ratelimit_sw_refusals_reply,
-                                          3, "INCR", NULL, 0);
-
-        if (chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR]) {
-            return;       /* the wait goes on until its reply */
-        }
-    }
-
-    ngx_http_ratelimit_remember(chk, 0, now);
-    ngx_edge_wait_done(&chk->ctx->wait);
 }
