@@ -197,6 +197,14 @@ ok(wait_until(10, sub { $nginx->decision('/sw?k=warm') eq '200 PASSED' }),
        . "$bound by offset $e1");
     ok(10 + $passed <= 19, 'the two bursts together: never 2N');
 
+    # refused within window k+1 after a full window k: the wait is within
+    # this window, until the previous window weighs one request less:
+    # at most W / N = 0.4 s, so Retry-After says 1
+    my $r = $nginx->get("/fast?k=$x");
+    ok($r->{status} == 200 || ($r->{headers}{'retry-after'} // '') eq '1',
+       "Retry-After within the window: 1 s ("
+       . ($r->{headers}{'retry-after'} // 'none') . ')');
+
     wait_for_offset($w, $k + 1, $w / 2);
     my $e0 = time - 0.001 - ($k + 1) * $w;
     my @c = decisions("/fast?k=$y", 10);

@@ -204,6 +204,14 @@ sub wait_for_offset {
        . "$bound by offset $e1");
     ok(10 + $passed <= 19, 'the two bursts together: never 2N');
 
+    # refused within window k+1 after a full window k: the wait is within
+    # this window, until the previous window weighs one request less:
+    # at most W / N = 0.4 s, so Retry-After says 1
+    my $r = $nginx->get("/fast?k=$x");
+    ok($r->{status} == 200 || ($r->{headers}{'retry-after'} // '') eq '1',
+       "Retry-After within the window: 1 s ("
+       . ($r->{headers}{'retry-after'} // 'none') . ')');
+
     # half a window later the previous window weighs half
     wait_for_offset($w, $k + 1, $w / 2);
     my $e0 = mono() - ($k + 1) * $w;
