@@ -340,9 +340,12 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
 #define NGX_HTTP_RATELIMIT_SW_GET     2
 #define NGX_HTTP_RATELIMIT_SW_BAN     3
 
-/* chk->argv holds the keys: current window, previous window, ban,
- * refusals */
-#define NGX_HTTP_RATELIMIT_SW_KEYS    4
+/* chk->argv holds the keys */
+#define NGX_HTTP_RATELIMIT_SW_CUR       0   /* the current window */
+#define NGX_HTTP_RATELIMIT_SW_PREV      1   /* the previous window */
+#define NGX_HTTP_RATELIMIT_SW_BANNED    2   /* the ban */
+#define NGX_HTTP_RATELIMIT_SW_REFUSALS  3   /* refusals toward a ban */
+#define NGX_HTTP_RATELIMIT_SW_KEYS      4
 
 
 static void ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk);
@@ -370,21 +373,18 @@ ngx_http_ratelimit_sw_command(ngx_http_ratelimit_check_t *chk,
     argvlen[1] = chk->argvlen[key];
     argc = 2;
 
+    if (key == NGX_HTTP_RATELIMIT_SW_BANNED && arg) {
+        /* the ban: SET key 1 PX ms, one command, so that a ban never
+         * lives without its expiry */
+        argv[argc] = "1";
+        argvlen[argc++] = 1;
+        argv[argc] = "PX";
+        argvlen[argc++] = 2;
+    }
+
     if (arg) {
         argv[argc] = arg;
         argvlen[argc++] = arglen;
-    }
-
-    if (key == 2 && arg) {
-        /* the ban: SET key 1 PX ms, one command, so that a ban never
-         * lives without its expiry */
-        argv[2] = "1";
-        argvlen[2] = 1;
-        argv[3] = "PX";
-        argvlen[3] = 2;
-        argv[4] = arg;
-        argvlen[4] = arglen;
-        argc = 5;
     }
 
     return ngx_edge_redis_send_command(chk->zone->redis, handler,
@@ -579,7 +579,10 @@ ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
         p = ngx_sprintf(p, "rl:{%V:%V}:%c", &zone->prefix, &chk->key,
                         suffix[i]);
 
-        if (i < 2) {
+        if (i == NGX_HTTP_RATELIMIT_SW_CUR
+            || i == NGX_HTTP_RATELIMIT_SW_PREV)
+        {
+            /* the window's number */
             p = ngx_sprintf(p, "%L", k - (int64_t) i);
         }
 
@@ -593,17 +596,18 @@ ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
 
     chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] =
         ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_incr_reply,
-                                      0, "INCRBY", (const char *) cost,
-                                      cost_len);
+                                      NGX_HTTP_RATELIMIT_SW_CUR, "INCRBY",
+                                      (const char *) cost, cost_len);
 
     chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_EXPIRE] =
         ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_expire_reply,
-                                      0, "PEXPIRE", (const char *) ttl,
-                                      ttl_len);
+                                      NGX_HTTP_RATELIMIT_SW_CUR, "PEXPIRE",
+                                      (const char *) ttl, ttl_len);
 
     chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] =
         ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_get_reply,
-                                      1, "GET", NULL, 0);
+                                      NGX_HTTP_RATELIMIT_SW_PREV, "GET",
+                                      NULL, 0);
 
     chk->sw_pending = 3;
 
@@ -611,7 +615,8 @@ ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
         chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_BAN] =
             ngx_http_ratelimit_sw_command(chk,
                                           ngx_http_ratelimit_sw_ban_reply,
-                                          2, "PTTL", NULL, 0);
+                                          NGX_HTTP_RATELIMIT_SW_BANNED,
+                                          "PTTL", NULL, 0);
         chk->sw_pending = 4;
     }
 
@@ -693,14 +698,17 @@ ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
     if (rc == NGX_OK && reply->type == REDIS_REPLY_INTEGER) {
 
         if (reply->integer == 1) {
-            ngx_http_ratelimit_sw_effect(chk, 3, "PEXPIRE",
+            ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_REFUSALS,
+                                         "PEXPIRE",
                                          (int64_t) zone->ban_window, 1);
         }
 
         if (reply->integer >= (long long) zone->ban_threshold) {
-            ngx_http_ratelimit_sw_effect(chk, 2, "SET",
-                                         (int64_t) zone->ban_duration, 1);
-            ngx_http_ratelimit_sw_effect(chk, 3, "DEL", 0, 0);
+            ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_BANNED,
+                                         "SET", (int64_t) zone->ban_duration,
+                                         1);
+            ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_REFUSALS,
+                                         "DEL", 0, 0);
 
             chk->status = NGX_HTTP_RATELIMIT_BANNED;
             chk->verdict.retry = (int64_t) zone->ban_duration * 1000;
@@ -733,7 +741,8 @@ ngx_http_ratelimit_sw_uncount(ngx_http_ratelimit_check_t *chk)
 
     cmd = ngx_http_ratelimit_sw_command(chk,
                                         ngx_http_ratelimit_sw_uncount_reply,
-                                        0, "DECRBY", (const char *) num,
+                                        NGX_HTTP_RATELIMIT_SW_CUR, "DECRBY",
+                                        (const char *) num,
                                         ngx_sprintf(num, "%L", chk->gcra.cost)
                                         - num);
     if (cmd) {
@@ -741,13 +750,14 @@ ngx_http_ratelimit_sw_uncount(ngx_http_ratelimit_check_t *chk)
         chk->sw_pending++;
     }
 
-    ngx_http_ratelimit_sw_effect(chk, 0, "PEXPIRE",
+    ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_CUR, "PEXPIRE",
                                  ((k + 2) * w - chk->sw_now) / 1000 + 1, 1);
 
     if (zone->ban_threshold && chk->status == NGX_HTTP_RATELIMIT_REJECTED) {
         cmd = ngx_http_ratelimit_sw_command(chk,
                                           ngx_http_ratelimit_sw_refusals_reply,
-                                          3, "INCR", NULL, 0);
+                                          NGX_HTTP_RATELIMIT_SW_REFUSALS,
+                                          "INCR", NULL, 0);
         if (cmd) {
             chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] = cmd;
             chk->sw_pending++;
