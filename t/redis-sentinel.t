@@ -80,11 +80,19 @@ CONF
     return $pids{"sentinel-$port"} = read_pid("$dir/sentinel-$port.pid");
 }
 
+# a process that exited, or a zombie its parent (init, in a container
+# maybe slow to reap) has not reaped yet
+sub gone {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return 1;
+    return (<$fh> // '') =~ /^\d+ \(.*\) Z/ ? 1 : 0;
+}
+
 sub stop_process {
     my ($name, $sig) = @_;
     my $pid = delete $pids{$name} or return;
     kill $sig // 'TERM', $pid;
-    wait_until(10, sub { !kill 0, $pid });
+    wait_until(10, sub { gone($pid) }) or die "$name did not exit\n";
 }
 
 # one command to 127.0.0.1:PORT (after AUTH PASS if given): its reply
