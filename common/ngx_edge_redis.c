@@ -3410,15 +3410,15 @@ ngx_edge_redis_sub_message(redisAsyncContext *ac, void *r, void *privdata)
     conn->ask->tried = 0;
 
     if (conn->ac) {
-        if (conn->state == NGX_EDGE_REDIS_CONNECTING
-            || ngx_strcmp(conn->ac->c.tcp.host, conn->master_host) != 0
-            || conn->ac->c.tcp.port != conn->master_port)
+        if (conn->ac->c.tcp.host
+            && ngx_strcmp(conn->ac->c.tcp.host, conn->master_host) == 0
+            && conn->ac->c.tcp.port == conn->master_port)
         {
-            ngx_edge_redis_drop(conn);
-
-        } else {
+            /* already there: asked after the connection was lost */
             return;
         }
+
+        ngx_edge_redis_drop(conn);
     }
 
     if (conn->reconnect_timer.timer_set) {

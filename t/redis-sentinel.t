@@ -339,6 +339,33 @@ like($nginx->decision("/closed?k=$key"), qr/^\d+ REJECTED$/,
      'and it is limited again');
 
 
+# --- a failover with no request in flight and the old primary alive
+# (SENTINEL FAILOVER): only +switch-master can tell, and it does
+start_redis($p1, "replicaof 127.0.0.1 $p2");
+ok(wait_until(20, sub {
+       (rcmd($p1, 'INFO', 'replication') // '') =~ /master_link_status:up/ }),
+   'the old primary is back, a replica in sync');
+my $reply = '';
+ok(wait_until(20, sub {
+       $reply = cmd($sport[0], $sentpw, 'SENTINEL', 'FAILOVER', $master_name)
+                // '';
+       return $reply eq 'OK' || $reply =~ /INPROG/;
+   }), 'a Sentinel starts a failover') or diag($reply);
+my $before_p1 = evalsha_calls($p1);
+ok(wait_until(20, sub {
+       $nginx->log =~ /redis "r" at master "mymaster": the primary moved from 127\.0\.0\.1:$p2 to 127\.0\.0\.1:$p1 \(\+switch-master\)/ }),
+   'without a request, the worker follows +switch-master');
+ok(wait_until(10, sub {
+       (rcmd($p1, 'INFO', 'replication') // '') =~ /role:master/ }),
+   'the old primary is the primary again');
+ok(wait_until(10, sub { from_redis($nginx->decision('/open?k=' . fresh_key())) }),
+   'decisions come from Redis');
+cmp_ok(evalsha_calls($p1), '>', $before_p1, 'from the new primary');
+unlike($nginx->log, qr/\(127\.0\.0\.1:$p2\): no longer the primary/,
+       'no request met the demoted primary');
+my $cur = $p1;
+
+
 # --- a demoted primary answers READONLY: the Sentinels are asked again.
 # The Sentinels are replaced by one watching a new primary, then the
 # primary in use is made a replica of it by hand.
@@ -347,21 +374,21 @@ start_redis($p3);
 start_sentinel($sport[1], $p3, 1);
 ok(wait_until(10, sub { sentinel_master($sport[1]) eq "127.0.0.1:$p3" }),
    'a Sentinel watches the new primary');
-is(rcmd($p2, 'REPLICAOF', '127.0.0.1', $p3), 'OK', 'the primary is demoted');
+is(rcmd($cur, 'REPLICAOF', '127.0.0.1', $p3), 'OK', 'the primary is demoted');
 ok(wait_until(10, sub {
-       (rcmd($p2, 'INFO', 'replication') // '') =~ /role:slave/ }),
+       (rcmd($cur, 'INFO', 'replication') // '') =~ /role:slave/ }),
    'it is a replica');
 
 my $before_p3 = evalsha_calls($p3);
 is($nginx->decision('/open?k=' . fresh_key()), '200 FAILED_OPEN',
    'the demoted primary answers an error: on_failure=open passes');
 ok(wait_until(10, sub {
-       $nginx->log =~ /redis "r" at master "mymaster" \(127\.0\.0\.1:$p2\): no longer the primary \(READONLY/ }),
+       $nginx->log =~ /redis "r" at master "mymaster" \(127\.0\.0\.1:$cur\): no longer the primary \(READONLY/ }),
    'READONLY is logged, and the Sentinels are asked again');
 ok(wait_until(20, sub { from_redis($nginx->decision('/open?k=' . fresh_key())) }),
    'decisions come from Redis again');
 cmp_ok(evalsha_calls($p3), '>', $before_p3, 'from the new primary');
-like($nginx->log, qr/the primary moved from 127\.0\.0\.1:$p2 to 127\.0\.0\.1:$p3 \(asked\)/,
+like($nginx->log, qr/the primary moved from 127\.0\.0\.1:$cur to 127\.0\.0\.1:$p3 \(asked\)/,
      'the move is logged');
 
 
