@@ -13,6 +13,7 @@ use IO::Socket::INET;
 use File::Path qw(make_path);
 use File::Temp qw(tempdir);
 use Time::HiRes qw(sleep time);
+use POSIX ();
 use Test::Edge qw(:all);
 use Test::Edge::Nginx;
 use Test::Edge::Origin;
@@ -293,6 +294,27 @@ ok(wait_until(10, sub {
        (rcmd($p2, 'INFO', 'replication') // '') =~ /master_link_status:up/ }),
    'the replica is in sync');
 
+# background traffic on the open zone from two clients, each answer
+# written down, until the failover is over
+my @clients;
+for my $c (1 .. 2) {
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open my $out, '>', "$dir/traffic-$c" or POSIX::_exit(1);
+        $out->autoflush(1);
+        my $n = 0;
+        until (-e "$dir/traffic-stop") {
+            my $d = eval { $nginx->decision("/open?k=bg$c-" . $n++) }
+                // 'none';
+            print $out "$d\n";
+        }
+        POSIX::_exit(0);
+    }
+    push @clients, $pid;
+}
+ok(wait_until(10, sub { -s "$dir/traffic-1" && -s "$dir/traffic-2" }),
+   'background traffic flows');
+
 my $before_new = evalsha_calls($p2);
 $t0 = time;
 stop_process("redis-$p1", 'KILL');
@@ -313,6 +335,20 @@ while (time < $deadline) {
     }
     sleep 0.02;
 }
+open my $stop, '>', "$dir/traffic-stop" or die $!;
+close $stop;
+waitpid $_, 0 for @clients;
+my %bg;
+for my $c (1 .. 2) {
+    open my $in, '<', "$dir/traffic-$c" or die $!;
+    chomp, $bg{$_}++ for <$in>;
+}
+is_deeply([sort grep { !/^200 (?:PASSED|FAILED_OPEN)$/ } keys %bg], [],
+          'the background traffic got only decisions and the open policy')
+    or diag(explain \%bg);
+diag(join ', ', map { "$bg{$_} x $_" } sort keys %bg);
+ok($bg{'200 FAILED_OPEN'} && $bg{'200 PASSED'},
+   'both, around the failover') or diag(explain \%bg);
 ok(!defined $bad, 'meanwhile each request follows its failure policy')
     or diag("unexpected: $bad");
 ok($seen{'200 FAILED_OPEN'}, 'on_failure=open passed requests meanwhile')
