@@ -17,6 +17,7 @@ use POSIX ();
 use Test::Edge qw(:all);
 use Test::Edge::Nginx;
 use Test::Edge::Origin;
+use Test::Edge::Silent;
 
 my $dir = tempdir(CLEANUP => 1);
 chmod 0755, $dir;
@@ -251,9 +252,22 @@ sub fresh_key { return 'k' . $k++ }
 start_redis($p1);
 start_redis($p2, "replicaof 127.0.0.1 $p1");
 
+# two workers: each asks and subscribes on its own
 my $nginx = Test::Edge::Nginx->start(
+    workers => 2,
     http => http_conf(sentinels => $sentinels, password => $sentpw,
                       timeout => '300ms'));
+my @workers = $nginx->worker_pids;
+is(scalar @workers, 2, 'two workers');
+
+# the lines of LOG (a regex) per worker pid
+sub per_worker {
+    my ($re) = @_;
+    my (%n, $log);
+    $log = $nginx->log;
+    $n{$1}++ while $log =~ /\[\w+\] (\d+)#\d+: [^\n]*$re/g;
+    return \%n;
+}
 
 is($nginx->decision('/open?k=' . fresh_key()), '200 FAILED_OPEN',
    'Sentinels down: on_failure=open passes');
@@ -366,8 +380,8 @@ cmp_ok(evalsha_calls($p2), '>', $before_new,
 ok(wait_until(10, sub {
        $nginx->log =~ /redis "r" at master "mymaster": the primary moved from 127\.0\.0\.1:$p1 to 127\.0\.0\.1:$p2/ }),
    'the switch is logged, old and new address');
-my @moves = $nginx->log =~ /"r" at master "mymaster": the primary moved from/g;
-is(scalar @moves, 1, 'once');
+is_deeply(per_worker(qr/"r" at master "mymaster": the primary moved from/),
+          { map { $_ => 1 } @workers }, 'once by each worker');
 $key = fresh_key();
 is($nginx->decision("/closed?k=$key"), '200 PASSED', 'a fresh key passes');
 is($nginx->decision("/closed?k=$key"), '200 PASSED', 'its burst passes');
@@ -389,8 +403,8 @@ ok(wait_until(20, sub {
    }), 'a Sentinel starts a failover') or diag($reply);
 my $before_p1 = evalsha_calls($p1);
 ok(wait_until(20, sub {
-       $nginx->log =~ /redis "r" at master "mymaster": the primary moved from 127\.0\.0\.1:$p2 to 127\.0\.0\.1:$p1 \(\+switch-master\)/ }),
-   'without a request, the worker follows +switch-master');
+       keys %{ per_worker(qr/redis "r" at master "mymaster": the primary moved from 127\.0\.0\.1:$p2 to 127\.0\.0\.1:$p1 \(\+switch-master\)/) } == 2 }),
+   'without a request, both workers follow +switch-master');
 ok(wait_until(10, sub {
        (rcmd($p1, 'INFO', 'replication') // '') =~ /role:master/ }),
    'the old primary is the primary again');
@@ -447,6 +461,33 @@ like($nginx->log, qr/the primary moved from 127\.0\.0\.1:$cur to 127\.0\.0\.1:$p
          'the request waiting during the reload gets its answer');
     ok(wait_until(20, sub { from_redis($nginx->decision('/open?k=' . fresh_key())) }),
        'the new workers decide from Redis');
+}
+
+
+# --- a Sentinel that accepts and never answers, first in the list: the
+# question times out after connect_timeout= and the next one is asked
+{
+    my $silent = Test::Edge::Silent->start;
+    my $sp = $silent->port;
+    my $t = time;
+    my $n3 = Test::Edge::Nginx->start(
+        http => http_conf(sentinels => "127.0.0.1:$sp,127.0.0.1:$sport[1]",
+                          password => $sentpw,
+                          timeout => '300ms connect_timeout=500ms'));
+    ok(wait_until(20, sub {
+           from_redis($n3->decision('/open?k=' . fresh_key())) }),
+       'a silent Sentinel first: decisions come from Redis');
+    my $took = time - $t;
+    diag(sprintf 'with a silent first Sentinel, the first decision from '
+         . 'Redis came %.2f s after the start', $took);
+    like($n3->log, qr/redis "r" at master "mymaster": Sentinel 127\.0\.0\.1:$sp: no answer within 500 ms/,
+         'the silent Sentinel is logged');
+    like($n3->log, qr/the primary is 127\.0\.0\.1:$p3 \(asked\)/,
+         'the next one named the primary');
+    $n3->stop;
+    unlike($n3->final_log, qr/\[(alert|crit|emerg)\]|open socket/,
+           'no alert or socket left');
+    $silent->stop;
 }
 
 
