@@ -382,6 +382,13 @@ ok(wait_until(10, sub {
    'the switch is logged, old and new address');
 is_deeply(per_worker(qr/"r" at master "mymaster": the primary moved from/),
           { map { $_ => 1 } @workers }, 'once by each worker');
+$origin->set('/c/after', headers => ['Cache-Control: max-age=60'],
+             body => 'after the failover');
+my $dbsize = rcmd($p2, 'DBSIZE');
+ok(wait_until(10, sub { ($nginx->get('/c/after')->{headers}{'x-cache'} // '')
+                            =~ /HIT/ }),
+   'the cache stores on the new primary and hits');
+cmp_ok(rcmd($p2, 'DBSIZE'), '>', $dbsize, 'its entry is there');
 $key = fresh_key();
 is($nginx->decision("/closed?k=$key"), '200 PASSED', 'a fresh key passes');
 is($nginx->decision("/closed?k=$key"), '200 PASSED', 'its burst passes');
@@ -402,9 +409,12 @@ ok(wait_until(20, sub {
        return $reply eq 'OK' || $reply =~ /INPROG/;
    }), 'a Sentinel starts a failover') or diag($reply);
 my $before_p1 = evalsha_calls($p1);
+my $t_failover = time;
 ok(wait_until(20, sub {
        keys %{ per_worker(qr/redis "r" at master "mymaster": the primary moved from 127\.0\.0\.1:$p2 to 127\.0\.0\.1:$p1 \(\+switch-master\)/) } == 2 }),
    'without a request, both workers follow +switch-master');
+diag(sprintf 'SENTINEL FAILOVER: both workers had switched %.2f s after '
+     . 'it was accepted', time - $t_failover);
 ok(wait_until(10, sub {
        (rcmd($p1, 'INFO', 'replication') // '') =~ /role:master/ }),
    'the old primary is the primary again');
