@@ -3278,7 +3278,8 @@ ngx_edge_redis_check_demoted(ngx_edge_redis_conn_t *conn, redisReply *reply)
     u_char  *p;
     size_t   len;
 
-    if (reply->type != REDIS_REPLY_ERROR || conn->server->nsentinels == 0 || conn->ac == NULL
+    if (reply->type != REDIS_REPLY_ERROR || conn->server->nsentinels == 0
+        || conn->ac == NULL
         || (conn->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
     {
         return;
