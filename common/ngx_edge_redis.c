@@ -153,9 +153,35 @@ typedef struct {
     ngx_uint_t                   n;
     ngx_edge_redis_cmd_t       **items;      /* [server->batch] */
     int64_t                      start;      /* monotonic, microseconds */
+    ngx_uint_t                   redirects;  /* Cluster: MOVED, ASK */
     unsigned                     retried:1;
     ngx_queue_t                  queue;      /* in the free list */
 } ngx_edge_redis_batch_t;
+
+
+#define NGX_EDGE_REDIS_CLUSTER_SLOTS      16384
+#define NGX_EDGE_REDIS_CLUSTER_NODES      64
+#define NGX_EDGE_REDIS_CLUSTER_REFRESH    10000   /* ms */
+#define NGX_EDGE_REDIS_CLUSTER_SOON       100     /* ms */
+#define NGX_EDGE_REDIS_CLUSTER_REDIRECTS  5
+
+
+/* a worker's view of a Redis Cluster */
+struct ngx_edge_redis_cluster_s {
+    ngx_edge_redis_server_t     *server;     /* the configured one */
+    ngx_edge_redis_server_t     *nodes;      /* [CLUSTER_NODES] */
+    ngx_uint_t                   nnodes;
+    ngx_uint_t                   next;       /* the next node to ask */
+    ngx_event_t                  refresh;    /* cancelable: no request
+                                                waits on it */
+    ngx_edge_log_gate_t          gate;
+    uint8_t                      map[NGX_EDGE_REDIS_CLUSTER_SLOTS];
+                                             /* node index + 1, 0: none */
+    unsigned                     known:1;
+    unsigned                     asking:1;   /* CLUSTER SLOTS in flight */
+    unsigned                     soon:1;
+    unsigned                     exiting:1;
+};
 
 
 static void ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn);
@@ -197,6 +223,23 @@ static void ngx_edge_redis_sentinel_subscribe(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_role_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_edge_redis_check_demoted(ngx_edge_redis_conn_t *conn,
+    redisReply *reply);
+
+static ngx_int_t ngx_edge_redis_cluster_init(ngx_cycle_t *cycle,
+    ngx_edge_redis_server_t *server);
+static void ngx_edge_redis_cluster_exit(ngx_edge_redis_server_t *server);
+static void ngx_edge_redis_cluster_node_up(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_cluster_refresh_soon(
+    ngx_edge_redis_cluster_t *cl);
+static ngx_edge_redis_server_t *ngx_edge_redis_cluster_route(
+    ngx_edge_redis_server_t *server, const char *key, size_t len,
+    ngx_uint_t *slot);
+static ngx_edge_redis_server_t *ngx_edge_redis_cluster_command_node(
+    ngx_edge_redis_server_t *server, ngx_uint_t argc, const char **argv,
+    const size_t *argvlen, ngx_uint_t *slot);
+static ngx_int_t ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
+    redisReply *reply);
+static void ngx_edge_redis_cluster_moved(ngx_edge_redis_conn_t *conn,
     redisReply *reply);
 
 
@@ -291,12 +334,13 @@ ngx_edge_redis_copy_cstr(ngx_conf_t *cf, ngx_str_t *dst, u_char *src,
 }
 
 
-/* sentinel=host[:port][,host[:port]...]: every address resolved now, as
- * for a server's own address */
+/* sentinel= or cluster=host[:port][,host[:port]...]: every address
+ * resolved now, as for a server's own address */
 
 static ngx_int_t
-ngx_edge_redis_parse_sentinels(ngx_conf_t *cf,
-    ngx_edge_redis_server_t *server, ngx_str_t *value)
+ngx_edge_redis_parse_addr_list(ngx_conf_t *cf,
+    ngx_edge_redis_server_t *server, ngx_str_t *value, size_t skip,
+    in_port_t default_port, ngx_edge_redis_addr_t **list, ngx_uint_t *n)
 {
     u_char                 *p, *last, *comma;
     ngx_url_t               u;
@@ -304,10 +348,11 @@ ngx_edge_redis_parse_sentinels(ngx_conf_t *cf,
     ngx_array_t            *a;
     ngx_edge_redis_addr_t  *addr;
 
-    if (server->nsentinels) {
+    if (*n) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis server \"%V\": \"sentinel=\" is given "
-                           "more than once", &server->name);
+                           "redis server \"%V\": \"%*s\" is given "
+                           "more than once", &server->name, skip,
+                           value->data);
         return NGX_ERROR;
     }
 
@@ -316,7 +361,7 @@ ngx_edge_redis_parse_sentinels(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    p = value->data + 9;
+    p = value->data + skip;
     last = value->data + value->len;
 
     for ( ;; ) {
@@ -329,7 +374,7 @@ ngx_edge_redis_parse_sentinels(ngx_conf_t *cf,
 
         u.url.data = p;
         u.url.len = comma - p;
-        u.default_port = NGX_EDGE_REDIS_SENTINEL_PORT;
+        u.default_port = default_port;
 
         if (u.url.len == 0 || u.url.data[0] == ','
             || (u.url.len > 5 && ngx_strncmp(p, "unix:", 5) == 0))
@@ -343,9 +388,9 @@ ngx_edge_redis_parse_sentinels(ngx_conf_t *cf,
 
         if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%s in Sentinel \"%V\" of redis server "
-                               "\"%V\"", u.err ? u.err : "no address",
-                               &u.url, &server->name);
+                               "%s in \"%V\" of redis server \"%V\"",
+                               u.err ? u.err : "no address", &u.url,
+                               &server->name);
             return NGX_ERROR;
         }
 
@@ -375,8 +420,8 @@ ngx_edge_redis_parse_sentinels(ngx_conf_t *cf,
         p = comma + 1;
     }
 
-    server->sentinels = a->elts;
-    server->nsentinels = a->nelts;
+    *list = a->elts;
+    *n = a->nelts;
 
     return NGX_OK;
 }
@@ -413,6 +458,30 @@ static ngx_int_t
 ngx_edge_redis_check_sentinel(ngx_conf_t *cf, ngx_edge_redis_server_t *server)
 {
     u_char  *p;
+
+    if (server->nseeds) {
+        if (server->nsentinels || server->address.len
+            || server->master_name.len)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis server \"%V\": \"cluster=\" is given "
+                               "with an address or \"sentinel=\"",
+                               &server->name);
+            return NGX_ERROR;
+        }
+
+        if (server->db) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis server \"%V\": a Redis Cluster has "
+                               "no \"db=\" but 0", &server->name);
+            return NGX_ERROR;
+        }
+
+        server->address.data = (u_char *) "cluster";
+        server->address.len = sizeof("cluster") - 1;
+
+        return NGX_OK;
+    }
 
     if (server->nsentinels == 0) {
         if (server->master_name.len || server->sentinel_password.data) {
@@ -520,7 +589,22 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
     for (i = first; i < nargs; i++) {
 
         if (ngx_strncmp(args[i].data, "sentinel=", 9) == 0) {
-            if (ngx_edge_redis_parse_sentinels(cf, server, &args[i])
+            if (ngx_edge_redis_parse_addr_list(cf, server, &args[i], 9,
+                                              NGX_EDGE_REDIS_SENTINEL_PORT,
+                                              &server->sentinels,
+                                              &server->nsentinels)
+                != NGX_OK)
+            {
+                return NULL;
+            }
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "cluster=", 8) == 0) {
+            if (ngx_edge_redis_parse_addr_list(cf, server, &args[i], 8,
+                                              NGX_EDGE_REDIS_DEFAULT_PORT,
+                                              &server->seeds,
+                                              &server->nseeds)
                 != NGX_OK)
             {
                 return NULL;
@@ -883,7 +967,21 @@ ngx_edge_redis_hook_free(redisAsyncContext *ac)
 size_t
 ngx_edge_redis_backlog(ngx_edge_redis_server_t *server)
 {
-    ngx_edge_redis_conn_t  *conn;
+    size_t                     n;
+    ngx_uint_t                 i;
+    ngx_edge_redis_conn_t     *conn;
+    ngx_edge_redis_cluster_t  *cl;
+
+    if (server->nseeds) {
+        cl = server->cluster;
+        n = 0;
+
+        for (i = 0; cl && i < cl->nnodes; i++) {
+            n += ngx_edge_redis_backlog(&cl->nodes[i]);
+        }
+
+        return n;
+    }
 
     conn = server->conn;
 
@@ -1461,6 +1559,10 @@ ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
     ngx_edge_redis_cmd_t   *cmd;
     ngx_edge_redis_conn_t  *conn;
 
+    if (server->nseeds) {
+        return ngx_edge_redis_cluster_init(cycle, server);
+    }
+
     conn = ngx_pcalloc(cycle->pool, sizeof(ngx_edge_redis_conn_t));
     if (conn == NULL) {
         return NGX_ERROR;
@@ -1502,6 +1604,7 @@ ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
     for (i = 0; i < server->max_inflight; i++) {
         cmd = &conn->cmds[i];
         cmd->conn = conn;
+        cmd->home = conn;
         cmd->timer.handler = ngx_edge_redis_cmd_timeout;
         cmd->timer.data = cmd;
         cmd->timer.log = cycle->log;
@@ -1553,6 +1656,11 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
 {
     ngx_uint_t              i;
     ngx_edge_redis_conn_t  *conn;
+
+    if (server->nseeds) {
+        ngx_edge_redis_cluster_exit(server);
+        return;
+    }
 
     conn = server->conn;
     if (conn == NULL) {
@@ -1619,6 +1727,11 @@ ngx_edge_redis_takes_items(ngx_edge_redis_conn_t *conn)
 ngx_flag_t
 ngx_edge_redis_ready(ngx_edge_redis_server_t *server)
 {
+    if (server->nseeds) {
+        /* whether the key's node is connected is known when it is sent */
+        return server->cluster && server->cluster->known;
+    }
+
     return ngx_edge_redis_takes_items(server->conn);
 }
 
@@ -1684,6 +1797,12 @@ ngx_edge_redis_free_slot(ngx_edge_redis_server_t *server)
          * a failed command; a connection on its way out takes nothing
          * (its callbacks are running) */
         ngx_edge_redis_stat(server, server->st_errors, 1);
+
+        if (server->node) {
+            /* its slots may have moved to a promoted replica */
+            ngx_edge_redis_cluster_refresh_soon(server->cluster);
+        }
+
         return NULL;
     }
 
@@ -1705,8 +1824,19 @@ ngx_edge_redis_send_item(ngx_edge_redis_server_t *server,
     ngx_edge_redis_script_t *script, ngx_edge_redis_handler_pt handler,
     void *data, const char **argv, const size_t *argvlen)
 {
+    ngx_uint_t              slot;
     ngx_edge_redis_cmd_t   *cmd;
     ngx_edge_redis_conn_t  *conn;
+
+    slot = 0;
+
+    if (server->nseeds) {
+        server = ngx_edge_redis_cluster_route(server, argv[0], argvlen[0],
+                                              &slot);
+        if (server == NULL) {
+            return NULL;
+        }
+    }
 
     cmd = ngx_edge_redis_free_slot(server);
     if (cmd == NULL) {
@@ -1720,6 +1850,7 @@ ngx_edge_redis_send_item(ngx_edge_redis_server_t *server,
     cmd->handler = handler;
     cmd->data = data;
     cmd->script = script;
+    cmd->slot = slot;
 
     if (conn->attached++ == 0 && conn->c) {
         conn->c->idle = 0;
@@ -1771,6 +1902,7 @@ ngx_edge_redis_get_batch(ngx_edge_redis_conn_t *conn,
 
     b->script = script;
     b->n = 0;
+    b->redirects = 0;
     b->retried = 0;
 
     return b;
@@ -1844,9 +1976,19 @@ ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
 {
     u_char                 *p;
     size_t                  size;
-    ngx_uint_t              i;
+    ngx_uint_t              i, slot;
     ngx_edge_redis_cmd_t   *cmd;
     ngx_edge_redis_conn_t  *conn;
+
+    slot = 0;
+
+    if (server->nseeds) {
+        server = ngx_edge_redis_cluster_command_node(server, argc, argv,
+                                                     argvlen, &slot);
+        if (server == NULL) {
+            return NULL;
+        }
+    }
 
     cmd = ngx_edge_redis_free_slot(server);
     if (cmd == NULL) {
@@ -1885,6 +2027,7 @@ ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
 
     cmd->handler = handler;
     cmd->data = data;
+    cmd->slot = slot;
     cmd->script = NULL;
     cmd->argv = NULL;
     cmd->argvlen = NULL;
@@ -1935,6 +2078,10 @@ ngx_edge_redis_command_reply(redisAsyncContext *ac, void *r, void *privdata)
         ngx_edge_redis_log_failure(conn, "error reply: %*s",
                                    (size_t) reply->len, reply->str);
         ngx_edge_redis_check_demoted(conn, reply);
+
+        if (server->node) {
+            ngx_edge_redis_cluster_moved(conn, reply);
+        }
     }
 
     handler = cmd->handler;
@@ -2119,6 +2266,16 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
         }
     }
 
+    if (reply && server->node && reply->type == REDIS_REPLY_ERROR
+        && ngx_edge_redis_cluster_redirect(b, reply) == NGX_OK)
+    {
+        return;
+    }
+
+    if (reply == NULL && server->node) {
+        ngx_edge_redis_cluster_refresh_soon(server->cluster);
+    }
+
     if (reply && server->stats) {
         ngx_edge_stats_observe(server->stats, server->st_rtt,
                                ngx_edge_mono_usec() - b->start);
@@ -2195,16 +2352,26 @@ ngx_edge_redis_seal(ngx_edge_redis_conn_t *conn)
                 break;
             }
 
-            while (b->n < server->batch && !ngx_queue_empty(&pending)) {
-                cmd = ngx_queue_data(ngx_queue_head(&pending),
-                                     ngx_edge_redis_cmd_t, queue);
-                ngx_queue_remove(&cmd->queue);
+            /* a Cluster node takes the items of one slot per EVALSHA:
+             * the others wait in the queue for the next batch */
+            q = ngx_queue_head(&pending);
+
+            while (b->n < server->batch && q != ngx_queue_sentinel(&pending))
+            {
+                cmd = ngx_queue_data(q, ngx_edge_redis_cmd_t, queue);
+                q = ngx_queue_next(q);
 
                 if (cmd->handler == NULL) {
+                    ngx_queue_remove(&cmd->queue);
                     ngx_edge_redis_free_cmd(cmd);
                     continue;
                 }
 
+                if (server->node && b->n && cmd->slot != b->items[0]->slot) {
+                    continue;
+                }
+
+                ngx_queue_remove(&cmd->queue);
                 b->items[b->n++] = cmd;
             }
 
@@ -2325,6 +2492,7 @@ ngx_edge_redis_hold(ngx_edge_redis_server_t *server)
 {
     ngx_edge_redis_conn_t  *conn;
 
+    /* a Cluster: the connection is the key's node's, not known here */
     conn = server->conn;
 
     if (conn == NULL) {
@@ -2386,7 +2554,12 @@ ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd)
     ngx_edge_redis_stat(server, server->st_inflight, -1);
     ngx_edge_redis_detach(cmd);
 
-    ngx_queue_insert_head(&cmd->conn->free, &cmd->queue);
+    /* back to its own connection's slots: one redirected to another
+     * node's connection does not move the in-flight bound there */
+    cmd->conn = cmd->home;
+    cmd->redirects = 0;
+
+    ngx_queue_insert_head(&cmd->home->free, &cmd->queue);
 }
 
 
@@ -2431,6 +2604,10 @@ ngx_edge_redis_handshake_done(ngx_edge_redis_conn_t *conn)
 
     conn->state = NGX_EDGE_REDIS_READY;
     conn->backoff = 0;
+
+    if (conn->server->node) {
+        ngx_edge_redis_cluster_node_up(conn);
+    }
 
     if (!conn->failing) {
         return;
@@ -3544,4 +3721,631 @@ ngx_edge_redis_sentinel_exit(ngx_edge_redis_conn_t *conn)
 
         ngx_edge_redis_link_close(links[i]);
     }
+}
+
+
+/*
+ * Redis Cluster.  The worker's nodes are servers of their own (a copy of
+ * the configured one with one address), each with the connection, slots
+ * and batching of any server; the configured server only routes.  A node
+ * is added when CLUSTER SLOTS, MOVED or ASK names it, and kept for the
+ * worker's life (at most NGX_EDGE_REDIS_CLUSTER_NODES).
+ */
+
+static void ngx_edge_redis_cluster_ask(ngx_edge_redis_cluster_t *cl);
+
+
+/* CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, no reflection,
+ * as Redis Cluster hashes keys */
+
+static ngx_uint_t
+ngx_edge_redis_crc16(const u_char *p, size_t len)
+{
+    ngx_uint_t  i, crc;
+
+    crc = 0;
+
+    while (len--) {
+        crc ^= (ngx_uint_t) *p++ << 8;
+
+        for (i = 0; i < 8; i++) {
+            crc = (crc & 0x8000) ? ((crc << 1) ^ 0x1021) : (crc << 1);
+        }
+
+        crc &= 0xffff;
+    }
+
+    return crc;
+}
+
+
+/* the hash slot of a key: only its {hash tag} counts when it has one
+ * (the first "{" and the first "}" after it, with something between) */
+
+static ngx_uint_t
+ngx_edge_redis_key_slot(const u_char *key, size_t len)
+{
+    const u_char  *open, *close, *last;
+
+    last = key + len;
+
+    open = ngx_strlchr((u_char *) key, (u_char *) last, '{');
+
+    if (open) {
+        close = ngx_strlchr((u_char *) open + 1, (u_char *) last, '}');
+
+        if (close && close > open + 1) {
+            key = open + 1;
+            len = close - key;
+        }
+    }
+
+    return ngx_edge_redis_crc16(key, len) & (NGX_EDGE_REDIS_CLUSTER_SLOTS - 1);
+}
+
+
+/* the node at host:port, added (and connected) when new; its index, or
+ * NGX_ERROR */
+
+static ngx_int_t
+ngx_edge_redis_cluster_node(ngx_edge_redis_cluster_t *cl, u_char *host,
+    size_t len, ngx_int_t port)
+{
+    u_char                   *p;
+    ngx_uint_t                i;
+    ngx_edge_redis_server_t  *node;
+
+    for (i = 0; i < cl->nnodes; i++) {
+        node = &cl->nodes[i];
+
+        if (node->port == port && node->hosts[0].len == len
+            && ngx_strncmp(node->hosts[0].data, host, len) == 0)
+        {
+            return i;
+        }
+    }
+
+    if (cl->nnodes == NGX_EDGE_REDIS_CLUSTER_NODES
+        || len == 0 || len > NGX_SOCKADDR_STRLEN
+        || port <= 0 || port > 65535
+        || ngx_edge_redis_numeric_host(host, len) != NGX_OK)
+    {
+        /* a name would need a blocking resolve in the worker */
+        return NGX_ERROR;
+    }
+
+    node = &cl->nodes[cl->nnodes];
+
+    *node = *cl->server;
+
+    node->seeds = NULL;
+    node->nseeds = 0;
+    node->conn = NULL;
+    node->cluster = cl;
+    node->node = 1;
+    node->port = port;
+    node->nhosts = 1;
+
+    node->hosts = ngx_palloc(ngx_cycle->pool, sizeof(ngx_str_t));
+    p = ngx_pnalloc(ngx_cycle->pool, 2 * (NGX_SOCKADDR_STRLEN + 8));
+    if (node->hosts == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    node->hosts[0].data = p;
+    node->hosts[0].len = len;
+    p = ngx_cpymem(p, host, len);
+    *p++ = '\0';
+
+    /* what the log lines say the server is */
+    node->address.data = p;
+    node->address.len = ngx_sprintf(p, "%*s:%i", len, host, port) - p;
+
+    if (ngx_edge_redis_init_worker((ngx_cycle_t *) ngx_cycle, node)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return cl->nnodes++;
+}
+
+
+static void
+ngx_edge_redis_cluster_refresh_handler(ngx_event_t *ev)
+{
+    ngx_edge_redis_cluster_t  *cl = ev->data;
+
+    cl->soon = 0;
+
+    ngx_edge_redis_cluster_ask(cl);
+
+    ngx_add_timer(&cl->refresh, NGX_EDGE_REDIS_CLUSTER_REFRESH);
+}
+
+
+static ngx_int_t
+ngx_edge_redis_cluster_init(ngx_cycle_t *cycle,
+    ngx_edge_redis_server_t *server)
+{
+    ngx_uint_t                 i;
+    ngx_edge_redis_addr_t     *seed;
+    ngx_edge_redis_cluster_t  *cl;
+
+    cl = ngx_pcalloc(cycle->pool, sizeof(ngx_edge_redis_cluster_t));
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->nodes = ngx_pcalloc(cycle->pool, NGX_EDGE_REDIS_CLUSTER_NODES
+                                         * sizeof(ngx_edge_redis_server_t));
+    if (cl->nodes == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->server = server;
+    server->cluster = cl;
+
+    cl->refresh.handler = ngx_edge_redis_cluster_refresh_handler;
+    cl->refresh.data = cl;
+    cl->refresh.log = cycle->log;
+    cl->refresh.cancelable = 1;
+
+    seed = server->seeds;
+
+    for (i = 0; i < server->nseeds; i++) {
+        if (ngx_edge_redis_cluster_node(cl, seed[i].host.data,
+                                        seed[i].host.len, seed[i].port)
+            == NGX_ERROR)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    /* the first map is asked as soon as a seed's handshake completes */
+    ngx_add_timer(&cl->refresh, NGX_EDGE_REDIS_CLUSTER_REFRESH);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_edge_redis_cluster_exit(ngx_edge_redis_server_t *server)
+{
+    ngx_uint_t                 i;
+    ngx_edge_redis_cluster_t  *cl;
+
+    cl = server->cluster;
+    if (cl == NULL) {
+        return;
+    }
+
+    /* the callbacks run by the nodes' exits must not ask again */
+    cl->exiting = 1;
+
+    if (cl->refresh.timer_set) {
+        ngx_del_timer(&cl->refresh);
+    }
+
+    for (i = 0; i < cl->nnodes; i++) {
+        ngx_edge_redis_exit_worker(&cl->nodes[i]);
+    }
+
+    server->cluster = NULL;
+}
+
+
+static void
+ngx_edge_redis_cluster_node_up(ngx_edge_redis_conn_t *conn)
+{
+    ngx_edge_redis_cluster_t  *cl;
+
+    cl = conn->server->cluster;
+
+    if (!cl->known) {
+        ngx_edge_redis_cluster_ask(cl);
+
+    } else {
+        /* a node back from a failure: its slots may have moved */
+        ngx_edge_redis_cluster_refresh_soon(cl);
+    }
+}
+
+
+static void
+ngx_edge_redis_cluster_refresh_soon(ngx_edge_redis_cluster_t *cl)
+{
+    if (cl == NULL || cl->exiting || cl->soon) {
+        return;
+    }
+
+    cl->soon = 1;
+    ngx_add_timer(&cl->refresh, NGX_EDGE_REDIS_CLUSTER_SOON);
+}
+
+
+static void
+ngx_edge_redis_cluster_log(ngx_edge_redis_cluster_t *cl, const char *what)
+{
+    ngx_uint_t  suppressed;
+
+    if (ngx_edge_log_gate_open(&cl->gate, NGX_EDGE_REDIS_LOG_INTERVAL,
+                               &suppressed))
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis \"%V\": cluster: %s (and %ui more)",
+                      &cl->server->name, what, suppressed);
+    }
+}
+
+
+/*
+ * CLUSTER SLOTS: an array of [start, end, [host, port, ...], replicas...].
+ * The whole reply is checked into a new map before it replaces the old
+ * one; a slot no valid range covers has no node (its keys fail).
+ */
+
+static void
+ngx_edge_redis_cluster_slots_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply             *reply = r;
+    ngx_edge_redis_conn_t  *conn = privdata;
+
+    u_char                     *host;
+    size_t                      len;
+    ngx_int_t                   idx;
+    ngx_uint_t                  i, start, end, bad;
+    redisReply                 *range, *primary;
+    ngx_edge_redis_cluster_t   *cl;
+    uint8_t                     map[NGX_EDGE_REDIS_CLUSTER_SLOTS];
+
+    cl = conn->server->cluster;
+    cl->asking = 0;
+
+    if (reply == NULL || cl->exiting) {
+        return;
+    }
+
+    conn->replies++;
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        ngx_edge_redis_cluster_log(cl, "CLUSTER SLOTS failed");
+        return;
+    }
+
+    ngx_memzero(map, sizeof(map));
+    bad = 0;
+
+    for (i = 0; i < reply->elements; i++) {
+        range = reply->element[i];
+
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
+            || range->element[0]->type != REDIS_REPLY_INTEGER
+            || range->element[1]->type != REDIS_REPLY_INTEGER
+            || range->element[2]->type != REDIS_REPLY_ARRAY
+            || range->element[0]->integer < 0
+            || range->element[1]->integer < range->element[0]->integer
+            || range->element[1]->integer >= NGX_EDGE_REDIS_CLUSTER_SLOTS)
+        {
+            bad++;
+            continue;
+        }
+
+        primary = range->element[2];
+
+        if (primary->elements < 2
+            || primary->element[0]->type != REDIS_REPLY_STRING
+            || primary->element[1]->type != REDIS_REPLY_INTEGER)
+        {
+            bad++;
+            continue;
+        }
+
+        host = (u_char *) primary->element[0]->str;
+        len = primary->element[0]->len;
+
+        if (len == 0 || (len == 1 && host[0] == '?')) {
+            /* the node asked does not know its own address */
+            host = conn->server->hosts[0].data;
+            len = conn->server->hosts[0].len;
+        }
+
+        idx = ngx_edge_redis_cluster_node(cl, host, len,
+                                          primary->element[1]->integer);
+        if (idx == NGX_ERROR) {
+            bad++;
+            continue;
+        }
+
+        start = range->element[0]->integer;
+        end = range->element[1]->integer;
+
+        ngx_memset(&map[start], (int) idx + 1, end - start + 1);
+    }
+
+    if (bad) {
+        ngx_edge_redis_cluster_log(cl, "CLUSTER SLOTS named a node that "
+                                   "is not a numeric address, or too many");
+    }
+
+    ngx_memcpy(cl->map, map, sizeof(map));
+    cl->known = 1;
+}
+
+
+static void
+ngx_edge_redis_cluster_ask(ngx_edge_redis_cluster_t *cl)
+{
+    ngx_uint_t              i, n;
+    ngx_edge_redis_conn_t  *conn;
+
+    if (cl->asking || cl->exiting) {
+        return;
+    }
+
+    /* the nodes in turn, the ready ones only */
+    for (i = 0; i < cl->nnodes; i++) {
+        n = (cl->next + i) % cl->nnodes;
+        conn = cl->nodes[n].conn;
+
+        if (conn == NULL || conn->state != NGX_EDGE_REDIS_READY
+            || (conn->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
+        {
+            continue;
+        }
+
+        if (redisAsyncCommand(conn->ac, ngx_edge_redis_cluster_slots_reply,
+                              conn, "CLUSTER SLOTS")
+            == REDIS_OK)
+        {
+            cl->asking = 1;
+            cl->next = n + 1;
+            return;
+        }
+    }
+}
+
+
+static ngx_edge_redis_server_t *
+ngx_edge_redis_cluster_route(ngx_edge_redis_server_t *server,
+    const char *key, size_t len, ngx_uint_t *slot)
+{
+    ngx_uint_t                 idx;
+    ngx_edge_redis_cluster_t  *cl;
+
+    cl = server->cluster;
+
+    if (cl == NULL) {
+        ngx_edge_redis_stat(server, server->st_errors, 1);
+        return NULL;
+    }
+
+    *slot = ngx_edge_redis_key_slot((const u_char *) key, len);
+
+    idx = cl->map[*slot];
+
+    if (idx == 0) {
+        /* no node serves it (yet): the caller's failure policy */
+        ngx_edge_redis_stat(server, server->st_errors, 1);
+        ngx_edge_redis_cluster_refresh_soon(cl);
+        return NULL;
+    }
+
+    return &cl->nodes[idx - 1];
+}
+
+
+/* a command's key: an EVAL's first key, or the first argument */
+
+static ngx_edge_redis_server_t *
+ngx_edge_redis_cluster_command_node(ngx_edge_redis_server_t *server,
+    ngx_uint_t argc, const char **argv, const size_t *argvlen,
+    ngx_uint_t *slot)
+{
+    ngx_uint_t  k;
+
+    k = 1;
+
+    if ((argvlen[0] == 4 && ngx_strncasecmp((u_char *) argv[0],
+                                            (u_char *) "EVAL", 4) == 0)
+        || (argvlen[0] == 7 && ngx_strncasecmp((u_char *) argv[0],
+                                               (u_char *) "EVALSHA", 7)
+                               == 0))
+    {
+        k = (argc > 3 && !(argvlen[2] == 1 && argv[2][0] == '0')) ? 3 : 0;
+    }
+
+    if (k == 0 || k >= argc) {
+        /* no key: any node, slot 0's */
+        return ngx_edge_redis_cluster_route(server, "", 0, slot);
+    }
+
+    return ngx_edge_redis_cluster_route(server, argv[k], argvlen[k], slot);
+}
+
+
+/* "MOVED 3999 127.0.0.1:6381" or "ASK ...": 1 MOVED, 2 ASK, 0 neither;
+ * the node's index in *idx, or NGX_ERROR */
+
+static ngx_uint_t
+ngx_edge_redis_cluster_parse_redirect(ngx_edge_redis_conn_t *conn,
+    redisReply *reply, ngx_uint_t *slot, ngx_int_t *idx)
+{
+    u_char      *p, *last, *sp, *colon, *host;
+    size_t       len;
+    ngx_int_t    n, port;
+    ngx_uint_t   kind;
+
+    p = (u_char *) reply->str;
+    last = p + reply->len;
+
+    if (reply->len > 6 && ngx_strncmp(p, "MOVED ", 6) == 0) {
+        kind = 1;
+        p += 6;
+
+    } else if (reply->len > 4 && ngx_strncmp(p, "ASK ", 4) == 0) {
+        kind = 2;
+        p += 4;
+
+    } else {
+        return 0;
+    }
+
+    sp = ngx_strlchr(p, last, ' ');
+    if (sp == NULL) {
+        return 0;
+    }
+
+    n = ngx_atoi(p, sp - p);
+    if (n == NGX_ERROR || n >= NGX_EDGE_REDIS_CLUSTER_SLOTS) {
+        return 0;
+    }
+
+    host = sp + 1;
+
+    /* the port follows the last colon (an IPv6 address has several) */
+    for (colon = last - 1; colon >= host && *colon != ':'; colon--) {
+        /* void */
+    }
+
+    if (colon < host) {
+        return 0;
+    }
+
+    port = ngx_atoi(colon + 1, last - colon - 1);
+    if (port == NGX_ERROR) {
+        return 0;
+    }
+
+    len = colon - host;
+
+    if (len == 0) {
+        host = conn->server->hosts[0].data;
+        len = conn->server->hosts[0].len;
+    }
+
+    *slot = n;
+    *idx = ngx_edge_redis_cluster_node(conn->server->cluster, host, len,
+                                       port);
+
+    return kind;
+}
+
+
+/* a plain command answered MOVED: the next one goes to the right node */
+
+static void
+ngx_edge_redis_cluster_moved(ngx_edge_redis_conn_t *conn, redisReply *reply)
+{
+    ngx_int_t                  idx;
+    ngx_uint_t                 slot;
+    ngx_edge_redis_cluster_t  *cl;
+
+    cl = conn->server->cluster;
+
+    if (ngx_edge_redis_cluster_parse_redirect(conn, reply, &slot, &idx) == 1
+        && idx != NGX_ERROR)
+    {
+        cl->map[slot] = (uint8_t) (idx + 1);
+        ngx_edge_redis_cluster_refresh_soon(cl);
+    }
+}
+
+
+/*
+ * A batch answered MOVED or ASK: none of it ran (a batch holds the keys of
+ * one slot), so it is sent once more, as it is, to the node named; ASK
+ * puts ASKING before it, in the same pipeline.  NGX_DECLINED: not sent,
+ * the error reply is the items' answer.
+ */
+
+static ngx_int_t
+ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
+    redisReply *reply)
+{
+    ngx_int_t                  idx;
+    ngx_uint_t                 i, n, slot, kind;
+    ngx_edge_redis_cmd_t      *cmd;
+    ngx_edge_redis_conn_t     *conn, *target;
+    ngx_edge_redis_cluster_t  *cl;
+
+    conn = b->conn;
+    cl = conn->server->cluster;
+
+    kind = ngx_edge_redis_cluster_parse_redirect(conn, reply, &slot, &idx);
+
+    if (kind == 0 || cl->exiting) {
+        return NGX_DECLINED;
+    }
+
+    if (kind == 1) {
+        ngx_edge_redis_cluster_refresh_soon(cl);
+    }
+
+    if (idx == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    if (kind == 1) {
+        cl->map[slot] = (uint8_t) (idx + 1);
+    }
+
+    if (b->redirects == NGX_EDGE_REDIS_CLUSTER_REDIRECTS) {
+        return NGX_DECLINED;
+    }
+
+    target = cl->nodes[idx].conn;
+
+    if (target == NULL || target == conn
+        || !ngx_edge_redis_takes_items(target)
+        || (target->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
+    {
+        return NGX_DECLINED;
+    }
+
+    n = 0;
+
+    for (i = 0; i < b->n; i++) {
+        cmd = b->items[i];
+
+        if (cmd->handler == NULL || cmd->argv == NULL) {
+            ngx_edge_redis_free_cmd(cmd);
+            continue;
+        }
+
+        b->items[n++] = cmd;
+
+        /* the item waits on the target now (for idleness, silence) */
+        if (target->attached++ == 0 && target->c) {
+            target->c->idle = 0;
+        }
+
+        ngx_edge_redis_unref(cmd->conn);
+
+        cmd->conn = target;
+        cmd->replies = target->replies;
+        cmd->redirects++;
+    }
+
+    b->n = n;
+    b->conn = target;
+    b->redirects++;
+
+    if (n == 0) {
+        ngx_edge_redis_put_batch(b);
+        return NGX_OK;
+    }
+
+    if (kind == 2
+        && redisAsyncCommand(target->ac, NULL, NULL, "ASKING") != REDIS_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_edge_redis_send_batch(b) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }

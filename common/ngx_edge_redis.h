@@ -62,6 +62,21 @@
  * connection to the old primary (its items get NGX_ERROR) and connects to
  * the new one at once.  Every reconnect asks again, and so does a
  * READONLY or MASTERDOWN reply (a demoted primary).
+ *
+ * Cluster.  A server given as "cluster=addr,..." is a Redis Cluster: each
+ * worker connects to the seed nodes, asks one of them CLUSTER SLOTS, and
+ * keeps one connection per node in the map.  An item or a command goes to
+ * the node that serves its key's hash slot (CRC16 of the key's {hash tag},
+ * or of the key, mod 16384; the key is an item's first one, a command's
+ * first argument, or an EVAL's first key).  Items are batched per slot: an
+ * EVALSHA never carries keys of two slots.  A batch answered MOVED is sent
+ * again to the node named (the map updated for that slot and refreshed
+ * soon), one answered ASK is sent there behind ASKING, at most 5 times; a
+ * plain command answered MOVED gets the error reply (the map is updated
+ * for the next one).  An item whose node is not connected, or whose slot
+ * no node serves, is not sent (NULL): the caller's failure policy applies
+ * until the map changes.  The map is asked again every 10 s, after a
+ * MOVED, and after a node fails.
  */
 
 #ifndef _NGX_EDGE_REDIS_H_INCLUDED_
@@ -78,6 +93,7 @@
 typedef struct ngx_edge_redis_server_s  ngx_edge_redis_server_t;
 typedef struct ngx_edge_redis_conn_s    ngx_edge_redis_conn_t;
 typedef struct ngx_edge_redis_cmd_s     ngx_edge_redis_cmd_t;
+typedef struct ngx_edge_redis_cluster_s ngx_edge_redis_cluster_t;
 
 typedef void (*ngx_edge_redis_handler_pt)(void *data, redisReply *reply,
     ngx_int_t rc);
@@ -116,6 +132,10 @@ struct ngx_edge_redis_server_s {
     ngx_str_t                    master_name;        /* C strings */
     ngx_str_t                    sentinel_password;
 
+    /* or a Redis Cluster, discovered from these seed nodes */
+    ngx_edge_redis_addr_t       *seeds;
+    ngx_uint_t                   nseeds;
+
     ngx_str_t                    user;
     ngx_str_t                    password;
     ngx_int_t                    db;
@@ -138,11 +158,19 @@ struct ngx_edge_redis_server_s {
     ngx_edge_stats_id_t          st_rtt;
 
     ngx_edge_redis_conn_t       *conn;       /* this worker's connection */
+
+    /* Cluster: the worker's slot map and nodes (on the configured server
+     * and on each node, a server of its own made by the worker) */
+    ngx_edge_redis_cluster_t    *cluster;
+    unsigned                     node:1;
 };
 
 
 struct ngx_edge_redis_cmd_s {
-    ngx_edge_redis_conn_t       *conn;
+    ngx_edge_redis_conn_t       *conn;       /* where it was sent */
+    ngx_edge_redis_conn_t       *home;       /* whose free list it is in */
+    ngx_uint_t                   slot;       /* Cluster: the key's */
+    ngx_uint_t                   redirects;  /* Cluster: MOVED, ASK */
     ngx_edge_redis_handler_pt    handler;    /* NULL once detached */
     void                        *data;       /* the caller's */
 
