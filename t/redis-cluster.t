@@ -1,0 +1,377 @@
+# A Redis Cluster ("cluster=seed,..."), with three real redis-server
+# primaries on free loopback ports, joined by redis-cli --cluster create:
+# exact decisions for keys on every node, the cache module through the
+# cluster, a slot migrated by hand under traffic (ASK while it moves, MOVED
+# after: exact counts, nothing counted twice, the map follows), a primary
+# killed (its slots follow the failure policy, the others keep working),
+# and nginx -t on bad parameters.  A replica failover is not tested here.
+use strict;
+use warnings;
+
+use Test::More;
+use IO::Socket::INET;
+use File::Path qw(make_path);
+use File::Temp qw(tempdir);
+use Time::HiRes qw(sleep time);
+use POSIX ();
+use Test::Edge qw(:all);
+use Test::Edge::Nginx;
+use Test::Edge::Origin;
+
+my $dir = tempdir(CLEANUP => 1);
+chmod 0755, $dir;
+
+# every process started here is stopped however the file ends
+my %pids;
+END { kill 'KILL', values %pids if %pids }
+
+sub read_pid {
+    my ($file) = @_;
+    wait_until(10, sub { -s $file }) or die "no pid file $file\n";
+    open my $p, '<', $file or die $!;
+    chomp(my $pid = <$p>);
+    return $pid;
+}
+
+# a cluster-enabled redis-server on PORT, its pid
+sub start_node {
+    my ($port) = @_;
+    my $conf = "$dir/redis-$port.conf";
+    open my $fh, '>', $conf or die $!;
+    print $fh join("\n", "bind 127.0.0.1", "port $port", "daemonize yes",
+                   "pidfile $dir/redis-$port.pid",
+                   "logfile $dir/redis-$port.log", "dir $dir",
+                   "dbfilename dump-$port.rdb", 'save ""',
+                   "appendonly no", "cluster-enabled yes",
+                   "cluster-config-file $dir/nodes-$port.conf",
+                   "cluster-node-timeout 2000"), "\n";
+    close $fh;
+    system('redis-server', $conf) == 0 or die "redis-server failed\n";
+    return $pids{"redis-$port"} = read_pid("$dir/redis-$port.pid");
+}
+
+sub gone {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return 1;
+    return (<$fh> // '') =~ /^\d+ \(.*\) Z/ ? 1 : 0;
+}
+
+# one command to 127.0.0.1:PORT: its reply
+sub rcmd {
+    my ($port, @args) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Timeout => 5) or return undef;
+    print $s '*' . @args . "\r\n"
+        . join('', map { '$' . length($_) . "\r\n$_\r\n" } @args);
+    my $reply = eval { Test::Edge::read_reply($s) };
+    close $s;
+    return $reply;
+}
+
+sub calls {
+    my ($port, $cmd) = @_;
+    my ($n) = (rcmd($port, 'INFO', 'commandstats') // '')
+        =~ /cmdstat_$cmd:calls=(\d+)/;
+    return $n // 0;
+}
+
+my $free = \&Test::Edge::Nginx::free_port;
+my @ports = ($free->(), $free->(), $free->());
+
+
+# --- nginx -t: bad parameters
+{
+    my $t = 0;
+    my $nginx_t = sub {
+        my ($decl) = @_;
+        my $prefix = "$dir/t" . $t++;
+        make_path("$prefix/conf", "$prefix/logs");
+        my $modules = join '', map { "load_module $_;\n" }
+            split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} // '');
+        open my $fh, '>', "$prefix/conf/nginx.conf" or die $!;
+        print $fh "${modules}pid logs/nginx.pid;\nevents {}\n"
+                  . "http {\n$decl\n}\n";
+        close $fh;
+        my $bin = $ENV{EDGE_NGINX} || '/usr/sbin/nginx';
+        my $out = `$bin -e stderr -t -p $prefix/ -c conf/nginx.conf 2>&1`;
+        return ($? >> 8, $out);
+    };
+
+    my @bad = (
+        ['ratelimit_redis r cluster=127.0.0.1:7000 sentinel=127.0.0.1 '
+         . 'master=m;',
+         qr/redis server "r": "cluster=" is given with an address or "sentinel="/,
+         'cluster= with sentinel='],
+        ['ratelimit_redis r 127.0.0.1:6379 cluster=127.0.0.1:7000;',
+         qr/redis server "r": "cluster=" is given with an address/,
+         'cluster= with an address'],
+        ['ratelimit_redis r cluster=;',
+         qr/invalid parameter "cluster=" of redis server "r": a list of host\[:port\]/,
+         'an empty seed list'],
+        ['ratelimit_redis r cluster=127.0.0.1:1,,127.0.0.1:2;',
+         qr/invalid parameter "cluster=127\.0\.0\.1:1,,127\.0\.0\.1:2"/,
+         'an empty element in the list'],
+        ['ratelimit_redis r cluster=127.0.0.1:99999;',
+         qr/invalid port in "127\.0\.0\.1:99999" of redis server "r"/,
+         'a bad seed address'],
+        ['ratelimit_redis r cluster=127.0.0.1 cluster=127.0.0.2;',
+         qr/redis server "r": "cluster=" is given more than once/,
+         'cluster= twice'],
+        ['ratelimit_redis r cluster=127.0.0.1 db=2;',
+         qr/redis server "r": a Redis Cluster has no "db=" but 0/,
+         'db= with cluster='],
+        ['edge_cache_redis c cluster=;',
+         qr/invalid parameter "cluster=" of redis server "c"/,
+         'the cache module parses the same parameters'],
+    );
+    for my $b (@bad) {
+        my ($rc, $out) = $nginx_t->($b->[0]);
+        isnt($rc, 0, "nginx -t fails: $b->[2]");
+        like($out, $b->[1], "with a clear error: $b->[2]") or diag($out);
+    }
+    my ($rc, $out) = $nginx_t->(
+        'ratelimit_redis r cluster=127.0.0.1:7000,localhost:7001 '
+        . 'password=x timeout=50ms;'
+        . 'edge_cache_redis c cluster=127.0.0.1;');
+    is($rc, 0, 'nginx -t accepts a Cluster server') or diag($out);
+}
+
+
+# --- a 3-primary cluster
+start_node($_) for @ports;
+my $out = `redis-cli --cluster create @{[map { "127.0.0.1:$_" } @ports]} --cluster-yes 2>&1`;
+is($? >> 8, 0, 'redis-cli --cluster create') or diag($out);
+ok(wait_until(30, sub {
+       !grep { (rcmd($_, 'CLUSTER', 'INFO') // '') !~ /cluster_state:ok/ }
+           @ports }),
+   'cluster_state:ok on the three nodes');
+
+my %id;      # port => node id
+for my $p (@ports) {
+    $id{$p} = rcmd($p, 'CLUSTER', 'MYID');
+}
+
+# the node that serves SLOT, by port
+sub owner {
+    my ($slot) = @_;
+    my $r = rcmd($ports[0], 'CLUSTER', 'SLOTS');
+    for my $range (@$r) {
+        return $range->[2][1] if $slot >= $range->[0] && $slot <= $range->[1];
+    }
+    return undef;
+}
+
+my $origin = Test::Edge::Origin->start;
+my $oport = $origin->port;
+$origin->set('/c/page', headers => ['Cache-Control: max-age=60'],
+             body => 'cached body');
+
+my $seeds = "127.0.0.1:$ports[0]";
+my $nginx = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    ratelimit_redis r cluster=$seeds timeout=1s;
+    ratelimit_zone \$arg_k zone=open:1m rate=1r/m redis=r on_failure=open;
+    ratelimit_zone \$arg_k zone=closed:1m rate=1r/m redis=r on_failure=closed;
+    edge_cache_redis c cluster=$seeds timeout=1s;
+    edge_cache_zone pages redis=c;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /ok { return 200 "ok\\n"; }
+        location = /open {
+            ratelimit zone=open burst=4 nodelay;
+            add_header X-Status \$ratelimit_status always;
+            proxy_pass http://127.0.0.1:\$PORT/ok;
+        }
+        location = /closed {
+            ratelimit zone=closed burst=2 nodelay;
+            add_header X-Status \$ratelimit_status always;
+            proxy_pass http://127.0.0.1:\$PORT/ok;
+        }
+        location /c/ {
+            edge_cache pages;
+            edge_cache_key \$uri;
+            add_header X-Cache \$edge_cache_status always;
+            proxy_pass http://127.0.0.1:$oport;
+        }
+    }
+HTTP
+
+sub from_redis { $_[0] =~ /^(?:200 PASSED|429 REJECTED)$/ }
+
+ok(wait_until(20, sub { from_redis($nginx->decision('/closed?k=warmup')) }),
+   'the slot map is known: decisions come from Redis');
+
+# the slot of a zone's key K, as Redis computes it
+sub slot_of {
+    my ($zone, $k) = @_;
+    return rcmd($ports[0], 'CLUSTER', 'KEYSLOT', "rl:{$zone:$k}:t");
+}
+
+# Redis Cluster's hash slot of a key (CRC16-CCITT/XMODEM of its hash
+# tag), written here to find keys of a given slot without asking Redis
+sub crc16 {
+    my ($crc) = (0);
+    for my $c (unpack 'C*', $_[0]) {
+        $crc ^= $c << 8;
+        for (1 .. 8) {
+            $crc = ($crc & 0x8000) ? (($crc << 1) ^ 0x1021) : ($crc << 1);
+            $crc &= 0xffff;
+        }
+    }
+    return $crc;
+}
+
+sub same_slot_key {
+    my ($zone, $slot) = @_;
+    for my $i (0 .. 1_000_000) {
+        return "s$i" if crc16("$zone:s$i") % 16384 == $slot;
+    }
+    die "no key for slot $slot\n";
+}
+
+is(crc16('123456789'), 0x31c3, 'the test\'s CRC16 is XMODEM\'s');
+is(crc16('open:x1') % 16384, slot_of('open', 'x1'),
+   'and it agrees with CLUSTER KEYSLOT');
+
+# --- exact decisions, keys on all three nodes
+{
+    my (%per_node, $exact);
+    $exact = 1;
+    for my $i (1 .. 30) {
+        my $k = "x$i";
+        my @d = map { $nginx->decision("/closed?k=$k") } 1 .. 4;
+        my $want = ['200 PASSED', '200 PASSED', '200 PASSED'];
+        unless (is_deeply([@d[0 .. 2]], $want, "key $k: 3 pass")
+                && like($d[3], qr/^429 REJECTED$/, "key $k: the 4th is refused"))
+        {
+            $exact = 0;
+        }
+        $per_node{ owner(slot_of('closed', $k)) }++;
+    }
+    is(scalar keys %per_node, 3, 'the keys are spread on the three nodes')
+        or diag(explain \%per_node);
+    for my $p (@ports) {
+        cmp_ok(rcmd($p, 'DBSIZE'), '>', 0, "node $p holds buckets");
+    }
+}
+
+# --- the cache module through the cluster
+{
+    my $res = $nginx->get('/c/page');
+    is($res->{body}, 'cached body', 'the cache module works through the cluster');
+    ok(wait_until(10, sub { ($nginx->get('/c/page')->{headers}{'x-cache'} // '')
+                                =~ /HIT/ }),
+       'and serves a hit from the cluster');
+}
+
+# --- a slot migrated by hand under traffic
+{
+    my $k = 'mig';
+    my $slot = slot_of('open', $k);
+    my $src = owner($slot);
+    my ($dst) = grep { $_ != $src } @ports;
+
+    # background traffic on other keys: every answer from Redis
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open my $o, '>', "$dir/traffic" or POSIX::_exit(1);
+        $o->autoflush(1);
+        my $n = 0;
+        until (-e "$dir/traffic-stop") {
+            my $d = eval { $nginx->decision('/open?k=bg' . $n++) } // 'none';
+            print $o "$d\n";
+        }
+        POSIX::_exit(0);
+    }
+    ok(wait_until(10, sub { -s "$dir/traffic" }), 'background traffic flows');
+
+    is($nginx->decision("/open?k=$k"), '200 PASSED', 'migration: 1 before');
+    is($nginx->decision("/open?k=$k"), '200 PASSED', 'migration: 2 before');
+
+    is(rcmd($dst, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', $id{$src}), 'OK',
+       'the target imports the slot');
+    is(rcmd($src, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', $id{$dst}), 'OK',
+       'the source migrates it');
+    is($nginx->decision("/open?k=$k"), '200 PASSED',
+       'migration: 3, on the source while its key is there');
+
+    my $keys = rcmd($src, 'CLUSTER', 'GETKEYSINSLOT', $slot, 100);
+    ok(@$keys >= 1, 'the key is in the slot') or diag(explain $keys);
+    is(rcmd($src, 'MIGRATE', '127.0.0.1', $dst, '', 0, 5000, 'KEYS', @$keys),
+       'OK', 'MIGRATE moves its keys');
+
+    my $asking = calls($dst, 'asking');
+    is($nginx->decision("/open?k=$k"), '200 PASSED',
+       'migration: 4, ASK to the target');
+    cmp_ok(calls($dst, 'asking'), '>', $asking, 'ASKING reached the target');
+
+    for my $p (@ports) {
+        rcmd($p, 'CLUSTER', 'SETSLOT', $slot, 'NODE', $id{$dst});
+    }
+    ok(wait_until(10, sub { owner($slot) == $dst }), 'the slot is the target\'s');
+
+    my $dst_calls = calls($dst, 'evalsha');
+    is($nginx->decision("/open?k=$k"), '200 PASSED',
+       'migration: 5, after MOVED on the target');
+    cmp_ok(calls($dst, 'evalsha'), '>', $dst_calls,
+           'the target ran it');
+    like($nginx->decision("/open?k=$k"), qr/^429 REJECTED$/,
+         'migration: the 6th is refused (nothing counted twice or lost)');
+
+    open my $stop, '>', "$dir/traffic-stop" or die $!;
+    close $stop;
+    waitpid $pid, 0;
+    open my $in, '<', "$dir/traffic" or die $!;
+    my %bg;
+    chomp, $bg{$_}++ for <$in>;
+    is_deeply([grep { !from_redis($_) } keys %bg], [],
+              'the background traffic got decisions from Redis only')
+        or diag(explain \%bg);
+    diag(join ', ', map { "$bg{$_} x $_" } sort keys %bg);
+
+    # the map was updated: a key of the same slot never seen before goes
+    # straight to the target, the source sees nothing of it
+    my $k2 = same_slot_key('open', $slot);
+    my $src_calls = calls($src, 'evalsha');
+    $dst_calls = calls($dst, 'evalsha');
+    is($nginx->decision("/open?k=$k2"), '200 PASSED',
+       'another key of the slot passes');
+    is(calls($src, 'evalsha'), $src_calls,
+       'after MOVED the source gets none of the slot');
+    cmp_ok(calls($dst, 'evalsha'), '>', $dst_calls,
+           'the slot goes straight to the target');
+}
+
+unlike($nginx->log, qr/\[(?:error|alert|crit)\]/,
+       'no error logged while the cluster is whole (redirects are not errors)');
+
+# --- a primary killed: its slots follow the failure policy
+{
+    my $victim = $ports[2];
+    my (%key_on);
+    for my $i (1 .. 200) {
+        my $o = owner(slot_of('open', "d$i"));
+        $key_on{$o} //= "d$i";
+        last if keys %key_on == 3;
+    }
+    my $pid = delete $pids{"redis-$victim"};
+    kill 'KILL', $pid;
+    ok(wait_until(10, sub { gone($pid) }), 'a primary is killed');
+
+    my $dead = $key_on{$victim};
+    ok(wait_until(10, sub {
+           $nginx->decision("/open?k=$dead-" . int(rand(1e9))) eq '200 FAILED_OPEN'
+               || 0 }),
+       'its slots: on_failure=open passes');
+    for my $p (grep { $_ != $victim } @ports) {
+        my $k = $key_on{$p};
+        is($nginx->decision("/closed?k=$k-live"), '200 PASSED',
+           "node $p keeps deciding");
+    }
+}
+
+$nginx->stop;
+like($nginx->final_log, qr/gracefully shutting down|exiting/, 'nginx stopped');
+unlike($nginx->final_log, qr/\[alert\]|\[crit\]|open socket/, 'no alert');
+$origin->stop if $origin->can('stop');
+
+done_testing;
