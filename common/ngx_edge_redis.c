@@ -165,6 +165,9 @@ typedef struct {
 #define NGX_EDGE_REDIS_CLUSTER_SOON       100     /* ms */
 #define NGX_EDGE_REDIS_CLUSTER_REDIRECTS  5
 
+/* items of other slots a Cluster batch looks past for more of its own */
+#define NGX_EDGE_REDIS_SLOT_SCAN          64
+
 
 /* a worker's view of a Redis Cluster */
 struct ngx_edge_redis_cluster_s {
@@ -2318,7 +2321,7 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
 static void
 ngx_edge_redis_seal(ngx_edge_redis_conn_t *conn)
 {
-    ngx_uint_t                 i;
+    ngx_uint_t                 i, skipped;
     ngx_queue_t               *q, pending;
     ngx_edge_redis_cmd_t      *cmd;
     ngx_edge_redis_batch_t    *b;
@@ -2353,10 +2356,14 @@ ngx_edge_redis_seal(ngx_edge_redis_conn_t *conn)
             }
 
             /* a Cluster node takes the items of one slot per EVALSHA:
-             * the others wait in the queue for the next batch */
+             * the others wait in the queue for the next batch; the scan
+             * for more of the slot is bounded (many keys of many slots
+             * must not make the flush quadratic) */
             q = ngx_queue_head(&pending);
+            skipped = 0;
 
-            while (b->n < server->batch && q != ngx_queue_sentinel(&pending))
+            while (b->n < server->batch && q != ngx_queue_sentinel(&pending)
+                   && skipped < NGX_EDGE_REDIS_SLOT_SCAN)
             {
                 cmd = ngx_queue_data(q, ngx_edge_redis_cmd_t, queue);
                 q = ngx_queue_next(q);
@@ -2368,6 +2375,7 @@ ngx_edge_redis_seal(ngx_edge_redis_conn_t *conn)
                 }
 
                 if (server->node && b->n && cmd->slot != b->items[0]->slot) {
+                    skipped++;
                     continue;
                 }
 

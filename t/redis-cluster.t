@@ -137,6 +137,109 @@ my @ports = ($free->(), $free->(), $free->());
 }
 
 
+# --- redirects are bounded: two fake nodes (a small RESP server here) that
+# send every EVALSHA to each other with MOVED
+{
+    my @fp = ($free->(), $free->());
+    my $count = "$dir/fake-evalsha";
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        require IO::Select;
+        my $sel = IO::Select->new;
+        my (%listen, %other, %buf);
+        for my $i (0, 1) {
+            my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                          LocalPort => $fp[$i], Listen => 16,
+                                          ReuseAddr => 1) or POSIX::_exit(1);
+            $listen{$l} = $i;
+            $sel->add($l);
+        }
+        my $n = 0;
+        my %port_of;
+        while (1) {
+            for my $fh ($sel->can_read(1)) {
+                if (exists $listen{$fh}) {
+                    my $c = $fh->accept or next;
+                    $port_of{$c} = $fp[$listen{$fh}];
+                    $other{$c} = $fp[1 - $listen{$fh}];
+                    $buf{$c} = '';
+                    $sel->add($c);
+                    next;
+                }
+                my $got = sysread($fh, my $chunk, 65536);
+                if (!$got) { $sel->remove($fh); close $fh; next; }
+                $buf{$fh} .= $chunk;
+                # whole RESP arrays of bulk strings
+                while ($buf{$fh} =~ /^\*(\d+)\r\n/) {
+                    my ($argc, $pos, @argv) = ($1, length("*$1\r\n"));
+                    my $ok = 1;
+                    for (1 .. $argc) {
+                        my $rest = substr($buf{$fh}, $pos);
+                        unless ($rest =~ /^\$(\d+)\r\n/
+                                && length($rest) >= length("\$$1\r\n") + $1 + 2)
+                        { $ok = 0; last }
+                        my $len = $1;
+                        push @argv, substr($rest, length("\$$len\r\n"), $len);
+                        $pos += length("\$$len\r\n") + $len + 2;
+                    }
+                    last unless $ok;
+                    substr($buf{$fh}, 0, $pos) = '';
+                    my $cmd = uc $argv[0];
+                    my $out;
+                    if ($cmd eq 'SCRIPT') {
+                        $out = "\$40\r\n" . ('0' x 40) . "\r\n";
+                    } elsif ($cmd eq 'CLUSTER') {
+                        $out = "*2\r\n"
+                            . "*3\r\n:0\r\n:8191\r\n*2\r\n\$9\r\n127.0.0.1\r\n:$fp[0]\r\n"
+                            . "*3\r\n:8192\r\n:16383\r\n*2\r\n\$9\r\n127.0.0.1\r\n:$fp[1]\r\n";
+                    } elsif ($cmd eq 'EVALSHA') {
+                        open my $o, '>>', $count; print $o "$port_of{$fh}\n";
+                        close $o;
+                        $out = "-MOVED 1 127.0.0.1:$other{$fh}\r\n";
+                    } else {
+                        $out = "+OK\r\n";
+                    }
+                    syswrite($fh, $out);
+                }
+            }
+        }
+    }
+    $pids{fake} = $pid;
+
+    my $fake = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    ratelimit_redis r cluster=127.0.0.1:$fp[0] timeout=1s;
+    ratelimit_zone \$arg_k zone=open:1m rate=1r/m redis=r on_failure=open;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /ok { return 200 "ok\\n"; }
+        location = /open {
+            ratelimit zone=open;
+            add_header X-Status \$ratelimit_status always;
+            proxy_pass http://127.0.0.1:\$PORT/ok;
+        }
+    }
+HTTP
+    # both fake nodes connected: a redirect to either can be sent
+    ok(wait_until(20, sub {
+           unlink $count;
+           $fake->decision('/open?k=a');
+           my %seen;
+           open my $in, '<', $count or return 0;
+           $seen{$_}++ for <$in>;
+           return keys %seen == 2;
+       }), 'the fake cluster is known, both nodes connected');
+    unlink $count;
+    is($fake->decision('/open?k=b'), '200 FAILED_OPEN',
+       'a batch sent back and forth by MOVED gets the failure policy');
+    open my $in, '<', $count or die $!;
+    my @sent = <$in>;
+    is(scalar @sent, 6, 'after the first send and 5 redirects, no more');
+    $fake->stop;
+    kill 'KILL', delete $pids{fake};
+    waitpid $pid, 0;
+}
+
+
 # --- a 3-primary cluster
 start_node($_) for @ports;
 my $out = `redis-cli --cluster create @{[map { "127.0.0.1:$_" } @ports]} --cluster-yes 2>&1`;
