@@ -357,6 +357,39 @@ is(crc16('open:x1') % 16384, slot_of('open', 'x1'),
     }
 }
 
+# --- concurrent requests: the batches of one event-loop pass carry keys of
+# many slots of each node, and an EVALSHA must hold one slot's keys only
+{
+    # every request written before any answer is read
+    my @paths = map { my $k = "c$_"; map { "/closed?k=$k" } 1 .. 4 } 1 .. 30;
+    my @socks;
+    for my $path (@paths) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $nginx->port, Timeout => 10)
+            or die "connect: $!";
+        push @socks, [$s, $path];
+    }
+    print { $_->[0] } "GET $_->[1] HTTP/1.0\r\nHost: localhost\r\n\r\n"
+        for @socks;
+    my %per_key;
+    for my $x (@socks) {
+        local $/;
+        my $raw = readline($x->[0]) // '';
+        my ($status) = $raw =~ m{^HTTP/1\.\d (\d+)};
+        my ($st) = $raw =~ /^X-Status: (\S+)/mi;
+        my ($k) = $x->[1] =~ /k=(\w+)/;
+        $per_key{$k}{($status // 0) . ' ' . ($st // '-')}++;
+    }
+    my @wrong = grep {
+        my $h = $per_key{$_};
+        !(($h->{'200 PASSED'} // 0) == 3 && ($h->{'429 REJECTED'} // 0) == 1)
+    } sort keys %per_key;
+    is_deeply(\@wrong, [],
+              '120 concurrent requests, 30 keys: exactly 3 pass per key, '
+              . 'the 4th is refused')
+        or diag(explain { map { $_ => $per_key{$_} } @wrong });
+}
+
 # --- the cache module through the cluster
 {
     my $res = $nginx->get('/c/page');
