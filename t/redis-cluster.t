@@ -254,6 +254,16 @@ for my $p (@ports) {
     $id{$p} = rcmd($p, 'CLUSTER', 'MYID');
 }
 
+# a replica of the third primary, for the failover at the end
+my $rport = $free->();
+start_node($rport);
+$out = `redis-cli --cluster add-node 127.0.0.1:$rport 127.0.0.1:$ports[0] --cluster-slave --cluster-master-id $id{$ports[2]} 2>&1`;
+is($? >> 8, 0, 'a replica is added to the third primary') or diag($out);
+ok(wait_until(30, sub {
+       (rcmd($rport, 'INFO', 'replication') // '') =~ /master_link_status:up/
+       && (rcmd($rport, 'CLUSTER', 'INFO') // '') =~ /cluster_state:ok/ }),
+   'the replica is in sync');
+
 # the node that serves SLOT, by port
 sub owner {
     my ($slot) = @_;
@@ -489,20 +499,45 @@ unlike($nginx->log, qr/\[(?:error|alert|crit)\] [^\n]*redis "/,
         $key_on{$o} //= "d$i";
         last if keys %key_on == 3;
     }
+
+    # fresh keys of the victim's slots (of ZONE), never seen before
+    my @ranges = map { [$_->[0], $_->[1]] }
+        grep { $_->[2][1] == $victim } @{ rcmd($ports[0], 'CLUSTER', 'SLOTS') };
+    my $n = 0;
+    my $victim_key = sub {
+        my ($zone) = @_;
+        while (1) {
+            my $k = 'v' . $n++;
+            my $slot = crc16("$zone:$k") % 16384;
+            return $k if grep { $slot >= $_->[0] && $slot <= $_->[1] } @ranges;
+        }
+    };
     my $pid = delete $pids{"redis-$victim"};
     kill 'KILL', $pid;
     ok(wait_until(10, sub { gone($pid) }), 'a primary is killed');
 
-    my $dead = $key_on{$victim};
-    ok(wait_until(10, sub {
-           $nginx->decision("/open?k=$dead-" . int(rand(1e9))) eq '200 FAILED_OPEN'
-               || 0 }),
+    is($nginx->decision('/open?k=' . $victim_key->('open')), '200 FAILED_OPEN',
        'its slots: on_failure=open passes');
+    like($nginx->decision('/closed?k=' . $victim_key->('closed')),
+         qr/^\d+ FAILED_CLOSED$/, 'its slots: on_failure=closed refuses');
     for my $p (grep { $_ != $victim } @ports) {
         my $k = $key_on{$p};
         is($nginx->decision("/closed?k=$k-live"), '200 PASSED',
            "node $p keeps deciding");
     }
+
+    # the replica takes over (cluster-node-timeout 2000): the map follows
+    my $t0 = time;
+    my $before = calls($rport, 'evalsha');
+    ok(wait_until(30, sub {
+           from_redis($nginx->decision('/open?k=' . $victim_key->('open'))) }),
+       'after the failover its slots are decided by Redis again');
+    diag(sprintf 'failover: decisions from Redis again %.2f s after the kill',
+         time - $t0);
+    cmp_ok(calls($rport, 'evalsha'), '>', $before,
+           'by the promoted replica');
+    like(rcmd($rport, 'INFO', 'replication') // '', qr/role:master/,
+         'which is a primary now');
 }
 
 $nginx->stop;
