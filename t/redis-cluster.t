@@ -2,9 +2,10 @@
 # primaries on free loopback ports, joined by redis-cli --cluster create:
 # exact decisions for keys on every node, the cache module through the
 # cluster, a slot migrated by hand under traffic (ASK while it moves, MOVED
-# after: exact counts, nothing counted twice, the map follows), a primary
-# killed (its slots follow the failure policy, the others keep working),
-# and nginx -t on bad parameters.  A replica failover is not tested here.
+# after: exact counts, nothing counted twice, the map follows), concurrent
+# requests (batches per slot), redirects bounded (two fake nodes), a
+# primary killed (its slots follow the failure policy, the others keep
+# working, then its replica takes over), and nginx -t on bad parameters.
 use strict;
 use warnings;
 
