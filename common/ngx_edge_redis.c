@@ -391,9 +391,11 @@ ngx_edge_redis_parse_addr_list(ngx_conf_t *cf,
 
         if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%s in \"%V\" of redis server \"%V\"",
-                               u.err ? u.err : "no address", &u.url,
-                               &server->name);
+                               "%s in %s \"%V\" of redis server \"%V\"",
+                               u.err ? u.err : "no address",
+                               default_port == NGX_EDGE_REDIS_SENTINEL_PORT
+                               ? "Sentinel" : "seed node",
+                               &u.url, &server->name);
             return NGX_ERROR;
         }
 

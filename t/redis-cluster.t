@@ -113,7 +113,7 @@ my @ports = ($free->(), $free->(), $free->());
          qr/invalid parameter "cluster=127\.0\.0\.1:1,,127\.0\.0\.1:2"/,
          'an empty element in the list'],
         ['ratelimit_redis r cluster=127.0.0.1:99999;',
-         qr/invalid port in "127\.0\.0\.1:99999" of redis server "r"/,
+         qr/invalid port in seed node "127\.0\.0\.1:99999" of redis server "r"/,
          'a bad seed address'],
         ['ratelimit_redis r cluster=127.0.0.1 cluster=127.0.0.2;',
          qr/redis server "r": "cluster=" is given more than once/,
