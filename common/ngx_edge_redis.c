@@ -3975,17 +3975,30 @@ ngx_edge_redis_cluster_refresh_soon(ngx_edge_redis_cluster_t *cl)
 
 
 static void
-ngx_edge_redis_cluster_log(ngx_edge_redis_cluster_t *cl, const char *what)
+ngx_edge_redis_cluster_log(ngx_edge_redis_cluster_t *cl, const char *what,
+    redisReply *reply)
 {
     ngx_uint_t  suppressed;
 
-    if (ngx_edge_log_gate_open(&cl->gate, NGX_EDGE_REDIS_LOG_INTERVAL,
-                               &suppressed))
+    if (!ngx_edge_log_gate_open(&cl->gate, NGX_EDGE_REDIS_LOG_INTERVAL,
+                                &suppressed))
     {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "redis \"%V\": cluster: %s (and %ui more)",
-                      &cl->server->name, what, suppressed);
+        return;
     }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis \"%V\" at cluster: %s: %*s (and %ui more "
+                      "times in the last %Ms)", &cl->server->name, what,
+                      (size_t) reply->len, reply->str, suppressed,
+                      (ngx_msec_t) NGX_EDGE_REDIS_LOG_INTERVAL / 1000);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "redis \"%V\" at cluster: %s (and %ui more times in the "
+                  "last %Ms)", &cl->server->name, what, suppressed,
+                  (ngx_msec_t) NGX_EDGE_REDIS_LOG_INTERVAL / 1000);
 }
 
 
@@ -4020,7 +4033,7 @@ ngx_edge_redis_cluster_slots_reply(redisAsyncContext *ac, void *r,
     conn->replies++;
 
     if (reply->type != REDIS_REPLY_ARRAY) {
-        ngx_edge_redis_cluster_log(cl, "CLUSTER SLOTS failed");
+        ngx_edge_redis_cluster_log(cl, "CLUSTER SLOTS failed", reply);
         return;
     }
 
@@ -4076,7 +4089,8 @@ ngx_edge_redis_cluster_slots_reply(redisAsyncContext *ac, void *r,
 
     if (bad) {
         ngx_edge_redis_cluster_log(cl, "CLUSTER SLOTS named a node that "
-                                   "is not a numeric address, or too many");
+                                   "is not a numeric address, or too many",
+                                   NULL);
     }
 
     ngx_memcpy(cl->map, map, sizeof(map));

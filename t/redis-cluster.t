@@ -138,6 +138,30 @@ my @ports = ($free->(), $free->(), $free->());
 }
 
 
+# --- a seed that is a plain Redis (the fixture's): no map, the failure
+# policy, and the reason in the log
+{
+    my $plain = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    ratelimit_redis r cluster=127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} timeout=1s;
+    ratelimit_zone \$arg_k zone=closed:1m rate=1r/m redis=r on_failure=closed;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /ok { return 200 "ok\\n"; }
+        location = /closed {
+            ratelimit zone=closed;
+            add_header X-Status \$ratelimit_status always;
+            proxy_pass http://127.0.0.1:\$PORT/ok;
+        }
+    }
+HTTP
+    ok(wait_until(10, sub {
+           $plain->log =~ /redis "r" at cluster: CLUSTER SLOTS failed: ERR This instance has cluster support disabled/ }),
+       'a seed without cluster support: the reason is logged');
+    like($plain->decision('/closed?k=p'), qr/^\d+ FAILED_CLOSED$/,
+         'and the failure policy applies');
+    $plain->stop;
+}
+
 # --- redirects are bounded: two fake nodes (a small RESP server here) that
 # send every EVALSHA to each other with MOVED
 {
