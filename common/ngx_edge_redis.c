@@ -165,6 +165,10 @@ typedef struct {
 #define NGX_EDGE_REDIS_CLUSTER_SOON       100     /* ms */
 #define NGX_EDGE_REDIS_CLUSTER_REDIRECTS  5
 
+/* a Cluster's plain commands up to this size are kept (in a buffer per
+ * slot, made on first use) and resent on MOVED or ASK */
+#define NGX_EDGE_REDIS_RESEND_MAX         4096
+
 /* items of other slots a Cluster batch looks past for more of its own */
 #define NGX_EDGE_REDIS_SLOT_SCAN          64
 
@@ -242,7 +246,7 @@ static ngx_edge_redis_server_t *ngx_edge_redis_cluster_command_node(
     const size_t *argvlen, ngx_uint_t *slot);
 static ngx_int_t ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
     redisReply *reply);
-static void ngx_edge_redis_cluster_moved(ngx_edge_redis_conn_t *conn,
+static ngx_int_t ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd,
     redisReply *reply);
 
 
@@ -2030,6 +2034,22 @@ ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
 
     ngx_queue_remove(&cmd->queue);
 
+    cmd->copy_len = 0;
+
+    if (server->node && (size_t) (p - conn->wire) <= NGX_EDGE_REDIS_RESEND_MAX)
+    {
+        if (cmd->copy == NULL) {
+            /* kept with the slot for the worker's life */
+            cmd->copy = ngx_palloc(ngx_cycle->pool,
+                                   NGX_EDGE_REDIS_RESEND_MAX);
+        }
+
+        if (cmd->copy) {
+            cmd->copy_len = p - conn->wire;
+            ngx_memcpy(cmd->copy, conn->wire, cmd->copy_len);
+        }
+    }
+
     cmd->handler = handler;
     cmd->data = data;
     cmd->slot = slot;
@@ -2075,18 +2095,24 @@ ngx_edge_redis_command_reply(redisAsyncContext *ac, void *r, void *privdata)
         }
     }
 
+    if (reply && server->node && reply->type == REDIS_REPLY_ERROR
+        && ngx_edge_redis_cluster_resend(cmd, reply) == NGX_OK)
+    {
+        return;
+    }
+
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         ngx_edge_redis_stat(server, server->st_errors, 1);
+    }
+
+    if (reply == NULL && server->node) {
+        ngx_edge_redis_cluster_refresh_soon(server->cluster);
     }
 
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         ngx_edge_redis_log_failure(conn, "error reply: %*s",
                                    (size_t) reply->len, reply->str);
         ngx_edge_redis_check_demoted(conn, reply);
-
-        if (server->node) {
-            ngx_edge_redis_cluster_moved(conn, reply);
-        }
     }
 
     handler = cmd->handler;
@@ -4257,23 +4283,80 @@ ngx_edge_redis_cluster_parse_redirect(ngx_edge_redis_conn_t *conn,
 }
 
 
-/* a plain command answered MOVED: the next one goes to the right node */
+/*
+ * A batch answered MOVED or ASK: none of it ran (a batch holds the keys of
+ * one slot), so it is sent once more, as it is, to the node named; ASK
+ * puts ASKING before it, in the same pipeline.  NGX_DECLINED: not sent,
+ * the error reply is the items' answer.
+ */
 
-static void
-ngx_edge_redis_cluster_moved(ngx_edge_redis_conn_t *conn, redisReply *reply)
+/*
+ * MOVED or ASK: the map updated (MOVED), and the connection to send to
+ * again, or NULL (not a redirect, too many, or a node not connected yet);
+ * *kind: 1 MOVED, 2 ASK.
+ */
+
+static ngx_edge_redis_conn_t *
+ngx_edge_redis_cluster_target(ngx_edge_redis_conn_t *conn, redisReply *reply,
+    ngx_uint_t redirects, ngx_uint_t *kind)
 {
     ngx_int_t                  idx;
     ngx_uint_t                 slot;
+    ngx_edge_redis_conn_t     *target;
     ngx_edge_redis_cluster_t  *cl;
 
     cl = conn->server->cluster;
 
-    if (ngx_edge_redis_cluster_parse_redirect(conn, reply, &slot, &idx) == 1
-        && idx != NGX_ERROR)
-    {
-        cl->map[slot] = (uint8_t) (idx + 1);
+    *kind = ngx_edge_redis_cluster_parse_redirect(conn, reply, &slot, &idx);
+
+    if (*kind == 0 || cl->exiting) {
+        return NULL;
+    }
+
+    if (*kind == 1) {
         ngx_edge_redis_cluster_refresh_soon(cl);
     }
+
+    if (idx == NGX_ERROR) {
+        return NULL;
+    }
+
+    if (*kind == 1) {
+        cl->map[slot] = (uint8_t) (idx + 1);
+    }
+
+    if (redirects >= NGX_EDGE_REDIS_CLUSTER_REDIRECTS) {
+        return NULL;
+    }
+
+    target = cl->nodes[idx].conn;
+
+    if (target == NULL || target == conn
+        || !ngx_edge_redis_takes_items(target)
+        || (target->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
+    {
+        return NULL;
+    }
+
+    return target;
+}
+
+
+/* a redirected item waits on the target now (for idleness, silence) */
+
+static void
+ngx_edge_redis_cluster_move(ngx_edge_redis_cmd_t *cmd,
+    ngx_edge_redis_conn_t *target)
+{
+    if (target->attached++ == 0 && target->c) {
+        target->c->idle = 0;
+    }
+
+    ngx_edge_redis_unref(cmd->conn);
+
+    cmd->conn = target;
+    cmd->replies = target->replies;
+    cmd->redirects++;
 }
 
 
@@ -4288,43 +4371,13 @@ static ngx_int_t
 ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
     redisReply *reply)
 {
-    ngx_int_t                  idx;
-    ngx_uint_t                 i, n, slot, kind;
-    ngx_edge_redis_cmd_t      *cmd;
-    ngx_edge_redis_conn_t     *conn, *target;
-    ngx_edge_redis_cluster_t  *cl;
+    ngx_uint_t               i, n, kind;
+    ngx_edge_redis_cmd_t    *cmd;
+    ngx_edge_redis_conn_t   *target;
 
-    conn = b->conn;
-    cl = conn->server->cluster;
-
-    kind = ngx_edge_redis_cluster_parse_redirect(conn, reply, &slot, &idx);
-
-    if (kind == 0 || cl->exiting) {
-        return NGX_DECLINED;
-    }
-
-    if (kind == 1) {
-        ngx_edge_redis_cluster_refresh_soon(cl);
-    }
-
-    if (idx == NGX_ERROR) {
-        return NGX_DECLINED;
-    }
-
-    if (kind == 1) {
-        cl->map[slot] = (uint8_t) (idx + 1);
-    }
-
-    if (b->redirects == NGX_EDGE_REDIS_CLUSTER_REDIRECTS) {
-        return NGX_DECLINED;
-    }
-
-    target = cl->nodes[idx].conn;
-
-    if (target == NULL || target == conn
-        || !ngx_edge_redis_takes_items(target)
-        || (target->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
-    {
+    target = ngx_edge_redis_cluster_target(b->conn, reply, b->redirects,
+                                           &kind);
+    if (target == NULL) {
         return NGX_DECLINED;
     }
 
@@ -4339,17 +4392,7 @@ ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
         }
 
         b->items[n++] = cmd;
-
-        /* the item waits on the target now (for idleness, silence) */
-        if (target->attached++ == 0 && target->c) {
-            target->c->idle = 0;
-        }
-
-        ngx_edge_redis_unref(cmd->conn);
-
-        cmd->conn = target;
-        cmd->replies = target->replies;
-        cmd->redirects++;
+        ngx_edge_redis_cluster_move(cmd, target);
     }
 
     b->n = n;
@@ -4370,6 +4413,42 @@ ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
     if (ngx_edge_redis_send_batch(b) != NGX_OK) {
         return NGX_DECLINED;
     }
+
+    return NGX_OK;
+}
+
+
+/* a plain command answered MOVED or ASK: sent again from its copy, if it
+ * has one and its request still waits */
+
+static ngx_int_t
+ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd, redisReply *reply)
+{
+    ngx_uint_t              kind;
+    ngx_edge_redis_conn_t  *target;
+
+    target = ngx_edge_redis_cluster_target(cmd->conn, reply, cmd->redirects,
+                                           &kind);
+
+    if (target == NULL || cmd->copy_len == 0 || cmd->handler == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (kind == 2
+        && redisAsyncCommand(target->ac, NULL, NULL, "ASKING") != REDIS_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (redisAsyncFormattedCommand(target->ac, ngx_edge_redis_command_reply,
+                                   cmd, (const char *) cmd->copy,
+                                   cmd->copy_len)
+        != REDIS_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_edge_redis_cluster_move(cmd, target);
 
     return NGX_OK;
 }

@@ -71,9 +71,9 @@
  * first argument, or an EVAL's first key).  Items are batched per slot: an
  * EVALSHA never carries keys of two slots.  A batch answered MOVED is sent
  * again to the node named (the map updated for that slot and refreshed
- * soon), one answered ASK is sent there behind ASKING, at most 5 times; a
- * plain command answered MOVED gets the error reply (the map is updated
- * for the next one).  An item whose node is not connected, or whose slot
+ * soon), one answered ASK is sent there behind ASKING, at most 5 times;
+ * so is a plain command of up to 4 KiB (a larger one answered MOVED gets
+ * the error reply, and the map is updated for the next one).  An item whose node is not connected, or whose slot
  * no node serves, is not sent (NULL): the caller's failure policy applies
  * until the map changes.  The map is asked again every 10 s, after a
  * MOVED, and after a node fails.
@@ -171,6 +171,9 @@ struct ngx_edge_redis_cmd_s {
     ngx_edge_redis_conn_t       *home;       /* whose free list it is in */
     ngx_uint_t                   slot;       /* Cluster: the key's */
     ngx_uint_t                   redirects;  /* Cluster: MOVED, ASK */
+    u_char                      *copy;       /* Cluster: a plain command
+                                                as sent, for a redirect */
+    size_t                       copy_len;
     ngx_edge_redis_handler_pt    handler;    /* NULL once detached */
     void                        *data;       /* the caller's */
 

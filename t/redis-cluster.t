@@ -434,6 +434,36 @@ is(crc16('open:x1') % 16384, slot_of('open', 'x1'),
        'and serves a hit from the cluster');
 }
 
+# --- the cache follows a migrated slot: its lookups get ASK while the slot
+# moves, then MOVED, and each is resent: every one a HIT
+{
+    my ($ckey, $src);
+    for my $p (@ports) {
+        my $ks = rcmd($p, 'KEYS', 'pages:*') // [];
+        ($ckey, $src) = ($ks->[0], $p) if @$ks;
+    }
+    ok(defined $ckey, 'the cache entry is in the cluster') or diag($ckey);
+    my $slot = rcmd($ports[0], 'CLUSTER', 'KEYSLOT', $ckey);
+    my ($dst) = grep { $_ != $src } @ports;
+    rcmd($dst, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', $id{$src});
+    rcmd($src, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', $id{$dst});
+    my $keys = rcmd($src, 'CLUSTER', 'GETKEYSINSLOT', $slot, 100);
+    is(rcmd($src, 'MIGRATE', '127.0.0.1', $dst, '', 0, 5000, 'KEYS', @$keys),
+       'OK', 'the entry\'s slot is migrating, its keys moved');
+    my $asking = calls($dst, 'asking');
+    my $get = calls($dst, 'get');
+    like($nginx->get('/c/page')->{headers}{'x-cache'} // '', qr/HIT/,
+         'a lookup answered ASK is a HIT from the target');
+    cmp_ok(calls($dst, 'asking'), '>', $asking, 'behind ASKING');
+    cmp_ok(calls($dst, 'get'), '>', $get, 'the target answered the GET');
+    rcmd($_, 'CLUSTER', 'SETSLOT', $slot, 'NODE', $id{$dst}) for @ports;
+    ok(wait_until(10, sub { owner($slot) == $dst }), 'the slot moved');
+    $get = calls($dst, 'get');
+    like($nginx->get('/c/page')->{headers}{'x-cache'} // '', qr/HIT/,
+         'a lookup answered MOVED is a HIT from the target');
+    cmp_ok(calls($dst, 'get'), '>', $get, 'the target answered it');
+}
+
 # --- a slot migrated by hand under traffic
 {
     my $k = 'mig';
