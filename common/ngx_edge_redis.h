@@ -73,10 +73,11 @@
  * again to the node named (the map updated for that slot and refreshed
  * soon), one answered ASK is sent there behind ASKING, at most 5 times;
  * so is a plain command of up to 4 KiB (a larger one answered MOVED gets
- * the error reply, and the map is updated for the next one).  An item whose node is not connected, or whose slot
- * no node serves, is not sent (NULL): the caller's failure policy applies
- * until the map changes.  The map is asked again every 10 s, after a
- * MOVED, and after a node fails.
+ * the error reply, and the map is updated for the next one).  An item
+ * whose node is not connected, or whose slot no node serves, is not sent
+ * (NULL): the caller's failure policy applies until the map changes.  The
+ * map is asked again every 10 s, after a MOVED, and after a node fails.
+ * ngx_edge_redis_hold() and _release() do nothing on a Cluster server.
  */
 
 #ifndef _NGX_EDGE_REDIS_H_INCLUDED_
