@@ -706,7 +706,7 @@ ngx_http_breaker_trip(ngx_http_breaker_circuit_t *c,
             ? 1 : (ngx_uint_t) ngx_http_breaker_load(&c->opens) + 1;
 
     d = ngx_http_breaker_open_time(conf, opens);
-    until = (now + d + 999) / 1000;
+    until = (now + d) / 1000;        /* never above d: Retry-After <= d */
 
     nw = ngx_http_breaker_word(NGX_HTTP_BREAKER_OPEN,
                                ngx_http_breaker_w_gen(w) + 1, until);
