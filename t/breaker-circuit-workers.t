@@ -11,6 +11,7 @@ use Time::HiRes qw(time sleep);
 use Test::Edge qw(wait_until);
 use Test::Edge::Nginx;
 use Test::Edge::Origin;
+use Test::Edge::Valgrind;
 
 my $o = Test::Edge::Origin->start;
 my $oport = $o->port;
@@ -88,8 +89,7 @@ subtest 'two workers: a circuit tripped by both refuses on both' => sub {
     my $n = Test::Edge::Nginx->start(
         http => http_conf('min_calls=20 failure_rate=50 open=60s jitter=0'),
         workers => 2);
-    my @w = $n->worker_pids;
-    is(scalar @w, 2, 'two workers');
+    ok(wait_until(10, sub { $n->worker_pids == 2 }), 'two workers');
 
     my (%pids, @st);
     for (1 .. 20) {
@@ -115,10 +115,11 @@ subtest 'two workers: a circuit tripped by both refuses on both' => sub {
 
 
 subtest 'two workers: exactly `probes` of many concurrent requests pass in half-open' => sub {
-    $o->set('/held', status => 200, body => "held\n", delay => 1.5);
+    $o->set('/held', status => 200, body => "held\n",
+            delay => 1.5 * $Test::Edge::Valgrind::Slowdown);
     my $n = Test::Edge::Nginx->start(
         http => http_conf('min_calls=1 failure_rate=100 open=500ms probes=2 '
-                          . 'jitter=0'),
+                          . 'jitter=0 slow_call=60s half_open_wait=60s'),
         workers => 2);
     is($n->get('/fail')->{status}, 500, 'trip');
     ok(wait_until(5, sub { state($n) =~ /^half_open\|/ }), 'half_open');
