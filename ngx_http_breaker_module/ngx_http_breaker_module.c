@@ -366,7 +366,15 @@ ngx_http_breaker_refuse(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_breaker_log_handler(ngx_http_request_t *r)
 {
-    ngx_http_breaker_ctx_t  *ctx;
+    ngx_http_breaker_ctx_t        *ctx;
+    ngx_http_breaker_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_breaker_module);
+
+    if (bmcf->routes.nelts == 0) {
+        /* no route circuit: no need to look for a context */
+        return NGX_OK;
+    }
 
     ctx = ngx_http_breaker_get_ctx(r);
 
