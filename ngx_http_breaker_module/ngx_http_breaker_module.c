@@ -1021,7 +1021,7 @@ ngx_http_breaker_circuit_force(ngx_cycle_t *cycle, ngx_str_t *name,
 {
     ngx_uint_t                     i;
     ngx_http_breaker_route_t     **routes;
-    ngx_http_breaker_state_e       to;
+    ngx_http_breaker_state_e       from, to;
     ngx_http_breaker_main_conf_t  *bmcf;
 
     if (state->len == 4 && ngx_strncmp(state->data, "open", 4) == 0) {
@@ -1057,8 +1057,11 @@ ngx_http_breaker_circuit_force(ngx_cycle_t *cycle, ngx_str_t *name,
             return NGX_ERROR;
         }
 
-        ngx_http_breaker_circuit_force_state(routes[i]->circuit, to,
-                                             &routes[i]->name, log);
+        from = ngx_http_breaker_circuit_force_state(routes[i]->circuit, to,
+                                                    &routes[i]->name, log);
+
+        ngx_http_breaker_route_transition(&routes[i]->conf, &routes[i]->name,
+                                          from, to);
         return NGX_OK;
     }
 
