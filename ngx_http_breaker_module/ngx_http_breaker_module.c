@@ -1009,7 +1009,10 @@ ngx_http_breaker_circuits_json(ngx_cycle_t *cycle, json_t *array)
         }
     }
 
-    /* the peer layer appends its circuits here (ngx_http_breaker_peer.c) */
+    /* the peer layer appends its circuits here (ngx_http_breaker_peer.c):
+     * if (ngx_http_breaker_peers_json(cycle, array) != NGX_OK) {
+     *     return NGX_ERROR;
+     * } */
 
     return NGX_OK;
 }
@@ -1339,6 +1342,9 @@ ngx_http_breaker_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_breaker_log_handler;
+
+    /* the peer layer's check goes here:
+     * return ngx_http_breaker_peers_postconfiguration(cf); */
 
     return NGX_OK;
 }
