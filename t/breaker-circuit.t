@@ -538,4 +538,21 @@ HTTP
 };
 
 
+subtest 'the window slides: calls older than the window no longer count' => sub {
+    my $w = 2 * $S;
+    my $n = Test::Edge::Nginx->start(
+        http => http_conf("window=${w}s buckets=4 min_calls=2 "
+                          . 'failure_rate=100 open=30s'));
+    my $t0 = time;
+    is($n->get('/fail')->{status}, 500, 'one failure');
+    sleep($w + 0.6 - (time - $t0)) if time - $t0 < $w + 0.6;
+    is($n->get('/fail')->{status}, 500, 'a second one, a window later');
+    like(state($n), qr/^closed\|/,
+         'closed: the first slid out, one call is below min_calls');
+    is($n->get('/fail')->{status}, 500, 'a third one, at once');
+    like(state($n), qr/^open\|failure_rate\|/, 'two in the window: open');
+    $n->stop;
+};
+
+
 done_testing;
