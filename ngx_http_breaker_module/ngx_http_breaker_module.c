@@ -558,10 +558,10 @@ static ngx_http_breaker_ctx_t *
 ngx_http_breaker_variable_ctx(ngx_http_request_t *r,
     ngx_http_breaker_ctx_t *tmp)
 {
-    ngx_http_breaker_ctx_t       *ctx;
-    ngx_http_breaker_route_t     *route;
-    ngx_http_breaker_loc_conf_t  *lcf;
-    ngx_http_breaker_circuit_info_t  info;
+    ngx_http_breaker_ctx_t           *ctx;
+    ngx_http_breaker_route_t         *route;
+    ngx_http_breaker_loc_conf_t      *lcf;
+    ngx_http_breaker_circuit_info_t   info;
 
     ctx = ngx_http_breaker_get_ctx(r);
 
