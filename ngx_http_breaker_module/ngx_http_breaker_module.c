@@ -8,6 +8,7 @@
 
 #include "ngx_edge_common.h"
 #include "ngx_http_breaker_status.h"
+#include "ngx_http_breaker_peer.h"
 
 
 typedef struct {
@@ -48,6 +49,13 @@ static ngx_command_t  ngx_http_breaker_commands[] = {
       ngx_edge_conf_set_status,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_breaker_loc_conf_t, status_code),
+      NULL },
+
+    { ngx_string("breaker_peers"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_http_breaker_peers,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
