@@ -24,6 +24,7 @@
 #include "ngx_edge_common.h"
 #include "ngx_edge_time.h"
 #include "ngx_http_breaker_circuit.h"
+#include "ngx_http_breaker_module.h"
 #include "ngx_http_breaker_peer.h"
 
 
@@ -39,6 +40,9 @@ typedef struct {
 
     /* per worker, resolved on first use */
     ngx_http_breaker_circuit_t      *circuit;
+
+    /* the circuit's series, label circuit="<upstream>/<peer>" */
+    ngx_http_breaker_stats_t         stats;
 } ngx_http_breaker_peer_t;
 
 
@@ -107,6 +111,9 @@ static void ngx_http_breaker_peers_hand_back(ngx_http_breaker_peer_data_t *bp,
     ngx_peer_connection_t *pc, ngx_int_t rc);
 static ngx_http_breaker_peers_conf_t *ngx_http_breaker_peers_conf(
     ngx_http_upstream_srv_conf_t *us);
+static void ngx_http_breaker_peers_transition(
+    ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name,
+    ngx_http_breaker_state_e from, ngx_http_breaker_state_e to);
 
 #if (NGX_HTTP_SSL)
 static ngx_int_t ngx_http_breaker_peers_set_session(ngx_peer_connection_t *pc,
@@ -114,9 +121,6 @@ static ngx_int_t ngx_http_breaker_peers_set_session(ngx_peer_connection_t *pc,
 static void ngx_http_breaker_peers_save_session(ngx_peer_connection_t *pc,
     void *data);
 #endif
-
-
-extern ngx_module_t  ngx_http_breaker_module;
 
 
 /*
@@ -242,6 +246,9 @@ ngx_http_breaker_peers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    pcf->circuit.transition = ngx_http_breaker_peers_transition;
+    pcf->circuit.data = pcf;
+
     pcf->zone = ngx_http_breaker_zone_add(cf, &name);
     if (pcf->zone == NULL) {
         return NGX_CONF_ERROR;
@@ -365,6 +372,12 @@ ngx_http_breaker_peers_list(ngx_conf_t *cf,
 
             peer->peer.data = p;
             peer->peer.len = server[i].addrs[j].name.len;
+
+            if (ngx_http_breaker_stats_add(cf, &peer->name, &peer->stats)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
 
             if (!peer->down) {
                 live++;
@@ -544,6 +557,8 @@ ngx_http_breaker_peers_get(ngx_peer_connection_t *pc, void *data)
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                        "breaker peer \"%V\" open, next peer", &peer->name);
 
+        ngx_http_breaker_stats_rejected(&peer->stats);
+
         ngx_http_breaker_peers_hand_back(bp, pc, rc);
     }
 }
@@ -663,6 +678,9 @@ ngx_http_breaker_peers_free(ngx_peer_connection_t *pc, void *data,
         } else {
             now = ngx_edge_mono_usec();
 
+            ngx_http_breaker_stats_call(&peer->stats, outcome,
+                                        now - bp->start);
+
             ngx_http_breaker_circuit_record(peer->circuit, &bp->conf->circuit,
                                             &peer->name, &bp->ticket,
                                             outcome, now - bp->start, now,
@@ -706,8 +724,9 @@ ngx_http_breaker_peers_outcome(ngx_http_breaker_peer_data_t *bp,
 
     status = u->state ? u->state->status : 0;
 
-    if (status >= 100 && status < 600) {
-        return (bp->conf->circuit.statuses[status / 8] & (1 << (status % 8)))
+    if (status) {
+        return ngx_http_breaker_circuit_failure_status(&bp->conf->circuit,
+                                                       status)
                ? NGX_HTTP_BREAKER_FAILURE : NGX_HTTP_BREAKER_SUCCESS;
     }
 
@@ -777,6 +796,44 @@ ngx_http_breaker_peers_find(ngx_http_breaker_peers_conf_t *pcf,
 }
 
 
+/* the transitions a worker won, into the metrics (as the route layer's:
+ * with a mode other than automatic the state gauge keeps the mode) */
+
+static void
+ngx_http_breaker_peers_transition(ngx_http_breaker_circuit_conf_t *conf,
+    ngx_str_t *name, ngx_http_breaker_state_e from,
+    ngx_http_breaker_state_e to)
+{
+    ngx_http_breaker_peers_conf_t *pcf = conf->data;
+
+    ngx_uint_t                i;
+    ngx_http_breaker_peer_t  *peer;
+
+    peer = pcf->peers.elts;
+
+    for (i = 0; i < pcf->peers.nelts; i++) {
+
+        if (peer[i].name.len != name->len
+            || ngx_strncmp(peer[i].name.data, name->data, name->len) != 0)
+        {
+            continue;
+        }
+
+        if (conf->mode != NGX_HTTP_BREAKER_CLOSED) {
+            if (peer[i].stats.stats) {
+                ngx_edge_stats_add(peer[i].stats.stats,
+                                   peer[i].stats.transitions[to], 1);
+            }
+
+            return;
+        }
+
+        ngx_http_breaker_stats_transition(&peer[i].stats, from, to);
+        return;
+    }
+}
+
+
 #if (NGX_HTTP_SSL)
 
 static ngx_int_t
@@ -799,37 +856,142 @@ ngx_http_breaker_peers_save_session(ngx_peer_connection_t *pc, void *data)
 #endif
 
 
-ngx_int_t
-ngx_http_breaker_peers_json(ngx_cycle_t *cycle, json_t *array)
+/*
+ * Whether the peer is ejected now: its circuit refuses (open, half-open
+ * with its probes taken, forced open) and it is within the cap.
+ */
+
+static ngx_uint_t
+ngx_http_breaker_peers_ejected(ngx_http_breaker_peers_conf_t *pcf,
+    ngx_http_breaker_peer_t *peer, ngx_http_breaker_state_e state,
+    int64_t now)
 {
-    int64_t                           now;
+    if (state != NGX_HTTP_BREAKER_OPEN
+        && state != NGX_HTTP_BREAKER_HALF_OPEN
+        && state != NGX_HTTP_BREAKER_FORCED_OPEN)
+    {
+        return 0;
+    }
+
+    return ngx_http_breaker_peers_ejectable(pcf, peer, now);
+}
+
+
+static json_t *
+ngx_http_breaker_peer_json(ngx_http_breaker_peers_conf_t *pcf,
+    ngx_http_breaker_peer_t *peer, int64_t now)
+{
     json_t                           *o;
-    ngx_uint_t                        i, j;
-    ngx_http_breaker_peer_t          *peer;
-    ngx_http_upstream_main_conf_t    *umcf;
-    ngx_http_upstream_srv_conf_t    **uscfp;
-    ngx_http_breaker_peers_conf_t    *pcf;
+    ngx_str_t                        *state, *upstream;
     ngx_http_breaker_circuit_info_t   info;
+
+    ngx_http_breaker_circuit_info(peer->circuit, &pcf->circuit, now, &info);
+
+    state = ngx_http_breaker_state_name(info.state);
+    upstream = &pcf->upstream->host;
+
+    o = json_object();
+    if (o == NULL) {
+        return NULL;
+    }
+
+    if (json_object_set_new(o, "name",
+            json_stringn((char *) peer->name.data, peer->name.len))
+        || json_object_set_new(o, "layer", json_string("peer"))
+        || json_object_set_new(o, "zone",
+               json_stringn((char *) pcf->zone->shm.name.data,
+                            pcf->zone->shm.name.len))
+        || json_object_set_new(o, "upstream",
+               json_stringn((char *) upstream->data, upstream->len))
+        || json_object_set_new(o, "peer",
+               json_stringn((char *) peer->peer.data, peer->peer.len))
+        || json_object_set_new(o, "state",
+               json_stringn((char *) state->data, state->len))
+        || json_object_set_new(o, "reason",
+               json_string(info.reason ? info.reason : ""))
+        || json_object_set_new(o, "ejected",
+               json_boolean(ngx_http_breaker_peers_ejected(pcf, peer,
+                                                           info.state, now)))
+        || json_object_set_new(o, "calls", json_integer(info.calls))
+        || json_object_set_new(o, "failures", json_integer(info.failures))
+        || json_object_set_new(o, "slow", json_integer(info.slow))
+        || json_object_set_new(o, "failure_rate",
+                               json_integer(info.failure_rate))
+        || json_object_set_new(o, "slow_rate", json_integer(info.slow_rate))
+        || json_object_set_new(o, "until_half_open_ms",
+                               json_integer(info.until_half_open / 1000))
+        || json_object_set_new(o, "consecutive_opens",
+                               json_integer(info.consecutive_opens))
+        || json_object_set_new(o, "generation",
+                               json_integer(info.generation))
+        || json_object_set_new(o, "min_calls",
+                               json_integer(pcf->circuit.min_calls))
+        || json_object_set_new(o, "failure_rate_threshold",
+                               json_integer(pcf->circuit.failure_rate))
+        || json_object_set_new(o, "slow_rate_threshold",
+                               json_integer(pcf->circuit.slow_rate))
+        || json_object_set_new(o, "probes", json_integer(pcf->circuit.probes))
+        || json_object_set_new(o, "max_ejected",
+                               json_integer(pcf->max_ejected)))
+    {
+        json_decref(o);
+        return NULL;
+    }
+
+    return o;
+}
+
+
+/* the configurations of the upstreams with breaker_peers, in turn */
+
+static ngx_http_breaker_peers_conf_t *
+ngx_http_breaker_peers_next(ngx_cycle_t *cycle, ngx_uint_t *i)
+{
+    ngx_http_upstream_main_conf_t   *umcf;
+    ngx_http_upstream_srv_conf_t   **uscfp;
+    ngx_http_breaker_peers_conf_t   *pcf;
+
+    if (cycle->conf_ctx == NULL) {
+        return NULL;
+    }
 
     umcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_upstream_module);
     if (umcf == NULL) {
-        return NGX_OK;
+        return NULL;
     }
 
-    now = ngx_edge_mono_usec();
     uscfp = umcf->upstreams.elts;
 
-    for (i = 0; i < umcf->upstreams.nelts; i++) {
+    while (*i < umcf->upstreams.nelts) {
+        pcf = ngx_http_breaker_peers_conf(uscfp[(*i)++]);
 
-        pcf = ngx_http_breaker_peers_conf(uscfp[i]);
-        if (pcf == NULL) {
-            continue;
-        }
+        if (pcf) {
+            if (!pcf->resolved) {
+                ngx_http_breaker_peers_resolve(pcf, cycle->log);
+            }
 
-        if (!pcf->resolved) {
-            ngx_http_breaker_peers_resolve(pcf, cycle->log);
+            return pcf;
         }
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_http_breaker_peers_json(ngx_cycle_t *cycle, json_t *array)
+{
+    int64_t                         now;
+    json_t                         *o;
+    ngx_uint_t                      i, j;
+    ngx_http_breaker_peer_t        *peer;
+    ngx_http_breaker_peers_conf_t  *pcf;
+
+    now = ngx_edge_mono_usec();
+    i = 0;
+
+    while ((pcf = ngx_http_breaker_peers_next(cycle, &i)) != NULL) {
 
         peer = pcf->peers.elts;
 
@@ -839,45 +1001,50 @@ ngx_http_breaker_peers_json(ngx_cycle_t *cycle, json_t *array)
                 continue;
             }
 
-            ngx_http_breaker_circuit_info(peer[j].circuit, &pcf->circuit,
-                                          now, &info);
+            o = ngx_http_breaker_peer_json(pcf, &peer[j], now);
 
-            o = json_pack("{s:s%, s:s, s:s%, s:s%, s:s%, s:I, s:I, s:I, "
-                          "s:I, s:I, s:I, s:I, s:s, s:b}",
-                          "name", (char *) peer[j].name.data,
-                          peer[j].name.len,
-                          "layer", "peer",
-                          "upstream", (char *) pcf->upstream->host.data,
-                          pcf->upstream->host.len,
-                          "peer", (char *) peer[j].peer.data,
-                          peer[j].peer.len,
-                          "state",
-                          (char *) ngx_http_breaker_state_name(info.state)
-                                   ->data,
-                          ngx_http_breaker_state_name(info.state)->len,
-                          "calls", (json_int_t) info.calls,
-                          "failures", (json_int_t) info.failures,
-                          "slow", (json_int_t) info.slow,
-                          "failure_rate", (json_int_t) info.failure_rate,
-                          "slow_rate", (json_int_t) info.slow_rate,
-                          "until_half_open_ms",
-                          (json_int_t) (info.until_half_open / 1000),
-                          "consecutive_opens",
-                          (json_int_t) info.consecutive_opens,
-                          "reason", info.reason ? info.reason : "",
-                          "ejectable",
-                          (int) ngx_http_breaker_peers_ejectable(pcf,
-                                                                 &peer[j],
-                                                                 now));
-            if (o == NULL) {
-                return NGX_ERROR;
-            }
-
-            if (json_array_append_new(array, o) != 0) {
+            if (o == NULL || json_array_append_new(array, o) != 0) {
                 return NGX_ERROR;
             }
         }
     }
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_breaker_peers_force(ngx_cycle_t *cycle, ngx_str_t *name,
+    ngx_http_breaker_state_e state, ngx_log_t *log)
+{
+    ngx_uint_t                      i, j;
+    ngx_http_breaker_peer_t        *peer;
+    ngx_http_breaker_peers_conf_t  *pcf;
+
+    i = 0;
+
+    while ((pcf = ngx_http_breaker_peers_next(cycle, &i)) != NULL) {
+
+        peer = pcf->peers.elts;
+
+        for (j = 0; j < pcf->peers.nelts; j++) {
+
+            if (peer[j].name.len != name->len
+                || ngx_strncmp(peer[j].name.data, name->data, name->len)
+                   != 0)
+            {
+                continue;
+            }
+
+            if (peer[j].circuit == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_http_breaker_circuit_force_state(peer[j].circuit, state,
+                                                 &peer[j].name, log);
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
 }

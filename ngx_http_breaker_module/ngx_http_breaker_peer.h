@@ -16,6 +16,7 @@
 
 
 #include "ngx_edge_common.h"
+#include "ngx_http_breaker_circuit.h"
 #include <jansson.h>
 
 
@@ -33,6 +34,12 @@ ngx_int_t ngx_http_breaker_peers_postconfiguration(ngx_conf_t *cf);
 /* appends one object per peer circuit to the array (status document);
  * NGX_ERROR when jansson fails to allocate */
 ngx_int_t ngx_http_breaker_peers_json(ngx_cycle_t *cycle, json_t *array);
+
+/* forces the peer circuit of that name ("<upstream>/<peer>") into state
+ * (FORCED_OPEN, FORCED_CLOSED, or CLOSED: automatic again); NGX_DECLINED
+ * when there is no such peer circuit */
+ngx_int_t ngx_http_breaker_peers_force(ngx_cycle_t *cycle, ngx_str_t *name,
+    ngx_http_breaker_state_e state, ngx_log_t *log);
 
 
 #endif /* _NGX_HTTP_BREAKER_PEER_H_INCLUDED_ */
