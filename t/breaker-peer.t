@@ -9,6 +9,8 @@
 # healed), a "down" one is a port nothing listens on.  Every response of
 # the proxy carries $upstream_addr (every peer this request tried) and the
 # worker's pid, so traffic is counted per peer and per worker.
+# nginx's own max_fails is off (max_fails=0): what ejects a peer here is
+# its circuit.
 
 use strict;
 use warnings;
@@ -40,19 +42,23 @@ sub start_proxy {
         $peers .= "    server { listen 127.0.0.1:$port{$p}; "
             . "location / { $answer } }\n";
     }
-    my $servers = join '', map { "        server 127.0.0.1:$port{$_};\n" }
-        qw(A B C);
+    my $fails = $o{max_fails} // 'max_fails=0';
+    my $servers = join '',
+        map { "        server 127.0.0.1:$port{$_} $fails;\n" } qw(A B C);
+    my $breaker = $o{nobreaker} ? '' : "breaker_peers zone=peers $o{peers};";
     my $n = Test::Edge::Nginx->start(workers => 2, http => <<"HTTP");
+    metrics_zone 1m;
     breaker_zone peers 1m;
     upstream backend {
 $servers
         $o{balancer}
-        breaker_peers zone=peers $o{peers};
+        $breaker
         $o{after}
     }
 $peers
     server {
         listen 127.0.0.1:\$PORT reuseport;
+        location = /metrics { metrics; }
         location / {
             proxy_pass http://backend;
             proxy_next_upstream $o{next};
@@ -101,6 +107,20 @@ sub until_ejected {
     return ($ejected, \%total);
 }
 
+# a series of the metrics endpoint, 0 when absent
+sub metric {
+    my ($p, $series) = @_;
+    my $body = $p->{n}->get('/metrics')->{body};
+    return $body =~ /^nginx_\Q$series\E (\S+)$/m ? $1 : 0;
+}
+
+# breaker_calls_total of PEER's circuit, for OUTCOME
+sub calls {
+    my ($p, $peer, $outcome) = @_;
+    return metric($p, "breaker_calls_total{circuit=\"backend/127.0.0.1:"
+                  . "$p->{port}{$peer}\",outcome=\"$outcome\"}");
+}
+
 sub no_errors {
     my ($p, $what) = @_;
     my @bad = grep { /\[(?:alert|crit|emerg)\]/ } split /\n/, $p->{n}->log;
@@ -128,6 +148,21 @@ sub no_errors {
     is($s->{retried}, 0, 'no request needed a retry');
     is(scalar keys %{ $s->{pids} }, 2, 'both workers served (and agree)');
     no_errors($p, 'round robin');
+    $p->{n}->stop;
+}
+
+# --- the same without breaker_peers, with nginx's own max_fails: the
+# 500s are never noticed, a third of the requests keep failing
+
+{
+    my $p = start_proxy(bad => ['B'], nobreaker => 1, max_fails => '');
+    sample($p, 30);
+    my $s = sample($p, 60);
+    # each worker's round robin cycles A, B, C: a third of its requests,
+    # give or take one per worker
+    cmp_ok($s->{peer}{B}, '>=', 17, 'without breaker_peers the bad peer '
+           . 'keeps its third');
+    is($s->{failed}, $s->{peer}{B}, 'and every request it gets fails');
     $p->{n}->stop;
 }
 
@@ -171,6 +206,25 @@ sub no_errors {
     is($before->{failed}, 0, 'no client saw them');
     my $s = sample($p, 100);
     is($s->{retried}, 0, 'after ejection nothing needs a retry');
+    # every attempt counted for its own peer: B's are failures, the
+    # retries that followed them successes of A and C
+    my %tried = (A => 0, B => 0, C => 0);
+    $tried{$_} += $first->{peer}{$_} + $s->{peer}{$_} for qw(A B C);
+    my $b_fail = calls($p, 'B', 'failure');
+    cmp_ok($b_fail, '>=', 5, 'the failing peer\'s circuit counted its '
+        . 'failures (at least min_calls)');
+    is(calls($p, 'B', 'success'), 0, 'and no success');
+    is(calls($p, 'A', 'failure') + calls($p, 'C', 'failure'), 0,
+       'the peers that answered the retries counted no failure');
+    cmp_ok(calls($p, 'A', 'success'), '>=', $tried{A},
+           'peer A counted its successes');
+    cmp_ok(calls($p, 'C', 'success'), '>=', $tried{C},
+           'peer C counted its successes');
+    is(metric($p, "breaker_state{circuit=\"backend/127.0.0.1:$p->{port}{B}\"}"),
+       1, 'the state gauge shows the peer open');
+    cmp_ok(metric($p, "breaker_rejected_total{circuit=\"backend/127.0.0.1:"
+                  . "$p->{port}{B}\"}"), '>=', 1,
+           'requests steered away from it are counted');
     # had a retry's success been recorded for the failing peer, or its
     # failure for the next one, A or C would have tripped too
     cmp_ok($s->{peer}{A}, '>', 30, 'peer A, which answered the retries, '
