@@ -22,13 +22,15 @@ use File::Temp qw(tempdir);
 
 my $tmp = tempdir(CLEANUP => 1);
 
-# three peers A, B, C; %o: bad => [names], down => [names], balancer =>
+# three peers A, B, C; %o: bad => [names] (answering status, 500 by
+# default), down => [names], balancer =>
 # text before breaker_peers, after => text after it, peers => the
 # breaker_peers parameters, location => extra proxy location directives
 sub start_proxy {
     my (%o) = @_;
     $o{$_} //= "" for qw(balancer after location peers);
     $o{next} //= "off";
+    $o{status} //= 500;
     my %port = map { $_ => Test::Edge::Nginx::free_port() } qw(A B C);
     my %bad = map { $_ => 1 } @{ $o{bad} // [] };
     my %down = map { $_ => 1 } @{ $o{down} // [] };
@@ -37,7 +39,7 @@ sub start_proxy {
     for my $p (qw(A B C)) {
         next if $down{$p};
         my $answer = $bad{$p}
-            ? "if (-f $heal) { return 200 \"$p\\n\"; } return 500;"
+            ? "if (-f $heal) { return 200 \"$p\\n\"; } return $o{status};"
             : "return 200 \"$p\\n\";";
         $peers .= "    server { listen 127.0.0.1:$port{$p}; "
             . "location / { $answer } }\n";
@@ -274,16 +276,47 @@ sub no_errors {
     $p->{n}->stop;
 }
 
+# --- the state survives a reload: the new workers find the circuits of
+# the same names in the zone, still open
+
+{
+    my $p = start_proxy(bad => ['B'], peers => 'min_calls=5 open=60s');
+    my ($ejected) = until_ejected($p, 'B');
+    ok($ejected, 'ejected before the reload');
+    my @old = $p->{n}->worker_pids;
+    open my $fh, '<', "$p->{n}{prefix}/logs/nginx.pid" or die $!;
+    chomp(my $master = <$fh>);
+    kill 'HUP', $master;
+    my %old = map { $_ => 1 } @old;
+    ok(wait_until(20, sub {
+        my @now = $p->{n}->worker_pids;
+        return @now == 2 && !grep { $old{$_} } @now;
+    }), 'new workers after the reload');
+    my $s = sample($p, 60);
+    ok(!grep({ $old{$_} } keys %{ $s->{pids} }), 'served by the new workers');
+    is($s->{peer}{B}, 0, 'the peer is still ejected');
+    is($s->{failed}, 0, 'no request failed');
+    no_errors($p, 'reload');
+    $p->{n}->stop;
+}
+
 # --- half-open: after the open time a probe reaches the peer; it stays
 # ejected while bad, and comes back once healed
 
 {
-    my $p = start_proxy(bad => ['B'], peers => 'min_calls=5 open=1s probes=2');
+    my $p = start_proxy(bad => ['B'],
+                        peers => 'min_calls=5 open=1s probes=2 jitter=0');
     my ($ejected) = until_ejected($p, 'B');
     ok($ejected, 'ejected');
-    # still bad: the probes fail, the circuit opens again
-    my $probed = wait_until(20, sub { sample($p, 5)->{peer}{B} > 0 });
+    # still bad: the probes fail, the circuit opens again (for 2 s: the
+    # second open); five sequential requests take less than that
+    my $probes = 0;
+    my $probed = wait_until(20, sub {
+        $probes = sample($p, 5)->{peer}{B};
+        return $probes > 0;
+    });
     ok($probed, 'after the open time the ejected peer gets a probe');
+    cmp_ok($probes, '<=', 2, 'no more than probes=2 of them');
     open my $fh, '>', $p->{heal} or die $!;
     close $fh;
     my $back = wait_until(30, sub {
@@ -308,10 +341,13 @@ my @compose = (
 
 for my $c (@compose) {
     my ($what, $balancer, $after) = @$c;
+    # nginx closes the connection after its own 500, not after a 503: the
+    # bad peer's connections are kept alive, and a cached one is offered
+    # for it after its ejection
     my $ka = 'proxy_http_version 1.1; proxy_set_header Connection "";';
     my $p = start_proxy(bad => ['B'], peers => 'min_calls=5 open=60s',
                         balancer => $balancer, after => $after,
-                        location => $ka);
+                        location => $ka, status => 503);
     my $path = sub { "/?k=$_[0]" . int(rand(1e6)) };
     my ($ejected) = until_ejected($p, 'B', path => $path);
     ok($ejected, "$what: the bad peer is ejected");
