@@ -671,21 +671,15 @@ ngx_http_breaker_peers_free(ngx_peer_connection_t *pc, void *data,
     if (peer != NULL && bp->ticket.admitted) {
 
         outcome = ngx_http_breaker_peers_outcome(bp, pc, state);
+        now = ngx_edge_mono_usec();
 
-        if (outcome == NGX_HTTP_BREAKER_IGNORED) {
-            ngx_http_breaker_circuit_cancel(peer->circuit, &bp->ticket);
+        /* an ignored outcome is counted, and gives back a probe permit */
 
-        } else {
-            now = ngx_edge_mono_usec();
+        ngx_http_breaker_stats_call(&peer->stats, outcome, now - bp->start);
 
-            ngx_http_breaker_stats_call(&peer->stats, outcome,
-                                        now - bp->start);
-
-            ngx_http_breaker_circuit_record(peer->circuit, &bp->conf->circuit,
-                                            &peer->name, &bp->ticket,
-                                            outcome, now - bp->start, now,
-                                            pc->log);
-        }
+        ngx_http_breaker_circuit_record(peer->circuit, &bp->conf->circuit,
+                                        &peer->name, &bp->ticket, outcome,
+                                        now - bp->start, now, pc->log);
 
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                        "breaker peer \"%V\" outcome %d",

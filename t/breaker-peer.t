@@ -18,6 +18,8 @@ use warnings;
 use Test::More;
 use Test::Edge qw(wait_until);
 use Test::Edge::Nginx;
+use Test::Edge::Origin;
+use IO::Socket::INET;
 use File::Temp qw(tempdir);
 
 my $tmp = tempdir(CLEANUP => 1);
@@ -32,12 +34,14 @@ sub start_proxy {
     $o{next} //= "off";
     $o{status} //= 500;
     my %port = map { $_ => Test::Edge::Nginx::free_port() } qw(A B C);
+    # origin => Test::Edge::Origin: peer B is that origin
+    $port{B} = $o{origin}->port if $o{origin};
     my %bad = map { $_ => 1 } @{ $o{bad} // [] };
     my %down = map { $_ => 1 } @{ $o{down} // [] };
     my $heal = "$tmp/healed-" . int(rand(1e9));
     my $peers = '';
     for my $p (qw(A B C)) {
-        next if $down{$p};
+        next if $down{$p} || ($p eq 'B' && $o{origin});
         my $answer = $bad{$p}
             ? "if (-f $heal) { return 200 \"$p\\n\"; } return $o{status};"
             : "return 200 \"$p\\n\";";
@@ -119,7 +123,8 @@ sub metric {
 # breaker_calls_total of PEER's circuit, for OUTCOME
 sub calls {
     my ($p, $peer, $outcome) = @_;
-    return metric($p, "breaker_calls_total{circuit=\"backend/127.0.0.1:"
+    my $up = $p->{upstream} // 'backend';
+    return metric($p, "breaker_calls_total{circuit=\"$up/127.0.0.1:"
                   . "$p->{port}{$peer}\",outcome=\"$outcome\"}");
 }
 
@@ -191,8 +196,83 @@ sub no_errors {
     my $s = sample($p, 100);
     is($s->{failed}, 0, 'then no request fails');
     is($s->{peer}{B}, 0, 'and none is sent to it');
+    cmp_ok(calls($p, 'B', 'connect_error'), '>=', 5,
+           'its circuit counted connection errors');
+    is(calls($p, 'B', 'failure') + calls($p, 'B', 'timeout'), 0,
+       'and nothing else');
     $p->{n}->stop;
 }
+
+# --- the outcomes of a peer served by the programmable origin: a slow peer
+# (latency per attempt, slow_call=), a peer that never answers
+# (timeouts, counted apart), a client gone before the answer (ignored)
+
+my $origin = Test::Edge::Origin->start;
+
+{
+    $origin->set('/slow', status => 200, body => "B\n", delay => 0.4);
+    my $p = start_proxy(origin => $origin,
+        peers => 'min_calls=5 slow_call=200ms slow_rate=50 open=60s');
+    my ($ejected, $before) = until_ejected($p, 'B', path => sub { '/slow' });
+    ok($ejected, 'a peer answering 200 slowly is ejected on slow_rate');
+    is($before->{failed}, 0, 'its answers were not failures');
+    is(calls($p, 'B', 'success'), $origin->hits('/slow'),
+       'each of its attempts counted once, as a success');
+    my $s = sample($p, 50, path => sub { '/slow' });
+    is($s->{peer}{B}, 0, 'then it gets no traffic');
+    $p->{n}->stop;
+    $origin->reset;
+}
+
+{
+    $origin->set('/hang', mode => 'hang');
+    my $p = start_proxy(origin => $origin, peers => 'min_calls=5 open=60s',
+                        location => 'proxy_read_timeout 300ms;');
+    my ($ejected, $before) = until_ejected($p, 'B', path => sub { '/hang' });
+    ok($ejected, 'a peer that never answers is ejected on timeouts');
+    cmp_ok(calls($p, 'B', 'timeout'), '>=', 5, 'they are counted as '
+           . 'timeouts');
+    is(calls($p, 'B', 'connect_error') + calls($p, 'B', 'failure'), 0,
+       'not as anything else');
+    $p->{n}->stop;
+    $origin->reset;
+}
+
+{
+    $origin->set('/hang', mode => 'hang');
+    my $oport = $origin->port;
+    my $n = Test::Edge::Nginx->start(http => <<"HTTP");
+    metrics_zone 1m;
+    breaker_zone peers 1m;
+    upstream solo {
+        server 127.0.0.1:$oport max_fails=0;
+        breaker_peers zone=peers min_calls=1 probes=1 open=60s;
+    }
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /metrics { metrics; }
+        location / { proxy_pass http://solo; }
+    }
+HTTP
+    my $p = { n => $n, port => { B => $oport }, upstream => 'solo' };
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $n->port) or die $!;
+    print $c "GET /hang HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    ok(wait_until(10, sub { $origin->hits('/hang') == 1 }),
+       'a request waits on the peer');
+    close $c;
+    ok(wait_until(10, sub { calls($p, 'B', 'ignored') == 1 }),
+       'the client goes away: the attempt is ignored');
+    is(calls($p, 'B', 'timeout') + calls($p, 'B', 'connect_error')
+       + calls($p, 'B', 'failure'), 0, 'not counted against the peer');
+    $origin->set('/ok', status => 200, body => "ok\n");
+    is($n->get('/ok')->{status}, 200, 'with min_calls=1 the circuit is '
+       . 'still closed');
+    $n->stop;
+    $origin->reset;
+}
+
+$origin->stop;
 
 # --- retries count per peer: the failing peer's circuit sees the failure,
 # the next peer's the success
