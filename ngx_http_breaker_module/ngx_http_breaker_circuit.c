@@ -425,7 +425,7 @@ ngx_http_breaker_circuit_stored_state(ngx_http_breaker_circuit_t *c,
 }
 
 
-void
+ngx_http_breaker_state_e
 ngx_http_breaker_circuit_force_state(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_state_e state, ngx_str_t *name, ngx_log_t *log)
 {
@@ -453,6 +453,8 @@ ngx_http_breaker_circuit_force_state(ngx_http_breaker_circuit_t *c,
                   "breaker circuit \"%V\": %V -> %V (forced)", name,
                   ngx_http_breaker_state_name(from),
                   ngx_http_breaker_state_name(state));
+
+    return from;
 }
 
 

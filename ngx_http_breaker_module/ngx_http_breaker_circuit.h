@@ -123,8 +123,10 @@ ngx_http_breaker_state_e ngx_http_breaker_circuit_state(
 /* forced states from the status endpoint: FORCED_OPEN, FORCED_CLOSED, or
  * CLOSED (back to automatic, empty window).  Named _force_state: the name
  * ngx_http_breaker_circuit_force is the status endpoint's entry point
- * (ngx_http_breaker_status.h), by cycle and circuit name. */
-void ngx_http_breaker_circuit_force_state(ngx_http_breaker_circuit_t *c,
+ * (ngx_http_breaker_status.h), by cycle and circuit name.  Returns the
+ * state it replaced; the caller counts the transition (no conf here). */
+ngx_http_breaker_state_e ngx_http_breaker_circuit_force_state(
+    ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_state_e state, ngx_str_t *name, ngx_log_t *log);
 
 /* a snapshot for the status endpoint and the metrics */

@@ -372,7 +372,15 @@ ngx_http_breaker_refuse(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_breaker_log_handler(ngx_http_request_t *r)
 {
-    ngx_http_breaker_ctx_t  *ctx;
+    ngx_http_breaker_ctx_t        *ctx;
+    ngx_http_breaker_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_breaker_module);
+
+    if (bmcf->routes.nelts == 0) {
+        /* no route circuit: no need to look for a context */
+        return NGX_OK;
+    }
 
     ctx = ngx_http_breaker_get_ctx(r);
 
@@ -556,10 +564,10 @@ static ngx_http_breaker_ctx_t *
 ngx_http_breaker_variable_ctx(ngx_http_request_t *r,
     ngx_http_breaker_ctx_t *tmp)
 {
-    ngx_http_breaker_ctx_t       *ctx;
-    ngx_http_breaker_route_t     *route;
-    ngx_http_breaker_loc_conf_t  *lcf;
-    ngx_http_breaker_circuit_info_t  info;
+    ngx_http_breaker_ctx_t           *ctx;
+    ngx_http_breaker_route_t         *route;
+    ngx_http_breaker_loc_conf_t      *lcf;
+    ngx_http_breaker_circuit_info_t   info;
 
     ctx = ngx_http_breaker_get_ctx(r);
 
@@ -1017,7 +1025,7 @@ ngx_http_breaker_circuit_force(ngx_cycle_t *cycle, ngx_str_t *name,
 {
     ngx_uint_t                     i;
     ngx_http_breaker_route_t     **routes;
-    ngx_http_breaker_state_e       to;
+    ngx_http_breaker_state_e       from, to;
     ngx_http_breaker_main_conf_t  *bmcf;
 
     if (state->len == 4 && ngx_strncmp(state->data, "open", 4) == 0) {
@@ -1053,8 +1061,11 @@ ngx_http_breaker_circuit_force(ngx_cycle_t *cycle, ngx_str_t *name,
             return NGX_ERROR;
         }
 
-        ngx_http_breaker_circuit_force_state(routes[i]->circuit, to,
-                                             &routes[i]->name, log);
+        from = ngx_http_breaker_circuit_force_state(routes[i]->circuit, to,
+                                                    &routes[i]->name, log);
+
+        ngx_http_breaker_route_transition(&routes[i]->conf, &routes[i]->name,
+                                          from, to);
         return NGX_OK;
     }
 

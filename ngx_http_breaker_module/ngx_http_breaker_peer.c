@@ -1013,6 +1013,7 @@ ngx_http_breaker_peers_force(ngx_cycle_t *cycle, ngx_str_t *name,
 {
     ngx_uint_t                      i, j;
     ngx_http_breaker_peer_t        *peer;
+    ngx_http_breaker_state_e        from;
     ngx_http_breaker_peers_conf_t  *pcf;
 
     i = 0;
@@ -1034,8 +1035,13 @@ ngx_http_breaker_peers_force(ngx_cycle_t *cycle, ngx_str_t *name,
                 return NGX_ERROR;
             }
 
-            ngx_http_breaker_circuit_force_state(peer[j].circuit, state,
-                                                 &peer[j].name, log);
+            from = ngx_http_breaker_circuit_force_state(peer[j].circuit,
+                                                        state,
+                                                        &peer[j].name, log);
+
+            /* counted like the other transitions */
+            ngx_http_breaker_peers_transition(&pcf->circuit, &peer[j].name,
+                                              from, state);
             return NGX_OK;
         }
     }

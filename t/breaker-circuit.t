@@ -44,7 +44,7 @@ $http
             breaker up;
             add_header X-State "\$breaker_state" always;
             add_header X-Reason "\$breaker_reason" always;
-            proxy_read_timeout 10s;
+            proxy_read_timeout 60s;
             proxy_pass http://127.0.0.1:$oport;
 $loc
         }
@@ -214,7 +214,7 @@ subtest 'slow calls: slow_call and slow_rate' => sub {
     my $slow = 1000 * $S;
     $o->set('/slow', status => 200, body => "slow\n", delay => 1.3 * $S);
     my $n = Test::Edge::Nginx->start(
-        http => http_conf("min_calls=4 slow_call=${slow}ms slow_rate=50 "
+        http => http_conf("window=120s min_calls=4 slow_call=${slow}ms slow_rate=50 "
                           . 'failure_rate=100 open=30s'));
     is(statuses($n, '/ok', 2), '200 200', 'two fast');
     is(statuses($n, '/slow', 1), '200', 'one slow');
@@ -510,6 +510,48 @@ HTTP
         }
         $n->stop;
     }
+};
+
+
+subtest 'a probe taken by a request that never goes upstream is given back' => sub {
+    my $http = <<"HTTP";
+    breaker_zone br 1m;
+    breaker_circuit up zone=br min_calls=1 failure_rate=100 open=300ms
+                    probes=1 jitter=0 half_open_wait=60s;
+    server {
+        listen 127.0.0.1:\$PORT;
+        breaker up;
+        location = /state { return 200 "\$breaker_state\\n"; }
+        location /static/ { root html; }
+        location / { proxy_pass http://127.0.0.1:$oport; }
+    }
+HTTP
+    my $n = Test::Edge::Nginx->start(http => $http);
+    is($n->get('/fail')->{status}, 500, 'trip');
+    ok(wait_until(5, sub { state($n) eq 'half_open' }), 'half_open');
+    is($n->get('/static/none')->{status}, 404,
+       'a request served without the upstream takes the probe');
+    is(state($n), 'half_open', 'no outcome: still half_open');
+    is($n->get('/ok')->{status}, 200, 'the probe was given back: admitted');
+    is(state($n), 'closed', 'and it closed the circuit');
+    $n->stop;
+};
+
+
+subtest 'the window slides: calls older than the window no longer count' => sub {
+    my $w = 2 * $S;
+    my $n = Test::Edge::Nginx->start(
+        http => http_conf("window=${w}s buckets=4 min_calls=2 "
+                          . 'failure_rate=100 open=30s'));
+    my $t0 = time;
+    is($n->get('/fail')->{status}, 500, 'one failure');
+    sleep($w + 0.6 - (time - $t0)) if time - $t0 < $w + 0.6;
+    is($n->get('/fail')->{status}, 500, 'a second one, a window later');
+    like(state($n), qr/^closed\|/,
+         'closed: the first slid out, one call is below min_calls');
+    is($n->get('/fail')->{status}, 500, 'a third one, at once');
+    like(state($n), qr/^open\|failure_rate\|/, 'two in the window: open');
+    $n->stop;
 };
 
 
