@@ -344,6 +344,17 @@ $origin->stop;
     is($s->{failed}, 0, 'and the good one serves everything');
     $p->{n}->stop;
 
+    # max_ejected=0%: the circuits measure, nothing is ejected
+    $p = start_proxy(bad => ['B'], peers => 'min_calls=5 open=60s '
+                     . 'max_ejected=0%');
+    sample($p, 30);
+    is(metric($p, "breaker_state{circuit=\"backend/127.0.0.1:"
+                  . "$p->{port}{B}\"}"), 1, 'max_ejected=0%: the circuit '
+       . 'of the bad peer opens');
+    $s = sample($p, 30);
+    cmp_ok($s->{peer}{B}, '>=', 8, 'but the peer keeps its share');
+    $p->{n}->stop;
+
     $p = start_proxy(bad => ['A', 'B', 'C'],
                      peers => 'min_calls=5 open=60s max_ejected=100%');
     sample($p, 60);
