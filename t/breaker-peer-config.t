@@ -81,7 +81,7 @@ refused(upstream('breaker_peers zone=z min_calls=lots;'),
 refused(upstream("breaker_peers zone=z;\n breaker_peers zone=z;"),
         qr/"breaker_peers" directive is duplicate/, 'breaker_peers twice');
 refused(upstream("breaker_peers zone=z;\n hash \$uri;"),
-        qr/"breaker_peers" in .* must come after the load balancing directive .* of upstream "u"/,
+        qr/must come after the load balancing directive .* of upstream "u"/,
         'breaker_peers before hash');
 refused(upstream("breaker_peers zone=z;\n least_conn;"),
         qr/must come after the load balancing directive/,
