@@ -1330,10 +1330,23 @@ ngx_http_breaker_init(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
+    /*
+     * The handlers of a phase run from the last registered to the first:
+     * ours goes first in the array, so it runs after every other
+     * PRECONTENT handler whatever the load_module order (the cache's
+     * lookup, try_files, mirror): a request answered from the cache
+     * never takes a probe nor is refused.
+     */
+
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
+
+    h = cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers.elts;
+    ngx_memmove(&h[1], &h[0],
+                (cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers.nelts - 1)
+                * sizeof(ngx_http_handler_pt));
 
     *h = ngx_http_breaker_handler;
 

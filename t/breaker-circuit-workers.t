@@ -178,6 +178,24 @@ subtest 'reload: the circuit keeps its state, found by name in the reused zone' 
     }
     my @lines = $n->log =~ /(closed -> open)/g;
     is(scalar @lines, 1, 'no new transition');
+
+    # another number of buckets is another circuit: it starts closed
+    my %old = map { $_ => 1 } $n->worker_pids;
+    open my $in, '<', "$n->{prefix}/conf/nginx.conf" or die $!;
+    my $c = do { local $/; <$in> };
+    close $in;
+    $c =~ s/breaker_circuit up zone=br /breaker_circuit up zone=br buckets=5 /;
+    open my $fh, '>', "$n->{prefix}/conf/nginx.conf" or die $!;
+    print $fh $c;
+    close $fh;
+    open my $p, '<', "$n->{prefix}/logs/nginx.pid" or die $!;
+    chomp(my $master = <$p>);
+    kill 'HUP', $master;
+    ok(wait_until(10, sub {
+           my @w = $n->worker_pids;
+           @w == 2 && !grep { $old{$_} } @w }), 'reloaded (buckets=5)');
+    is($n->get('/ok')->{status}, 200, 'a new circuit: closed');
+    is(metric($n, 'breaker_state{circuit="up"}'), 0, 'gauge 0');
     unlike($n->log, qr/\[(alert|crit|emerg)\]/, 'no alert');
     $n->stop;
 };

@@ -555,4 +555,28 @@ subtest 'the window slides: calls older than the window no longer count' => sub 
 };
 
 
+subtest 'a full zone: the circuit that does not fit is not created, its requests pass' => sub {
+    my $http = <<"HTTP";
+    breaker_zone br 32k;
+    breaker_circuit a zone=br buckets=400 min_calls=1 failure_rate=100;
+    breaker_circuit b zone=br buckets=400 min_calls=1 failure_rate=100;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location /a/ { breaker a; proxy_pass http://127.0.0.1:$oport/; }
+        location /b/ { breaker b; proxy_pass http://127.0.0.1:$oport/; }
+        location = /sb { breaker b; return 200 "[\$breaker_state]\\n"; }
+    }
+HTTP
+    my $n = Test::Edge::Nginx->start(http => $http);
+    like($n->log, qr/\[alert\] .*breaker_zone "br" is full: circuit "b" is not created and its requests are admitted/,
+         'an alert');
+    my @alerts = $n->log =~ /(is full)/g;
+    is(scalar @alerts, 1, 'once');
+    is(statuses($n, '/a/fail', 2), '500 503', 'circuit a works');
+    is(statuses($n, '/b/fail', 3), '500 500 500', 'circuit b admits');
+    is($n->get('/sb')->{body}, "[]\n", 'b has no state');
+    $n->stop;
+};
+
+
 done_testing;
