@@ -20,6 +20,7 @@
 #include "ngx_http_breaker_circuit.h"
 #include "ngx_http_breaker_module.h"
 #include "ngx_http_breaker_status.h"
+#include "ngx_http_breaker_peer.h"
 
 
 /* a route circuit: breaker_circuit NAME zone=... (process memory) */
@@ -143,7 +144,12 @@ static ngx_command_t  ngx_http_breaker_commands[] = {
       0,
       NULL },
 
-    /* the peer layer (ngx_http_breaker_peer.c) adds breaker_peers here */
+    { ngx_string("breaker_peers"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_http_breaker_peers,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
 
       ngx_null_command
 };
@@ -1009,12 +1015,7 @@ ngx_http_breaker_circuits_json(ngx_cycle_t *cycle, json_t *array)
         }
     }
 
-    /* the peer layer appends its circuits here (ngx_http_breaker_peer.c):
-     * if (ngx_http_breaker_peers_json(cycle, array) != NGX_OK) {
-     *     return NGX_ERROR;
-     * } */
-
-    return NGX_OK;
+    return ngx_http_breaker_peers_json(cycle, array);
 }
 
 
@@ -1068,9 +1069,9 @@ ngx_http_breaker_circuit_force(ngx_cycle_t *cycle, ngx_str_t *name,
         return NGX_OK;
     }
 
-    /* the peer layer's circuits are forced here (ngx_http_breaker_peer.c) */
+    /* the peer layer's circuits (ngx_http_breaker_peer.c) */
 
-    return NGX_DECLINED;
+    return ngx_http_breaker_peers_force(cycle, name, to, log);
 }
 
 
@@ -1356,10 +1357,7 @@ ngx_http_breaker_init(ngx_conf_t *cf)
 
     *h = ngx_http_breaker_log_handler;
 
-    /* the peer layer's check goes here:
-     * return ngx_http_breaker_peers_postconfiguration(cf); */
-
-    return NGX_OK;
+    return ngx_http_breaker_peers_postconfiguration(cf);
 }
 
 
