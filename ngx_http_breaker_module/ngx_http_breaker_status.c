@@ -860,8 +860,9 @@ ngx_http_breaker_health_gauge(ngx_pool_t *pool, ngx_str_t *module,
  * Every shared memory zone of the cycle is a slab pool (nginx makes it one
  * before the zone's init runs): pages in use against pages in the pool,
  * read under the pool's mutex, which is held as briefly as every module
- * holds it.  The stats zones are sized to what was registered and full by
- * design: they are listed, never judged.
+ * holds it.  The stats zones are listed, never judged: they are sized to
+ * what was registered and never grow, and the metrics module reports how
+ * full they are in series (nginx_edge_stats_series / _capacity).
  */
 
 static json_t *
