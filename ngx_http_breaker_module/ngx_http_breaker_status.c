@@ -396,8 +396,8 @@ ngx_http_breaker_status_arg(ngx_http_request_t *r, const char *name,
  * The circuits and shedders, as their modules describe them, and what they
  * add up to.  A circuit counts as open in the states "open" and
  * "forced_open" (its requests fail fast); a shedder is shedding when it
- * says so ("shedding": true), or else when its permits are all taken or
- * requests wait in its queue.
+ * says so ("shedding": a boolean), or else when its permits are all taken
+ * ("in_flight" >= "limit") or requests wait in its queue ("queue" > 0).
  */
 
 static ngx_int_t
@@ -461,7 +461,7 @@ ngx_http_breaker_status_shedding(json_t *shedder)
         return json_is_true(v);
     }
 
-    if (json_integer_value(json_object_get(shedder, "queued")) > 0) {
+    if (json_integer_value(json_object_get(shedder, "queue")) > 0) {
         return 1;
     }
 

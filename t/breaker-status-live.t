@@ -14,6 +14,8 @@ use JSON::PP ();
 use File::Temp qw(tempdir);
 use Test::Edge qw(:all);
 use Test::Edge::Nginx;
+use Test::Edge::Silent;
+use IO::Socket::INET;
 
 my $http_main = <<'HTTP';
     breaker_zone bz 1m;
@@ -22,6 +24,7 @@ my $http_main = <<'HTTP';
     breaker_circuit search zone=bz;
     breaker_shed_zone sz 1m;
     breaker_shedder api zone=sz limit=10;
+    breaker_shedder one zone=sz limit=1;
 HTTP
 
 # nginx -t of the http block: the output
@@ -48,6 +51,11 @@ sub nginx_t {
         unless $out =~ /test is successful/;
 }
 
+# an upstream that accepts and never answers: a request to it holds its
+# shedder's permit
+my $silent = Test::Edge::Silent->start;
+my $silent_port = $silent->port;
+
 my $nginx = Test::Edge::Nginx->start(workers => 2, http => <<"HTTP");
 $http_main
     server {
@@ -65,10 +73,16 @@ $http_main
             add_header X-Breaker-State \$breaker_state always;
             proxy_pass http://127.0.0.1:\$PORT/ok;
         }
+        location = /held {
+            breaker_shed one;
+            proxy_read_timeout 60s;
+            proxy_pass http://127.0.0.1:$silent_port;
+        }
         location = /breaker { breaker_status_endpoint allow_force=on; }
         location = /breaker-ro { breaker_status_endpoint; }
         location = /ready { breaker_health ready redis=off; }
         location = /ready-strict { breaker_health ready redis=off circuits=fail; }
+        location = /ready-shed { breaker_health ready redis=off shedding=fail; }
     }
 HTTP
 
@@ -164,6 +178,35 @@ ok(summary_agrees($d), 'the summary agrees with the lists');
 
 ($st, $d) = doc('POST', '/breaker?circuit=payments&state=auto');
 is($st, 200, 'released with auto');
+
+# --- a shedder whose only permit is taken is shedding
+sub shedder {
+    my ($x, $name) = @_;
+    my ($s) = grep { ($_->{name} // '') eq $name } @{ $x->{shedders} // [] };
+    return $s;
+}
+($st, $d) = doc('GET', '/ready-shed');
+is($st, 200, 'ready (shedding=fail): 200 while no shedder is full');
+my $held = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                 PeerPort => $nginx->port) or die $!;
+print $held "GET /held HTTP/1.0\r\nHost: localhost\r\n\r\n";
+ok(wait_until(10, sub {
+       my (undef, $x) = doc('GET', '/breaker');
+       my $s = shedder($x, 'one');
+       $s && $s->{in_flight} == 1;
+   }), 'a request holds the permit of the shedder "one"');
+($st, $d) = doc('GET', '/breaker');
+is($d->{summary}{shedders_shedding}, 1, 'summary: one shedder shedding');
+is(shedder($d, 'api')->{in_flight}, 0, 'the other shedder is idle');
+($st, $d) = doc('GET', '/ready-shed');
+is($st, 503, 'ready (shedding=fail): 503');
+is($d->{checks}{shedding}{shedding}, 1, 'ready: one shedder shedding');
+($st, $d) = doc('GET', '/ready');
+is($st, 200, 'ready (shedding=warn, the default): 200');
+close $held;
+$silent->stop;
+ok(wait_until(10, sub { (doc('GET', '/ready-shed'))[0] == 200 }),
+   'the permit is given back: 200 again');
 
 $nginx->stop;
 unlike($nginx->final_log, qr/\[(alert|crit|emerg)\]|open socket/,
