@@ -10,6 +10,7 @@ use strict;
 use warnings;
 
 use Test::More;
+use FindBin;
 use JSON::PP ();
 use File::Temp qw(tempdir);
 use Test::Edge qw(:all);
@@ -78,6 +79,7 @@ $http_main
             proxy_read_timeout 60s;
             proxy_pass http://127.0.0.1:$silent_port;
         }
+        location = /metrics { metrics; }
         location = /breaker { breaker_status_endpoint allow_force=on; }
         location = /breaker-ro { breaker_status_endpoint; }
         location = /ready { breaker_health ready redis=off; }
@@ -207,6 +209,21 @@ close $held;
 $silent->stop;
 ok(wait_until(10, sub { (doc('GET', '/ready-shed'))[0] == 200 }),
    'the permit is given back: 200 again');
+
+# --- the dashboard's breaker and shedding panels query series that exist
+{
+    my $file = "$FindBin::Bin/../contrib/grafana/nginx-edge.json";
+    open my $fh, '<', $file or die "$file: $!";
+    my $dash = JSON::PP::decode_json(do { local $/; <$fh> });
+    my %names = map { $_ => 1 } map { /\b(nginx_breaker_[a-z_]+)/g }
+                map { $_->{expr} } map { @{ $_->{targets} || [] } }
+                @{ $dash->{panels} };
+    ok(keys %names >= 8, 'the dashboard queries the breaker\'s series');
+    my $metrics = $nginx->get('/metrics')->{body};
+    my @missing = grep { $metrics !~ /^\Q$_\E[{ ]/m } sort keys %names;
+    is_deeply(\@missing, [], 'every one of them is exported')
+        or diag(join "\n", grep { /^nginx_breaker/ } split /\n/, $metrics);
+}
 
 $nginx->stop;
 unlike($nginx->final_log, qr/\[(alert|crit|emerg)\]|open socket/,
