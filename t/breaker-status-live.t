@@ -145,6 +145,9 @@ like($nginx->log,
 my $res = $nginx->get('/search');
 is($res->{status}, 503, 'a request to the forced circuit fails fast');
 is($res->{headers}{'x-breaker-state'}, 'forced_open', '$breaker_state');
+# each on its own connection: whichever worker takes it reads the zone
+is(scalar(grep { $nginx->get('/search')->{status} == 503 } 1 .. 10), 10,
+   'every request fails fast, in both workers');
 
 ($st, $d) = doc('GET', '/breaker');
 is($d->{summary}{circuits_open}, 1, 'summary: one circuit open');
