@@ -213,6 +213,43 @@ $silent->stop;
 ok(wait_until(10, sub { (doc('GET', '/ready-shed'))[0] == 200 }),
    'the permit is given back: 200 again');
 
+# --- per-peer circuits (breaker_peers), when that layer is built: listed
+# as <upstream>/<address>, forced by that name (%-encoded in the query)
+SKIP: {
+    my $up = "upstream pool { server 127.0.0.1:1; server 127.0.0.1:2;"
+           . " breaker_peers zone=bz; }";
+    my $out = nginx_t("$http_main$up");
+    skip 'per-peer circuits are not built yet', 7
+        if $out =~ /unknown directive "breaker_peers"/;
+    my $peers = Test::Edge::Nginx->start(http => <<"HTTP");
+$http_main
+    $up
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /breaker { breaker_status_endpoint allow_force=on; }
+    }
+HTTP
+    my $r = $peers->get('/breaker');
+    my $x = JSON::PP::decode_json($r->{body});
+    my @p = grep { ($_->{layer} // '') eq 'peer' } @{ $x->{circuits} };
+    is_deeply([sort map { $_->{name} } @p],
+              ['pool/127.0.0.1:1', 'pool/127.0.0.1:2'],
+              'the peers\' circuits are listed by <upstream>/<address>');
+    is($x->{summary}{circuits}, scalar @{ $x->{circuits} },
+       'and counted in the summary');
+    $r = $peers->request('POST',
+                         '/breaker?circuit=pool%2F127.0.0.1%3A2&state=open');
+    is($r->{status}, 200, 'a peer\'s circuit is forced by its name');
+    my $y = JSON::PP::decode_json($r->{body});
+    is($y->{now}{state}, 'forced_open', 'it is forced open');
+    $x = JSON::PP::decode_json($peers->get('/breaker')->{body});
+    is($x->{summary}{circuits_open}, 1, 'summary: one circuit open');
+    $r = $peers->request('POST', '/breaker?circuit=pool/127.0.0.1:9&state=open');
+    is($r->{status}, 404, 'an address not in the upstream: 404');
+    $peers->stop;
+    unlike($peers->final_log, qr/\[(alert|crit|emerg)\]/, 'no alert');
+}
+
 # --- the dashboard's breaker and shedding panels query series that exist
 {
     my $file = "$FindBin::Bin/../contrib/grafana/nginx-edge.json";
