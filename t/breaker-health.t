@@ -216,6 +216,29 @@ ok(wait_until(30, sub {
     is($e->{'ratelimit/r'}{connected}, 2, 'both workers, counted once each');
 }
 
+# --- a reload: the old workers' connections leave the count as they
+# exit, the new workers' join it; the count settles at the worker count
+{
+    open my $fh, '<', "$nginx->{prefix}/logs/nginx.pid" or die $!;
+    chomp(my $master = <$fh>);
+    my %old = map { $_ => 1 } $nginx->worker_pids;
+    kill 'HUP', $master;
+    ok(wait_until(30, sub {
+           my @w = $nginx->worker_pids;
+           @w == 2 && !grep { $old{$_} } @w;
+       }), 'reload: two new workers, the old ones gone');
+    ok(wait_until(30, sub {
+           ($status, $doc) = get_json($nginx, '/ready');
+           my $e = redis_entries($doc);
+           $status == 200 && keys %$e == 2
+               && !grep { $_->{state} ne 'up' } values %$e;
+       }), 'reload: every new worker connected')
+        or diag(JSON::PP->new->canonical->encode($doc // {}));
+    my $e = redis_entries($doc);
+    is($e->{'ratelimit/r'}{connected}, 2, 'reload: counted once each');
+    is($e->{'cache/c'}{connected}, 2, 'reload: cache too');
+}
+
 $nginx->stop;
 unlike($nginx->final_log, qr/\[(alert|crit|emerg)\]|open socket/,
        'no alert or socket left');
