@@ -90,7 +90,8 @@ static ngx_int_t ngx_http_breaker_health_live(ngx_http_request_t *r);
 static ngx_int_t ngx_http_breaker_health_ready(ngx_http_request_t *r,
     ngx_http_breaker_status_loc_conf_t *bslcf);
 static ngx_int_t ngx_http_breaker_health_gauges(ngx_pool_t *pool,
-    json_t *list, const char *suffix, ngx_uint_t policy, ngx_uint_t *worst);
+    json_t *list, const char *suffix, ngx_flag_t redis, ngx_uint_t policy,
+    ngx_uint_t *worst);
 static json_t *ngx_http_breaker_health_gauge(ngx_pool_t *pool,
     ngx_str_t *module, ngx_edge_stats_sh_t *sh, ngx_edge_stats_shfamily_t *f,
     ngx_edge_stats_series_t *s, ngx_flag_t redis, ngx_uint_t policy,
@@ -580,7 +581,7 @@ ngx_http_breaker_health_ready(ngx_http_request_t *r,
 
         if (json_object_set_new(checks, "redis", list) != 0
             || ngx_http_breaker_health_gauges(r->pool, list,
-                                              "_redis_connected",
+                                              "_redis_connected", 1,
                                               bslcf->redis, &worst)
                != NGX_OK)
         {
@@ -593,7 +594,7 @@ ngx_http_breaker_health_ready(ngx_http_request_t *r,
 
         if (json_object_set_new(checks, "pg", list) != 0
             || ngx_http_breaker_health_gauges(r->pool, list, "_pg_failing",
-                                              bslcf->pg, &worst)
+                                              0, bslcf->pg, &worst)
                != NGX_OK)
         {
             goto failed;
@@ -678,7 +679,8 @@ failed:
 
 static ngx_int_t
 ngx_http_breaker_health_gauges(ngx_pool_t *pool, json_t *list,
-    const char *suffix, ngx_uint_t policy, ngx_uint_t *worst)
+    const char *suffix, ngx_flag_t redis, ngx_uint_t policy,
+    ngx_uint_t *worst)
 {
     json_t                     *entry;
     size_t                      len;
@@ -745,8 +747,8 @@ ngx_http_breaker_health_gauges(ngx_pool_t *pool, json_t *list,
                 }
 
                 entry = ngx_http_breaker_health_gauge(pool, &module, sh, fam,
-                                                      s, suffix[1] == 'r',
-                                                      policy, worst);
+                                                      s, redis, policy,
+                                                      worst);
 
                 if (ngx_edge_stats_gen(s) != gen) {
                     /* a run-time series freed meanwhile */
