@@ -33,7 +33,8 @@
 #define NGX_HTTP_BREAKER_STATUS_LIVE    2
 #define NGX_HTTP_BREAKER_STATUS_READY   3
 
-/* what a failed check does to readiness */
+/* what a failed check does to readiness: the outcome of a problem, so
+ * WARN and FAIL have the values of the outcomes below */
 #define NGX_HTTP_BREAKER_CHECK_OFF      0   /* not checked, not listed */
 #define NGX_HTTP_BREAKER_CHECK_WARN     1   /* listed, "warn", still 200 */
 #define NGX_HTTP_BREAKER_CHECK_FAIL     2   /* listed, "fail", 503 */
