@@ -82,6 +82,7 @@ my $nginx = Test::Edge::Nginx->start(workers => 2, http => <<"HTTP");
     ratelimit_zone \$arg_k zone=rl:1m rate=1r/m redis=r on_failure=open;
     edge_cache_redis c 127.0.0.1:$rport timeout=200ms;
     limit_req_zone \$binary_remote_addr zone=small:32k rate=1r/s;
+    limit_req_zone \$binary_remote_addr zone=caf\xe9:32k rate=1r/s;
     server {
         listen 127.0.0.1:\$PORT;
         location = /live { breaker_health live; }
@@ -148,6 +149,9 @@ ok(ref $doc->{checks}{shm} eq 'ARRAY', 'ready: shared memory listed');
     }
     ok(shm_entry($doc, 'edge_stats_ratelimit'),
        'shm: the stats zones are listed too');
+    # JSON::PP decodes to characters: U+FFFD for the Latin-1 byte
+    ok(shm_entry($doc, "caf\x{FFFD}"),
+       'shm: a zone name that is not UTF-8 is listed, the byte replaced');
 }
 
 # --- thresholds on the fill
