@@ -25,7 +25,7 @@ END { kill 'TERM', $redis_pid if $redis_pid }
 
 # a private redis-server on PORT, its pid
 sub start_redis {
-    my ($port) = @_;
+    my ($port, $extra) = @_;
     open my $fh, '>', "$dir/redis-$port.conf" or die $!;
     print $fh <<"CONF";
 bind 127.0.0.1
@@ -36,6 +36,7 @@ logfile $dir/redis-$port.log
 dir $dir
 save ""
 appendonly no
+@{[ $extra // '' ]}
 CONF
     close $fh;
     unlink "$dir/redis-$port.pid";
@@ -248,6 +249,35 @@ unlike($nginx->final_log, qr/\[(alert|crit|emerg)\]|open socket/,
        'no alert or socket left');
 stop_redis($redis_pid);
 undef $redis_pid;
+
+# --- one worker of two connected: a Redis that takes one client refuses
+# the second worker ("max number of clients reached"): partial, a warning
+{
+    my $port = Test::Edge::Nginx::free_port();
+    my $pid = start_redis($port, 'maxclients 1');
+    my $n = Test::Edge::Nginx->start(workers => 2, http => <<"HTTP");
+    ratelimit_redis one 127.0.0.1:$port timeout=200ms;
+    ratelimit_zone \$arg_k zone=rl1:1m rate=1r/m redis=one on_failure=open;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /ready { breaker_health ready; }
+    }
+HTTP
+    my ($st, $d, $e);
+    ok(wait_until(20, sub {
+           ($st, $d) = get_json($n, '/ready');
+           $e = redis_entries($d)->{'ratelimit/one'};
+           $e && $e->{connected} == 1;
+       }), 'maxclients 1: one worker connected')
+        or diag(JSON::PP->new->canonical->encode($d // {}));
+    is($e->{state}, 'partial', 'partial');
+    is($e->{workers}, 2, 'of two workers');
+    is($e->{status}, 'warn', 'a warning, whatever redis= says');
+    is($st, 200, 'ready: 200');
+    is($d->{status}, 'warn', 'ready: status warn');
+    $n->stop;
+    stop_redis($pid);
+}
 
 # --- PostgreSQL: a ratelimit_pg_map whose table does not exist yet fails
 # its refreshes (pg_failing 1), and works once the table is created.  The
