@@ -979,6 +979,21 @@ ngx_http_breaker_peers_next(ngx_cycle_t *cycle, ngx_uint_t *i)
 
 
 ngx_int_t
+ngx_http_breaker_peers_init_module(ngx_cycle_t *cycle)
+{
+    ngx_uint_t  i;
+
+    i = 0;
+
+    while (ngx_http_breaker_peers_next(cycle, &i)) {
+        /* resolved by _next() */
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
 ngx_http_breaker_peers_json(ngx_cycle_t *cycle, json_t *array)
 {
     int64_t                         now;
