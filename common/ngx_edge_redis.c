@@ -3871,6 +3871,10 @@ ngx_edge_redis_cluster_node(ngx_edge_redis_cluster_t *cl, u_char *host,
     node->seeds = NULL;
     node->nseeds = 0;
     node->conn = NULL;
+
+    /* a worker counts as connected to the cluster once, when its map is
+     * known, not once per node */
+    node->st_connected = NGX_EDGE_STATS_NONE;
     node->cluster = cl;
     node->node = 1;
     node->port = port;
@@ -3972,6 +3976,10 @@ ngx_edge_redis_cluster_exit(ngx_edge_redis_server_t *server)
 
     /* the callbacks run by the nodes' exits must not ask again */
     cl->exiting = 1;
+
+    if (cl->known) {
+        ngx_edge_redis_stat(server, server->st_connected, -1);
+    }
 
     if (cl->refresh.timer_set) {
         ngx_del_timer(&cl->refresh);
@@ -4134,7 +4142,11 @@ ngx_edge_redis_cluster_slots_reply(redisAsyncContext *ac, void *r,
     }
 
     ngx_memcpy(cl->map, map, sizeof(map));
-    cl->known = 1;
+
+    if (!cl->known) {
+        cl->known = 1;
+        ngx_edge_redis_stat(cl->server, cl->server->st_connected, 1);
+    }
 }
 
 
