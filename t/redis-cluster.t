@@ -314,6 +314,7 @@ my $nginx = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
     server {
         listen 127.0.0.1:\$PORT;
         location = /ok { return 200 "ok\\n"; }
+        location = /ready { breaker_health ready; }
         location = /open {
             ratelimit zone=open burst=4 nodelay;
             add_header X-Status \$ratelimit_status always;
@@ -337,6 +338,24 @@ sub from_redis { $_[0] =~ /^(?:200 PASSED|429 REJECTED)$/ }
 
 ok(wait_until(20, sub { from_redis($nginx->decision('/closed?k=warmup')) }),
    'the slot map is known: decisions come from Redis');
+
+# the readiness check counts each worker once per cluster server (not once
+# per node)
+{
+    require JSON::PP;
+    my $doc;
+    ok(wait_until(10, sub {
+           $doc = eval { JSON::PP::decode_json($nginx->get('/ready')->{body}) };
+           my @e = @{ $doc->{checks}{redis} // [] };
+           @e == 2 && !grep { $_->{state} ne 'up' } @e;
+       }), 'ready: both Cluster servers up')
+        or diag(explain $doc);
+    is_deeply([map { "$_->{module}/$_->{server} $_->{connected}/$_->{workers}" }
+               sort { $a->{module} cmp $b->{module} }
+               @{ $doc->{checks}{redis} // [] }],
+              ['cache/c 1/1', 'ratelimit/r 1/1'],
+              'ready: one worker connected to each cluster, of one');
+}
 
 # the slot of a zone's key K, as Redis computes it
 sub slot_of {
