@@ -49,7 +49,13 @@ sub reload_to {
     close $fh;
     open $fh, '<', "$nginx->{prefix}/logs/nginx.pid" or die $!;
     chomp(my $master = <$fh>);
+    my %old = map { $_ => 1 } $nginx->worker_pids;
     kill 'HUP', $master or die "kill: $!";
+    # until the old workers are gone: one still accepting would answer
+    # with the old configuration
+    wait_until(20, sub { my @w = $nginx->worker_pids;
+                         @w == 2 && !grep { $old{$_} } @w })
+        or die "the old workers did not exit\n";
 }
 
 # the whole test runs within one window of an hour (of the monotonic
