@@ -224,6 +224,9 @@ run_variant() {
         if [ "$scenario" != peers ]; then
             curl -s -m 2 "http://127.0.0.1:$EDGE_APP_PORT/__app/stats" > "$prefix/app.json" || true
             bench_say "$id: app: $(cat "$prefix/app.json")"
+        else
+            # the broken peer's requests, the warm-up check's included
+            echo "$id $label broken-peer-requests $(wc -l < "$dir/peers-backend/logs/broken.log" 2> /dev/null || echo 0)" >> "$raw"
         fi
         while read -r line; do
             echo "$id $label $line" >> "$raw"
@@ -314,7 +317,7 @@ table() {
             if (scenario == "slow")
                 header(9, "variant|normal ok %|normal p99 ms|5-10s goodput/s|5-10s p99 adm ms|10s- goodput/s|10s- p99 adm ms|10s- shed %|10s- failed %")
             else if (scenario == "peers")
-                header(6, "variant|requests|failed % 0-2s|failed % after 2s|failed % all|p99 ok ms")
+                header(7, "variant|requests|failed % 0-2s|failed % after 2s|failed % all|p99 ok ms|to broken peer")
             else
                 header(7, "variant|premium ok %|premium p99 ms|anonymous ok %|anonymous shed %|anonymous failed %|goodput/s")
         }
@@ -322,6 +325,7 @@ table() {
         {
             label = $2; gsub(/\037/, " ", label)
             if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1; lab[$1] = label }
+            if ($3 == "broken-peer-requests") { broken[$1] = $4; next }
             if ($3 == "n/a" || $3 == "FAILED") {
                 why = $4; gsub(/\037/, " ", why)
                 if (length(why) > 70) why = substr(why, 1, 67) "..."
@@ -351,7 +355,8 @@ table() {
                     c[2] = sent[t]
                     c[3] = pct(shed[a] + bad[a], sent[a]); c[4] = pct(shed[b] + bad[b], sent[b])
                     c[5] = pct(shed[t] + bad[t], sent[t]); c[6] = p99[t]
-                    row(6, c)
+                    c[7] = (id in broken) ? broken[id] : "-"
+                    row(7, c)
                 } else {
                     p = id SUBSEP "premium" SUBSEP "all"; a = id SUBSEP "anonymous" SUBSEP "all"
                     c[2] = pct(ok[p], sent[p]); c[3] = p99[p]
@@ -366,7 +371,7 @@ table() {
 titles() {
     case $1 in
         slow)     echo "slow: 8 workers, 5 ms -> 100 ms at 5 s (80 req/s); 300 req/s open loop for $((5 + seconds)) s; adm = admitted (not shed; a timeout counts as infinite)" ;;
-        peers)    echo "peers: 3 peers, the third answers 500; 500 req/s open loop for $((2 + seconds)) s" ;;
+        peers)    echo "peers: 3 peers, the third answers 500; 500 req/s open loop for $((2 + seconds)) s; to broken peer = upstream requests it got, retries included" ;;
         priority) echo "priority: 4 workers x 20 ms (200 req/s); anonymous 1000 req/s + premium 40 req/s, $((3 + seconds)) s" ;;
     esac
 }
