@@ -358,6 +358,8 @@ ngx_http_cache_entry_parse(ngx_http_cache_entry_t *e,
     e->epoch = ngx_http_cache_get64(data + 48);
 
     if ((e->flags & ~NGX_HTTP_CACHE_ENTRY_FLAGS)
+        || (e->flags & NGX_HTTP_CACHE_ENTRY_GZIP
+            && e->flags & NGX_HTTP_CACHE_ENTRY_INFLATED)
         || e->status < 100 || e->status > 599
         || !ngx_http_cache_time_valid(e->response_time)
         || !ngx_http_cache_time_valid(e->initial_age)

@@ -52,7 +52,10 @@
 #define NGX_HTTP_CACHE_ENTRY_GZIP        0x01   /* body stored gzip */
 #define NGX_HTTP_CACHE_ENTRY_REVALIDATE  0x02   /* every use revalidates */
 #define NGX_HTTP_CACHE_ENTRY_MUST_REVAL  0x04   /* never served stale */
-#define NGX_HTTP_CACHE_ENTRY_FLAGS       0x07
+#define NGX_HTTP_CACHE_ENTRY_INFLATED    0x08   /* a hot copy of a gzip
+                                                   entry, inflated (never
+                                                   in Redis) */
+#define NGX_HTTP_CACHE_ENTRY_FLAGS       0x0f
 
 /* bounds a parsed entry must respect */
 #define NGX_HTTP_CACHE_ENTRY_KEY_MAX     4096

@@ -19,11 +19,16 @@
 
 #include "ngx_http_cache_l1.h"
 #include "ngx_http_cache_purge.h"
+#include "ngx_http_cache_rfc.h"
 
 
 /* evicted from the LRU tail, at most, to make room for one entry: in a
  * fragmented zone a large entry may not fit even then, and is not kept */
 #define NGX_HTTP_CACHE_L1_EVICT_MAX   64
+
+/* a node's key: the Redis key, and for an inflated copy (the body of a
+ * gzip entry inflated for the clients that do not take gzip) ":i" */
+#define NGX_HTTP_CACHE_L1_KEY_MAX     (NGX_HTTP_CACHE_RKEY_MAX + 2)
 
 /* nodes with one tree key removed by a purge per walk */
 #define NGX_HTTP_CACHE_L1_PURGE_BATCH 16
@@ -64,16 +69,18 @@ typedef struct {
     u_char                      *data;
     size_t                       len;
     uint64_t                     version;
+    ngx_msec_t                   checked;
     uint32_t                     hash;
     ngx_str_t                    rkey;
-    u_char                       rkey_buf[NGX_HTTP_CACHE_RKEY_MAX];
+    u_char                       rkey_buf[NGX_HTTP_CACHE_L1_KEY_MAX];
 } ngx_http_cache_l1_copy_t;
 
 
 static ngx_int_t ngx_http_cache_l1_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_cache_l1_insert(ngx_http_cache_l1_t *l1,
-    uint32_t hash, ngx_str_t *rkey, u_char *data, size_t len, ngx_log_t *log);
+    uint32_t hash, ngx_str_t *rkey, ngx_str_t *data, ngx_str_t *tail,
+    ngx_msec_t checked, ngx_log_t *log);
 
 
 /* configuration */
@@ -460,10 +467,14 @@ ngx_http_cache_l1_alloc(ngx_http_cache_l1_t *l1, size_t size)
 
 static void
 ngx_http_cache_l1_insert(ngx_http_cache_l1_t *l1, uint32_t hash,
-    ngx_str_t *rkey, u_char *data, size_t len, ngx_log_t *log)
+    ngx_str_t *rkey, ngx_str_t *data, ngx_str_t *tail, ngx_msec_t checked,
+    ngx_log_t *log)
 {
+    size_t                     len;
     ngx_uint_t                 held;
     ngx_http_cache_l1_node_t  *n;
+
+    len = data->len + (tail ? tail->len : 0);
 
     if (len == 0 || len > l1->max_entry || rkey->len > 0xffff) {
         return;
@@ -474,11 +485,14 @@ ngx_http_cache_l1_insert(ngx_http_cache_l1_t *l1, uint32_t hash,
     n = ngx_http_cache_l1_find(l1, hash, rkey);
 
     if (n) {
-        if (n->len == len && ngx_memcmp(n->data + n->rkey_len, data, len)
-                             == 0)
+        if (n->len == len
+            && ngx_memcmp(n->data + n->rkey_len, data->data, data->len) == 0
+            && (tail == NULL
+                || ngx_memcmp(n->data + n->rkey_len + data->len, tail->data,
+                              tail->len) == 0))
         {
-            /* the same bytes: Redis confirmed them now */
-            n->checked = ngx_current_msec;
+            /* the same bytes: Redis confirmed them (at "checked") */
+            n->checked = checked;
             ngx_queue_remove(&n->queue);
             ngx_queue_insert_head(&l1->sh->queue, &n->queue);
 
@@ -506,13 +520,17 @@ ngx_http_cache_l1_insert(ngx_http_cache_l1_t *l1, uint32_t hash,
     }
 
     n->node.key = hash;
-    n->checked = ngx_current_msec;
+    n->checked = checked;
     n->version = ++l1->sh->version;
     n->len = (uint32_t) len;
     n->rkey_len = (u_short) rkey->len;
 
     ngx_memcpy(n->data, rkey->data, rkey->len);
-    ngx_memcpy(n->data + rkey->len, data, len);
+    ngx_memcpy(n->data + rkey->len, data->data, data->len);
+
+    if (tail) {
+        ngx_memcpy(n->data + rkey->len + data->len, tail->data, tail->len);
+    }
 
     ngx_rbtree_insert(&l1->sh->rbtree, &n->node);
     ngx_queue_insert_head(&l1->sh->queue, &n->queue);
@@ -563,6 +581,7 @@ ngx_http_cache_l1_copy(ngx_http_request_t *r, ngx_http_cache_l1_t *l1,
 
     copy->len = n->len;
     copy->version = n->version;
+    copy->checked = n->checked;
 
     ngx_shmtx_unlock(&l1->shpool->mutex);
 
@@ -648,12 +667,14 @@ ngx_http_cache_l1_find_entry(ngx_http_request_t *r,
     ngx_http_cache_l1_copy_t *copy)
 {
     ngx_int_t             rc;
-    ngx_uint_t            variant;
+    ngx_uint_t            variant, inflated;
     ngx_http_cache_l1_t  *l1;
 
     l1 = zone->l1;
     copy->hash = ngx_http_cache_l1_hash(ctx->hash);
     copy->rkey.data = copy->rkey_buf;
+
+    inflated = !ngx_http_cache_rfc_accepts_gzip(&r->headers_in.headers);
 
     for (variant = 0; variant < 2; variant++) {
 
@@ -661,9 +682,29 @@ ngx_http_cache_l1_find_entry(ngx_http_request_t *r,
                                  variant ? &ctx->vary_values : NULL,
                                  &copy->rkey);
 
-        rc = ngx_http_cache_l1_copy(r, l1, copy->hash, &copy->rkey, copy);
-        if (rc != NGX_OK) {
-            return rc;
+        rc = NGX_DECLINED;
+
+        if (inflated) {
+            copy->rkey.data[copy->rkey.len++] = ':';
+            copy->rkey.data[copy->rkey.len++] = 'i';
+
+            rc = ngx_http_cache_l1_copy(r, l1, copy->hash, &copy->rkey,
+                                        copy);
+            if (rc == NGX_ERROR) {
+                return rc;
+            }
+
+            if (rc == NGX_DECLINED) {
+                copy->rkey.len -= 2;
+            }
+        }
+
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_cache_l1_copy(r, l1, copy->hash, &copy->rkey,
+                                        copy);
+            if (rc != NGX_OK) {
+                return rc;
+            }
         }
 
         rc = ngx_http_cache_l1_check(r, ctx, zone, copy, variant);
@@ -750,6 +791,7 @@ ngx_http_cache_l1_lookup(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
     ctx->status = NGX_HTTP_CACHE_ST_HIT;
     ctx->tier = 1;
     ctx->done = 1;
+    ctx->l1_checked = copy.checked;
 
     rc = ngx_http_cache_send_hit(r, ctx);
 
@@ -770,7 +812,7 @@ void
 ngx_http_cache_l1_promote(ngx_http_cache_ctx_t *ctx, u_char *data,
     size_t len)
 {
-    ngx_str_t                   rkey;
+    ngx_str_t                   rkey, entry;
     ngx_http_cache_zone_t      *zone;
     ngx_http_cache_loc_conf_t  *clcf;
     u_char                      buf[NGX_HTTP_CACHE_RKEY_MAX];
@@ -786,8 +828,75 @@ ngx_http_cache_l1_promote(ngx_http_cache_ctx_t *ctx, u_char *data,
     ngx_http_cache_redis_key(ctx, zone,
                              ctx->variant ? &ctx->vary_values : NULL, &rkey);
 
+    entry.data = data;
+    entry.len = len;
+
     ngx_http_cache_l1_insert(zone->l1, ngx_http_cache_l1_hash(ctx->hash),
-                             &rkey, data, len, ctx->request->connection->log);
+                             &rkey, &entry, NULL, ngx_current_msec,
+                             ctx->request->connection->log);
+}
+
+
+/*
+ * A client that does not take gzip was just sent the inflated body of a
+ * gzip entry (read from Redis, or a hot copy): the inflated form is kept
+ * beside the gzip copy (under the key and ":i"), so the next such client of this node
+ * is sent it as is instead of inflating again.  It is the entry with its
+ * body inflated and NGX_HTTP_CACHE_ENTRY_INFLATED in place of
+ * NGX_HTTP_CACHE_ENTRY_GZIP (the hit still says Vary: Accept-Encoding).
+ */
+
+void
+ngx_http_cache_l1_keep_inflated(ngx_http_cache_ctx_t *ctx, ngx_str_t *body)
+{
+    u_char                     *prefix;
+    ngx_str_t                   rkey, head;
+    ngx_http_cache_zone_t      *zone;
+    ngx_http_cache_entry_t      e;
+    ngx_http_cache_loc_conf_t  *clcf;
+    u_char                      buf[NGX_HTTP_CACHE_L1_KEY_MAX];
+
+    clcf = ngx_http_get_module_loc_conf(ctx->request, ngx_http_cache_module);
+    zone = clcf->zone;
+
+    if (zone == NULL || zone->l1 == NULL) {
+        return;
+    }
+
+    e = ctx->entry;
+    e.flags = (e.flags & ~NGX_HTTP_CACHE_ENTRY_GZIP)
+              | NGX_HTTP_CACHE_ENTRY_INFLATED;
+    e.body.data = body->data;
+    e.body.len = body->len;
+    e.body_raw_len = body->len;
+
+    head.len = ngx_http_cache_entry_prefix_size(&e);
+
+    if (head.len + body->len > zone->l1->max_entry) {
+        return;
+    }
+
+    prefix = ngx_pnalloc(ctx->request->pool, head.len);
+    if (prefix == NULL) {
+        return;
+    }
+
+    head.data = prefix;
+    (void) ngx_http_cache_entry_write_prefix(prefix, &e);
+
+    rkey.data = buf;
+    ngx_http_cache_redis_key(ctx, zone,
+                             ctx->variant ? &ctx->vary_values : NULL, &rkey);
+    rkey.data[rkey.len++] = ':';
+    rkey.data[rkey.len++] = 'i';
+
+    /* an inflated copy of a hot copy is as old as its source: it is not
+     * used longer after Redis was read */
+    ngx_http_cache_l1_insert(zone->l1, ngx_http_cache_l1_hash(ctx->hash),
+                             &rkey, &head, body,
+                             ctx->tier == 1 ? ctx->l1_checked
+                                            : ngx_current_msec,
+                             ctx->request->connection->log);
 }
 
 
@@ -795,14 +904,14 @@ void
 ngx_http_cache_l1_store(ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_zone_t *zone)
 {
-    size_t     len;
     uint32_t   hash;
-    ngx_str_t  rkey;
+    ngx_str_t  rkey, entry;
     u_char     buf[NGX_HTTP_CACHE_RKEY_MAX];
 
-    len = ctx->buf_last - ctx->buf;
+    entry.data = ctx->buf;
+    entry.len = ctx->buf_last - ctx->buf;
 
-    if (zone->l1 == NULL || len > zone->l1->max_entry) {
+    if (zone->l1 == NULL || entry.len > zone->l1->max_entry) {
         return;
     }
 
@@ -810,12 +919,13 @@ ngx_http_cache_l1_store(ngx_http_cache_ctx_t *ctx,
     rkey.data = buf;
 
     ngx_http_cache_redis_key(ctx, zone, NULL, &rkey);
-    ngx_http_cache_l1_insert(zone->l1, hash, &rkey, ctx->buf, len,
-                             ctx->request->connection->log);
+    ngx_http_cache_l1_insert(zone->l1, hash, &rkey, &entry, NULL,
+                             ngx_current_msec, ctx->request->connection->log);
 
     if (ctx->vary_spec.len) {
         ngx_http_cache_redis_key(ctx, zone, &ctx->vary_values, &rkey);
-        ngx_http_cache_l1_insert(zone->l1, hash, &rkey, ctx->buf, len,
+        ngx_http_cache_l1_insert(zone->l1, hash, &rkey, &entry, NULL,
+                                 ngx_current_msec,
                                  ctx->request->connection->log);
     }
 }

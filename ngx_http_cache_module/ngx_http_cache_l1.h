@@ -1,7 +1,8 @@
 /*
  * The hot tier (L1) of ngx_http_cache_module: a shared-memory zone per
  * cache zone ("edge_cache_zone ... hot=SIZE") that keeps whole entries,
- * the exact bytes stored in Redis, under their Redis key.  Every worker
+ * the exact bytes stored in Redis, under their Redis key, and for the
+ * clients that do not take gzip the entry with its body inflated.  Every worker
  * of the node reads and fills it; it survives "nginx -s reload" when its
  * size does not change.
  *
@@ -41,6 +42,12 @@ ngx_int_t ngx_http_cache_l1_lookup(ngx_http_request_t *r,
  * under which key it was read) is kept, or refreshed, in L1 */
 void ngx_http_cache_l1_promote(ngx_http_cache_ctx_t *ctx, u_char *data,
     size_t len);
+
+/* the body of a gzip entry (from Redis or a hot copy), inflated for a
+ * client that does not take gzip, kept as an inflated copy for the next
+ * ones */
+void ngx_http_cache_l1_keep_inflated(ngx_http_cache_ctx_t *ctx,
+    ngx_str_t *body);
 
 /* an entry just sent to Redis by the store (ctx->buf .. ctx->buf_last),
  * under the main key and, with Vary, the variant key */

@@ -786,6 +786,10 @@ ngx_http_cache_zone_stats(ngx_conf_t *cf, ngx_http_cache_main_conf_t *cmcf,
     if (ngx_http_cache_add_counter(cf, stats, "cache_served_bytes_total",
             "Body bytes sent from the cache.", zone_label, values,
             &zone->st_served_bytes) != NGX_OK
+        || ngx_http_cache_add_counter(cf, stats, "cache_inflated_total",
+            "Hits whose gzip body was inflated for a client that does not "
+            "take gzip (with hot=, the inflated copy kept spares the next "
+            "ones).", zone_label, values, &zone->st_inflated) != NGX_OK
         || ngx_http_cache_add_counter(cf, stats, "cache_stores_total",
             "Entries written to Redis.", zone_label, values,
             &zone->st_stores) != NGX_OK

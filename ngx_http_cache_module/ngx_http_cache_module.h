@@ -97,6 +97,7 @@ typedef struct {
     ngx_edge_stats_id_t          st_requests[NGX_HTTP_CACHE_NSTATUS];
     ngx_edge_stats_id_t          st_hits[3];         /* by tier: -, l1, l2 */
     ngx_edge_stats_id_t          st_served_bytes;
+    ngx_edge_stats_id_t          st_inflated;
     ngx_edge_stats_id_t          st_stores;
     ngx_edge_stats_id_t          st_stored_bytes;
     ngx_edge_stats_id_t          st_lock_waits;
@@ -163,6 +164,7 @@ typedef struct {
     ngx_msec_t                   lock_delay; /* the next poll's */
     ngx_event_t                  lock_timer;
     ngx_uint_t                   tier;       /* 0, 1: shm, or 2: Redis */
+    ngx_msec_t                   l1_checked; /* the hot copy's, tier 1 */
 
     redisReply                  *reply;      /* kept: the entry's bytes */
     ngx_http_cache_entry_t       entry;      /* parsed, into reply */

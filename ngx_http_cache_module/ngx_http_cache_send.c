@@ -7,6 +7,7 @@
 
 #include "ngx_http_cache_module.h"
 #include "ngx_edge_zlib.h"
+#include "ngx_http_cache_l1.h"
 
 
 
@@ -307,10 +308,11 @@ ngx_int_t
 ngx_http_cache_prepare_response(ngx_http_request_t *r,
     ngx_http_cache_ctx_t *ctx, ngx_str_t *body)
 {
-    time_t                   t, date;
-    ngx_int_t                rc;
-    ngx_str_t                etag;
-    ngx_http_cache_entry_t  *e;
+    time_t                      t, date;
+    ngx_int_t                   rc;
+    ngx_str_t                   etag;
+    ngx_http_cache_entry_t     *e;
+    ngx_http_cache_loc_conf_t  *clcf;
 
     e = &ctx->entry;
 
@@ -326,6 +328,17 @@ ngx_http_cache_prepare_response(ngx_http_request_t *r,
             rc = ngx_http_cache_inflate(r, e, body);
             if (rc != NGX_OK) {
                 return rc;
+            }
+
+            clcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_module);
+
+            if (clcf->zone) {
+                ngx_http_cache_count(clcf->zone, st_inflated, 1);
+            }
+
+            if (ctx->tier && ctx->status == NGX_HTTP_CACHE_ST_HIT) {
+                /* the hot tier's copy for the next client like this one */
+                ngx_http_cache_l1_keep_inflated(ctx, body);
             }
         }
     }
@@ -344,7 +357,7 @@ ngx_http_cache_prepare_response(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if ((e->flags & NGX_HTTP_CACHE_ENTRY_GZIP)
+    if ((e->flags & (NGX_HTTP_CACHE_ENTRY_GZIP|NGX_HTTP_CACHE_ENTRY_INFLATED))
         && ngx_http_cache_vary_encoding(r) != NGX_OK)
     {
         return NGX_ERROR;

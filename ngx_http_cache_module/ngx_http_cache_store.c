@@ -21,6 +21,7 @@
 #include "ngx_edge_zlib.h"
 #include "ngx_http_cache_l1.h"
 #include "ngx_http_cache_purge.h"
+#include "ngx_http_cache_entry.h"
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -744,20 +745,16 @@ ngx_http_cache_hit_for_miss(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
 }
 
 
-/* DEL of the main key: every variant goes with it */
+/* DEL of a main key: every variant goes with it, and this node's hot copy */
 
 static void
-ngx_http_cache_invalidate(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+ngx_http_cache_invalidate_hash(ngx_http_cache_ctx_t *ctx,
     ngx_http_cache_loc_conf_t *clcf)
 {
     ngx_str_t    rkey;
     u_char       rkeybuf[NGX_HTTP_CACHE_RKEY_MAX];
     const char  *argv[2];
     size_t       argvlen[2];
-
-    if (r->headers_out.status < 200 || r->headers_out.status >= 400) {
-        return;
-    }
 
     rkey.data = rkeybuf;
     ngx_http_cache_redis_key(ctx, clcf->zone, NULL, &rkey);
@@ -771,8 +768,243 @@ ngx_http_cache_invalidate(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
                                        ngx_http_cache_store_reply, NULL,
                                        2, argv, argvlen);
 
-    /* and this node's hot copies, for every worker */
     ngx_http_cache_l1_purge(clcf->zone, ctx->hash);
+}
+
+
+/*
+ * The path (and query) of a Location or Content-Location value when it
+ * names this request's origin (RFC 9111 4.4: only the same origin, so a
+ * response cannot purge another site's entries): an absolute path, a
+ * relative one (resolved against the request's directory), or an absolute
+ * URI whose scheme and authority are the request's.  NGX_DECLINED
+ * otherwise.
+ */
+
+static ngx_int_t
+ngx_http_cache_same_origin_path(ngx_http_request_t *r, ngx_str_t *value,
+    ngx_str_t *path)
+{
+    u_char     *p, *last, *slash;
+    size_t      scheme_len;
+    ngx_str_t   host;
+
+    p = value->data;
+    last = p + value->len;
+
+    if (value->len == 0 || value->len > NGX_HTTP_CACHE_ENTRY_KEY_MAX) {
+        return NGX_DECLINED;
+    }
+
+    if (p[0] == '/') {
+        if (value->len > 1 && p[1] == '/') {
+            return NGX_DECLINED;            /* network-path reference */
+        }
+
+        *path = *value;
+        return NGX_OK;
+    }
+
+    scheme_len = 0;
+
+#if (NGX_HTTP_SSL)
+    if (r->connection->ssl) {
+        if (value->len > 8 && ngx_strncasecmp(p, (u_char *) "https://", 8)
+                              == 0)
+        {
+            scheme_len = 8;
+        }
+
+    } else
+#endif
+    if (value->len > 7 && ngx_strncasecmp(p, (u_char *) "http://", 7) == 0) {
+        scheme_len = 7;
+    }
+
+    if (scheme_len == 0) {
+        if (ngx_strlchr(p, last, ':') != NULL
+            && (ngx_strlchr(p, last, '/') == NULL
+                || ngx_strlchr(p, last, ':') < ngx_strlchr(p, last, '/')))
+        {
+            return NGX_DECLINED;            /* another scheme */
+        }
+
+        /* a relative path: the request's directory, then the value */
+        slash = NULL;
+
+        for (p = r->uri.data; p < r->uri.data + r->uri.len; p++) {
+            if (*p == '/') {
+                slash = p;
+            }
+        }
+
+        if (slash == NULL
+            || (size_t) (slash + 1 - r->uri.data) + value->len
+               > NGX_HTTP_CACHE_ENTRY_KEY_MAX)
+        {
+            return NGX_DECLINED;
+        }
+
+        path->len = slash + 1 - r->uri.data + value->len;
+        path->data = ngx_pnalloc(r->pool, path->len);
+        if (path->data == NULL) {
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(ngx_cpymem(path->data, r->uri.data,
+                              slash + 1 - r->uri.data),
+                   value->data, value->len);
+        return NGX_OK;
+    }
+
+    p += scheme_len;
+    slash = ngx_strlchr(p, last, '/');
+
+    host.data = p;
+    host.len = (slash ? slash : last) - p;
+
+    if (r->headers_in.host == NULL
+        || host.len != r->headers_in.host->value.len
+        || ngx_strncasecmp(host.data, r->headers_in.host->value.data,
+                           host.len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (slash == NULL) {
+        ngx_str_set(path, "/");
+        return NGX_OK;
+    }
+
+    path->data = slash;
+    path->len = last - slash;
+    return NGX_OK;
+}
+
+
+/*
+ * The key a GET of that path would compute: the key's value, evaluated
+ * with the request's URI, arguments and cached variables swapped for the
+ * path's for the time of the evaluation.  The common keys are made of
+ * $request_uri, $uri, $args, $host and $scheme, which this covers; a key
+ * of other request data gets this request's values for them.
+ */
+
+static ngx_int_t
+ngx_http_cache_key_of_path(ngx_http_request_t *r,
+    ngx_http_cache_loc_conf_t *clcf, ngx_str_t *path, ngx_str_t *key)
+{
+    u_char                     *q;
+    size_t                      size;
+    ngx_int_t                   rc;
+    ngx_str_t                   uri, args, unparsed;
+    ngx_http_variable_value_t  *saved;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
+    size = cmcf->variables.nelts * sizeof(ngx_http_variable_value_t);
+
+    saved = ngx_pnalloc(r->pool, size);
+    if (saved == NULL) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_strlchr(path->data, path->data + path->len, '?');
+
+    uri = r->uri;
+    args = r->args;
+    unparsed = r->unparsed_uri;
+
+    r->unparsed_uri = *path;
+    r->uri.data = path->data;
+    r->uri.len = (q ? q : path->data + path->len) - path->data;
+    r->args.data = q ? q + 1 : NULL;
+    r->args.len = q ? path->data + path->len - (q + 1) : 0;
+
+    ngx_memcpy(saved, r->variables, size);
+    ngx_memzero(r->variables, size);
+
+    rc = ngx_http_complex_value(r, clcf->key, key);
+
+    ngx_memcpy(r->variables, saved, size);
+
+    r->uri = uri;
+    r->args = args;
+    r->unparsed_uri = unparsed;
+
+    return rc;
+}
+
+
+/*
+ * RFC 9111 4.4: a successful unsafe method invalidates its URL and the
+ * URLs of its Location and Content-Location when they are of the same
+ * origin.
+ */
+
+static void
+ngx_http_cache_invalidate(ngx_http_request_t *r, ngx_http_cache_ctx_t *ctx,
+    ngx_http_cache_loc_conf_t *clcf)
+{
+    u_char            hash[NGX_HTTP_CACHE_HASH_LEN];
+    ngx_str_t         path, key;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (r->headers_out.status < 200 || r->headers_out.status >= 400) {
+        return;
+    }
+
+    ngx_http_cache_invalidate_hash(ctx, clcf);
+
+    ngx_memcpy(hash, ctx->hash, NGX_HTTP_CACHE_HASH_LEN);
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0
+            || !((h[i].key.len == 8
+                  && ngx_strncasecmp(h[i].key.data, (u_char *) "Location",
+                                     8) == 0)
+                 || (h[i].key.len == 16
+                     && ngx_strncasecmp(h[i].key.data,
+                                        (u_char *) "Content-Location", 16)
+                        == 0)))
+        {
+            continue;
+        }
+
+        if (ngx_http_cache_same_origin_path(r, &h[i].value, &path) != NGX_OK
+            || ngx_http_cache_key_of_path(r, clcf, &path, &key) != NGX_OK
+            || key.len > NGX_HTTP_CACHE_ENTRY_KEY_MAX)
+        {
+            continue;
+        }
+
+        if (key.len == ctx->key.len
+            && ngx_memcmp(key.data, ctx->key.data, key.len) == 0)
+        {
+            continue;                       /* the URL itself, done */
+        }
+
+        ngx_http_cache_hash_key(&key, ctx->hash);
+        ngx_http_cache_invalidate_hash(ctx, clcf);
+    }
+
+    ngx_memcpy(ctx->hash, hash, NGX_HTTP_CACHE_HASH_LEN);
 }
 
 

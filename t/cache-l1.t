@@ -14,6 +14,7 @@ use Test::Edge::Valgrind;
 use Digest::MD5 qw(md5_hex);
 use File::Temp qw(tempdir);
 use Time::HiRes qw(time sleep);
+use IO::Uncompress::Gunzip qw(gunzip);
 
 redis_start() unless redis_is_up();
 redis_flushall();
@@ -222,6 +223,43 @@ my $fresh = $r->{body};
 ($x, $r) = fetch('/h/gz');
 is("$x $r->{body}", "HIT l1 $fresh", 'the good entry stored replaces the copy');
 $other->stop;
+
+# --- a client without gzip is sent the body of a gzip entry inflated
+# once per node: the inflated copy kept beside the gzip copy serves the
+# next ones (cache_inflated_total counts the inflations, both workers)
+sub inflated {
+    my $m = $nginx->get('/metrics')->{body};
+    return $m =~ /^nginx_cache_inflated_total\{zone="hot"\} (\d+)/m ? $1 : -1;
+}
+my ($xg, $rg) = fetch('/h/gz/plain', 'Accept-Encoding' => 'gzip');
+is($xg, 'MISS -', 'a gzip client\'s miss stores a gzip entry');
+my $plain_body = $rg->{body};
+ok(wait_until(5, sub { in_redis('hot', '/h/gz/plain') }), 'in Redis');
+my $inf0 = inflated();
+cmp_ok($inf0, '>=', 0, 'cache_inflated_total is exported');
+($x, $r) = fetch('/h/gz/plain');
+is("$x $r->{body}", "HIT l1 $plain_body", 'a client without gzip: the copy, inflated');
+is(inflated() - $inf0, 1, 'one inflation');
+my $same = 1;
+for (1 .. 6) {
+    my ($x2, $r2) = fetch('/h/gz/plain');
+    $same = 0 unless $x2 eq 'HIT l1' && $r2->{body} eq $plain_body
+        && !defined $r2->{headers}{'content-encoding'}
+        && $r2->{headers}{'content-length'} == length($plain_body)
+        && ($r2->{headers}{vary} // '') =~ /Accept-Encoding/
+        && ($r2->{headers}{etag} // "") eq ($r->{headers}{etag} // "");
+}
+ok($same, 'six more: L1 hits, the same body and headers, Vary: Accept-Encoding');
+is(inflated() - $inf0, 1, 'and no more inflation');
+($x, $r) = fetch('/h/gz/plain', 'Accept-Encoding' => 'gzip');
+is("$x " . ($r->{headers}{'content-encoding'} // '-'), 'HIT l1 gzip',
+   'a gzip client still gets the gzip copy');
+my $gunzipped;
+gunzip(\$r->{body} => \$gunzipped);
+is($gunzipped, $plain_body, 'whose body inflates to the same bytes');
+is($nginx->request('POST', '/h/gz/plain', body => 'x')->{status}, 200, 'a POST');
+($x) = fetch('/h/gz/plain');
+is($x, 'MISS -', 'invalidates both copies');
 
 # --- a 1m zone and many entries: the least recently used ones go, the
 # ones in use stay, no error.  Each entry is about 4 KB (not compressed).

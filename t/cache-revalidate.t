@@ -146,6 +146,39 @@ for my $m (qw(PUT DELETE PATCH)) {
     ok(wait_until(5, sub { !defined redis_command('GET', rkey('/inv')) }), "$m removes it");
 }
 
+# --- and the same origin's Location and Content-Location (RFC 9111 4.4)
+sub cache_all {
+    for my $p (@_) {
+        $origin->set($p, headers => ['Cache-Control: max-age=60'], body => "b$p");
+        return 0 unless wait_until(5, sub { show($p) eq "200 HIT b$p" });
+    }
+    return 1;
+}
+sub gone { my $p = $_[0]; wait_until(5, sub { !defined redis_command('GET', rkey($p)) }) }
+
+ok(cache_all('/loc/a', '/loc/dir/c', '/loc/b', '/loc/far', '/loc/scheme'), 'five entries cached');
+$origin->set('/loc/dir/post', status => 201,
+             headers => ['Location: /loc/a', 'Content-Location: c'], body => 'made');
+is($n->request('POST', '/loc/dir/post', body => 'd')->{status}, 201, 'a POST answered 201');
+ok(gone('/loc/a'), 'its Location (an absolute path) is invalidated');
+ok(gone('/loc/dir/c'), 'its Content-Location (relative, resolved) is invalidated');
+$origin->set('/loc/dir/post', status => 303,
+             headers => ['Location: http://localhost/loc/b'], body => '');
+$n->request('POST', '/loc/dir/post', body => 'd');
+ok(gone('/loc/b'), 'an absolute URI of the same host is invalidated');
+$origin->set('/loc/dir/post', status => 201,
+             headers => ['Location: http://other.example/loc/far',
+                         'Content-Location: //other.example/loc/far',
+                         'Content-Location: mailto:x@example.org/loc/scheme'], body => '');
+is($n->request('POST', '/loc/dir/post', body => 'd')->{status}, 201, 'a POST naming other origins');
+ok(cache_all('/inv-probe'), 'a later entry is stored (the POST\'s commands are done)');
+is(show('/loc/far'), '200 HIT b/loc/far', 'another host\'s URL is left alone');
+is(show('/loc/scheme'), '200 HIT b/loc/scheme', 'another scheme\'s URL is left alone');
+$origin->set('/loc/dir/post', status => 500, headers => ['Location: /loc/far'], body => '');
+$n->request('POST', '/loc/dir/post', body => 'd');
+ok(cache_all('/inv-probe2'), 'a later entry is stored');
+is(show('/loc/far'), '200 HIT b/loc/far', 'a failed POST invalidates no Location');
+
 $n->stop;
 my $log = $n->final_log;
 unlike($log, qr/\[(alert|crit|emerg)\]/, 'no alert, crit or emerg') or diag($log);
