@@ -299,7 +299,7 @@ table() {
                 for (i = 1; i <= n; i++) s = s " " cells[i] " |"
                 print s
             } else {
-                s = sprintf("%-36s", cells[1])
+                s = sprintf("%-44s", cells[1])
                 for (i = 2; i <= n; i++) s = s sprintf(" %12s", cells[i])
                 print s
             }
