@@ -17,7 +17,9 @@ fixed rate whatever the server does, as many independent clients would
     connection): counted as a timeout, not a success, whatever comes later.
 
 Latency is measured from the moment a request was due, not from when it
-could be sent (no coordinated omission).  Connections are kept alive and
+could be sent (no coordinated omission); how late the client itself sent
+them (its 99th percentile) is printed on stderr, with a warning above
+50 ms.  Connections are kept alive and
 reused, a new one is opened when none is idle; a request that fails on a
 reused connection before any byte of the answer is sent again once on a
 new one.  At most --max-open requests are outstanding: one due beyond
@@ -154,8 +156,9 @@ class Client:
             self.outstanding -= 1
 
 
-async def pace(client, stream, t0, duration, shed_status, tasks):
-    """Send stream's requests at their due times until duration."""
+async def pace(client, stream, t0, duration, shed_status, tasks, lags):
+    """Send stream's requests at their due times until duration; lags
+    gets how late each was sent (the client's own delay)."""
     interval = 1.0 / stream.rate
     i = 0
     while True:
@@ -165,6 +168,7 @@ async def pace(client, stream, t0, duration, shed_status, tasks):
         wait = t0 + due - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        lags.append(max(0.0, time.monotonic() - (t0 + due)))
         if client.outstanding >= client.max_open:
             stream.results.append((due, None, "unsent", None))
         else:
@@ -247,7 +251,8 @@ async def main():
     client = Client(a.url, a.timeout, a.max_open)
     tasks = set()
     t0 = time.monotonic() + 0.1
-    jobs = [pace(client, s, t0, a.duration, a.shed_status, tasks)
+    lags = []
+    jobs = [pace(client, s, t0, a.duration, a.shed_status, tasks, lags)
             for s in streams]
     for spec in a.at:
         when, _, url = spec.partition(":")
@@ -266,6 +271,13 @@ async def main():
             report(s, "all", 0.0, a.duration)
     for conn in client.idle:
         conn[1].close()
+    # a client that could not keep up measured itself, not the server
+    lag = percentile(lags, 99)
+    print("# client: 99%% of the requests sent within %s ms of their due "
+          "time" % lag, file=sys.stderr)
+    if lags and sorted(lags)[int(0.99 * (len(lags) - 1))] > 0.05:
+        print("# warning: the client fell behind (a busy machine): "
+              "latencies include its delay", file=sys.stderr)
 
 
 if __name__ == "__main__":
