@@ -105,8 +105,9 @@ class Client:
         return status, close
 
     async def one(self, data):
-        """(status or None, outcome) for one request, within no time limit
-        (the caller has one)."""
+        """The status of one request's answer, with no time limit (the
+        caller sets one); a kept-alive connection found closed is
+        replaced once."""
         for attempt in (0, 1):
             reused = bool(self.idle)
             if reused:
