@@ -19,6 +19,7 @@
  * about 11 MB */
 #define NGX_EDGE_REDIS_MAX_INFLIGHT       65536
 #define NGX_EDGE_REDIS_DEFAULT_PORT       6379
+#define NGX_EDGE_REDIS_SENTINEL_PORT      26379
 #define NGX_EDGE_REDIS_BACKOFF_MIN        100     /* ms */
 #define NGX_EDGE_REDIS_BACKOFF_MAX        3000    /* ms */
 #define NGX_EDGE_REDIS_LOG_INTERVAL       5000    /* ms */
@@ -46,6 +47,41 @@ typedef enum {
                                                 them */
     NGX_EDGE_REDIS_READY
 } ngx_edge_redis_state_e;
+
+
+/* how a question to a Sentinel ended */
+typedef enum {
+    NGX_EDGE_REDIS_ASK_PENDING = 0,
+    NGX_EDGE_REDIS_ASK_FOUND,
+    NGX_EDGE_REDIS_ASK_FAILED,
+    NGX_EDGE_REDIS_ASK_ABORTED
+} ngx_edge_redis_ask_e;
+
+
+/*
+ * A worker's connection to a Sentinel: the short-lived one that asks for
+ * the primary's address, or the long-lived one subscribed to
+ * +switch-master.  Neither ever holds a request: both are idle for a
+ * graceful shutdown, and their timers are cancelable.
+ */
+typedef struct {
+    ngx_edge_redis_conn_t       *conn;
+    redisAsyncContext           *ac;
+    ngx_connection_t            *c;
+    ngx_uint_t                   index;      /* in server->sentinels */
+    ngx_uint_t                   tried;      /* asking: Sentinels tried in
+                                                this round */
+    ngx_event_t                  timer;      /* the exchange's deadline */
+    ngx_event_t                  next;       /* asking: posted, the next
+                                                step; subscribing: the
+                                                retry timer */
+    ngx_msec_t                   backoff;    /* subscribing */
+    ngx_edge_redis_ask_e         outcome;    /* asking */
+    ngx_edge_log_gate_t          gate;
+    u_char                       host[NGX_SOCKADDR_STRLEN + 1];
+    int                          port;       /* the answer */
+    unsigned                     subscribe:1;
+} ngx_edge_redis_link_t;
 
 
 /* a script's SCRIPT LOAD after NOSCRIPT: hiredis's privdata for it */
@@ -92,6 +128,15 @@ struct ngx_edge_redis_conn_s {
     ngx_edge_log_gate_t          fail_gate;
     ngx_edge_log_gate_t          drop_gate;
     ngx_edge_log_gate_t          connect_gate;
+
+    /* Sentinel: the primary in use ("host:port" for the logs), and the
+     * links to the Sentinels */
+    u_char                       master_host[NGX_SOCKADDR_STRLEN + 1];
+    int                          master_port;
+    ngx_str_t                    master;
+    u_char                       master_text[NGX_SOCKADDR_STRLEN + 8];
+    ngx_edge_redis_link_t       *ask;
+    ngx_edge_redis_link_t       *sub;
 
     unsigned                     failing:1;
     unsigned                     exiting:1;
@@ -143,6 +188,16 @@ static void ngx_edge_redis_drop(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn);
 static void ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn,
     const char *fmt, ...);
+
+static ngx_int_t ngx_edge_redis_sentinel_init(ngx_cycle_t *cycle,
+    ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_sentinel_exit(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_sentinel_ask(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_sentinel_subscribe(ngx_edge_redis_conn_t *conn);
+static void ngx_edge_redis_role_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_edge_redis_check_demoted(ngx_edge_redis_conn_t *conn,
+    redisReply *reply);
 
 
 /* configuration */
@@ -236,6 +291,97 @@ ngx_edge_redis_copy_cstr(ngx_conf_t *cf, ngx_str_t *dst, u_char *src,
 }
 
 
+/* sentinel=host[:port][,host[:port]...]: every address resolved now, as
+ * for a server's own address */
+
+static ngx_int_t
+ngx_edge_redis_parse_sentinels(ngx_conf_t *cf,
+    ngx_edge_redis_server_t *server, ngx_str_t *value)
+{
+    u_char                 *p, *last, *comma;
+    ngx_url_t               u;
+    ngx_uint_t              i;
+    ngx_array_t            *a;
+    ngx_edge_redis_addr_t  *addr;
+
+    if (server->nsentinels) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\": \"sentinel=\" is given "
+                           "more than once", &server->name);
+        return NGX_ERROR;
+    }
+
+    a = ngx_array_create(cf->pool, 4, sizeof(ngx_edge_redis_addr_t));
+    if (a == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = value->data + 9;
+    last = value->data + value->len;
+
+    for ( ;; ) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url.data = p;
+        u.url.len = comma - p;
+        u.default_port = NGX_EDGE_REDIS_SENTINEL_PORT;
+
+        if (u.url.len == 0 || u.url.data[0] == ','
+            || (u.url.len > 5 && ngx_strncmp(p, "unix:", 5) == 0))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" of redis server "
+                               "\"%V\": a list of host[:port]", value,
+                               &server->name);
+            return NGX_ERROR;
+        }
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in Sentinel \"%V\" of redis server "
+                               "\"%V\"", u.err ? u.err : "no address",
+                               &u.url, &server->name);
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < u.naddrs; i++) {
+            addr = ngx_array_push(a);
+            if (addr == NULL) {
+                return NGX_ERROR;
+            }
+
+            addr->host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+            if (addr->host.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            addr->host.len = ngx_sock_ntop(u.addrs[i].sockaddr,
+                                           u.addrs[i].socklen,
+                                           addr->host.data,
+                                           NGX_SOCKADDR_STRLEN, 0);
+            addr->host.data[addr->host.len] = '\0';
+            addr->port = u.port;
+        }
+
+        if (comma == last) {
+            break;
+        }
+
+        p = comma + 1;
+    }
+
+    server->sentinels = a->elts;
+    server->nsentinels = a->nelts;
+
+    return NGX_OK;
+}
+
+
 /* password_file=: read now, copied NUL-terminated for hiredis */
 
 static ngx_int_t
@@ -261,6 +407,63 @@ ngx_edge_redis_read_password(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
 }
 
 
+/* an address, or sentinel= with master=, never both */
+
+static ngx_int_t
+ngx_edge_redis_check_sentinel(ngx_conf_t *cf, ngx_edge_redis_server_t *server)
+{
+    u_char  *p;
+
+    if (server->nsentinels == 0) {
+        if (server->master_name.len || server->sentinel_password.data) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis server \"%V\": \"master=\" and "
+                               "\"sentinel_password=\" need \"sentinel=\"",
+                               &server->name);
+            return NGX_ERROR;
+        }
+
+        if (server->address.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis server \"%V\" has no address: give "
+                               "one, or \"sentinel=\" and \"master=\"",
+                               &server->name);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    if (server->address.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\": an address \"%V\" and "
+                           "\"sentinel=\" are given together",
+                           &server->name, &server->address);
+        return NGX_ERROR;
+    }
+
+    if (server->master_name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\": \"sentinel=\" needs "
+                           "\"master=\"", &server->name);
+        return NGX_ERROR;
+    }
+
+    /* what the log lines say the server is */
+    p = ngx_pnalloc(cf->pool, sizeof("master \"\"") - 1
+                              + server->master_name.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    server->address.data = p;
+    server->address.len = ngx_sprintf(p, "master \"%V\"",
+                                      &server->master_name) - p;
+
+    return NGX_OK;
+}
+
+
 ngx_edge_redis_server_t *
 ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
 {
@@ -268,7 +471,7 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
     ngx_str_t                 s;
     ngx_int_t                 n;
     ngx_msec_t                ms;
-    ngx_uint_t                i;
+    ngx_uint_t                i, first;
     ngx_edge_redis_server_t  *server;
 
     server = ngx_pcalloc(cf->pool, sizeof(ngx_edge_redis_server_t));
@@ -277,7 +480,6 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
     }
 
     server->name = args[0];
-    server->address = args[1];
     server->db = 0;
     server->connect_timeout = 1000;
     server->timeout = 100;
@@ -298,11 +500,56 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
         return NULL;
     }
 
-    if (ngx_edge_redis_parse_address(cf, server) != NGX_OK) {
-        return NULL;
+    /* an address never holds "=": without one, the parameters begin
+     * there (sentinel= names the servers) */
+    first = 1;
+
+    if ((args[1].len > 5 && ngx_strncmp(args[1].data, "unix:", 5) == 0)
+        || ngx_strlchr(args[1].data, args[1].data + args[1].len, '=')
+           == NULL)
+    {
+        server->address = args[1];
+
+        if (ngx_edge_redis_parse_address(cf, server) != NGX_OK) {
+            return NULL;
+        }
+
+        first = 2;
     }
 
-    for (i = 2; i < nargs; i++) {
+    for (i = first; i < nargs; i++) {
+
+        if (ngx_strncmp(args[i].data, "sentinel=", 9) == 0) {
+            if (ngx_edge_redis_parse_sentinels(cf, server, &args[i])
+                != NGX_OK)
+            {
+                return NULL;
+            }
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "master=", 7) == 0) {
+            if (args[i].len == 7
+                || ngx_edge_redis_copy_cstr(cf, &server->master_name,
+                                            args[i].data + 7,
+                                            args[i].len - 7)
+                   != NGX_OK)
+            {
+                goto invalid;
+            }
+            continue;
+        }
+
+        if (ngx_strncmp(args[i].data, "sentinel_password=", 18) == 0) {
+            if (ngx_edge_redis_copy_cstr(cf, &server->sentinel_password,
+                                         args[i].data + 18,
+                                         args[i].len - 18)
+                != NGX_OK)
+            {
+                return NULL;
+            }
+            continue;
+        }
 
         if (ngx_strncmp(args[i].data, "password=", 9) == 0
             || ngx_strncmp(args[i].data, "password_file=", 14) == 0)
@@ -396,6 +643,10 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
         }
 
         goto unknown;
+    }
+
+    if (ngx_edge_redis_check_sentinel(cf, server) != NGX_OK) {
+        return NULL;
     }
 
     if (server->user.len && server->password.len == 0) {
@@ -945,6 +1196,13 @@ ngx_edge_redis_reconnect_handler(ngx_event_t *ev)
     }
 
     ngx_edge_redis_stat(conn->server, conn->server->st_reconnects, 1);
+
+    if (conn->server->nsentinels) {
+        /* the primary may have changed: ask first */
+        ngx_edge_redis_sentinel_ask(conn);
+        return;
+    }
+
     ngx_edge_redis_connect(conn);
 }
 
@@ -1002,6 +1260,9 @@ ngx_edge_redis_connect(ngx_edge_redis_conn_t *conn)
 
     if (server->unix_path.len) {
         ac = redisAsyncConnectUnix((char *) server->unix_path.data);
+
+    } else if (server->nsentinels) {
+        ac = redisAsyncConnect((char *) conn->master_host, conn->master_port);
 
     } else {
         ac = redisAsyncConnect((char *) server->hosts[conn->addr].data,
@@ -1141,6 +1402,13 @@ ngx_edge_redis_send_handshake(ngx_edge_redis_conn_t *conn)
                                scripts[i]->source.len);
         conn->handshake += (rc == REDIS_OK);
     }
+
+    if (server->nsentinels) {
+        /* what a Sentinel said may be stale: only a master is used */
+        rc = redisAsyncCommand(conn->ac, ngx_edge_redis_role_reply, conn,
+                               "ROLE");
+        conn->handshake += (rc == REDIS_OK);
+    }
 }
 
 
@@ -1270,6 +1538,10 @@ ngx_edge_redis_init_worker(ngx_cycle_t *cycle,
 
     server->conn = conn;
 
+    if (server->nsentinels) {
+        return ngx_edge_redis_sentinel_init(cycle, conn);
+    }
+
     ngx_edge_redis_connect(conn);
 
     return NGX_OK;
@@ -1301,6 +1573,10 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
         ngx_delete_posted_event(&conn->close_event);
     }
 
+    if (server->nsentinels) {
+        ngx_edge_redis_sentinel_exit(conn);
+    }
+
     for (i = 0; i < server->max_inflight; i++) {
         ngx_edge_redis_detach(&conn->cmds[i]);
     }
@@ -1322,10 +1598,28 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
 
 /* items */
 
+/* items may follow the handshake in the pipeline, except to a primary
+ * named by a Sentinel: they wait until ROLE said it is a master */
+
+static ngx_flag_t
+ngx_edge_redis_takes_items(ngx_edge_redis_conn_t *conn)
+{
+    if (conn == NULL) {
+        return 0;
+    }
+
+    if (conn->server->nsentinels) {
+        return conn->state == NGX_EDGE_REDIS_READY;
+    }
+
+    return conn->state >= NGX_EDGE_REDIS_HANDSHAKE;
+}
+
+
 ngx_flag_t
 ngx_edge_redis_ready(ngx_edge_redis_server_t *server)
 {
-    return server->conn && server->conn->state >= NGX_EDGE_REDIS_HANDSHAKE;
+    return ngx_edge_redis_takes_items(server->conn);
 }
 
 
@@ -1383,7 +1677,7 @@ ngx_edge_redis_free_slot(ngx_edge_redis_server_t *server)
 
     conn = server->conn;
 
-    if (conn == NULL || conn->state < NGX_EDGE_REDIS_HANDSHAKE
+    if (!ngx_edge_redis_takes_items(conn)
         || (conn->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
     {
         /* not sent: the caller's failure policy applies, and it counts as
@@ -1640,6 +1934,7 @@ ngx_edge_redis_command_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         ngx_edge_redis_log_failure(conn, "error reply: %*s",
                                    (size_t) reply->len, reply->str);
+        ngx_edge_redis_check_demoted(conn, reply);
     }
 
     handler = cmd->handler;
@@ -1836,6 +2131,7 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (reply && reply->type == REDIS_REPLY_ERROR) {
         ngx_edge_redis_log_failure(conn, "error reply: %*s",
                                    (size_t) reply->len, reply->str);
+        ngx_edge_redis_check_demoted(conn, reply);
 
     } else if (reply && (reply->type != REDIS_REPLY_ARRAY
                          || reply->elements != b->n))
@@ -1843,6 +2139,12 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
         ngx_edge_redis_stat(server, server->st_errors, b->n);
         ngx_edge_redis_log_failure(conn, "a batch of %ui got a reply that "
                                    "is not an array of %ui", b->n, b->n);
+
+    } else if (reply && server->nsentinels) {
+        /* the script reports an item's failed write as its element */
+        for (i = 0; i < reply->elements; i++) {
+            ngx_edge_redis_check_demoted(conn, reply->element[i]);
+        }
     }
 
     ngx_edge_redis_finish_batch(b, reply);
@@ -2286,9 +2588,13 @@ ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn, const char *fmt, ...)
     p = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
     va_end(args);
 
-    /* with several addresses, the one in use */
+    /* with several addresses, or a primary named by a Sentinel, the one
+     * in use */
     if (server->nhosts > 1) {
         addr = server->hosts[conn->addr];
+
+    } else if (server->nsentinels) {
+        addr = conn->master;
 
     } else {
         ngx_str_null(&addr);
@@ -2305,4 +2611,937 @@ ngx_edge_redis_log_failure(ngx_edge_redis_conn_t *conn, const char *fmt, ...)
                   &server->name, &server->address,
                   addr.len ? " (" : "", &addr, addr.len ? ")" : "",
                   p - msg, msg);
+}
+
+
+/*
+ * Sentinel.  Each worker keeps two links to the Sentinels of a server
+ * given by "sentinel=" and "master=":
+ *
+ *   - asking: connect to a Sentinel, AUTH (sentinel_password=), "SENTINEL
+ *     get-master-addr-by-name", close.  The whole exchange has
+ *     "connect_timeout="; on failure the next Sentinel is asked at once,
+ *     and when every one of them failed in a round, the next round waits
+ *     for the connection's reconnect backoff.  It runs at start and
+ *     before every reconnect to the primary: a primary that is lost, silent
+ *     or answers READONLY or MASTERDOWN (demoted) is asked for again.
+ *   - subscribing: one connection to a Sentinel subscribed to
+ *     +switch-master.  A switch of our master drops the connection to the
+ *     old primary and connects to the new one at once.  Lost, it moves to
+ *     the next Sentinel with a backoff of its own (100 ms to 3 s).
+ *
+ * The primary's handshake ends with ROLE: a server that is not a master
+ * (a Sentinel's stale answer) is dropped and the Sentinels asked again.
+ * Addresses from a Sentinel must be numeric (no blocking resolver in a
+ * worker); Sentinels report IP addresses unless resolve-hostnames is on.
+ */
+
+static void ngx_edge_redis_ask_next(ngx_event_t *ev);
+static void ngx_edge_redis_link_timeout(ngx_event_t *ev);
+static void ngx_edge_redis_sub_retry(ngx_event_t *ev);
+
+
+static void
+ngx_edge_redis_link_log(ngx_edge_redis_link_t *link, ngx_uint_t level,
+    const char *fmt, ...)
+{
+    u_char                   *p;
+    va_list                   args;
+    ngx_uint_t                suppressed;
+    ngx_edge_redis_addr_t    *sentinel;
+    ngx_edge_redis_server_t  *server;
+    u_char                    msg[NGX_MAX_ERROR_STR];
+
+    /* one line per interval and link: with the Sentinels down, every
+     * round of questions would log */
+    if (!ngx_edge_log_gate_open(&link->gate, NGX_EDGE_REDIS_LOG_INTERVAL,
+                                &suppressed))
+    {
+        return;
+    }
+
+    server = link->conn->server;
+    sentinel = &server->sentinels[link->index];
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
+    va_end(args);
+
+    if (suppressed) {
+        p = ngx_slprintf(p, msg + sizeof(msg),
+                         " (and %ui more failures in the last %Ms)",
+                         suppressed,
+                         (ngx_msec_t) NGX_EDGE_REDIS_LOG_INTERVAL / 1000);
+    }
+
+    ngx_log_error(level, link->conn->log, 0,
+                  "redis \"%V\" at %V: Sentinel %V:%d%s: %*s",
+                  &server->name, &server->address, &sentinel->host,
+                  sentinel->port, link->subscribe ? " (subscription)" : "",
+                  p - msg, msg);
+}
+
+
+/* the hiredis event hooks of a link (see the connection's own above) */
+
+static void
+ngx_edge_redis_link_add_read(void *privdata)
+{
+    ngx_edge_redis_link_t  *link = privdata;
+
+    if (link->c && !link->c->read->active) {
+        (void) ngx_add_event(link->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_edge_redis_link_del_read(void *privdata)
+{
+    ngx_edge_redis_link_t  *link = privdata;
+
+    if (link->c && link->c->read->active) {
+        (void) ngx_del_event(link->c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_edge_redis_link_add_write(void *privdata)
+{
+    ngx_edge_redis_link_t  *link = privdata;
+
+    if (link->c && !link->c->write->active) {
+        (void) ngx_add_event(link->c->write, NGX_WRITE_EVENT,
+                             NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_edge_redis_link_del_write(void *privdata)
+{
+    ngx_edge_redis_link_t  *link = privdata;
+
+    if (link->c && link->c->write->active) {
+        (void) ngx_del_event(link->c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_edge_redis_link_cleanup(void *privdata)
+{
+    ngx_edge_redis_link_t  *link = privdata;
+
+    ngx_connection_t  *c;
+
+    c = link->c;
+
+    link->c = NULL;
+    link->ac = NULL;
+
+    if (link->timer.timer_set) {
+        ngx_del_timer(&link->timer);
+    }
+
+    if (c) {
+        ngx_edge_conn_release(c);
+    }
+}
+
+
+/* closes the link from outside hiredis's callbacks; what follows is the
+ * caller's (the callbacks see an outcome that is no longer pending) */
+
+static void
+ngx_edge_redis_link_close(ngx_edge_redis_link_t *link)
+{
+    if (link->outcome == NGX_EDGE_REDIS_ASK_PENDING) {
+        link->outcome = NGX_EDGE_REDIS_ASK_ABORTED;
+    }
+
+    if (link->ac) {
+        redisAsyncFree(link->ac);
+    }
+
+    if (link->timer.timer_set) {
+        ngx_del_timer(&link->timer);
+    }
+}
+
+
+static void
+ngx_edge_redis_link_read(ngx_event_t *rev)
+{
+    ngx_connection_t       *c = rev->data;
+    ngx_edge_redis_link_t  *link = c->data;
+
+    if (c->close) {
+        /* a graceful shutdown: nothing waits on a Sentinel */
+        ngx_edge_redis_link_close(link);
+        return;
+    }
+
+    if (link->ac) {
+        redisAsyncHandleRead(link->ac);
+    }
+}
+
+
+static void
+ngx_edge_redis_link_write(ngx_event_t *wev)
+{
+    ngx_connection_t       *c = wev->data;
+    ngx_edge_redis_link_t  *link = c->data;
+
+    if (link->ac) {
+        redisAsyncHandleWrite(link->ac);
+    }
+}
+
+
+static void
+ngx_edge_redis_link_auth_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply             *reply = r;
+    ngx_edge_redis_link_t  *link = privdata;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        return;
+    }
+
+    ngx_edge_redis_link_log(link, NGX_LOG_ERR,
+                            "AUTH failed (see sentinel_password=): %*s",
+                            (size_t) reply->len, reply->str);
+
+    if (!link->subscribe && link->outcome == NGX_EDGE_REDIS_ASK_PENDING) {
+        link->outcome = NGX_EDGE_REDIS_ASK_FAILED;
+        ngx_post_event(&link->next, &ngx_posted_events);
+    }
+
+    redisAsyncDisconnect(ac);
+}
+
+
+static void ngx_edge_redis_link_on_connect(const redisAsyncContext *ac,
+    int status);
+static void ngx_edge_redis_link_on_disconnect(const redisAsyncContext *ac,
+    int status);
+
+
+/* a connection to the link's Sentinel, AUTH queued; NGX_ERROR logged */
+
+static ngx_int_t
+ngx_edge_redis_link_open(ngx_edge_redis_link_t *link)
+{
+    redisAsyncContext        *ac;
+    ngx_connection_t         *c;
+    ngx_edge_redis_addr_t    *sentinel;
+    ngx_edge_redis_server_t  *server;
+
+    server = link->conn->server;
+    sentinel = &server->sentinels[link->index];
+
+    ac = redisAsyncConnect((char *) sentinel->host.data, sentinel->port);
+    if (ac == NULL) {
+        ngx_edge_redis_link_log(link, NGX_LOG_ERR,
+                                "cannot allocate a context");
+        return NGX_ERROR;
+    }
+
+    if (ac->err) {
+        ngx_edge_redis_link_log(link, NGX_LOG_ERR, "connect failed: %s",
+                                ac->errstr);
+        redisAsyncFree(ac);
+        return NGX_ERROR;
+    }
+
+    c = ngx_edge_conn_wrap(ac->c.fd, link->conn->log, link,
+                           ngx_edge_redis_link_read,
+                           ngx_edge_redis_link_write);
+    if (c == NULL) {
+        redisAsyncFree(ac);
+        return NGX_ERROR;
+    }
+
+    c->idle = 1;
+
+    link->ac = ac;
+    link->c = c;
+
+    ac->data = link;
+    ac->ev.data = link;
+    ac->ev.addRead = ngx_edge_redis_link_add_read;
+    ac->ev.delRead = ngx_edge_redis_link_del_read;
+    ac->ev.addWrite = ngx_edge_redis_link_add_write;
+    ac->ev.delWrite = ngx_edge_redis_link_del_write;
+    ac->ev.cleanup = ngx_edge_redis_link_cleanup;
+
+    redisAsyncSetConnectCallback(ac, ngx_edge_redis_link_on_connect);
+    redisAsyncSetDisconnectCallback(ac, ngx_edge_redis_link_on_disconnect);
+
+    if (server->sentinel_password.data) {
+        (void) redisAsyncCommand(ac, ngx_edge_redis_link_auth_reply, link,
+                                 "AUTH %b", server->sentinel_password.data,
+                                 server->sentinel_password.len);
+    }
+
+    ngx_add_timer(&link->timer, server->connect_timeout);
+
+    return NGX_OK;
+}
+
+
+/* the subscription's next attempt, at the next Sentinel, after its
+ * backoff */
+
+static void
+ngx_edge_redis_sub_schedule(ngx_edge_redis_link_t *link)
+{
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = link->conn;
+
+    if (conn->exiting || ngx_exiting || link->next.timer_set) {
+        return;
+    }
+
+    link->index = (link->index + 1) % conn->server->nsentinels;
+    link->backoff = link->backoff ? ngx_min(link->backoff * 2,
+                                            NGX_EDGE_REDIS_BACKOFF_MAX)
+                                  : NGX_EDGE_REDIS_BACKOFF_MIN;
+
+    ngx_add_timer(&link->next, link->backoff);
+}
+
+
+static void
+ngx_edge_redis_link_on_connect(const redisAsyncContext *ac, int status)
+{
+    ngx_edge_redis_link_t  *link = ac->data;
+
+    if (status == REDIS_OK) {
+        return;
+    }
+
+    /* hiredis frees the context after this callback */
+
+    if (link->outcome != NGX_EDGE_REDIS_ASK_PENDING
+        || link->conn->exiting)
+    {
+        return;
+    }
+
+    ngx_edge_redis_link_log(link, NGX_LOG_ERR, "connect failed: %s",
+                            ac->errstr);
+
+    if (link->subscribe) {
+        ngx_edge_redis_sub_schedule(link);
+        return;
+    }
+
+    link->outcome = NGX_EDGE_REDIS_ASK_FAILED;
+    ngx_post_event(&link->next, &ngx_posted_events);
+}
+
+
+static void
+ngx_edge_redis_link_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    ngx_edge_redis_link_t  *link = ac->data;
+
+    if (link->outcome != NGX_EDGE_REDIS_ASK_PENDING
+        || link->conn->exiting)
+    {
+        return;
+    }
+
+    ngx_edge_redis_link_log(link, NGX_LOG_ERR, "connection lost: %s",
+                            status == REDIS_OK ? "closed"
+                                               : (char *) ac->errstr);
+
+    if (link->subscribe) {
+        ngx_edge_redis_sub_schedule(link);
+        return;
+    }
+
+    link->outcome = NGX_EDGE_REDIS_ASK_FAILED;
+    ngx_post_event(&link->next, &ngx_posted_events);
+}
+
+
+static void
+ngx_edge_redis_link_timeout(ngx_event_t *ev)
+{
+    ngx_edge_redis_link_t  *link = ev->data;
+
+    if (link->ac == NULL) {
+        return;
+    }
+
+    ngx_edge_redis_link_log(link, NGX_LOG_ERR, "no answer within %M ms",
+                            link->conn->server->connect_timeout);
+
+    if (link->subscribe) {
+        ngx_edge_redis_link_close(link);
+        link->outcome = NGX_EDGE_REDIS_ASK_PENDING;
+        ngx_edge_redis_sub_schedule(link);
+        return;
+    }
+
+    ngx_edge_redis_link_close(link);
+    link->outcome = NGX_EDGE_REDIS_ASK_FAILED;
+    ngx_post_event(&link->next, &ngx_posted_events);
+}
+
+
+/* a numeric address, as a worker can connect to without resolving */
+
+static ngx_int_t
+ngx_edge_redis_numeric_host(u_char *host, size_t len)
+{
+#if (NGX_HAVE_INET6)
+    u_char  addr6[16];
+#endif
+
+    if (ngx_inet_addr(host, len) != INADDR_NONE) {
+        return NGX_OK;
+    }
+
+#if (NGX_HAVE_INET6)
+    if (ngx_inet6_addr(host, len, addr6) == NGX_OK) {
+        return NGX_OK;
+    }
+#endif
+
+    return NGX_ERROR;
+}
+
+
+/* the primary in use becomes host:port: one line per change */
+
+static ngx_int_t
+ngx_edge_redis_set_master(ngx_edge_redis_conn_t *conn, u_char *host,
+    size_t len, ngx_int_t port, const char *source)
+{
+    u_char  *p, text[NGX_SOCKADDR_STRLEN + 8];
+
+    if (len == 0 || len > NGX_SOCKADDR_STRLEN
+        || ngx_edge_redis_numeric_host(host, len) != NGX_OK
+        || port <= 0 || port > 65535)
+    {
+        ngx_log_error(NGX_LOG_ERR, conn->log, 0,
+                      "redis \"%V\" at %V: %s named the primary \"%*s\" "
+                      "port %i, not a numeric address (resolve-hostnames "
+                      "is not supported)", &conn->server->name,
+                      &conn->server->address, source, len, host, port);
+        return NGX_ERROR;
+    }
+
+    if (conn->master_port == port
+        && ngx_strlen(conn->master_host) == len
+        && ngx_strncmp(conn->master_host, host, len) == 0)
+    {
+        return NGX_OK;
+    }
+
+    p = ngx_sprintf(text, "%*s:%i", len, host, port);
+
+    if (conn->master.len) {
+        ngx_log_error(NGX_LOG_NOTICE, conn->log, 0,
+                      "redis \"%V\" at %V: the primary moved from %V to "
+                      "%*s (%s)", &conn->server->name,
+                      &conn->server->address, &conn->master,
+                      (size_t) (p - text), text, source);
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, conn->log, 0,
+                      "redis \"%V\" at %V: the primary is %*s (%s)",
+                      &conn->server->name, &conn->server->address,
+                      (size_t) (p - text), text, source);
+    }
+
+    ngx_memcpy(conn->master_text, text, p - text);
+    p = conn->master_text + (p - text);
+
+    ngx_memcpy(conn->master_host, host, len);
+    conn->master_host[len] = '\0';
+    conn->master_port = port;
+    conn->master.data = conn->master_text;
+    conn->master.len = p - conn->master_text;
+
+    return NGX_OK;
+}
+
+
+/* asking */
+
+static void
+ngx_edge_redis_ask_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply             *reply = r;
+    ngx_edge_redis_link_t  *link = privdata;
+
+    ngx_int_t     port;
+    redisReply  **e;
+
+    if (reply == NULL || link->outcome != NGX_EDGE_REDIS_ASK_PENDING) {
+        return;
+    }
+
+    link->outcome = NGX_EDGE_REDIS_ASK_FAILED;
+    e = reply->element;
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && e[0]->type == REDIS_REPLY_STRING
+        && e[1]->type == REDIS_REPLY_STRING
+        && e[0]->len <= NGX_SOCKADDR_STRLEN)
+    {
+        port = ngx_atoi((u_char *) e[1]->str, e[1]->len);
+
+        ngx_memcpy(link->host, e[0]->str, e[0]->len);
+        link->host[e[0]->len] = '\0';
+        link->port = (port > 0 && port <= 65535) ? port : 0;
+        link->outcome = NGX_EDGE_REDIS_ASK_FOUND;
+
+    } else if (reply->type == REDIS_REPLY_NIL) {
+        ngx_edge_redis_link_log(link, NGX_LOG_ERR,
+                                "no master \"%V\" is known",
+                                &link->conn->server->master_name);
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_edge_redis_link_log(link, NGX_LOG_ERR, "error reply: %*s",
+                                (size_t) reply->len, reply->str);
+
+    } else {
+        ngx_edge_redis_link_log(link, NGX_LOG_ERR,
+                                "a reply that is not an address");
+    }
+
+    if (link->timer.timer_set) {
+        ngx_del_timer(&link->timer);
+    }
+
+    ngx_post_event(&link->next, &ngx_posted_events);
+
+    /* closed once this callback returns */
+    redisAsyncDisconnect(ac);
+}
+
+
+static void
+ngx_edge_redis_sentinel_ask(ngx_edge_redis_conn_t *conn)
+{
+    ngx_edge_redis_link_t    *link;
+    ngx_edge_redis_server_t  *server;
+
+    link = conn->ask;
+    server = conn->server;
+
+    if (link->ac || link->next.posted || conn->exiting || ngx_exiting) {
+        /* a question is under way */
+        return;
+    }
+
+    link->outcome = NGX_EDGE_REDIS_ASK_PENDING;
+
+    if (ngx_edge_redis_link_open(link) != NGX_OK
+        || redisAsyncCommand(link->ac, ngx_edge_redis_ask_reply, link,
+                             "SENTINEL get-master-addr-by-name %b",
+                             server->master_name.data,
+                             server->master_name.len)
+           != REDIS_OK)
+    {
+        if (link->ac) {
+            ngx_edge_redis_link_close(link);
+        }
+
+        link->outcome = NGX_EDGE_REDIS_ASK_FAILED;
+        ngx_post_event(&link->next, &ngx_posted_events);
+    }
+}
+
+
+/* posted once a question ended, outside hiredis's callbacks: connect to
+ * the primary found, or ask the next Sentinel, or, the round over, wait
+ * for the reconnect backoff */
+
+static void
+ngx_edge_redis_ask_next(ngx_event_t *ev)
+{
+    ngx_edge_redis_link_t  *link = ev->data;
+
+    ngx_edge_redis_conn_t    *conn;
+    ngx_edge_redis_server_t  *server;
+
+    conn = link->conn;
+    server = conn->server;
+
+    if (link->ac) {
+        /* an AUTH failure waits for the reply behind it: not any more */
+        ngx_edge_redis_link_close(link);
+    }
+
+    if (conn->exiting || ngx_exiting
+        || link->outcome == NGX_EDGE_REDIS_ASK_ABORTED)
+    {
+        return;
+    }
+
+    if (link->outcome == NGX_EDGE_REDIS_ASK_FOUND
+        && ngx_edge_redis_set_master(conn, link->host,
+                                     ngx_strlen(link->host), link->port,
+                                     "asked")
+           == NGX_OK)
+    {
+        link->tried = 0;
+
+        if (conn->ac == NULL) {
+            if (conn->reconnect_timer.timer_set) {
+                ngx_del_timer(&conn->reconnect_timer);
+            }
+
+            ngx_edge_redis_connect(conn);
+        }
+
+        return;
+    }
+
+    link->index = (link->index + 1) % server->nsentinels;
+
+    if (++link->tried < server->nsentinels) {
+        ngx_edge_redis_sentinel_ask(conn);
+        return;
+    }
+
+    /* every Sentinel failed: the next round after the backoff */
+    link->tried = 0;
+    ngx_edge_redis_log_failure(conn, "no Sentinel named the primary");
+    ngx_edge_redis_schedule_reconnect(conn);
+}
+
+
+/* the primary's ROLE, the handshake's last reply */
+
+static void
+ngx_edge_redis_role_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply             *reply = r;
+    ngx_edge_redis_conn_t  *conn = privdata;
+
+    redisReply  *role;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    conn->replies++;
+
+    if (conn->state != NGX_EDGE_REDIS_HANDSHAKE || conn->handshake == 0) {
+        return;
+    }
+
+    role = (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
+           ? reply->element[0] : NULL;
+
+    if (role && role->type == REDIS_REPLY_STRING && role->len == 6
+        && ngx_strncmp(role->str, "master", 6) == 0)
+    {
+        if (--conn->handshake == 0) {
+            ngx_edge_redis_handshake_done(conn);
+        }
+
+        return;
+    }
+
+    conn->handshake = 0;
+    ngx_edge_redis_log_failure(conn, "not a master (ROLE %*s): asking the "
+                               "Sentinels again",
+                               role && role->type == REDIS_REPLY_STRING
+                               ? (size_t) role->len : (size_t) 1,
+                               role && role->type == REDIS_REPLY_STRING
+                               ? role->str : "?");
+    conn->dropping = 1;
+    redisAsyncDisconnect(ac);
+}
+
+
+/* an error reply saying the server is no longer a writable primary (the
+ * whole reply, or an item's element of a batch's): the replies still due
+ * arrive, then the connection closes and the Sentinels are asked again */
+
+static void
+ngx_edge_redis_check_demoted(ngx_edge_redis_conn_t *conn, redisReply *reply)
+{
+    u_char  *p;
+    size_t   len;
+
+    if (reply->type != REDIS_REPLY_ERROR || conn->server->nsentinels == 0
+        || conn->ac == NULL
+        || (conn->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
+    {
+        return;
+    }
+
+    p = (u_char *) reply->str;
+    len = reply->len;
+
+    /* a script's pcall() reports the error as "ERR <error>" */
+    if (len > 4 && ngx_strncmp(p, "ERR ", 4) == 0) {
+        p += 4;
+        len -= 4;
+    }
+
+    if (!(len >= 8 && ngx_strncmp(p, "READONLY", 8) == 0)
+        && !(len >= 10 && ngx_strncmp(p, "MASTERDOWN", 10) == 0))
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, conn->log, 0,
+                  "redis \"%V\" at %V (%V): no longer the primary (%*s): "
+                  "asking the Sentinels again", &conn->server->name,
+                  &conn->server->address, &conn->master,
+                  (size_t) (p[0] == 'R' ? 8 : 10), p);
+
+    conn->failing = 1;
+    conn->dropping = 1;
+    redisAsyncDisconnect(conn->ac);
+}
+
+
+/* subscribing */
+
+static void
+ngx_edge_redis_sub_message(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply             *reply = r;
+    ngx_edge_redis_link_t  *link = privdata;
+
+    u_char                   *p, *last, *f[5];
+    size_t                    len[5];
+    ngx_int_t                 port;
+    ngx_uint_t                i;
+    redisReply              **e;
+    ngx_edge_redis_conn_t    *conn;
+    ngx_edge_redis_server_t  *server;
+
+    conn = link->conn;
+    server = conn->server;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 3)
+    {
+        return;
+    }
+
+    e = reply->element;
+
+    if (e[0]->type != REDIS_REPLY_STRING) {
+        return;
+    }
+
+    if (e[0]->len == 9 && ngx_strncmp(e[0]->str, "subscribe", 9) == 0) {
+        /* subscribed: this Sentinel answers */
+        if (link->timer.timer_set) {
+            ngx_del_timer(&link->timer);
+        }
+
+        link->backoff = 0;
+        return;
+    }
+
+    if (e[0]->len != 7 || ngx_strncmp(e[0]->str, "message", 7) != 0
+        || e[2]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    /* "<master name> <old ip> <old port> <new ip> <new port>" */
+    p = (u_char *) e[2]->str;
+    last = p + e[2]->len;
+
+    for (i = 0; i < 5; i++) {
+        while (p < last && *p == ' ') {
+            p++;
+        }
+
+        f[i] = p;
+
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        len[i] = p - f[i];
+
+        if (len[i] == 0) {
+            return;
+        }
+    }
+
+    if (len[0] != server->master_name.len
+        || ngx_strncmp(f[0], server->master_name.data, len[0]) != 0)
+    {
+        return;
+    }
+
+    port = ngx_atoi(f[4], len[4]);
+
+    if (ngx_edge_redis_set_master(conn, f[3], len[3], port,
+                                  "+switch-master")
+        != NGX_OK)
+    {
+        return;
+    }
+
+    if (conn->exiting || ngx_exiting) {
+        return;
+    }
+
+    /* connect to the new primary now: a question under way is moot, and
+     * the items on the old one get NGX_ERROR */
+
+    if (conn->ask->next.posted) {
+        ngx_delete_posted_event(&conn->ask->next);
+    }
+
+    ngx_edge_redis_link_close(conn->ask);
+    conn->ask->tried = 0;
+
+    if (conn->ac) {
+        if (conn->ac->c.tcp.host
+            && ngx_strcmp(conn->ac->c.tcp.host, conn->master_host) == 0
+            && conn->ac->c.tcp.port == conn->master_port)
+        {
+            /* already there: asked after the connection was lost */
+            return;
+        }
+
+        ngx_edge_redis_drop(conn);
+    }
+
+    if (conn->reconnect_timer.timer_set) {
+        ngx_del_timer(&conn->reconnect_timer);
+    }
+
+    ngx_edge_redis_connect(conn);
+}
+
+
+static void
+ngx_edge_redis_sentinel_subscribe(ngx_edge_redis_conn_t *conn)
+{
+    ngx_edge_redis_link_t  *link;
+
+    link = conn->sub;
+
+    if (link->ac || conn->exiting || ngx_exiting) {
+        return;
+    }
+
+    link->outcome = NGX_EDGE_REDIS_ASK_PENDING;
+
+    if (ngx_edge_redis_link_open(link) != NGX_OK) {
+        ngx_edge_redis_sub_schedule(link);
+        return;
+    }
+
+    if (redisAsyncCommand(link->ac, ngx_edge_redis_sub_message, link,
+                          "SUBSCRIBE +switch-master")
+        != REDIS_OK)
+    {
+        ngx_edge_redis_link_close(link);
+        link->outcome = NGX_EDGE_REDIS_ASK_PENDING;
+        ngx_edge_redis_sub_schedule(link);
+    }
+}
+
+
+static void
+ngx_edge_redis_sub_retry(ngx_event_t *ev)
+{
+    ngx_edge_redis_link_t  *link = ev->data;
+
+    ngx_edge_redis_sentinel_subscribe(link->conn);
+}
+
+
+/* worker life */
+
+static ngx_edge_redis_link_t *
+ngx_edge_redis_link_create(ngx_cycle_t *cycle, ngx_edge_redis_conn_t *conn,
+    ngx_flag_t subscribe)
+{
+    ngx_edge_redis_link_t  *link;
+
+    link = ngx_pcalloc(cycle->pool, sizeof(ngx_edge_redis_link_t));
+    if (link == NULL) {
+        return NULL;
+    }
+
+    link->conn = conn;
+    link->subscribe = subscribe;
+
+    /* the worker's Sentinels are taken in turn from a different one in
+     * each worker: a dead first one costs each worker a timeout once */
+    link->index = (ngx_worker + subscribe) % conn->server->nsentinels;
+
+    link->timer.handler = ngx_edge_redis_link_timeout;
+    link->timer.data = link;
+    link->timer.log = cycle->log;
+    link->timer.cancelable = 1;
+
+    link->next.handler = subscribe ? ngx_edge_redis_sub_retry
+                                   : ngx_edge_redis_ask_next;
+    link->next.data = link;
+    link->next.log = cycle->log;
+    link->next.cancelable = 1;
+
+    return link;
+}
+
+
+static ngx_int_t
+ngx_edge_redis_sentinel_init(ngx_cycle_t *cycle, ngx_edge_redis_conn_t *conn)
+{
+    conn->ask = ngx_edge_redis_link_create(cycle, conn, 0);
+    conn->sub = ngx_edge_redis_link_create(cycle, conn, 1);
+
+    if (conn->ask == NULL || conn->sub == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_edge_redis_sentinel_subscribe(conn);
+    ngx_edge_redis_sentinel_ask(conn);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_edge_redis_sentinel_exit(ngx_edge_redis_conn_t *conn)
+{
+    ngx_edge_redis_link_t  *links[2];
+    ngx_uint_t              i;
+
+    links[0] = conn->ask;
+    links[1] = conn->sub;
+
+    for (i = 0; i < 2; i++) {
+        if (links[i] == NULL) {
+            continue;
+        }
+
+        if (links[i]->next.posted) {
+            ngx_delete_posted_event(&links[i]->next);
+        }
+
+        if (links[i]->next.timer_set) {
+            ngx_del_timer(&links[i]->next);
+        }
+
+        ngx_edge_redis_link_close(links[i]);
+    }
 }

@@ -52,6 +52,16 @@
  * completes), trying the server's resolved addresses in turn.  Items are
  * sent as soon as TCP connects, behind the handshake in the pipeline;
  * until then ngx_edge_redis_send_item() returns NULL.
+ *
+ * Sentinel.  A server given as "sentinel=addr,... master=name" has no
+ * address of its own: each worker asks a Sentinel (the next one on
+ * failure) "SENTINEL get-master-addr-by-name", connects to that primary,
+ * and takes items only once the handshake, which then ends with ROLE,
+ * proved it a master.  A second connection per worker to one Sentinel
+ * subscribes to +switch-master: a switch of our master drops the
+ * connection to the old primary (its items get NGX_ERROR) and connects to
+ * the new one at once.  Every reconnect asks again, and so does a
+ * READONLY or MASTERDOWN reply (a demoted primary).
  */
 
 #ifndef _NGX_EDGE_REDIS_H_INCLUDED_
@@ -74,6 +84,12 @@ typedef void (*ngx_edge_redis_handler_pt)(void *data, redisReply *reply,
 
 
 typedef struct {
+    ngx_str_t                    host;       /* numeric, a C string */
+    int                          port;
+} ngx_edge_redis_addr_t;
+
+
+typedef struct {
     ngx_str_t                    source;
     u_char                       sha1[40];
 
@@ -93,6 +109,12 @@ struct ngx_edge_redis_server_s {
     ngx_uint_t                   nhosts;
     int                          port;
     ngx_str_t                    unix_path;  /* or a unix: socket */
+
+    /* or the primary of master_name, asked of these Sentinels */
+    ngx_edge_redis_addr_t       *sentinels;
+    ngx_uint_t                   nsentinels;
+    ngx_str_t                    master_name;        /* C strings */
+    ngx_str_t                    sentinel_password;
 
     ngx_str_t                    user;
     ngx_str_t                    password;
@@ -143,7 +165,9 @@ struct ngx_edge_redis_cmd_s {
 /* configuration time */
 
 /* args: "name address [password=..|password_file=..] [user=..] [db=N]
- * [connect_timeout=T] [timeout=T] [max_inflight=N] [batch=N]" */
+ * [connect_timeout=T] [timeout=T] [max_inflight=N] [batch=N]", or
+ * "name sentinel=addr[,addr...] master=name [sentinel_password=..] ..."
+ * in place of the address */
 NGX_EDGE_API ngx_edge_redis_server_t *ngx_edge_redis_parse_server(
     ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs);
 

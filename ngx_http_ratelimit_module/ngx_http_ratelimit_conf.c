@@ -87,6 +87,97 @@ ngx_http_ratelimit_period_unit(ngx_http_ratelimit_rate_t *rate)
 }
 
 
+/*
+ * A sliding window's requests per window: the rate over the window, which
+ * must be a whole number ("rate=100r/m window=15m" is 1500 per 15
+ * minutes; "rate=100r/m window=10s" is refused), and within the bounds of
+ * the arithmetic.
+ */
+
+static ngx_int_t
+ngx_http_ratelimit_sw_rate(ngx_conf_t *cf, ngx_http_ratelimit_zone_t *zone,
+    ngx_http_ratelimit_rate_t *rate)
+{
+    int64_t  ms, n;
+
+    ms = zone->window / 1000;
+
+    if (((int64_t) rate->count * ms) % ((int64_t) rate->period * 1000) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate=%uir/%c over window=%Lms of ratelimit zone "
+                           "\"%V\" is not a whole number of requests",
+                           rate->count, ngx_http_ratelimit_period_unit(rate),
+                           ms, &zone->name);
+        return NGX_ERROR;
+    }
+
+    n = (int64_t) rate->count * ms / ((int64_t) rate->period * 1000);
+
+    if (n > NGX_HTTP_RATELIMIT_SW_MAX / zone->window) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate=%uir/%c over window=%Lms of ratelimit zone "
+                           "\"%V\" is too large: requests per window * "
+                           "window must not exceed 2^58 us",
+                           rate->count, ngx_http_ratelimit_period_unit(rate),
+                           ms, &zone->name);
+        return NGX_ERROR;
+    }
+
+    rate->per_window = n;
+
+    return NGX_OK;
+}
+
+
+/* a sliding window's limit: no burst, no delay (it never delays), and a
+ * cost no larger than a window's requests, for every tier */
+
+static ngx_int_t
+ngx_http_ratelimit_check_sliding(ngx_conf_t *cf,
+    ngx_http_ratelimit_limit_t *limit, ngx_http_ratelimit_zone_t *zone)
+{
+    ngx_uint_t                  i;
+    ngx_http_ratelimit_tier_t  *tiers;
+
+    if (limit->burst >= 0 || limit->delay) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ratelimit\" zone=%V: \"%s=\" does not apply to "
+                      "a zone with algorithm=sliding_window in %V:%ui",
+                      &zone->name, limit->burst >= 0 ? "burst" : "delay",
+                      &limit->conf_file, limit->conf_line);
+        return NGX_ERROR;
+    }
+
+    if (limit->cost_value) {
+        return NGX_OK;
+    }
+
+    if ((int64_t) limit->cost > zone->rate.per_window) {
+        goto failed;
+    }
+
+    tiers = zone->tiers.elts;
+
+    for (i = 0; i < zone->tiers.nelts; i++) {
+        if ((int64_t) limit->cost > tiers[i].rate.per_window) {
+            goto failed;
+        }
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "\"ratelimit\" zone=%V cost=%ui is more than a window of "
+                  "the zone or of one of its tiers holds in %V:%ui",
+                  &zone->name, limit->cost, &limit->conf_file,
+                  limit->conf_line);
+    return NGX_ERROR;
+}
+
+
 /* burst, delay and cost of one limit at one rate (the zone's or a tier's,
  * whose own burst, if any, replaces the limit's) */
 
@@ -183,6 +274,16 @@ ngx_http_ratelimit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
             if (zone == NULL) {
                 continue;     /* reported below */
+            }
+
+            if (zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
+                if (ngx_http_ratelimit_check_sliding(cf, &limits[i], zone)
+                    != NGX_OK)
+                {
+                    return NGX_CONF_ERROR;
+                }
+
+                continue;
             }
 
             if (ngx_http_ratelimit_check_bounds(cf, &limits[i], zone, NULL)
@@ -454,7 +555,8 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ssize_t                            size;
     ngx_str_t                         *value, name, s;
-    ngx_uint_t                         i, j;
+    ngx_uint_t                         i, j, clock_set;
+    ngx_msec_t                         window;
     ngx_shm_zone_t                    *shm_zone;
     ngx_edge_redis_server_t          **servers;
     ngx_http_ratelimit_zone_t         *zone, **zp;
@@ -481,8 +583,35 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     name.len = 0;
     zone->on_failure = NGX_HTTP_RATELIMIT_FAIL_LOCAL;
     zone->clock = NGX_HTTP_RATELIMIT_CLOCK_REDIS;
+    zone->algorithm = NGX_HTTP_RATELIMIT_GCRA;
+    clock_set = 0;
+    window = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "algorithm=gcra") == 0) {
+            zone->algorithm = NGX_HTTP_RATELIMIT_GCRA;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "algorithm=sliding_window") == 0) {
+            zone->algorithm = NGX_HTTP_RATELIMIT_SLIDING;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "window=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            window = ngx_parse_time(&s, 0);
+            if (window == (ngx_msec_t) NGX_ERROR || window == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid window \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
 
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
             if (ngx_edge_conf_parse_zone(cf, &value[i], &name, &size)
@@ -549,11 +678,13 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strcmp(value[i].data, "clock=redis") == 0) {
             zone->clock = NGX_HTTP_RATELIMIT_CLOCK_REDIS;
+            clock_set = 1;
             continue;
         }
 
         if (ngx_strcmp(value[i].data, "clock=nginx") == 0) {
             zone->clock = NGX_HTTP_RATELIMIT_CLOCK_NGINX;
+            clock_set = 1;
             continue;
         }
 
@@ -629,6 +760,32 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->name = name;
+
+    if (zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
+        zone->window = (int64_t) (window ? window : zone->rate.period * 1000)
+                       * 1000;
+
+        if (ngx_http_ratelimit_sw_rate(cf, zone, &zone->rate) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (zone->redis) {
+            if (clock_set && zone->clock == NGX_HTTP_RATELIMIT_CLOCK_REDIS) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"clock=redis\" does not apply to "
+                                   "algorithm=sliding_window, whose window "
+                                   "is named by the node's clock");
+                return NGX_CONF_ERROR;
+            }
+
+            zone->clock = NGX_HTTP_RATELIMIT_CLOCK_NGINX;
+        }
+
+    } else if (window) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"window=\" needs \"algorithm=sliding_window\"");
+        return NGX_CONF_ERROR;
+    }
 
     if (zone->prefix.len == 0) {
         zone->prefix = name;
@@ -780,6 +937,20 @@ ngx_http_ratelimit_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "ratelimit zone \"%V\" has no \"tier=\" variable",
                            &zone->name);
         return NGX_CONF_ERROR;
+    }
+
+    if (zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
+        if (tier->burst >= 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"burst=\" does not apply to ratelimit zone "
+                               "\"%V\" with algorithm=sliding_window",
+                               &zone->name);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_ratelimit_sw_rate(cf, zone, &tier->rate) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     tiers = zone->tiers.elts;

@@ -125,8 +125,10 @@ ngx_http_ratelimit_remember(ngx_http_ratelimit_check_t *chk, ngx_flag_t ban,
         until = now + chk->verdict.retry;
 
     } else {
-        until = now + chk->verdict.retry
-                - (chk->gcra.cost - 1) * chk->gcra.interval;
+        until = now + ((zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING)
+                       ? chk->verdict.retry_one
+                       : chk->verdict.retry
+                         - (chk->gcra.cost - 1) * chk->gcra.interval);
 
         if (until <= now) {
             return;

@@ -2,8 +2,9 @@
  * ngx_http_ratelimit_module: the request path.
  *
  * PREACCESS handler -> per limit: key, tier, the zone's shared-memory ban
- * and deny caches, then one EVALSHA per limit (all of a request's
- * commands leave in one write, pipelined with other requests') or the
+ * and deny caches, then one EVALSHA per limit (GCRA) or three or four
+ * plain commands (sliding window) per limit (all of a request's commands
+ * leave in one write, pipelined with other requests'), or the
  * shared-memory bucket -> reject, delay, or continue.
  */
 
@@ -198,7 +199,11 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
             continue;
         }
 
-        if (ngx_http_ratelimit_send(r, ctx, chk) != NGX_OK) {
+        rc = (chk->zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING)
+             ? ngx_http_ratelimit_sw_send(r, ctx, chk)
+             : ngx_http_ratelimit_send(r, ctx, chk);
+
+        if (rc != NGX_OK) {
             ngx_http_ratelimit_fail(chk, now);
         }
     }
@@ -283,6 +288,9 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
     chk->gcra.tau = burst * rate->interval;
     chk->gcra.cost = limit->cost;
 
+    chk->sw.window = zone->window;
+    chk->sw.limit = rate->per_window;
+
     if (limit->cost_value) {
         if (ngx_http_complex_value(r, limit->cost_value, &cost) != NGX_OK) {
             return NGX_ERROR;
@@ -295,6 +303,20 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
                           "ratelimit: invalid cost \"%V\", 1 is used",
                           &cost);
             n = 1;
+        }
+
+        if (zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING
+            && n > rate->per_window)
+        {
+            /* more than a whole window holds: it could never pass */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "ratelimit: cost \"%V\" exceeds the %L requests "
+                          "per window of zone \"%V\", the request is "
+                          "refused", &cost, rate->per_window, &zone->name);
+
+            chk->status = NGX_HTTP_RATELIMIT_REJECTED;
+            chk->verdict.retry = zone->window;
+            return NGX_BUSY;
         }
 
         if (n > NGX_EDGE_EXACT_MAX / rate->interval) {
@@ -390,6 +412,10 @@ ngx_http_ratelimit_remaining(ngx_http_ratelimit_check_t *chk)
 
     if (!chk->verdict.allowed) {
         return 0;
+    }
+
+    if (chk->zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
+        return chk->verdict.remaining;
     }
 
     /* requests that would pass right now, back to back */
@@ -551,5 +577,7 @@ ngx_http_ratelimit_detach(void *data)
             ngx_edge_redis_detach(ctx->checks[i].cmd);
             ctx->checks[i].cmd = NULL;
         }
+
+        ngx_http_ratelimit_sw_detach(&ctx->checks[i]);
     }
 }

@@ -36,12 +36,19 @@ ngx_http_ratelimit_add_header(ngx_http_request_t *r, ngx_str_t *name,
 
 
 /* the draft's quota: burst + 1 requests, refilled over (burst + 1)
- * intervals, which is what the bucket really grants */
+ * intervals, which is what the bucket really grants; for a sliding window,
+ * its requests per window and the window */
 
 static void
 ngx_http_ratelimit_quota(ngx_http_ratelimit_check_t *chk, int64_t *q,
     int64_t *w)
 {
+    if (chk->zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
+        *q = chk->sw.limit;
+        *w = (chk->sw.window + 999999) / 1000000;
+        return;
+    }
+
     *q = chk->gcra.tau / chk->gcra.interval + 1;
     *w = (*q * chk->gcra.interval + 999999) / 1000000;
 }

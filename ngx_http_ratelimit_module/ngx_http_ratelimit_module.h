@@ -28,6 +28,17 @@
 #define NGX_HTTP_RATELIMIT_HEADERS_DRAFT   1
 #define NGX_HTTP_RATELIMIT_HEADERS_LEGACY  2
 
+#define NGX_HTTP_RATELIMIT_GCRA          0
+#define NGX_HTTP_RATELIMIT_SLIDING       1
+
+/*
+ * The bound of the sliding window's arithmetic: limit * window (us) within
+ * 2^58, and the counts read from Redis clamped to [0, limit], so that
+ * every sum of ngx_http_ratelimit_sliding() (at most 3 * limit * window)
+ * stays below 2^60.
+ */
+#define NGX_HTTP_RATELIMIT_SW_MAX  ((int64_t) 1 << 58)
+
 
 /* the outcome of one request, most severe last */
 typedef enum {
@@ -60,11 +71,30 @@ typedef struct {
 } ngx_http_ratelimit_gcra_t;
 
 
+/*
+ * The sliding window (two-counter estimate), in integer microseconds.
+ * Windows are aligned on multiples of `window` of the clock.  At offset e
+ * into the current window, with `prev` admitted in the previous window
+ * and `cur` in this one, a request of cost c passes when
+ *     prev * (window - e) + (cur + c) * window <= limit * window,
+ * i.e. the previous window's count weighted by the part of it that the
+ * sliding window [now - window, now) still overlaps.
+ */
+
+typedef struct {
+    int64_t                      window;       /* us */
+    int64_t                      limit;        /* requests per window */
+} ngx_http_ratelimit_sw_t;
+
+
 typedef struct {
     ngx_uint_t                   allowed;
     int64_t                      excess;       /* queue ahead, us */
     int64_t                      retry;        /* until it would pass */
     int64_t                      reset;        /* until the bucket is full */
+    int64_t                      remaining;    /* sliding window only */
+    int64_t                      retry_one;    /* sliding window: retry of
+                                                  a request of cost 1 */
 } ngx_http_ratelimit_verdict_t;
 
 
@@ -80,6 +110,8 @@ typedef struct {
     ngx_uint_t                   count;        /* requests ... */
     ngx_uint_t                   period;       /* ... per this many seconds */
     int64_t                      interval;     /* us per request */
+    int64_t                      per_window;   /* sliding window: count *
+                                                  window / period */
 } ngx_http_ratelimit_rate_t;
 
 
@@ -100,6 +132,9 @@ typedef struct {
     int64_t                      ban_until;    /* monotonic, us */
     int64_t                      window_end;   /* local ban counting */
     ngx_uint_t                   rejects;
+    int64_t                      sw_start;     /* sliding window: the */
+    int64_t                      sw_cur;       /* current window's start */
+    int64_t                      sw_prev;      /* and both counts */
     u_char                       data[1];
 } ngx_http_ratelimit_node_t;
 
@@ -140,6 +175,8 @@ typedef struct {
     ngx_edge_redis_server_t     *redis;
     ngx_edge_redis_script_t     *script;
     ngx_uint_t                   clock;
+    ngx_uint_t                   algorithm;
+    int64_t                      window;       /* sliding window, us */
     ngx_uint_t                   on_failure;
 
     ngx_uint_t                   ban_threshold;
@@ -190,10 +227,22 @@ typedef struct {
     ngx_http_ratelimit_status_e  status;
     ngx_http_ratelimit_verdict_t verdict;
 
+    ngx_http_ratelimit_sw_t      sw;
+
     ngx_edge_redis_cmd_t        *cmd;
     const char                  *argv[9];   /* 3 keys, 6 args */
     size_t                       argvlen[9];
     u_char                       nums[6][NGX_INT64_LEN];
+
+    /* the sliding window in Redis: plain commands, one reply each */
+    ngx_edge_redis_cmd_t        *sw_cmds[4];
+    ngx_uint_t                   sw_pending;
+    int64_t                      sw_now;       /* wall clock, us */
+    int64_t                      sw_count;     /* INCRBY's reply */
+    int64_t                      sw_prev;      /* GET's reply */
+    int64_t                      sw_ban;       /* PTTL's reply, ms */
+    unsigned                     sw_failed:1;
+    unsigned                     sw_counted:1; /* INCRBY answered */
 } ngx_http_ratelimit_check_t;
 
 
@@ -235,6 +284,8 @@ int64_t ngx_http_ratelimit_remaining(ngx_http_ratelimit_check_t *chk);
 /* ngx_http_ratelimit_shm.c: buckets and caches in shared memory */
 void ngx_http_ratelimit_gcra(ngx_http_ratelimit_gcra_t *g, int64_t now,
     int64_t *tat, ngx_http_ratelimit_verdict_t *v);
+void ngx_http_ratelimit_sliding(ngx_http_ratelimit_sw_t *sw, int64_t cost,
+    int64_t now, int64_t prev, int64_t cur, ngx_http_ratelimit_verdict_t *v);
 void ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now);
 ngx_int_t ngx_http_ratelimit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
@@ -257,6 +308,9 @@ extern ngx_str_t  ngx_http_ratelimit_ban_lua;
 
 ngx_int_t ngx_http_ratelimit_send(ngx_http_request_t *r,
     ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk);
+ngx_int_t ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
+    ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk);
+void ngx_http_ratelimit_sw_detach(ngx_http_ratelimit_check_t *chk);
 
 /* ngx_http_ratelimit_headers.c: response headers and variables */
 ngx_int_t ngx_http_ratelimit_header_filter_init(ngx_conf_t *cf);

@@ -311,3 +311,507 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
 
     ngx_edge_wait_done(&chk->ctx->wait);
 }
+
+
+/*
+ * The sliding window in Redis: no script, plain commands.  Per decision,
+ * pipelined with everything else the worker sends in this pass of its
+ * event loop:
+ *     INCRBY rl:{prefix:key}:s<k> cost     the current window's count
+ *     PEXPIRE rl:{prefix:key}:s<k> ms      kept while it can be weighted
+ *     GET rl:{prefix:key}:s<k-1>           the previous window's count
+ *     [PTTL rl:{prefix:key}:b]             with bans: is the key banned
+ * k is the window of this node's wall clock (the nodes' clocks must
+ * agree: Redis's TIME cannot name a key in the same round trip).  The
+ * decision is made here from the replies.  INCRBY counts the request
+ * before anyone knows whether it passes, so a refused (or banned) request
+ * takes its cost back with DECRBY (and PEXPIRE again) before it is
+ * answered: refused requests change nothing, as with GCRA.  Between the
+ * two, concurrent decisions on the key see the refused cost too: they can
+ * be refused when they would have passed, never passed when they should
+ * have been refused.  With bans, a refusal also counts toward a ban, in
+ * the same round trip as the DECRBY: INCR of the refusals' key (and
+ * PEXPIRE when it was the first), and at the threshold SET of the ban key
+ * and DEL of the count, as the GCRA script does.
+ */
+
+#define NGX_HTTP_RATELIMIT_SW_INCR    0
+#define NGX_HTTP_RATELIMIT_SW_EXPIRE  1
+#define NGX_HTTP_RATELIMIT_SW_GET     2
+#define NGX_HTTP_RATELIMIT_SW_BAN     3
+
+/* chk->argv holds the keys */
+#define NGX_HTTP_RATELIMIT_SW_CUR       0   /* the current window */
+#define NGX_HTTP_RATELIMIT_SW_PREV      1   /* the previous window */
+#define NGX_HTTP_RATELIMIT_SW_BANNED    2   /* the ban */
+#define NGX_HTTP_RATELIMIT_SW_REFUSALS  3   /* refusals toward a ban */
+#define NGX_HTTP_RATELIMIT_SW_KEYS      4
+
+
+static void ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk);
+
+
+static void
+ngx_http_ratelimit_sw_ignore(void *data, redisReply *reply, ngx_int_t rc)
+{
+    /* a command whose reply decides nothing (DECRBY, DEL, ...) */
+}
+
+
+static ngx_edge_redis_cmd_t *
+ngx_http_ratelimit_sw_command(ngx_http_ratelimit_check_t *chk,
+    ngx_edge_redis_handler_pt handler, ngx_uint_t key, const char *name,
+    const char *arg, size_t arglen)
+{
+    ngx_uint_t   argc;
+    const char  *argv[5];
+    size_t       argvlen[5];
+
+    argv[0] = name;
+    argvlen[0] = ngx_strlen(name);
+    argv[1] = chk->argv[key];
+    argvlen[1] = chk->argvlen[key];
+    argc = 2;
+
+    if (key == NGX_HTTP_RATELIMIT_SW_BANNED && arg) {
+        /* the ban: SET key 1 PX ms, one command, so that a ban never
+         * lives without its expiry */
+        argv[argc] = "1";
+        argvlen[argc++] = 1;
+        argv[argc] = "PX";
+        argvlen[argc++] = 2;
+    }
+
+    if (arg) {
+        argv[argc] = arg;
+        argvlen[argc++] = arglen;
+    }
+
+    return ngx_edge_redis_send_command(chk->zone->redis, handler,
+                                       handler == ngx_http_ratelimit_sw_ignore
+                                       ? NULL : chk,
+                                       argc, argv, argvlen);
+}
+
+
+/* a command sent for its effect only: a failure to send it is logged by
+ * the Redis client and changes no decision */
+
+static void
+ngx_http_ratelimit_sw_effect(ngx_http_ratelimit_check_t *chk, ngx_uint_t key,
+    const char *name, int64_t arg, ngx_flag_t has_arg)
+{
+    u_char  num[NGX_INT64_LEN];
+    size_t  len;
+
+    len = has_arg ? (size_t) (ngx_sprintf(num, "%L", arg) - num) : 0;
+
+    (void) ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_ignore,
+                                         key, name,
+                                         has_arg ? (const char *) num : NULL,
+                                         len);
+}
+
+
+static ngx_int_t
+ngx_http_ratelimit_sw_integer(redisReply *reply, int64_t *n)
+{
+    size_t   i;
+    int64_t  x;
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        *n = reply->integer;
+        return NGX_OK;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        *n = 0;
+        return NGX_OK;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING || reply->len == 0
+        || reply->len > 18)
+    {
+        return NGX_ERROR;
+    }
+
+    /* a count: an integer, maybe negative (a DECRBY that found its key
+     * expired), counted as 0 then */
+    i = (reply->str[0] == '-') ? 1 : 0;
+
+    if (i == (size_t) reply->len) {
+        return NGX_ERROR;
+    }
+
+    for (x = 0; i < (size_t) reply->len; i++) {
+        if (reply->str[i] < '0' || reply->str[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        x = x * 10 + (reply->str[i] - '0');
+    }
+
+    *n = (reply->str[0] == '-') ? 0 : x;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ratelimit_sw_reply(ngx_http_ratelimit_check_t *chk, ngx_uint_t which,
+    redisReply *reply, ngx_int_t rc)
+{
+    int64_t  n;
+
+    chk->sw_cmds[which] = NULL;
+
+    if (rc != NGX_OK) {
+        chk->sw_failed = 1;
+
+    } else if (reply->type == REDIS_REPLY_ERROR
+               || ngx_http_ratelimit_sw_integer(reply, &n) != NGX_OK
+               || (which != NGX_HTTP_RATELIMIT_SW_GET
+                   && reply->type != REDIS_REPLY_INTEGER))
+    {
+        if (!chk->sw_failed) {
+            ngx_http_ratelimit_log_reply(chk, reply);
+        }
+
+        chk->sw_failed = 1;
+
+    } else {
+        switch (which) {
+
+        case NGX_HTTP_RATELIMIT_SW_INCR:
+            chk->sw_count = n;
+            chk->sw_counted = 1;
+            break;
+
+        case NGX_HTTP_RATELIMIT_SW_GET:
+            chk->sw_prev = n;
+            break;
+
+        case NGX_HTTP_RATELIMIT_SW_BAN:
+            chk->sw_ban = n;
+            break;
+
+        default:
+            break;
+        }
+    }
+
+    if (--chk->sw_pending == 0) {
+        ngx_http_ratelimit_sw_conclude(chk);
+    }
+}
+
+
+static void
+ngx_http_ratelimit_sw_incr_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_ratelimit_sw_reply(data, NGX_HTTP_RATELIMIT_SW_INCR, reply, rc);
+}
+
+
+static void
+ngx_http_ratelimit_sw_expire_reply(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ratelimit_sw_reply(data, NGX_HTTP_RATELIMIT_SW_EXPIRE, reply, rc);
+}
+
+
+static void
+ngx_http_ratelimit_sw_get_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_ratelimit_sw_reply(data, NGX_HTTP_RATELIMIT_SW_GET, reply, rc);
+}
+
+
+static void
+ngx_http_ratelimit_sw_ban_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_ratelimit_sw_reply(data, NGX_HTTP_RATELIMIT_SW_BAN, reply, rc);
+}
+
+
+ngx_int_t
+ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
+    ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk)
+{
+    u_char                     *p, cost[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
+    size_t                      len, cost_len, ttl_len;
+    int64_t                     w, k, now;
+    ngx_uint_t                  i;
+    ngx_http_ratelimit_zone_t  *zone;
+
+    static const char  suffix[] = { 's', 's', 'b', 'r' };
+
+    zone = chk->zone;
+
+    if (!ngx_edge_redis_ready(zone->redis)) {
+        return NGX_ERROR;
+    }
+
+    now = ngx_edge_wall_usec();
+    w = zone->window;
+    k = now / w;
+
+    chk->sw_now = now;
+    chk->sw_count = 0;
+    chk->sw_prev = 0;
+    chk->sw_ban = 0;
+    chk->sw_failed = 0;
+    chk->sw_counted = 0;
+
+    /* "rl:{zone:key}:s<window>": the hash tag keeps a key's entries in
+     * one slot of a Redis Cluster */
+    len = sizeof("rl:{:}:s") - 1 + zone->prefix.len + chk->key.len
+          + NGX_INT64_LEN;
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_RATELIMIT_SW_KEYS * len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < NGX_HTTP_RATELIMIT_SW_KEYS; i++) {
+        chk->argv[i] = (const char *) p;
+        p = ngx_sprintf(p, "rl:{%V:%V}:%c", &zone->prefix, &chk->key,
+                        suffix[i]);
+
+        if (i == NGX_HTTP_RATELIMIT_SW_CUR
+            || i == NGX_HTTP_RATELIMIT_SW_PREV)
+        {
+            /* the window's number */
+            p = ngx_sprintf(p, "%L", k - (int64_t) i);
+        }
+
+        chk->argvlen[i] = p - (u_char *) chk->argv[i];
+    }
+
+    cost_len = ngx_sprintf(cost, "%L", chk->gcra.cost) - cost;
+
+    /* the current window's count is weighted until the next one ends */
+    ttl_len = ngx_sprintf(ttl, "%L", ((k + 2) * w - now) / 1000 + 1) - ttl;
+
+    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] =
+        ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_incr_reply,
+                                      NGX_HTTP_RATELIMIT_SW_CUR, "INCRBY",
+                                      (const char *) cost, cost_len);
+
+    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_EXPIRE] =
+        ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_expire_reply,
+                                      NGX_HTTP_RATELIMIT_SW_CUR, "PEXPIRE",
+                                      (const char *) ttl, ttl_len);
+
+    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] =
+        ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_get_reply,
+                                      NGX_HTTP_RATELIMIT_SW_PREV, "GET",
+                                      NULL, 0);
+
+    chk->sw_pending = 3;
+
+    if (zone->ban_threshold) {
+        chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_BAN] =
+            ngx_http_ratelimit_sw_command(chk,
+                                          ngx_http_ratelimit_sw_ban_reply,
+                                          NGX_HTTP_RATELIMIT_SW_BANNED,
+                                          "PTTL", NULL, 0);
+        chk->sw_pending = 4;
+    }
+
+    for (i = 0; i < chk->sw_pending; i++) {
+        if (chk->sw_cmds[i] == NULL) {
+            /* the in-flight bound, or the connection went: the failure
+             * policy decides; what was sent is detached (an INCRBY that
+             * still runs counts, as a timed-out decision may) */
+            ngx_http_ratelimit_sw_detach(chk);
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_edge_wait_add(&ctx->wait);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_ratelimit_sw_detach(ngx_http_ratelimit_check_t *chk)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 4; i++) {
+        if (chk->sw_cmds[i]) {
+            ngx_edge_redis_detach(chk->sw_cmds[i]);
+            chk->sw_cmds[i] = NULL;
+        }
+    }
+}
+
+
+/*
+ * A refused or banned request takes its count back before it is answered:
+ * a client that waits for its refusal and asks again (on any worker, any
+ * node) finds the window as if the refused request never came.  So the
+ * request waits for the DECRBY's reply (one more round trip, for refusals
+ * that reach Redis only: the deny cache answers the repeated ones).  The
+ * key's expiry is set again, should the key have gone in between
+ * (evicted, flushed) and the DECRBY created it.  With bans, a refusal is
+ * counted in the same round trip.
+ */
+
+static void ngx_http_ratelimit_sw_finish(ngx_http_ratelimit_check_t *chk);
+
+
+static void
+ngx_http_ratelimit_sw_uncount_reply(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ratelimit_check_t *chk = data;
+
+    /* the request is refused whatever the reply */
+    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] = NULL;
+
+    if (--chk->sw_pending == 0) {
+        ngx_http_ratelimit_sw_finish(chk);
+    }
+}
+
+
+/* in a zone with bans, the refusals' count decides between a refusal and
+ * a ban */
+
+static void
+ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ratelimit_check_t *chk = data;
+
+    ngx_http_ratelimit_zone_t  *zone;
+
+    zone = chk->zone;
+    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] = NULL;
+
+    /* a failure to count the refusal only delays a ban */
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_INTEGER) {
+
+        if (reply->integer == 1) {
+            ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_REFUSALS,
+                                         "PEXPIRE",
+                                         (int64_t) zone->ban_window, 1);
+        }
+
+        if (reply->integer >= (long long) zone->ban_threshold) {
+            ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_BANNED,
+                                         "SET", (int64_t) zone->ban_duration,
+                                         1);
+            ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_REFUSALS,
+                                         "DEL", 0, 0);
+
+            chk->status = NGX_HTTP_RATELIMIT_BANNED;
+            chk->verdict.retry = (int64_t) zone->ban_duration * 1000;
+            chk->verdict.reset = 0;
+        }
+
+    } else if (rc == NGX_OK) {
+        ngx_http_ratelimit_log_reply(chk, reply);
+    }
+
+    if (--chk->sw_pending == 0) {
+        ngx_http_ratelimit_sw_finish(chk);
+    }
+}
+
+
+static void
+ngx_http_ratelimit_sw_uncount(ngx_http_ratelimit_check_t *chk)
+{
+    int64_t                     w, k;
+    ngx_edge_redis_cmd_t       *cmd;
+    ngx_http_ratelimit_zone_t  *zone;
+    u_char                      num[NGX_INT64_LEN];
+
+    zone = chk->zone;
+    w = zone->window;
+    k = chk->sw_now / w;
+
+    chk->sw_pending = 0;
+
+    cmd = ngx_http_ratelimit_sw_command(chk,
+                                        ngx_http_ratelimit_sw_uncount_reply,
+                                        NGX_HTTP_RATELIMIT_SW_CUR, "DECRBY",
+                                        (const char *) num,
+                                        ngx_sprintf(num, "%L", chk->gcra.cost)
+                                        - num);
+    if (cmd) {
+        chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] = cmd;
+        chk->sw_pending++;
+    }
+
+    ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_CUR, "PEXPIRE",
+                                 ((k + 2) * w - chk->sw_now) / 1000 + 1, 1);
+
+    if (zone->ban_threshold && chk->status == NGX_HTTP_RATELIMIT_REJECTED) {
+        cmd = ngx_http_ratelimit_sw_command(chk,
+                                          ngx_http_ratelimit_sw_refusals_reply,
+                                          NGX_HTTP_RATELIMIT_SW_REFUSALS,
+                                          "INCR", NULL, 0);
+        if (cmd) {
+            chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] = cmd;
+            chk->sw_pending++;
+        }
+    }
+
+    if (chk->sw_pending == 0) {
+        /* nothing could be sent: the count stays, as for a timeout */
+        ngx_http_ratelimit_sw_finish(chk);
+    }
+}
+
+
+static void
+ngx_http_ratelimit_sw_finish(ngx_http_ratelimit_check_t *chk)
+{
+    ngx_http_ratelimit_remember(chk, chk->status == NGX_HTTP_RATELIMIT_BANNED,
+                                ngx_http_ratelimit_now());
+
+    ngx_edge_wait_done(&chk->ctx->wait);
+}
+
+
+static void
+ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk)
+{
+    if (chk->sw_failed) {
+        ngx_http_ratelimit_fail(chk, ngx_http_ratelimit_now());
+        ngx_edge_wait_done(&chk->ctx->wait);
+        return;
+    }
+
+    if (chk->sw_ban > 0) {
+        chk->status = NGX_HTTP_RATELIMIT_BANNED;
+        chk->verdict.allowed = 0;
+        chk->verdict.retry = chk->sw_ban * 1000;
+        chk->verdict.reset = 0;
+
+        ngx_http_ratelimit_sw_uncount(chk);
+        return;
+    }
+
+    ngx_http_ratelimit_sliding(&chk->sw, chk->gcra.cost, chk->sw_now,
+                               chk->sw_prev, chk->sw_count - chk->gcra.cost,
+                               &chk->verdict);
+
+    if (chk->verdict.allowed) {
+        chk->status = NGX_HTTP_RATELIMIT_PASSED;
+        ngx_edge_wait_done(&chk->ctx->wait);
+        return;
+    }
+
+    /* refused: the count it took goes back */
+    chk->status = NGX_HTTP_RATELIMIT_REJECTED;
+
+    ngx_http_ratelimit_sw_uncount(chk);
+}

@@ -1,7 +1,8 @@
 /*
  * ngx_http_ratelimit_module: buckets and caches in shared memory.
  *
- * The local GCRA bucket of shared-memory zones, the ban and deny caches
+ * The local GCRA bucket and sliding window of shared-memory zones (the
+ * sliding window's arithmetic is Redis mode's too), the ban and deny caches
  * of Redis-mode zones, and the zone itself: an rbtree by key and tier
  * with an LRU queue, as limit_req.
  */
@@ -46,6 +47,92 @@ ngx_http_ratelimit_gcra(ngx_http_ratelimit_gcra_t *g, int64_t now,
 }
 
 
+/*
+ * How long a refused request of cost c waits before it passes.  Within this
+ * window when it can fit here at all: once enough of the previous window
+ * has slid out of [now - window, now); else in the next window, where this
+ * window's count is the one weighted.  The caller bounds c by the limit.
+ */
+
+static int64_t
+ngx_http_ratelimit_sliding_wait(int64_t w, int64_t n, int64_t e, int64_t prev,
+    int64_t cur, int64_t c)
+{
+    if (cur + c <= n) {
+        if (prev == 0) {
+            return 0;
+        }
+
+        /* the first e' with prev * (w - e') <= (n - cur - c) * w */
+        return w - (n - cur - c) * w / prev - e;
+    }
+
+    if (cur == 0) {
+        return w - e;     /* c > n: refused anyway, see prepare() */
+    }
+
+    return (w - e) + w - (n - c) * w / cur;
+}
+
+
+void
+ngx_http_ratelimit_sliding(ngx_http_ratelimit_sw_t *sw, int64_t cost,
+    int64_t now, int64_t prev, int64_t cur, ngx_http_ratelimit_verdict_t *v)
+{
+    int64_t  w, n, e, budget;
+
+    w = sw->window;
+    n = sw->limit;
+    e = now % w;
+
+    /* counts from Redis are anybody's: keep the products within bounds */
+    prev = ngx_min(ngx_max(prev, 0), n);
+    cur = ngx_min(ngx_max(cur, 0), n);
+
+    /* what the previous window leaves to this one, in requests * us */
+    budget = n * w - prev * (w - e);
+
+    v->excess = 0;
+
+    if ((cur + cost) * w <= budget) {
+        cur += cost;
+
+        v->allowed = 1;
+        v->retry = 0;
+        v->retry_one = 0;
+        v->remaining = ngx_max(budget / w - cur, 0);
+        v->reset = cur ? 2 * w - e : (prev ? w - e : 0);
+        return;
+    }
+
+    v->allowed = 0;
+    v->remaining = 0;
+    v->retry = ngx_http_ratelimit_sliding_wait(w, n, e, prev, cur, cost);
+    v->retry_one = ngx_http_ratelimit_sliding_wait(w, n, e, prev, cur, 1);
+    v->reset = cur ? 2 * w - e : w - e;
+}
+
+
+/* the node's counts moved to the window of now */
+
+static void
+ngx_http_ratelimit_sliding_node(ngx_http_ratelimit_node_t *node, int64_t w,
+    int64_t now)
+{
+    int64_t  start;
+
+    start = now - now % w;
+
+    if (node->sw_start == start) {
+        return;
+    }
+
+    node->sw_prev = (node->sw_start == start - w) ? node->sw_cur : 0;
+    node->sw_cur = 0;
+    node->sw_start = start;
+}
+
+
 void
 ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
 {
@@ -79,7 +166,18 @@ ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
         return;
     }
 
-    ngx_http_ratelimit_gcra(&chk->gcra, now, &node->tat, &chk->verdict);
+    if (zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
+        ngx_http_ratelimit_sliding_node(node, zone->window, now);
+        ngx_http_ratelimit_sliding(&chk->sw, chk->gcra.cost, now,
+                                   node->sw_prev, node->sw_cur,
+                                   &chk->verdict);
+        if (chk->verdict.allowed) {
+            node->sw_cur += chk->gcra.cost;
+        }
+
+    } else {
+        ngx_http_ratelimit_gcra(&chk->gcra, now, &node->tat, &chk->verdict);
+    }
 
     if (chk->verdict.allowed) {
         chk->status = NGX_HTTP_RATELIMIT_PASSED;
@@ -234,6 +332,9 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier,
     lr->ban_until = 0;
     lr->window_end = 0;
     lr->rejects = 0;
+    lr->sw_start = 0;
+    lr->sw_cur = 0;
+    lr->sw_prev = 0;
     ngx_memcpy(ngx_cpymem(lr->data, tier->data, tier->len), key->data,
                key->len);
 
@@ -270,7 +371,8 @@ ngx_http_ratelimit_expire(ngx_http_ratelimit_zone_t *zone, ngx_uint_t n)
 
         if (n++ != 0) {
             if (lr->tat > now || lr->ban_until > now
-                || lr->window_end > now)
+                || lr->window_end > now
+                || (zone->window && lr->sw_start + 2 * zone->window > now))
             {
                 return;
             }

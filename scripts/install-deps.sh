@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build_pkgs="gcc make nginx-core nginx-dev libhiredis-dev libpq-dev libjansson-dev zlib1g-dev"
-test_pkgs="$build_pkgs perl procps redis-server redis-tools postgresql postgresql-client
+test_pkgs="$build_pkgs perl procps redis-server redis-sentinel redis-tools postgresql postgresql-client
            libtest-base-perl libtext-diff-perl libtest-longstring-perl
            libwww-perl liburi-perl valgrind prometheus libfaketime"
 bench_pkgs="$test_pkgs wrk"

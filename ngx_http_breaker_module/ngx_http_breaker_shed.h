@@ -1,0 +1,180 @@
+/*
+ * ngx_http_breaker_shed_module: load shedding with concurrency permits,
+ * priority classes, a bounded queue and an adaptive limit.
+ *
+ * The permits of a shedder live in shared memory (a node in its
+ * breaker_shed_zone), so every worker agrees on the number of requests in
+ * flight.  The queue of waiting requests is per worker: a request waits in
+ * the worker that accepted it, parked on its connection's write event.
+ *
+ *   ngx_http_breaker_shed.c           directives, zone, admission, queue,
+ *                                     variables, metrics, status JSON
+ *   ngx_http_breaker_shed_adaptive.c  latency histogram and the gradient
+ *                                     controller of the adaptive limit
+ */
+
+#ifndef _NGX_HTTP_BREAKER_SHED_H_INCLUDED_
+#define _NGX_HTTP_BREAKER_SHED_H_INCLUDED_
+
+
+#include "ngx_edge_common.h"
+#include "ngx_edge_stats.h"
+
+
+#define NGX_HTTP_BREAKER_SHED_MAX_CLASSES  8
+#define NGX_HTTP_BREAKER_SHED_NAME_MAX     64
+
+/* latency histogram: 4 sub-buckets per power of two, microseconds */
+#define NGX_HTTP_BREAKER_SHED_NBUCKETS     128
+
+/* the adaptive controller's phases */
+#define NGX_HTTP_BREAKER_SHED_MEASURE      0  /* minRTT, limit = min */
+#define NGX_HTTP_BREAKER_SHED_SAMPLE       1  /* gradient windows */
+
+
+/* one adaptive controller, in shared memory */
+typedef struct {
+    ngx_atomic_t                 window_start;  /* usec; CAS: the closer */
+    ngx_atomic_t                 samples;       /* in this window */
+    ngx_atomic_t                 epoch;         /* bumped on phase change */
+    ngx_atomic_t                 phase;
+    ngx_atomic_t                 limit_x1000;   /* smoothed limit */
+    ngx_atomic_t                 saved_x1000;   /* limit before measuring */
+    ngx_atomic_t                 min_rtt;       /* usec */
+    ngx_atomic_t                 sample_rtt;    /* usec, last window */
+    ngx_atomic_t                 gradient_x1000;
+    ngx_atomic_t                 next_measure;  /* usec */
+    ngx_atomic_t                 windows;       /* closed, in all */
+    ngx_atomic_t                 hist[NGX_HTTP_BREAKER_SHED_NBUCKETS];
+} ngx_http_breaker_shed_ctl_t;
+
+
+/*
+ * What the process in one slot of nginx's process table holds, so that a
+ * worker started in the slot of one that died (a slot is reused only
+ * once its process is reaped) gives back the permits and waiting counts
+ * it left.  Slots from NGX_HTTP_BREAKER_SHED_SLOTS on are not tracked.
+ */
+#define NGX_HTTP_BREAKER_SHED_SLOTS        64
+
+typedef struct {
+    ngx_atomic_t   in_flight[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    ngx_atomic_t   queued[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+} ngx_http_breaker_shed_slot_t;
+
+
+/* the node's layout: a zone kept across a reload by another build of the
+ * module gets new nodes rather than misread ones */
+#define NGX_HTTP_BREAKER_SHED_LAYOUT                                         \
+    (0x53484400 + sizeof(ngx_http_breaker_shed_node_t) % 256)
+
+
+/* one shedder, in shared memory (next, len, name, layout stay first) */
+typedef struct ngx_http_breaker_shed_node_s  ngx_http_breaker_shed_node_t;
+
+struct ngx_http_breaker_shed_node_s {
+    ngx_http_breaker_shed_node_t  *next;
+    size_t                       len;
+    u_char                       name[NGX_HTTP_BREAKER_SHED_NAME_MAX];
+    ngx_uint_t                   layout;
+
+    ngx_atomic_t                 limit;         /* permits now */
+    ngx_atomic_t                 in_flight;
+    ngx_atomic_t                 queued;        /* waiting, all workers */
+    ngx_atomic_t                 published;     /* limit in the gauge */
+    ngx_atomic_t                 mode;          /* configuration stamp */
+    ngx_atomic_t                 last_shed;     /* usec, monotonic */
+
+    ngx_atomic_t   class_in_flight[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    ngx_atomic_t   class_queued[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    ngx_atomic_t   admitted[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    ngx_atomic_t   dequeued[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    ngx_atomic_t   shed[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+
+    ngx_http_breaker_shed_ctl_t  ctl;
+
+    ngx_http_breaker_shed_slot_t  slots[NGX_HTTP_BREAKER_SHED_SLOTS];
+};
+
+
+typedef struct {
+    ngx_int_t                    priority;
+    ngx_uint_t                   share;         /* percent of the limit */
+    ngx_str_t                    label;         /* the priority, printed */
+} ngx_http_breaker_shed_class_t;
+
+
+typedef struct ngx_http_breaker_shed_zone_s  ngx_http_breaker_shed_zone_t;
+
+
+/* one shedder: configuration, and this worker's queue */
+typedef struct {
+    ngx_str_t                    name;
+    void                        *main_conf;     /* the module's */
+    ngx_http_breaker_shed_zone_t *zone;
+    ngx_http_breaker_shed_node_t *node;         /* set by the zone's init */
+    u_char                      *file;
+    ngx_uint_t                   line;
+
+    ngx_uint_t                   limit;         /* static, or initial */
+    ngx_uint_t                   min_limit;
+    ngx_uint_t                   max_limit;
+    ngx_uint_t                   queue;         /* waiting, per worker */
+    ngx_msec_t                   queue_timeout;
+    ngx_msec_t                   codel_target;  /* 0: no CoDel */
+    ngx_msec_t                   codel_interval;
+    ngx_msec_t                   poll;
+    ngx_uint_t                   probability;   /* per 10000 */
+
+    /* adaptive */
+    unsigned                     adaptive:1;
+    ngx_msec_t                   window;
+    ngx_uint_t                   window_samples;
+    ngx_uint_t                   percentile;
+    ngx_uint_t                   rtt_buffer;    /* percent */
+    ngx_msec_t                   min_rtt_interval;
+    ngx_uint_t                   min_rtt_samples;
+    ngx_uint_t                   jitter;        /* percent */
+    ngx_uint_t                   smoothing;     /* percent */
+    ngx_uint_t                   headroom;      /* 0: sqrt(limit) */
+
+    ngx_uint_t                   nclasses;      /* highest first */
+    ngx_http_breaker_shed_class_t  classes[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+
+    /* this worker */
+    ngx_queue_t          waiting[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    ngx_uint_t                   nwaiting;
+    ngx_msec_t                   good;          /* CoDel: queue last good */
+    ngx_event_t                  poll_event;
+
+    /* metrics */
+    ngx_edge_stats_id_t  st_requests[NGX_HTTP_BREAKER_SHED_MAX_CLASSES][3];
+    ngx_edge_stats_id_t          st_in_flight;
+    ngx_edge_stats_id_t          st_queue;
+    ngx_edge_stats_id_t          st_limit;
+    ngx_edge_stats_id_t          st_wait;
+} ngx_http_breaker_shed_shedder_t;
+
+
+/* ngx_http_breaker_shed_adaptive.c */
+
+/* the controller of a new or reconfigured shedder: measuring minRTT */
+void ngx_http_breaker_shed_ctl_reset(ngx_http_breaker_shed_shedder_t *sd);
+
+/* a request admitted under epoch ended after usec: one sample; closes the
+ * window when it is due (one worker wins the CAS on the window stamp);
+ * returns 1 when the limit changed */
+ngx_uint_t ngx_http_breaker_shed_ctl_sample(
+    ngx_http_breaker_shed_shedder_t *sd, ngx_atomic_uint_t epoch,
+    uint64_t usec);
+
+/* the permits the controller allows now */
+ngx_uint_t ngx_http_breaker_shed_ctl_limit(
+    ngx_http_breaker_shed_shedder_t *sd);
+
+/* the histogram's bucket of a value, and a bucket's middle value */
+ngx_uint_t ngx_http_breaker_shed_bucket(uint64_t usec);
+uint64_t ngx_http_breaker_shed_bucket_value(ngx_uint_t b);
+
+
+#endif /* _NGX_HTTP_BREAKER_SHED_H_INCLUDED_ */
