@@ -8,7 +8,7 @@ build_pkgs="gcc make nginx-core nginx-dev libhiredis-dev libpq-dev libjansson-de
 test_pkgs="$build_pkgs perl procps redis-server redis-sentinel redis-tools postgresql postgresql-client
            libtest-base-perl libtext-diff-perl libtest-longstring-perl
            libwww-perl liburi-perl valgrind prometheus libfaketime"
-bench_pkgs="$test_pkgs wrk"
+bench_pkgs="$test_pkgs wrk python3 valgrind"
 deb_pkgs="$build_pkgs build-essential debhelper dpkg-dev curl"
 
 case "${1:-test}" in
