@@ -2059,7 +2059,10 @@ ngx_http_breaker_shed_codel(ngx_http_breaker_shed_shedder_t *sd)
         return;
     }
 
-    for (i = 0; i < sd->nclasses; i++) {
+    /* with classes, the highest one is never shed by CoDel: it is
+     * dispatched first and waits up to queue_timeout, so a standing queue
+     * of lower classes (the overload CoDel is for) cannot make it fail */
+    for (i = (sd->nclasses > 1) ? 1 : 0; i < sd->nclasses; i++) {
 
         while (!ngx_queue_empty(&sd->waiting[i])) {
             q = ngx_queue_head(&sd->waiting[i]);

@@ -66,6 +66,10 @@ my $http = <<"HTTP";
     breaker_shed_class ns 1;
     breaker_shedder cd zone=shed limit=1 queue=100 queue_timeout=20s
                     codel_target=50ms codel_interval=300ms;
+    breaker_shedder cdp zone=shed limit=1 queue=100 queue_timeout=20s
+                    codel_target=50ms codel_interval=300ms;
+    breaker_shed_class cdp 10;
+    breaker_shed_class cdp 1;
     breaker_shedder pr zone=shed limit=1 queue=1000 queue_timeout=300ms
                     codel_target=0 shed_probability=0.5;
     breaker_shed_class pr 10;
@@ -82,6 +86,7 @@ ${\ loc('ev') }
 ${\ loc('sh') }
 ${\ loc('ns') }
 ${\ loc('cd') }
+${\ loc('cdp') }
 ${\ loc('pr') }
 ${\ loc('rl') }
         location /ws/ {
@@ -389,6 +394,28 @@ $origin->set('/cd/ok', body => 'ok');
 @done = collect(\@c, 10);
 is(count_where(sub { $_[0]{status} == 200 }, @done), 5,
    'no standing queue: nothing shed');
+$origin->reset;
+
+# --- CoDel with classes: the lower class is shed, the highest waits for
+# its permit (up to queue_timeout)
+
+$origin->set('/cdp/hold', mode => 'hang');
+@hold = (send_req($n->port, '/cdp/hold', 'X-Prio' => 1));
+ok(wait_until(10, sub { in_flight('cdp') == 1 }), 'codel with classes: the limit is held');
+my @ch = map { send_req($n->port, "/cdp/h?$_", 'X-Prio' => 10) } 1 .. 2;
+ok(wait_until(5, sub { queued('cdp') == 2 }), 'two high requests wait');
+my @cl = map { send_req($n->port, "/cdp/l?$_", 'X-Prio' => 1) } 1 .. 5;
+@done = collect(\@cl, 10 + 20 * $Slow);
+is(count_where(sub { $_[0]{status} == 503
+                     && $_[0]{h}{'x-shed-reason'} eq 'codel' }, @done), 5,
+   'the five low ones: shed by CoDel');
+sleep 0.7;
+is(queued('cdp'), 2, 'the high ones still wait, two intervals later');
+$origin->set('/cdp/h', body => 'h');
+abort($hold[0]);
+@done = collect(\@ch, 10);
+is(join(' ', sort map { "$_->{status} $_->{h}{'x-shed'}" } @done), '200 QUEUED 200 QUEUED',
+   'and are admitted when permits come back');
 $origin->reset;
 
 # --- shed_probability=0.5: the lowest class over the limit, about half
