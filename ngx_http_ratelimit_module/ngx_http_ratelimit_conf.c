@@ -360,7 +360,7 @@ ngx_http_ratelimit_valid_name(ngx_str_t *name)
 
 /* "10r/s", "50r/m" or "20r/h" */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ratelimit_parse_rate(ngx_str_t *value, ngx_http_ratelimit_rate_t *rate)
 {
     size_t     len;
