@@ -19,6 +19,13 @@
  * "p95 of the admitted requests above latency=" is exactly "more than 5%
  * of them slower than latency=", so one counter decides it: no histogram
  * and no estimate.
+ *
+ * A zone on Redis shares its factor with the fleet: the evaluating worker
+ * of each node sends its verdict (down, hold, up) to one hash per zone,
+ * where a script applies at most one decrease and, when there was none,
+ * one increase per interval for the whole fleet, and answers the fleet's
+ * factor, which the node adopts.  The node applies its own verdict first:
+ * with Redis unreachable, each node adapts alone.
  */
 
 #include "ngx_http_ratelimit_module.h"
@@ -28,6 +35,12 @@ static void ngx_http_ratelimit_adaptive_count(ngx_http_request_t *r,
     ngx_http_ratelimit_zone_t *zone, ngx_msec_t latency);
 static void ngx_http_ratelimit_adaptive_tick(ngx_http_request_t *r,
     ngx_http_ratelimit_zone_t *zone);
+static void ngx_http_ratelimit_adaptive_publish(
+    ngx_http_ratelimit_zone_t *zone, int64_t f);
+static void ngx_http_ratelimit_adaptive_share(ngx_http_ratelimit_zone_t *zone,
+    ngx_int_t verdict, int64_t now);
+static void ngx_http_ratelimit_adaptive_shared(void *data, redisReply *reply,
+    ngx_int_t rc);
 static ngx_msec_t ngx_http_ratelimit_latency(ngx_http_request_t *r);
 static ngx_atomic_uint_t ngx_http_ratelimit_take(ngx_atomic_t *counter);
 static int64_t ngx_http_ratelimit_rate_ppm(ngx_http_ratelimit_rate_t *rate,
@@ -192,12 +205,12 @@ ngx_http_ratelimit_adaptive_tick(ngx_http_request_t *r,
     ngx_http_ratelimit_zone_t *zone)
 {
     u_char                             from[64], to[64], *p, *q;
-    int64_t                            f, nf, value, delta;
+    int64_t                            f, nf;
+    ngx_int_t                          verdict;
     ngx_uint_t                         level;
     ngx_msec_t                         now;
     ngx_atomic_uint_t                  stamp, n, errors, slow, allowed;
     ngx_http_ratelimit_adaptive_t     *ad;
-    ngx_http_ratelimit_main_conf_t    *rmcf;
     ngx_http_ratelimit_adaptive_sh_t  *sh;
 
     ad = zone->adaptive;
@@ -220,6 +233,7 @@ ngx_http_ratelimit_adaptive_tick(ngx_http_request_t *r,
 
     f = ngx_http_ratelimit_adaptive_factor(zone);
     nf = f;
+    verdict = 0;
 
     /* slow ones allowed per mille: 50 for p95 */
     allowed = 1000 - ad->percentile;
@@ -231,27 +245,23 @@ ngx_http_ratelimit_adaptive_tick(ngx_http_request_t *r,
                && (errors * 1000 > ad->error_rate * n
                    || (ad->latency && slow * 1000 > allowed * n)))
     {
+        verdict = -1;
         nf = ngx_http_ratelimit_clamp(ad, f * ad->decrease
                                           / NGX_HTTP_RATELIMIT_PPM);
 
     } else if (errors * 2000 <= ad->error_rate * n
                && (ad->latency == 0 || slow * 2000 <= allowed * n))
     {
+        verdict = 1;
         nf = ngx_http_ratelimit_clamp(ad, f + ad->step);
     }
 
     sh->factor = nf;
+    ngx_http_ratelimit_adaptive_publish(zone, nf);
 
-    /* the gauge: the only writer is the evaluating worker */
-    value = ((int64_t) zone->rate.count * nf + NGX_HTTP_RATELIMIT_PPM / 2)
-            / NGX_HTTP_RATELIMIT_PPM;
-    delta = value - (int64_t) sh->published;
-    sh->published = value;
-
-    rmcf = ngx_http_get_module_main_conf(r, ngx_http_ratelimit_module);
-
-    if (delta && rmcf->stats) {
-        ngx_edge_stats_add(rmcf->stats, ad->st_rate, delta);
+    if (zone->redis) {
+        ngx_http_ratelimit_adaptive_share(zone, verdict,
+                                          ngx_edge_wall_usec() / 1000);
     }
 
     if (nf == f) {
@@ -267,6 +277,132 @@ ngx_http_ratelimit_adaptive_tick(ngx_http_request_t *r,
                   "ratelimit: zone \"%V\" adaptive rate %*s -> %*s "
                   "(%uA requests, %uA errors, %uA slow)",
                   &zone->name, p - from, from, q - to, to, n, errors, slow);
+}
+
+
+/* the gauge: each change is added once, so the workers' sum is the rate */
+
+static void
+ngx_http_ratelimit_adaptive_publish(ngx_http_ratelimit_zone_t *zone,
+    int64_t f)
+{
+    int64_t                            value;
+    ngx_atomic_uint_t                  old;
+    ngx_http_ratelimit_adaptive_sh_t  *sh;
+
+    sh = &zone->sh->adaptive;
+
+    value = ((int64_t) zone->rate.count * f + NGX_HTTP_RATELIMIT_PPM / 2)
+            / NGX_HTTP_RATELIMIT_PPM;
+
+    do {
+        old = sh->published;
+    } while (!ngx_atomic_cmp_set(&sh->published, old,
+                                 (ngx_atomic_uint_t) value));
+
+    if (value != (int64_t) old && zone->adaptive->stats) {
+        ngx_edge_stats_add(zone->adaptive->stats, zone->adaptive->st_rate,
+                           value - (int64_t) old);
+    }
+}
+
+
+/*
+ * The fleet's factor.  KEYS[1]: the zone's hash {f, d: the last decrease,
+ * c: the last change}, ms of the nodes' wall clocks.  ARGV: now, the base
+ * (10^6), interval, verdict (-1, 0, 1), min, max, step, decrease (ppm),
+ * the hash's lifetime.  Doubles are exact here: f <= 10^9, f * decrease
+ * <= 10^15 < 2^53.
+ */
+
+static ngx_str_t  ngx_http_ratelimit_adaptive_lua = ngx_string(
+    "local lo, hi = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "local f = tonumber(redis.call('HGET', KEYS[1], 'f')) "
+    "or tonumber(ARGV[2])\n"
+    "f = math.max(lo, math.min(hi, f))\n"
+    "local d = tonumber(redis.call('HGET', KEYS[1], 'd')) or 0\n"
+    "local c = tonumber(redis.call('HGET', KEYS[1], 'c')) or 0\n"
+    "local now, iv = tonumber(ARGV[1]), tonumber(ARGV[3])\n"
+    "local v = tonumber(ARGV[4])\n"
+    "if v < 0 and now - d >= iv then\n"
+    "  f = math.max(lo, math.floor(f * tonumber(ARGV[8]) / 1000000))\n"
+    "  redis.call('HSET', KEYS[1], 'f', f, 'd', now, 'c', now)\n"
+    "elseif v > 0 and now - c >= iv then\n"
+    "  f = math.min(hi, f + tonumber(ARGV[7]))\n"
+    "  redis.call('HSET', KEYS[1], 'f', f, 'c', now)\n"
+    "elseif redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  redis.call('HSET', KEYS[1], 'f', f)\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[9])\n"
+    "return f\n");
+
+
+static void
+ngx_http_ratelimit_adaptive_share(ngx_http_ratelimit_zone_t *zone,
+    ngx_int_t verdict, int64_t now)
+{
+    size_t                          len[13];
+    ngx_uint_t                      i;
+    const char                     *argv[13];
+    u_char                          nums[9][NGX_INT64_LEN + 1];
+    int64_t                         args[9];
+    ngx_http_ratelimit_adaptive_t  *ad;
+
+    ad = zone->adaptive;
+
+    args[0] = now;
+    args[1] = NGX_HTTP_RATELIMIT_PPM;
+    args[2] = ad->interval;
+    args[3] = verdict;
+    args[4] = ad->min;
+    args[5] = ad->max;
+    args[6] = ad->step;
+    args[7] = ad->decrease;
+    args[8] = ngx_max((int64_t) ad->interval * 20, 60000);
+
+    argv[0] = "EVAL";
+    len[0] = 4;
+    argv[1] = (const char *) ngx_http_ratelimit_adaptive_lua.data;
+    len[1] = ngx_http_ratelimit_adaptive_lua.len;
+    argv[2] = "1";
+    len[2] = 1;
+    argv[3] = (const char *) ad->redis_key.data;
+    len[3] = ad->redis_key.len;
+
+    for (i = 0; i < 9; i++) {
+        argv[4 + i] = (const char *) nums[i];
+        len[4 + i] = ngx_sprintf(nums[i], "%L", args[i]) - nums[i];
+    }
+
+    /* no reply (Redis down, or the in-flight bound): this node's own
+     * verdict stands until the next interval */
+    (void) ngx_edge_redis_send_command(zone->redis,
+                                       ngx_http_ratelimit_adaptive_shared,
+                                       zone, 13, argv, len);
+}
+
+
+static void
+ngx_http_ratelimit_adaptive_shared(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ratelimit_zone_t *zone = data;
+
+    int64_t  f;
+
+    if (rc != NGX_OK || reply == NULL
+        || reply->type != REDIS_REPLY_INTEGER)
+    {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "ratelimit: zone \"%V\" adaptive: no fleet factor",
+                       &zone->name);
+        return;
+    }
+
+    f = ngx_http_ratelimit_clamp(zone->adaptive, reply->integer);
+
+    zone->sh->adaptive.factor = f;
+    ngx_http_ratelimit_adaptive_publish(zone, f);
 }
 
 
@@ -339,6 +475,8 @@ ngx_http_ratelimit_adaptive_stats(ngx_conf_t *cf,
     if (rmcf->stats == NULL) {
         return NGX_OK;    /* the zone's counters created it */
     }
+
+    zone->adaptive->stats = rmcf->stats;
 
     ngx_memzero(&family, sizeof(ngx_edge_stats_family_t));
     family.name = "ratelimit_adaptive_rate";
@@ -593,6 +731,16 @@ ngx_http_ratelimit_adaptive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ad->step == 0) {
         /* a tenth of the base rate per interval */
         ad->step = NGX_HTTP_RATELIMIT_PPM / 10;
+    }
+
+    if (zone->redis) {
+        ad->redis_key.len = sizeof("rl:adaptive:{}") - 1 + zone->prefix.len;
+        ad->redis_key.data = ngx_pnalloc(cf->pool, ad->redis_key.len);
+        if (ad->redis_key.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_sprintf(ad->redis_key.data, "rl:adaptive:{%V}", &zone->prefix);
     }
 
     zone->adaptive = ad;

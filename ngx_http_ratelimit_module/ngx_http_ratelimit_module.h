@@ -168,7 +168,8 @@ typedef struct {
     ngx_uint_t                   percentile;   /* per mille, 950: p95 */
     ngx_uint_t                   min_samples;
     ngx_http_complex_value_t    *signal;
-    ngx_edge_redis_script_t     *script;       /* the fleet's factor */
+    ngx_str_t                    redis_key;    /* the fleet's factor */
+    ngx_edge_stats_t            *stats;
     ngx_edge_stats_id_t          st_rate;
 } ngx_http_ratelimit_adaptive_t;
 
