@@ -194,12 +194,20 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
 
         if (chk->zone->redis == NULL) {
             ngx_http_ratelimit_local(chk, now);
-            continue;
+
+        } else if (!ngx_http_ratelimit_cached(chk, now)) {
+            goto send;
         }
 
-        if (ngx_http_ratelimit_cached(chk, now)) {
-            continue;
+        if (chk->zone->ddos && chk->status == NGX_HTTP_RATELIMIT_BANNED) {
+            /* ratelimit_ddos's limit comes first: a banned client costs
+             * no other limit's work, and no Redis command */
+            break;
         }
+
+        continue;
+
+    send:
 
         rc = (chk->zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING)
              ? ngx_http_ratelimit_sw_send(r, ctx, chk)
@@ -238,6 +246,10 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
 
     if (key.len == 0) {
         return NGX_DECLINED;
+    }
+
+    if (zone->ddos && ngx_http_ratelimit_ddos_allowed(r, zone->ddos)) {
+        return NGX_DECLINED;     /* on ratelimit_ddos's allow list */
     }
 
     if (key.len > NGX_HTTP_RATELIMIT_MAX_KEY_LEN) {

@@ -287,6 +287,9 @@ static ngx_http_variable_t  ngx_http_ratelimit_vars[] = {
     { ngx_string("ratelimit_rate"), NULL, ngx_http_ratelimit_variable,
       3, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("ratelimit_banned"), NULL, ngx_http_ratelimit_variable,
+      4, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -364,6 +367,13 @@ ngx_http_ratelimit_variable(ngx_http_request_t *r,
 
     if (data == 3) {
         return ngx_http_ratelimit_rate_variable(r, ctx, v);
+    }
+
+    if (data == 4) {
+        v->len = 1;
+        v->data = (u_char *) (ctx->status == NGX_HTTP_RATELIMIT_BANNED
+                              ? "1" : "0");
+        return NGX_OK;
     }
 
     if (data == 1 && ctx->remaining < 0) {

@@ -69,6 +69,13 @@ static ngx_command_t  ngx_http_ratelimit_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ratelimit_ddos"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ratelimit_ddos,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ratelimit_pg_map"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_ratelimit_pg_map,

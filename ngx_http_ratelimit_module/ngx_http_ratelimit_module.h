@@ -197,6 +197,28 @@ typedef struct {
 
 
 typedef struct {
+    ngx_shm_zone_t              *shm_zone;
+    ngx_int_t                    burst;        /* -1: unset, i.e. 0 */
+    ngx_uint_t                   delay;        /* requests not delayed */
+    unsigned                     nodelay:1;
+    ngx_uint_t                   cost;
+    ngx_http_complex_value_t    *cost_value;
+    ngx_str_t                    conf_file;    /* where it was written, */
+    ngx_uint_t                   conf_line;    /* for the bound checks */
+} ngx_http_ratelimit_limit_t;
+
+
+/* ratelimit_ddos: the allow list, and the limit every location gets */
+typedef struct {
+    ngx_radix_tree_t            *allow4;
+    ngx_radix_tree_t            *allow6;
+    ngx_http_ratelimit_limit_t   limit;
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          st_allowed;
+} ngx_http_ratelimit_ddos_t;
+
+
+typedef struct {
     ngx_str_t                    name;
     ngx_str_t                    prefix;       /* of its Redis keys */
     ngx_shm_zone_t              *shm_zone;
@@ -220,24 +242,13 @@ typedef struct {
     ngx_msec_t                   ban_duration;
 
     ngx_http_ratelimit_adaptive_t  *adaptive;  /* NULL: a fixed rate */
+    ngx_http_ratelimit_ddos_t      *ddos;      /* ratelimit_ddos's zone */
 
     ngx_edge_log_gate_t          log_gate;     /* this worker's */
     ngx_http_ratelimit_deny_cache_t  deny;     /* this worker's */
 
     ngx_edge_stats_id_t          st_decisions[NGX_HTTP_RATELIMIT_NSTATUS];
 } ngx_http_ratelimit_zone_t;
-
-
-typedef struct {
-    ngx_shm_zone_t              *shm_zone;
-    ngx_int_t                    burst;        /* -1: unset, i.e. 0 */
-    ngx_uint_t                   delay;        /* requests not delayed */
-    unsigned                     nodelay:1;
-    ngx_uint_t                   cost;
-    ngx_http_complex_value_t    *cost_value;
-    ngx_str_t                    conf_file;    /* where it was written, */
-    ngx_uint_t                   conf_line;    /* for the bound checks */
-} ngx_http_ratelimit_limit_t;
 
 
 typedef struct {
@@ -359,6 +370,12 @@ char *ngx_http_ratelimit_adaptive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 u_char *ngx_http_ratelimit_print_rate(u_char *p,
     ngx_http_ratelimit_rate_t *rate, int64_t factor);
+
+/* ngx_http_ratelimit_ddos.c: DDoS protection in one directive */
+ngx_flag_t ngx_http_ratelimit_ddos_allowed(ngx_http_request_t *r,
+    ngx_http_ratelimit_ddos_t *ddos);
+char *ngx_http_ratelimit_ddos(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* ngx_http_ratelimit_headers.c: response headers and variables */
 ngx_int_t ngx_http_ratelimit_header_filter_init(ngx_conf_t *cf);
