@@ -561,6 +561,44 @@ ngx_edge_pg_value_end(u_char *p, u_char *last)
 }
 
 
+/* configuration time: the health gauge */
+
+ngx_edge_stats_id_t
+ngx_edge_pg_register_stats(ngx_conf_t *cf, ngx_edge_stats_t *stats,
+    const char *prefix, const char *label, ngx_str_t *value)
+{
+    u_char                   *name;
+    ngx_int_t                 fam;
+    const char              **labels;
+    ngx_edge_stats_family_t   family;
+
+    name = ngx_pnalloc(cf->pool, ngx_strlen(prefix)
+                                 + sizeof("_pg_failing"));
+    labels = ngx_palloc(cf->pool, 2 * sizeof(const char *));
+    if (name == NULL || labels == NULL) {
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    ngx_sprintf(name, "%s_pg_failing%Z", prefix);
+
+    labels[0] = label;
+    labels[1] = NULL;
+
+    ngx_memzero(&family, sizeof(ngx_edge_stats_family_t));
+    family.name = (const char *) name;
+    family.help = "1 while the last exchange with PostgreSQL failed.";
+    family.type = NGX_EDGE_STATS_GAUGE;
+    family.labels = labels;
+
+    fam = ngx_edge_stats_add_family(cf, stats, &family);
+    if (fam == NGX_ERROR) {
+        return NGX_EDGE_STATS_NONE;
+    }
+
+    return ngx_edge_stats_add_series(cf, stats, fam, value);
+}
+
+
 /* worker time */
 
 void

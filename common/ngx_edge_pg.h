@@ -34,6 +34,7 @@
 
 
 #include "ngx_edge_common.h"
+#include "ngx_edge_stats.h"
 
 #if defined(__has_include)
 #if __has_include(<libpq-fe.h>)
@@ -102,6 +103,16 @@ NGX_EDGE_API ngx_int_t ngx_edge_pg_parse_dsn(ngx_conf_t *cf,
  * conninfo may be NULL.  NGX_ERROR when out of memory. */
 NGX_EDGE_API ngx_int_t ngx_edge_pg_redact(ngx_pool_t *pool,
     ngx_str_t *conninfo, ngx_str_t *text, ngx_str_t *out);
+
+/* configuration time: the gauge <prefix>_pg_failing{<label>="<value>"}
+ * in the caller's stats zone: 1 while the last exchange of that source
+ * failed, 0 once one succeeds.  The caller writes it with
+ * ngx_edge_stats_set(), one writer at a time (under its own lock).  The
+ * breaker's "breaker_health ready" reads every *_pg_failing gauge.
+ * NGX_EDGE_STATS_NONE on error (logged to cf). */
+NGX_EDGE_API ngx_edge_stats_id_t ngx_edge_pg_register_stats(ngx_conf_t *cf,
+    ngx_edge_stats_t *stats, const char *prefix, const char *label,
+    ngx_str_t *value);
 
 /* worker time */
 

@@ -492,6 +492,7 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
     server->st_reconnects = NGX_EDGE_STATS_NONE;
     server->st_inflight = NGX_EDGE_STATS_NONE;
     server->st_rtt = NGX_EDGE_STATS_NONE;
+    server->st_connected = NGX_EDGE_STATS_NONE;
 
     if (ngx_array_init(&server->scripts, cf->pool, 2,
                        sizeof(ngx_edge_redis_script_t *))
@@ -703,7 +704,7 @@ ngx_edge_redis_register_stats(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
     u_char                   *name;
     ngx_int_t                 fam;
     ngx_uint_t                i;
-    ngx_edge_stats_id_t      *ids[6];
+    ngx_edge_stats_id_t      *ids[7];
     ngx_edge_stats_family_t   family;
 
     static const char  *labels[] = { "server", NULL };
@@ -718,7 +719,7 @@ ngx_edge_redis_register_stats(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
         const char             *suffix;
         const char             *help;
         ngx_edge_stats_type_e   type;
-    } series[6] = {
+    } series[7] = {
         { "redis_commands_total",
           "Commands sent to Redis (a batch of items is one).",
           NGX_EDGE_STATS_COUNTER },
@@ -735,6 +736,10 @@ ngx_edge_redis_register_stats(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
           NGX_EDGE_STATS_GAUGE },
         { "redis_rtt_seconds", "Round-trip time of commands.",
           NGX_EDGE_STATS_HISTOGRAM },
+        { "redis_connected",
+          "Worker processes whose connection is established (handshake "
+          "done).",
+          NGX_EDGE_STATS_GAUGE },
     };
 
     ids[0] = &server->st_commands;
@@ -743,10 +748,11 @@ ngx_edge_redis_register_stats(ngx_conf_t *cf, ngx_edge_redis_server_t *server,
     ids[3] = &server->st_reconnects;
     ids[4] = &server->st_inflight;
     ids[5] = &server->st_rtt;
+    ids[6] = &server->st_connected;
 
     server->stats = stats;
 
-    for (i = 0; i < 6; i++) {
+    for (i = 0; i < 7; i++) {
         name = ngx_pnalloc(cf->pool, ngx_strlen(prefix) + 1
                                      + ngx_strlen(series[i].suffix) + 1);
         if (name == NULL) {
@@ -1013,6 +1019,10 @@ ngx_edge_redis_cleanup(void *privdata)
     ngx_connection_t  *c;
 
     c = conn->c;
+
+    if (conn->state == NGX_EDGE_REDIS_READY) {
+        ngx_edge_redis_stat(conn->server, conn->server->st_connected, -1);
+    }
 
     conn->c = NULL;
     conn->ac = NULL;
@@ -2428,6 +2438,10 @@ static void
 ngx_edge_redis_handshake_done(ngx_edge_redis_conn_t *conn)
 {
     ngx_uint_t  suppressed;
+
+    if (conn->state != NGX_EDGE_REDIS_READY) {
+        ngx_edge_redis_stat(conn->server, conn->server->st_connected, 1);
+    }
 
     conn->state = NGX_EDGE_REDIS_READY;
     conn->backoff = 0;

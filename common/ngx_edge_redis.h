@@ -136,6 +136,8 @@ struct ngx_edge_redis_server_s {
     ngx_edge_stats_id_t          st_reconnects;
     ngx_edge_stats_id_t          st_inflight;
     ngx_edge_stats_id_t          st_rtt;
+    ngx_edge_stats_id_t          st_connected;   /* workers whose
+                                                    connection is READY */
 
     ngx_edge_redis_conn_t       *conn;       /* this worker's connection */
 };

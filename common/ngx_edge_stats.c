@@ -1052,6 +1052,32 @@ ngx_edge_stats_add(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
 
 
 void
+ngx_edge_stats_set(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
+    int64_t value)
+{
+    int64_t               sum;
+    ngx_edge_stats_sh_t  *sh;
+
+    if (st == NULL || st->sh == NULL || id < 0) {
+        return;
+    }
+
+    sh = st->sh;
+
+    if ((ngx_uint_t) id >= __atomic_load_n(&sh->nseries, __ATOMIC_RELAXED)) {
+        return;
+    }
+
+    /* the other slots hold what other workers set earlier: this worker's
+     * slot takes the difference */
+    sum = ngx_edge_stats_read(sh, &sh->series[id], 0);
+
+    __atomic_fetch_add(ngx_edge_stats_slot(sh) + sh->series[id].off,
+                       (uint64_t) (value - sum), __ATOMIC_RELAXED);
+}
+
+
+void
 ngx_edge_stats_observe(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
     uint64_t value)
 {

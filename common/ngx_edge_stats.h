@@ -88,6 +88,13 @@ NGX_EDGE_API ngx_edge_stats_id_t ngx_edge_stats_add_series(ngx_conf_t *cf,
 NGX_EDGE_API void ngx_edge_stats_add(ngx_edge_stats_t *st,
     ngx_edge_stats_id_t id, int64_t delta);
 
+/* summed gauges whose writers the caller serializes (one writer at a
+ * time, under a lock of its own): the sum over the slots becomes value.
+ * An add to the same series from elsewhere at the same moment may be
+ * lost: use it only where every write goes through it. */
+NGX_EDGE_API void ngx_edge_stats_set(ngx_edge_stats_t *st,
+    ngx_edge_stats_id_t id, int64_t value);
+
 /* histograms: value in the family's base units */
 NGX_EDGE_API void ngx_edge_stats_observe(ngx_edge_stats_t *st,
     ngx_edge_stats_id_t id, uint64_t value);

@@ -40,8 +40,16 @@ typedef enum {
 } ngx_http_breaker_outcome_e;
 
 
+typedef struct ngx_http_breaker_circuit_conf_s  ngx_http_breaker_circuit_conf_t;
+
+/* called by the worker that won a transition (once per transition), for
+ * metrics; may be NULL */
+typedef void (*ngx_http_breaker_transition_pt)(
+    ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name,
+    ngx_http_breaker_state_e from, ngx_http_breaker_state_e to);
+
 /* the parameters of a circuit (configuration, process memory) */
-typedef struct {
+struct ngx_http_breaker_circuit_conf_s {
     int64_t                      window;          /* usec */
     ngx_uint_t                   buckets;
     ngx_uint_t                   min_calls;
@@ -57,7 +65,12 @@ typedef struct {
                                                      FORCED_OPEN, DISABLED,
                                                      METRICS_ONLY */
     u_char                       statuses[600 / 8]; /* bitmap, 100..599 */
-} ngx_http_breaker_circuit_conf_t;
+
+    /* added by the circuit helper (not in the first contract) */
+    ngx_uint_t                   statuses_set;    /* statuses= was given */
+    ngx_http_breaker_transition_pt  transition;   /* NULL: none */
+    void                        *data;            /* the caller's */
+};
 
 
 /* a circuit's state in shared memory; opaque to the layers */
@@ -108,8 +121,12 @@ ngx_http_breaker_state_e ngx_http_breaker_circuit_state(
     int64_t now);
 
 /* forced states from the status endpoint: FORCED_OPEN, FORCED_CLOSED, or
- * CLOSED (back to automatic, empty window) */
-void ngx_http_breaker_circuit_force(ngx_http_breaker_circuit_t *c,
+ * CLOSED (back to automatic, empty window).  Named _force_state: the name
+ * ngx_http_breaker_circuit_force is the status endpoint's entry point
+ * (ngx_http_breaker_status.h), by cycle and circuit name.  Returns the
+ * state it replaced; the caller counts the transition (no conf here). */
+ngx_http_breaker_state_e ngx_http_breaker_circuit_force_state(
+    ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_state_e state, ngx_str_t *name, ngx_log_t *log);
 
 /* a snapshot for the status endpoint and the metrics */
@@ -164,6 +181,20 @@ char *ngx_http_breaker_circuit_conf_check(ngx_conf_t *cf,
 
 /* "closed", "open", "half_open", "forced_open", ... */
 ngx_str_t *ngx_http_breaker_state_name(ngx_http_breaker_state_e state);
+
+/* added: the reason of the last transition ("failure_rate", "slow_rate",
+ * "half_open_wait", "forced", "probes_passed", or "") */
+const char *ngx_http_breaker_circuit_reason(ngx_http_breaker_circuit_t *c);
+
+/* added: the state stored in the state word (no lazy OPEN -> HALF_OPEN
+ * view), or the conf's mode when it is not automatic: what the state
+ * gauge shows */
+ngx_http_breaker_state_e ngx_http_breaker_circuit_stored_state(
+    ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf);
+
+/* added: 1 if the status is one of the conf's statuses= (a failure) */
+ngx_uint_t ngx_http_breaker_circuit_failure_status(
+    ngx_http_breaker_circuit_conf_t *conf, ngx_uint_t status);
 
 
 #endif /* _NGX_HTTP_BREAKER_CIRCUIT_H_INCLUDED_ */

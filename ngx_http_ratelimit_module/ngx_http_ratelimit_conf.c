@@ -475,7 +475,7 @@ ngx_http_ratelimit_parse_rate(ngx_str_t *value, ngx_http_ratelimit_rate_t *rate)
 }
 
 
-static ngx_edge_stats_t *
+ngx_edge_stats_t *
 ngx_http_ratelimit_stats(ngx_conf_t *cf, ngx_http_ratelimit_main_conf_t *rmcf)
 {
     if (rmcf->stats == NULL) {

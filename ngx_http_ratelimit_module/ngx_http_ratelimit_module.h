@@ -399,6 +399,9 @@ char *ngx_http_ratelimit_ban(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_ratelimit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_ratelimit_parse_rate(ngx_str_t *value,
     ngx_http_ratelimit_rate_t *rate);
+/* the module's stats zone (edge_stats_ratelimit), made on first use */
+ngx_edge_stats_t *ngx_http_ratelimit_stats(ngx_conf_t *cf,
+    ngx_http_ratelimit_main_conf_t *rmcf);
 
 
 /* ngx_http_ratelimit_pg_map.c: tiers (or any map) loaded from PostgreSQL */

@@ -171,6 +171,10 @@ typedef struct {
     ngx_http_ratelimit_pg_shctx_t   *sh;
     ngx_uint_t                       gen;        /* of this configuration */
 
+    /* ratelimit_pg_failing{map}: set under the slab pool's mutex */
+    ngx_edge_stats_t                *stats;
+    ngx_edge_stats_id_t              st_failing;
+
     /* this worker's refresh */
     ngx_log_t                       *log;
     ngx_edge_pg_t                    pg;
@@ -743,6 +747,7 @@ ngx_http_ratelimit_pg_fill(ngx_http_ratelimit_pg_map_t *map)
 
         failures = sh->failures;
         sh->failures = 0;
+        ngx_edge_stats_set(map->stats, map->st_failing, 0);
         ngx_memzero(&sh->log_gate, sizeof(ngx_edge_log_gate_t));
         sh->rows = in->table->nentries;
         sh->loaded = 1;
@@ -955,6 +960,7 @@ ngx_http_ratelimit_pg_fail(ngx_http_ratelimit_pg_map_t *map, ngx_str_t *err)
         sh->next = ngx_current_msec + retry;
 
         failures = ++sh->failures;
+        ngx_edge_stats_set(map->stats, map->st_failing, 1);
         rows = sh->rows;
         loaded = sh->loaded;
 
@@ -1529,6 +1535,18 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     shm_zone->init = ngx_http_ratelimit_pg_init_zone;
     shm_zone->data = map;
     map->shm_zone = shm_zone;
+
+    /* what the breaker's readiness check reads */
+    map->stats = ngx_http_ratelimit_stats(cf, rmcf);
+    if (map->stats == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    map->st_failing = ngx_edge_pg_register_stats(cf, map->stats,
+                                                 "ratelimit", "map", &var);
+    if (map->st_failing == NGX_EDGE_STATS_NONE) {
+        return NGX_CONF_ERROR;
+    }
 
     v = ngx_http_add_variable(cf, &var, 0);
     if (v == NULL) {

@@ -54,7 +54,14 @@ my %known = map { $_ => 1 } qw(
     nginx_cache_served_bytes_total nginx_cache_stored_bytes_total
     nginx_cache_redis_errors_total nginx_cache_redis_timeouts_total
     nginx_cache_lock_waits_total nginx_cache_lock_timeouts_total
-    nginx_breaker_state
+    nginx_breaker_state nginx_breaker_calls_total
+    nginx_breaker_rejected_total nginx_breaker_transitions_total
+    nginx_breaker_call_duration_seconds_bucket
+    nginx_breaker_shed_requests_total nginx_breaker_shed_in_flight
+    nginx_breaker_shed_limit nginx_breaker_shed_queue_length
+    nginx_breaker_shed_queue_wait_seconds_bucket
+    nginx_ratelimit_redis_connected nginx_cache_redis_connected
+    nginx_ratelimit_pg_failing
     nginx_edge_stats_series nginx_edge_stats_series_capacity
     nginx_edge_stats_series_dropped_total nginx_edge_stats_shm_free_bytes
     nginx_edge_stats_shm_size_bytes

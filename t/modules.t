@@ -14,14 +14,15 @@ __DATA__
     edge_cache_redis c 127.0.0.1:$TEST_NGINX_REDIS_PORT;
     edge_cache_zone pages redis=c;
     edge_cache_max_size 2m;
-    breaker_open_timeout 10s;
+    breaker_zone br 1m;
+    breaker_circuit up zone=br open=10s;
 --- config
     location = /metrics { metrics; }
     location = /t {
         ratelimit_log_level warn;
         edge_cache pages;
         edge_cache_key $request_uri;
-        breaker_failure_threshold 3;
+        breaker up;
         breaker_status 503;
         return 200 "ok\n";
     }
@@ -152,20 +153,26 @@ qr/\[emerg\] .*unknown "no_such_variable_here" variable/
 
 
 === TEST 7: breaker: a bad time is refused
+--- http_config
+    breaker_zone br 1m;
+    breaker_circuit up zone=br open=soon;
 --- config
-    location = /t { breaker_open_timeout soon; return 200; }
+    location = /t { return 200; }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*"breaker_open_timeout" directive invalid value in \S+nginx\.conf:\d+/
+qr/\[emerg\] .*invalid time "open=soon" in "breaker_circuit", it must be between 1ms and 24h in \S+nginx\.conf:\d+/
 
 
 
 === TEST 8: breaker: a threshold out of bounds is refused
+--- http_config
+    breaker_zone br 1m;
+    breaker_circuit up zone=br failure_rate=0;
 --- config
-    location = /t { breaker_failure_threshold 0; return 200; }
+    location = /t { return 200; }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*invalid value "0" in "breaker_failure_threshold", it must be between 1 and 1000000 in \S+nginx\.conf:\d+/
+qr/\[emerg\] .*invalid value "failure_rate=0" in "breaker_circuit", it must be between 1 and 100 in \S+nginx\.conf:\d+/
 
 
 

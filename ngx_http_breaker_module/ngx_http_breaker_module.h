@@ -1,0 +1,54 @@
+/*
+ * ngx_http_breaker_module: what the route layer (ngx_http_breaker_module.c)
+ * offers the peer layer (ngx_http_breaker_peer.c) besides the state
+ * machine: the metrics of a circuit in the "edge_stats_breaker" zone.
+ */
+
+#ifndef _NGX_HTTP_BREAKER_MODULE_H_INCLUDED_
+#define _NGX_HTTP_BREAKER_MODULE_H_INCLUDED_
+
+
+#include "ngx_edge_common.h"
+#include "ngx_edge_stats.h"
+#include "ngx_http_breaker_circuit.h"
+
+
+#define NGX_HTTP_BREAKER_NSTATES    7     /* ngx_http_breaker_state_e */
+#define NGX_HTTP_BREAKER_NOUTCOMES  5     /* ngx_http_breaker_outcome_e */
+
+
+/* one circuit's series; every id NGX_EDGE_STATS_NONE when not registered */
+typedef struct {
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          transitions[NGX_HTTP_BREAKER_NSTATES];
+    ngx_edge_stats_id_t          calls[NGX_HTTP_BREAKER_NOUTCOMES];
+    ngx_edge_stats_id_t          rejected;
+    ngx_edge_stats_id_t          state;
+    ngx_edge_stats_id_t          duration;
+} ngx_http_breaker_stats_t;
+
+
+extern ngx_module_t  ngx_http_breaker_module;
+
+
+/*
+ * Registers the series of one circuit (label circuit="name") in the
+ * breaker's stats zone, at configuration time.  The families:
+ *   breaker_transitions_total{circuit,to}      counter
+ *   breaker_calls_total{circuit,outcome}       counter
+ *   breaker_rejected_total{circuit}            counter
+ *   breaker_state{circuit}                     gauge, the state's number
+ *   breaker_call_duration_seconds{circuit}     histogram
+ */
+ngx_int_t ngx_http_breaker_stats_add(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_http_breaker_stats_t *bst);
+
+/* at run time: a transition won by this worker, an outcome, a refusal */
+void ngx_http_breaker_stats_transition(ngx_http_breaker_stats_t *bst,
+    ngx_http_breaker_state_e from, ngx_http_breaker_state_e to);
+void ngx_http_breaker_stats_call(ngx_http_breaker_stats_t *bst,
+    ngx_http_breaker_outcome_e outcome, int64_t latency);
+void ngx_http_breaker_stats_rejected(ngx_http_breaker_stats_t *bst);
+
+
+#endif /* _NGX_HTTP_BREAKER_MODULE_H_INCLUDED_ */
