@@ -282,86 +282,29 @@ ngx_http_ratelimit_adaptive_tick(ngx_http_request_t *r,
 }
 
 
-/* the catalog hash of this cycle's stats zone of the module, 0 if none */
-
-static uint32_t
-ngx_http_ratelimit_stats_catalog(void)
-{
-    ngx_uint_t            i;
-    ngx_list_part_t      *part;
-    ngx_shm_zone_t       *zone;
-    ngx_edge_stats_sh_t  *sh;
-
-    static ngx_str_t  name = ngx_string("edge_stats_ratelimit");
-
-    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
-    zone = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return 0;
-            }
-
-            part = part->next;
-            zone = part->elts;
-            i = 0;
-        }
-
-        if (zone[i].shm.name.len == name.len
-            && ngx_strncmp(zone[i].shm.name.data, name.data, name.len) == 0)
-        {
-            sh = ngx_edge_stats_zone(&zone[i]);
-            return sh ? sh->hash : 0;
-        }
-    }
-}
-
-
 /*
- * The gauge: each change is added once, so the workers' sum is the rate.
- * A reload that changes the module's series starts a fresh stats zone
- * (values at 0) while this zone's "published" carries over: the catalog's
- * hash tells, and then the whole value is added.  A worker of an older
- * cycle, still finishing requests after a reload, leaves the gauge to the
- * new workers.
+ * The gauge, set (not added) at each evaluation: a value lost to a race
+ * with the previous writer, or a stats zone started afresh by a reload, is
+ * right again at the next one.  The writers are the evaluating worker and
+ * its Redis reply, an interval apart from the next evaluation's.  A worker
+ * of an older generation, still finishing requests after a reload, leaves
+ * the gauge to the new workers.
  */
 
 static void
 ngx_http_ratelimit_adaptive_publish(ngx_http_ratelimit_zone_t *zone,
     int64_t f)
 {
-    int64_t                            value;
-    uint32_t                           catalog;
-    ngx_atomic_uint_t                  old;
-    ngx_http_ratelimit_adaptive_sh_t  *sh;
+    int64_t  value;
 
     if (ngx_exiting || ngx_quit || zone->adaptive->stats == NULL) {
         return;
     }
 
-    sh = &zone->sh->adaptive;
-
     value = ((int64_t) zone->rate.count * f + NGX_HTTP_RATELIMIT_PPM / 2)
             / NGX_HTTP_RATELIMIT_PPM;
 
-    catalog = ngx_http_ratelimit_stats_catalog();
-
-    if (sh->catalog != catalog) {
-        sh->catalog = catalog;
-        sh->published = 0;
-    }
-
-    do {
-        old = sh->published;
-    } while (!ngx_atomic_cmp_set(&sh->published, old,
-                                 (ngx_atomic_uint_t) value));
-
-    if (value != (int64_t) old) {
-        ngx_edge_stats_add(zone->adaptive->stats, zone->adaptive->st_rate,
-                           value - (int64_t) old);
-    }
+    ngx_edge_stats_set(zone->adaptive->stats, zone->adaptive->st_rate, value);
 }
 
 

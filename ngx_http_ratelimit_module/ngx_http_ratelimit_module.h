@@ -153,9 +153,6 @@ typedef struct {
     ngx_atomic_t                 requests;     /* this interval's samples */
     ngx_atomic_t                 errors;       /* 5xx or signal set */
     ngx_atomic_t                 slow;         /* slower than latency= */
-    ngx_atomic_t                 published;    /* the gauge's value */
-    ngx_atomic_t                 catalog;      /* in the stats zone of this
-                                                  catalog hash */
 } ngx_http_ratelimit_adaptive_sh_t;
 
 

@@ -2,7 +2,8 @@
 # carries over with the zone, and the gauge ratelimit_adaptive_rate keeps
 # showing the current rate, whether the reload keeps the module's metric
 # series (the stats zone's values adopted) or changes them (a fresh stats
-# zone, values at 0).  Failures are signalled with ?sig=1.
+# zone, values at 0, set again at the next evaluation).  Failures are
+# signalled with ?sig=1.
 use strict;
 use warnings;
 
