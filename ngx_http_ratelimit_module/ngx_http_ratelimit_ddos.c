@@ -320,6 +320,7 @@ ngx_http_ratelimit_ddos(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_ratelimit_rate_t       rate;
     ngx_http_ratelimit_zone_t     **zones, *zone;
     ngx_http_ratelimit_ddos_t      *ddos;
+    ngx_http_ratelimit_limit_t     *limits;
     ngx_http_ratelimit_loc_conf_t  *rlcf;
 
     value = cf->args->elts;
@@ -350,6 +351,12 @@ ngx_http_ratelimit_ddos(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ban = 0;
 
     for (i = 1; i < cf->args->nelts; i++) {
+
+        if (nz == 10) {
+            /* room for the two arguments added below: a parameter given
+             * more than once (zone=, rate=, redis= ...) ends here */
+            goto invalid;
+        }
 
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
             zargs[nz++] = value[i];
@@ -382,10 +389,6 @@ ngx_http_ratelimit_ddos(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             || ngx_strncmp(value[i].data, "prefix=", 7) == 0
             || ngx_strncmp(value[i].data, "on_failure=", 11) == 0)
         {
-            if (nz == 8) {
-                goto invalid;    /* each at most once: the room is fixed */
-            }
-
             zargs[nz++] = value[i];
             continue;
         }
@@ -524,8 +527,13 @@ ngx_http_ratelimit_ddos(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
-    ddos->limit = ((ngx_http_ratelimit_limit_t *) rlcf->limits->elts)
-                  [rlcf->limits->nelts - 1];
+    /* first, before an http-level "ratelimit" written above this */
+    limits = rlcf->limits->elts;
+    ddos->limit = limits[rlcf->limits->nelts - 1];
+
+    ngx_memmove(&limits[1], &limits[0],
+                (rlcf->limits->nelts - 1) * sizeof(ngx_http_ratelimit_limit_t));
+    limits[0] = ddos->limit;
 
     if (ngx_http_ratelimit_ddos_stats(cf, rmcf, zone) != NGX_OK) {
         return NGX_CONF_ERROR;

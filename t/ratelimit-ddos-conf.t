@@ -99,3 +99,25 @@ qr/\[emerg\] .*invalid parameter "whitelist=x"/
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*unknown redis server "nope"/
+
+
+
+=== TEST 9: the ddos limit comes first, even after an http-level ratelimit
+--- http_config
+    ratelimit_zone $arg_k zone=o:1m rate=10r/s;
+    ratelimit zone=o;
+    ratelimit_ddos zone=d:1m rate=100r/s threshold=200 ban=1h;
+--- config
+    location = /ok { return 200 "ok\n"; }
+    location = /t {
+        add_header X-Rate $ratelimit_rate;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/ok;
+    }
+--- request
+GET /t?k=a
+--- error_code: 200
+--- response_headers
+X-Rate: d=100r/s,o=10r/s
+--- no_error_log
+[error]
+[alert]
