@@ -90,4 +90,28 @@ ngx_edge_log_gate_open(ngx_edge_log_gate_t *gate, ngx_msec_t interval,
 }
 
 
+/*
+ * A duration d (any unit) moved by a uniform random amount within
+ * +-percent of it, for spreading a fleet's timers.  62 bits of randomness:
+ * ngx_random() alone gives 31, too few for a spread of more than about
+ * 2^31 units (36 minutes in microseconds).
+ */
+static ngx_inline int64_t
+ngx_edge_jitter(int64_t d, ngx_uint_t percent)
+{
+    int64_t   spread;
+    uint64_t  r;
+
+    spread = d / 100 * (int64_t) percent + d % 100 * (int64_t) percent / 100;
+
+    if (spread <= 0) {
+        return d;
+    }
+
+    r = ((uint64_t) ngx_random() << 31) ^ (uint64_t) ngx_random();
+
+    return d + (int64_t) (r % (uint64_t) (2 * spread + 1)) - spread;
+}
+
+
 #endif /* _NGX_EDGE_TIME_H_INCLUDED_ */

@@ -661,7 +661,7 @@ static int64_t
 ngx_http_breaker_open_time(ngx_http_breaker_circuit_conf_t *conf,
     ngx_uint_t opens)
 {
-    int64_t  d, j;
+    int64_t  d;
 
     if (opens == 0) {
         opens = 1;
@@ -675,11 +675,7 @@ ngx_http_breaker_open_time(ngx_http_breaker_circuit_conf_t *conf,
     }
 
     if (conf->jitter) {
-        j = d * (int64_t) conf->jitter / 100;
-
-        if (j > 0) {
-            d += (int64_t) (ngx_random() % (2 * j + 1)) - j;
-        }
+        d = ngx_edge_jitter(d, conf->jitter);
 
         if (d > conf->open_max) {
             d = conf->open_max;
@@ -924,7 +920,7 @@ static ngx_http_breaker_param_t  ngx_http_breaker_params[] = {
       offsetof(ngx_http_breaker_circuit_conf_t, probes), 1,
       NGX_HTTP_BREAKER_MAX_PROBES },
     { ngx_string("half_open_wait="), 1,
-      offsetof(ngx_http_breaker_circuit_conf_t, half_open_wait), 0, 0 },
+      offsetof(ngx_http_breaker_circuit_conf_t, half_open_wait), 1, 0 },
     { ngx_string("jitter="), 2,
       offsetof(ngx_http_breaker_circuit_conf_t, jitter), 0, 99 },
     { ngx_null_string, 0, 0, 0, 0 }

@@ -1539,5 +1539,5 @@ ngx_http_breaker_init_module(ngx_cycle_t *cycle)
         }
     }
 
-    return NGX_OK;
+    return ngx_http_breaker_peers_init_module(cycle);
 }

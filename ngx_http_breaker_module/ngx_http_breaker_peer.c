@@ -579,6 +579,14 @@ ngx_http_breaker_peers_hand_back(ngx_http_breaker_peer_data_t *bp,
 
     c = (rc == NGX_DONE) ? pc->connection : NULL;
 
+    if (c) {
+        /* detached first: keepalive's free would put a healthy connection
+         * back in its cache (u->keepalive may still be set by the previous
+         * attempt), and it is closed below */
+        pc->connection = NULL;
+        pc->cached = 0;
+    }
+
     bp->original_free_peer(pc, bp->data, 0);
 
     if (c == NULL) {
@@ -599,9 +607,6 @@ ngx_http_breaker_peers_hand_back(ngx_http_breaker_peer_data_t *bp,
     }
 
     ngx_close_connection(c);
-
-    pc->connection = NULL;
-    pc->cached = 0;
 }
 
 
@@ -970,6 +975,21 @@ ngx_http_breaker_peers_next(ngx_cycle_t *cycle, ngx_uint_t *i)
     }
 
     return NULL;
+}
+
+
+ngx_int_t
+ngx_http_breaker_peers_init_module(ngx_cycle_t *cycle)
+{
+    ngx_uint_t  i;
+
+    i = 0;
+
+    while (ngx_http_breaker_peers_next(cycle, &i)) {
+        /* resolved by _next() */
+    }
+
+    return NGX_OK;
 }
 
 

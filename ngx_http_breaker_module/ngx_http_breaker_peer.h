@@ -29,6 +29,12 @@ char *ngx_http_breaker_peers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
  * directive (hash, least_conn, ...) is an error.  NGX_OK or NGX_ERROR
  * (logged).
  */
+/* init_module (the master, once per cycle): every peer circuit found in
+ * its zone, so workers inherit the pointers and never look one up (an old
+ * cycle's worker looking up with its old layout would replace the new
+ * cycle's circuit) */
+ngx_int_t ngx_http_breaker_peers_init_module(ngx_cycle_t *cycle);
+
 ngx_int_t ngx_http_breaker_peers_postconfiguration(ngx_conf_t *cf);
 
 /* appends one object per peer circuit to the array (status document);

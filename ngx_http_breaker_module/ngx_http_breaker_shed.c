@@ -1817,6 +1817,9 @@ ngx_http_breaker_shed_refuse(ngx_http_request_t *r,
         }
 
         h->hash = 1;
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
         ngx_str_set(&h->key, "Retry-After");
         h->value.len = ngx_sprintf(h->value.data, "%T",
                                    (time_t) lcf->retry_after)

@@ -227,7 +227,7 @@ static void
 ngx_http_breaker_shed_ctl_measured(ngx_http_breaker_shed_shedder_t *sd,
     int64_t now)
 {
-    int64_t                       interval, spread;
+    int64_t                       interval;
     uint64_t                      rtt;
     ngx_http_breaker_shed_ctl_t  *ctl;
 
@@ -240,12 +240,8 @@ ngx_http_breaker_shed_ctl_measured(ngx_http_breaker_shed_shedder_t *sd,
 
     /* the next measurement after the interval, +- jitter, so that the
      * shedders of a fleet do not all measure at once */
-    interval = (int64_t) sd->min_rtt_interval * 1000;
-    spread = interval * (int64_t) sd->jitter / 100;
-
-    if (spread > 0) {
-        interval += (int64_t) (ngx_random() % (2 * spread + 1)) - spread;
-    }
+    interval = ngx_edge_jitter((int64_t) sd->min_rtt_interval * 1000,
+                               sd->jitter);
 
     ctl->next_measure = (ngx_atomic_uint_t) (now + interval);
     ctl->phase = NGX_HTTP_BREAKER_SHED_SAMPLE;

@@ -217,6 +217,8 @@ cat <<EOF
     curl -i $front/api/fail      the backend answers 500
     curl    $front/metrics       Prometheus text: rate-limit decisions, Redis, ...
     curl -i $front/health        nginx's own liveness
+    curl -i $front/ready         readiness: Redis, circuits, shedders, shared memory
+    curl    $front/breakers      every circuit and shedder, as JSON
 
     # 5 requests a second per client plus a burst of 10, then 429:
     for i in \$(seq 20); do curl -s -o /dev/null -w '%{http_code} ' $front/api/hello; done; echo

@@ -16,7 +16,7 @@ __DATA__
         open=10s open_max=2m probes=5 half_open_wait=15s jitter=20%
         mode=on;
     breaker_circuit b zone=br mode=metrics_only;
-    breaker_circuit c zone=br mode=disabled half_open_wait=0;
+    breaker_circuit c zone=br mode=disabled half_open_wait=1ms;
     breaker_circuit d zone=br mode=forced_open;
     breaker up;
 --- config
@@ -114,6 +114,18 @@ qr/\[emerg\] .*"breaker_circuit": buckets=100 is more than window=50ms allows \(
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*invalid value "probes=0" in "breaker_circuit", it must be between 1 and 1000/
+
+
+
+=== TEST 8b: half_open_wait=0 (a probe never answered would hold the circuit half-open)
+--- http_config
+    breaker_zone br 1m;
+    breaker_circuit up zone=br half_open_wait=0;
+--- config
+    location = /t { return 200; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"half_open_wait=0"/
 
 
 
