@@ -121,3 +121,17 @@ X-Rate: d=100r/s,o=10r/s
 --- no_error_log
 [error]
 [alert]
+
+
+
+=== TEST 10: a parameter repeated past the directive's room is refused
+--- http_config
+    ratelimit_ddos zone=d:1m rate=100r/s threshold=200 ban=1h
+                   rate=100r/s rate=100r/s rate=100r/s rate=100r/s
+                   rate=100r/s rate=100r/s rate=100r/s rate=100r/s
+                   rate=100r/s rate=100r/s;
+--- config
+    location = /t { root html; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid parameter "rate=100r\/s"/
