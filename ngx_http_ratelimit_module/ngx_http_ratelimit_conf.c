@@ -249,6 +249,78 @@ failed:
 }
 
 
+/* limits of a level's own: ratelimit_ddos's limits come first (they are
+ * the http level's, which the level does not inherit) */
+
+static ngx_int_t
+ngx_http_ratelimit_merge_ddos(ngx_conf_t *cf,
+    ngx_http_ratelimit_loc_conf_t *conf)
+{
+    ngx_uint_t                       i, j;
+    ngx_array_t                     *merged;
+    ngx_http_ratelimit_zone_t      **zones;
+    ngx_http_ratelimit_limit_t      *limits, *l;
+    ngx_http_ratelimit_main_conf_t  *rmcf;
+
+    rmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ratelimit_module);
+
+    zones = rmcf->zones.elts;
+    merged = NULL;
+
+    for (i = 0; i < rmcf->zones.nelts; i++) {
+        if (zones[i]->ddos == NULL) {
+            continue;
+        }
+
+        limits = conf->limits->elts;
+
+        for (j = 0; j < conf->limits->nelts; j++) {
+            if (limits[j].shm_zone == zones[i]->shm_zone) {
+                break;
+            }
+        }
+
+        if (j < conf->limits->nelts) {
+            continue;     /* listed here already */
+        }
+
+        if (merged == NULL) {
+            merged = ngx_array_create(cf->pool, conf->limits->nelts + 1,
+                                      sizeof(ngx_http_ratelimit_limit_t));
+            if (merged == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        l = ngx_array_push(merged);
+        if (l == NULL) {
+            return NGX_ERROR;
+        }
+
+        *l = zones[i]->ddos->limit;
+    }
+
+    if (merged == NULL) {
+        return NGX_OK;
+    }
+
+    limits = conf->limits->elts;
+
+    for (j = 0; j < conf->limits->nelts; j++) {
+        l = ngx_array_push(merged);
+        if (l == NULL) {
+            return NGX_ERROR;
+        }
+
+        *l = limits[j];
+    }
+
+    conf->limits = merged;
+
+    return NGX_OK;
+}
+
+
 char *
 ngx_http_ratelimit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
@@ -262,6 +334,9 @@ ngx_http_ratelimit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->limits == NULL) {
         conf->limits = prev->limits;
+
+    } else if (ngx_http_ratelimit_merge_ddos(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (conf->limits) {
@@ -360,7 +435,7 @@ ngx_http_ratelimit_valid_name(ngx_str_t *name)
 
 /* "10r/s", "50r/m" or "20r/h" */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ratelimit_parse_rate(ngx_str_t *value, ngx_http_ratelimit_rate_t *rate)
 {
     size_t     len;

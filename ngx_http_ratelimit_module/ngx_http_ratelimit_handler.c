@@ -19,6 +19,8 @@ static ngx_int_t ngx_http_ratelimit_prepare(ngx_http_request_t *r,
     ngx_http_ratelimit_check_t *chk);
 static ngx_int_t ngx_http_ratelimit_decide(ngx_http_request_t *r,
     ngx_http_ratelimit_loc_conf_t *rlcf, ngx_http_ratelimit_ctx_t *ctx);
+static void ngx_http_ratelimit_adapt(ngx_http_ratelimit_check_t *chk,
+    ngx_int_t *burst);
 static void ngx_http_ratelimit_delay(ngx_http_request_t *r);
 static void ngx_http_ratelimit_detach(void *data);
 
@@ -192,12 +194,20 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
 
         if (chk->zone->redis == NULL) {
             ngx_http_ratelimit_local(chk, now);
-            continue;
+
+        } else if (!ngx_http_ratelimit_cached(chk, now)) {
+            goto send;
         }
 
-        if (ngx_http_ratelimit_cached(chk, now)) {
-            continue;
+        if (chk->zone->ddos && chk->status == NGX_HTTP_RATELIMIT_BANNED) {
+            /* ratelimit_ddos's limit comes first: a banned client costs
+             * no other limit's work, and no Redis command */
+            break;
         }
+
+        continue;
+
+    send:
 
         rc = (chk->zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING)
              ? ngx_http_ratelimit_sw_send(r, ctx, chk)
@@ -236,6 +246,10 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
 
     if (key.len == 0) {
         return NGX_DECLINED;
+    }
+
+    if (zone->ddos && ngx_http_ratelimit_ddos_allowed(r, zone->ddos)) {
+        return NGX_DECLINED;     /* on ratelimit_ddos's allow list */
     }
 
     if (key.len > NGX_HTTP_RATELIMIT_MAX_KEY_LEN) {
@@ -284,12 +298,19 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
         burst = limit->burst < 0 ? 0 : limit->burst;
     }
 
-    chk->gcra.interval = rate->interval;
-    chk->gcra.tau = burst * rate->interval;
-    chk->gcra.cost = limit->cost;
+    chk->rate = rate;
+    chk->factor = NGX_HTTP_RATELIMIT_PPM;
 
+    chk->gcra.interval = rate->interval;
     chk->sw.window = zone->window;
     chk->sw.limit = rate->per_window;
+
+    if (zone->adaptive) {
+        ngx_http_ratelimit_adapt(chk, &burst);
+    }
+
+    chk->gcra.tau = burst * chk->gcra.interval;
+    chk->gcra.cost = limit->cost;
 
     if (limit->cost_value) {
         if (ngx_http_complex_value(r, limit->cost_value, &cost) != NGX_OK) {
@@ -306,20 +327,20 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
         }
 
         if (zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING
-            && n > rate->per_window)
+            && n > chk->sw.limit)
         {
             /* more than a whole window holds: it could never pass */
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "ratelimit: cost \"%V\" exceeds the %L requests "
                           "per window of zone \"%V\", the request is "
-                          "refused", &cost, rate->per_window, &zone->name);
+                          "refused", &cost, chk->sw.limit, &zone->name);
 
             chk->status = NGX_HTTP_RATELIMIT_REJECTED;
             chk->verdict.retry = zone->window;
             return NGX_BUSY;
         }
 
-        if (n > NGX_EDGE_EXACT_MAX / rate->interval) {
+        if (n > NGX_EDGE_EXACT_MAX / chk->gcra.interval) {
             /* past the bound of exact arithmetic; also more than the
              * bucket holds (burst + 1 is within the bound): it could never
              * pass, so it is refused without touching the bucket */
@@ -327,7 +348,8 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
                           "ratelimit: cost \"%V\" exceeds the largest cost "
                           "of zone \"%V\" (%L at rate=%uir/%c), the request "
                           "is refused", &cost, &zone->name,
-                          NGX_EDGE_EXACT_MAX / rate->interval, rate->count,
+                          NGX_EDGE_EXACT_MAX / chk->gcra.interval,
+                          rate->count,
                           rate->period == 1 ? 's'
                           : (rate->period == 60 ? 'm' : 'h'));
 
@@ -339,6 +361,46 @@ ngx_http_ratelimit_prepare(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * An adaptive zone's rate now: the interval divided and the window's
+ * requests multiplied by the factor.  At a rate below the configured one the
+ * interval grows: a burst the bounds allowed at the configured rate is cut
+ * to what stays within them (2^50 us).
+ */
+
+static void
+ngx_http_ratelimit_adapt(ngx_http_ratelimit_check_t *chk, ngx_int_t *burst)
+{
+    int64_t  f, max;
+
+    f = ngx_http_ratelimit_adaptive_factor(chk->zone);
+
+    chk->factor = f;
+
+    /* the configuration bounds f to [1, 10^9] ppm and an interval to
+     * 3.6 * 10^9 us: no product below reaches 2^63 */
+    chk->gcra.interval = chk->rate->interval * NGX_HTTP_RATELIMIT_PPM / f;
+    chk->gcra.interval = ngx_max(chk->gcra.interval, 1);
+    chk->gcra.interval = ngx_min(chk->gcra.interval, NGX_EDGE_EXACT_MAX);
+
+    max = NGX_EDGE_EXACT_MAX / chk->gcra.interval;
+
+    if (*burst >= max) {
+        *burst = max - 1;
+    }
+
+    if (chk->zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
+        /* per_window < 2^58 / 1000: split so that nothing overflows */
+        chk->sw.limit = chk->rate->per_window / NGX_HTTP_RATELIMIT_PPM * f
+                        + chk->rate->per_window % NGX_HTTP_RATELIMIT_PPM * f
+                          / NGX_HTTP_RATELIMIT_PPM;
+        chk->sw.limit = ngx_max(chk->sw.limit, 1);
+        chk->sw.limit = ngx_min(chk->sw.limit,
+                                NGX_HTTP_RATELIMIT_SW_MAX / chk->sw.window);
+    }
 }
 
 

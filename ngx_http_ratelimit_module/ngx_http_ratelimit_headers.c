@@ -284,8 +284,60 @@ static ngx_http_variable_t  ngx_http_ratelimit_vars[] = {
     { ngx_string("ratelimit_reset"), NULL, ngx_http_ratelimit_variable,
       2, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("ratelimit_rate"), NULL, ngx_http_ratelimit_variable,
+      3, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ratelimit_banned"), NULL, ngx_http_ratelimit_variable,
+      4, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
+
+
+/* $ratelimit_rate: the rate each limit applied, "zone=12.5r/s" (adaptive
+ * zones move it), comma-separated */
+
+static ngx_int_t
+ngx_http_ratelimit_rate_variable(ngx_http_request_t *r,
+    ngx_http_ratelimit_ctx_t *ctx, ngx_http_variable_value_t *v)
+{
+    u_char                      *p;
+    size_t                       len;
+    ngx_uint_t                   i;
+    ngx_http_ratelimit_check_t  *chk;
+
+    len = 0;
+
+    for (i = 0; i < ctx->nchecks; i++) {
+        len += ctx->checks[i].zone->name.len + 2 + NGX_INT64_LEN + 8;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    for (i = 0; i < ctx->nchecks; i++) {
+        chk = &ctx->checks[i];
+
+        if (chk->rate == NULL) {
+            continue;     /* decided before its rate was known */
+        }
+
+        if (p != v->data) {
+            *p++ = ',';
+        }
+
+        p = ngx_sprintf(p, "%V=", &chk->zone->name);
+        p = ngx_http_ratelimit_print_rate(p, chk->rate, chk->factor);
+    }
+
+    v->len = p - v->data;
+
+    return NGX_OK;
+}
 
 
 static ngx_int_t
@@ -310,6 +362,17 @@ ngx_http_ratelimit_variable(ngx_http_request_t *r,
     if (data == 0) {
         v->data = ngx_http_ratelimit_status_names[ctx->status].data;
         v->len = ngx_http_ratelimit_status_names[ctx->status].len;
+        return NGX_OK;
+    }
+
+    if (data == 3) {
+        return ngx_http_ratelimit_rate_variable(r, ctx, v);
+    }
+
+    if (data == 4) {
+        v->len = 1;
+        v->data = (u_char *) (ctx->status == NGX_HTTP_RATELIMIT_BANNED
+                              ? "1" : "0");
         return NGX_OK;
     }
 

@@ -62,6 +62,20 @@ static ngx_command_t  ngx_http_ratelimit_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ratelimit_adaptive"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ratelimit_adaptive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ratelimit_ddos"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ratelimit_ddos,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ratelimit_pg_map"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_ratelimit_pg_map,
@@ -160,6 +174,14 @@ ngx_http_ratelimit_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_ratelimit_handler;
+
+    /* adaptive zones count what they admitted */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ratelimit_adaptive_log;
 
     return ngx_http_ratelimit_header_filter_init(cf);
 }

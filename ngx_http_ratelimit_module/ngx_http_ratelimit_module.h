@@ -139,10 +139,45 @@ typedef struct {
 } ngx_http_ratelimit_node_t;
 
 
+/*
+ * Adaptive limits: the zone's rate times a factor, in parts per million
+ * of the configured rate, moved by an AIMD controller from what the
+ * requests the zone admitted met upstream (ngx_http_ratelimit_adaptive.c).
+ */
+
+#define NGX_HTTP_RATELIMIT_PPM  1000000
+
+typedef struct {
+    ngx_atomic_t                 factor;       /* ppm; 0: not started */
+    ngx_atomic_t                 stamp;        /* ms, the last evaluation */
+    ngx_atomic_t                 requests;     /* this interval's samples */
+    ngx_atomic_t                 errors;       /* 5xx or signal set */
+    ngx_atomic_t                 slow;         /* slower than latency= */
+} ngx_http_ratelimit_adaptive_sh_t;
+
+
+typedef struct {
+    int64_t                      min;          /* ppm of the base rate */
+    int64_t                      max;
+    int64_t                      step;         /* ppm added per interval */
+    int64_t                      decrease;     /* ppm kept on a decrease */
+    ngx_msec_t                   interval;
+    ngx_uint_t                   error_rate;   /* per mille of samples */
+    ngx_msec_t                   latency;      /* 0: latency not watched */
+    ngx_uint_t                   percentile;   /* per mille, 950: p95 */
+    ngx_uint_t                   min_samples;
+    ngx_http_complex_value_t    *signal;
+    ngx_str_t                    redis_key;    /* the fleet's factor */
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          st_rate;
+} ngx_http_ratelimit_adaptive_t;
+
+
 typedef struct {
     ngx_rbtree_t                 rbtree;
     ngx_rbtree_node_t            sentinel;
     ngx_queue_t                  queue;
+    ngx_http_ratelimit_adaptive_sh_t  adaptive;
 } ngx_http_ratelimit_shctx_t;
 
 
@@ -158,6 +193,28 @@ typedef struct {
     ngx_uint_t                   n;
     ngx_uint_t                   max;
 } ngx_http_ratelimit_deny_cache_t;
+
+
+typedef struct {
+    ngx_shm_zone_t              *shm_zone;
+    ngx_int_t                    burst;        /* -1: unset, i.e. 0 */
+    ngx_uint_t                   delay;        /* requests not delayed */
+    unsigned                     nodelay:1;
+    ngx_uint_t                   cost;
+    ngx_http_complex_value_t    *cost_value;
+    ngx_str_t                    conf_file;    /* where it was written, */
+    ngx_uint_t                   conf_line;    /* for the bound checks */
+} ngx_http_ratelimit_limit_t;
+
+
+/* ratelimit_ddos: the allow list, and the limit every location gets */
+typedef struct {
+    ngx_radix_tree_t            *allow4;
+    ngx_radix_tree_t            *allow6;
+    ngx_http_ratelimit_limit_t   limit;
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          st_allowed;
+} ngx_http_ratelimit_ddos_t;
 
 
 typedef struct {
@@ -183,23 +240,14 @@ typedef struct {
     ngx_msec_t                   ban_window;
     ngx_msec_t                   ban_duration;
 
+    ngx_http_ratelimit_adaptive_t  *adaptive;  /* NULL: a fixed rate */
+    ngx_http_ratelimit_ddos_t      *ddos;      /* ratelimit_ddos's zone */
+
     ngx_edge_log_gate_t          log_gate;     /* this worker's */
     ngx_http_ratelimit_deny_cache_t  deny;     /* this worker's */
 
     ngx_edge_stats_id_t          st_decisions[NGX_HTTP_RATELIMIT_NSTATUS];
 } ngx_http_ratelimit_zone_t;
-
-
-typedef struct {
-    ngx_shm_zone_t              *shm_zone;
-    ngx_int_t                    burst;        /* -1: unset, i.e. 0 */
-    ngx_uint_t                   delay;        /* requests not delayed */
-    unsigned                     nodelay:1;
-    ngx_uint_t                   cost;
-    ngx_http_complex_value_t    *cost_value;
-    ngx_str_t                    conf_file;    /* where it was written, */
-    ngx_uint_t                   conf_line;    /* for the bound checks */
-} ngx_http_ratelimit_limit_t;
 
 
 typedef struct {
@@ -223,6 +271,8 @@ typedef struct {
     ngx_str_t                    tier_name;    /* empty: the zone's rate */
     ngx_str_t                    key;
     ngx_http_ratelimit_gcra_t    gcra;
+    ngx_http_ratelimit_rate_t   *rate;         /* the zone's or tier's */
+    int64_t                      factor;       /* ppm of rate, adaptive */
 
     ngx_http_ratelimit_status_e  status;
     ngx_http_ratelimit_verdict_t verdict;
@@ -312,6 +362,20 @@ ngx_int_t ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
     ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk);
 void ngx_http_ratelimit_sw_detach(ngx_http_ratelimit_check_t *chk);
 
+/* ngx_http_ratelimit_adaptive.c: adaptive limits */
+int64_t ngx_http_ratelimit_adaptive_factor(ngx_http_ratelimit_zone_t *zone);
+ngx_int_t ngx_http_ratelimit_adaptive_log(ngx_http_request_t *r);
+char *ngx_http_ratelimit_adaptive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+u_char *ngx_http_ratelimit_print_rate(u_char *p,
+    ngx_http_ratelimit_rate_t *rate, int64_t factor);
+
+/* ngx_http_ratelimit_ddos.c: DDoS protection in one directive */
+ngx_flag_t ngx_http_ratelimit_ddos_allowed(ngx_http_request_t *r,
+    ngx_http_ratelimit_ddos_t *ddos);
+char *ngx_http_ratelimit_ddos(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
 /* ngx_http_ratelimit_headers.c: response headers and variables */
 ngx_int_t ngx_http_ratelimit_header_filter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_ratelimit_add_variables(ngx_conf_t *cf);
@@ -330,6 +394,8 @@ char *ngx_http_ratelimit_tier(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_ratelimit_ban(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_ratelimit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_ratelimit_parse_rate(ngx_str_t *value,
+    ngx_http_ratelimit_rate_t *rate);
 /* the module's stats zone (edge_stats_ratelimit), made on first use */
 ngx_edge_stats_t *ngx_http_ratelimit_stats(ngx_conf_t *cf,
     ngx_http_ratelimit_main_conf_t *rmcf);
