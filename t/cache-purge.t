@@ -592,11 +592,14 @@ $t0 = time;
 ok($st == 503 || $st == 502, "Redis down: 503 or 502 ($st)");
 like($j->{error} // '', qr/^redis /, 'Redis down: a JSON error');
 ok(time - $t0 < 2 * $slow, 'Redis down: at once');
+# later ones: 503 while the client knows Redis is down, or 502 when one
+# of its reconnect attempts was under way (the command then fails with it)
 ($st, $j) = purge($nginx, '/purge/c/k');
-is($st, 503, 'Redis down, known: 503');
-is($j->{error}, 'redis unavailable', 'Redis down, known: redis unavailable');
-($st) = purge($nginx, '/purge?job=' . ('a' x 32), method => 'GET');
-is($st, 503, 'Redis down: progress 503');
+ok($st == 503 || $st == 502, "Redis down, known: 503 or 502 ($st)");
+like($j->{error} // '', qr/^redis /, 'Redis down, known: a redis error');
+($st, $j) = purge($nginx, '/purge?job=' . ('a' x 32), method => 'GET');
+ok($st == 503 || $st == 502, "Redis down: progress 503 or 502 ($st)");
+like($j->{error} // '', qr/^redis /, 'Redis down: progress, a redis error');
 redis_start();
 ok(wait_until(10, sub { (purge($nginx, '/purge/c/k'))[0] =~ /^(200|404)$/
                         && (purge($nginx, '/purge/c/k'))[0] =~ /^(200|404)$/ }),
