@@ -51,5 +51,10 @@ NGX_EDGE_API ngx_int_t ngx_edge_conf_read_secret(ngx_conf_t *cf,
 NGX_EDGE_API char *ngx_edge_conf_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
 
+/* the request argument name (?name=...), %-decoded into r->pool, for the
+ * modules' endpoints: NGX_DECLINED when absent */
+NGX_EDGE_API ngx_int_t ngx_edge_http_arg(ngx_http_request_t *r,
+    const char *name, ngx_str_t *value);
+
 
 #endif /* _NGX_EDGE_COMMON_H_INCLUDED_ */

@@ -219,3 +219,27 @@ ngx_edge_conf_read_secret(ngx_conf_t *cf, ngx_str_t *path, size_t max,
 
     return NGX_OK;
 }
+
+
+ngx_int_t
+ngx_edge_http_arg(ngx_http_request_t *r, const char *name, ngx_str_t *value)
+{
+    u_char     *dst, *src;
+    ngx_str_t   raw;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    value->data = ngx_pnalloc(r->pool, raw.len + 1);
+    if (value->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = value->data;
+    src = raw.data;
+    ngx_unescape_uri(&dst, &src, raw.len, 0);
+    value->len = dst - value->data;
+
+    return NGX_OK;
+}

@@ -936,12 +936,9 @@ static json_t *
 ngx_http_breaker_route_json(ngx_http_breaker_route_t *route, int64_t now)
 {
     json_t                           *o;
-    ngx_str_t                        *state;
     ngx_http_breaker_circuit_info_t   info;
 
     ngx_http_breaker_circuit_info(route->circuit, &route->conf, now, &info);
-
-    state = ngx_http_breaker_state_name(info.state);
 
     o = json_object();
     if (o == NULL) {
@@ -954,34 +951,58 @@ ngx_http_breaker_route_json(ngx_http_breaker_route_t *route, int64_t now)
         || json_object_set_new(o, "zone",
                json_stringn((char *) route->zone->shm.name.data,
                             route->zone->shm.name.len))
-        || json_object_set_new(o, "state",
-               json_stringn((char *) state->data, state->len))
-        || json_object_set_new(o, "reason", json_string(info.reason))
-        || json_object_set_new(o, "calls", json_integer(info.calls))
-        || json_object_set_new(o, "failures", json_integer(info.failures))
-        || json_object_set_new(o, "slow", json_integer(info.slow))
-        || json_object_set_new(o, "failure_rate",
-                               json_integer(info.failure_rate))
-        || json_object_set_new(o, "slow_rate", json_integer(info.slow_rate))
-        || json_object_set_new(o, "until_half_open_ms",
-                               json_integer(info.until_half_open / 1000))
-        || json_object_set_new(o, "consecutive_opens",
-                               json_integer(info.consecutive_opens))
-        || json_object_set_new(o, "generation",
-                               json_integer(info.generation))
-        || json_object_set_new(o, "min_calls",
-                               json_integer(route->conf.min_calls))
-        || json_object_set_new(o, "failure_rate_threshold",
-                               json_integer(route->conf.failure_rate))
-        || json_object_set_new(o, "slow_rate_threshold",
-                               json_integer(route->conf.slow_rate))
-        || json_object_set_new(o, "probes", json_integer(route->conf.probes)))
+        || ngx_http_breaker_circuit_json_fields(o, &info, &route->conf)
+           != 0)
     {
         json_decref(o);
         return NULL;
     }
 
     return o;
+}
+
+
+/* the fields of every circuit, route or peer, in the status document:
+ * 0, or -1 when jansson failed */
+
+int
+ngx_http_breaker_circuit_json_fields(json_t *o,
+    ngx_http_breaker_circuit_info_t *info,
+    ngx_http_breaker_circuit_conf_t *conf)
+{
+    ngx_str_t  *state;
+
+    state = ngx_http_breaker_state_name(info->state);
+
+    if (json_object_set_new(o, "state",
+               json_stringn((char *) state->data, state->len))
+        || json_object_set_new(o, "reason",
+               json_string(info->reason ? info->reason : ""))
+        || json_object_set_new(o, "calls", json_integer(info->calls))
+        || json_object_set_new(o, "failures", json_integer(info->failures))
+        || json_object_set_new(o, "slow", json_integer(info->slow))
+        || json_object_set_new(o, "failure_rate",
+                               json_integer(info->failure_rate))
+        || json_object_set_new(o, "slow_rate",
+                               json_integer(info->slow_rate))
+        || json_object_set_new(o, "until_half_open_ms",
+                               json_integer(info->until_half_open / 1000))
+        || json_object_set_new(o, "consecutive_opens",
+                               json_integer(info->consecutive_opens))
+        || json_object_set_new(o, "generation",
+                               json_integer(info->generation))
+        || json_object_set_new(o, "min_calls",
+                               json_integer(conf->min_calls))
+        || json_object_set_new(o, "failure_rate_threshold",
+                               json_integer(conf->failure_rate))
+        || json_object_set_new(o, "slow_rate_threshold",
+                               json_integer(conf->slow_rate))
+        || json_object_set_new(o, "probes", json_integer(conf->probes)))
+    {
+        return -1;
+    }
+
+    return 0;
 }
 
 

@@ -11,6 +11,7 @@
 #include "ngx_edge_common.h"
 #include "ngx_edge_stats.h"
 #include "ngx_http_breaker_circuit.h"
+#include <jansson.h>
 
 
 #define NGX_HTTP_BREAKER_NSTATES    7     /* ngx_http_breaker_state_e */
@@ -49,6 +50,13 @@ void ngx_http_breaker_stats_transition(ngx_http_breaker_stats_t *bst,
 void ngx_http_breaker_stats_call(ngx_http_breaker_stats_t *bst,
     ngx_http_breaker_outcome_e outcome, int64_t latency);
 void ngx_http_breaker_stats_rejected(ngx_http_breaker_stats_t *bst);
+
+
+/* the fields of every circuit (state, window, thresholds) in the status
+ * document, after the layer's own: 0, or -1 when jansson failed */
+int ngx_http_breaker_circuit_json_fields(json_t *o,
+    ngx_http_breaker_circuit_info_t *info,
+    ngx_http_breaker_circuit_conf_t *conf);
 
 
 #endif /* _NGX_HTTP_BREAKER_MODULE_H_INCLUDED_ */

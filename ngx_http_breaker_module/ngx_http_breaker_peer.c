@@ -881,12 +881,11 @@ ngx_http_breaker_peer_json(ngx_http_breaker_peers_conf_t *pcf,
     ngx_http_breaker_peer_t *peer, int64_t now)
 {
     json_t                           *o;
-    ngx_str_t                        *state, *upstream;
+    ngx_str_t                        *upstream;
     ngx_http_breaker_circuit_info_t   info;
 
     ngx_http_breaker_circuit_info(peer->circuit, &pcf->circuit, now, &info);
 
-    state = ngx_http_breaker_state_name(info.state);
     upstream = &pcf->upstream->host;
 
     o = json_object();
@@ -904,32 +903,11 @@ ngx_http_breaker_peer_json(ngx_http_breaker_peers_conf_t *pcf,
                json_stringn((char *) upstream->data, upstream->len))
         || json_object_set_new(o, "peer",
                json_stringn((char *) peer->peer.data, peer->peer.len))
-        || json_object_set_new(o, "state",
-               json_stringn((char *) state->data, state->len))
-        || json_object_set_new(o, "reason",
-               json_string(info.reason ? info.reason : ""))
         || json_object_set_new(o, "ejected",
                json_boolean(ngx_http_breaker_peers_ejected(pcf, peer,
                                                            info.state, now)))
-        || json_object_set_new(o, "calls", json_integer(info.calls))
-        || json_object_set_new(o, "failures", json_integer(info.failures))
-        || json_object_set_new(o, "slow", json_integer(info.slow))
-        || json_object_set_new(o, "failure_rate",
-                               json_integer(info.failure_rate))
-        || json_object_set_new(o, "slow_rate", json_integer(info.slow_rate))
-        || json_object_set_new(o, "until_half_open_ms",
-                               json_integer(info.until_half_open / 1000))
-        || json_object_set_new(o, "consecutive_opens",
-                               json_integer(info.consecutive_opens))
-        || json_object_set_new(o, "generation",
-                               json_integer(info.generation))
-        || json_object_set_new(o, "min_calls",
-                               json_integer(pcf->circuit.min_calls))
-        || json_object_set_new(o, "failure_rate_threshold",
-                               json_integer(pcf->circuit.failure_rate))
-        || json_object_set_new(o, "slow_rate_threshold",
-                               json_integer(pcf->circuit.slow_rate))
-        || json_object_set_new(o, "probes", json_integer(pcf->circuit.probes))
+        || ngx_http_breaker_circuit_json_fields(o, &info, &pcf->circuit)
+           != 0
         || json_object_set_new(o, "max_ejected",
                                json_integer(pcf->max_ejected)))
     {

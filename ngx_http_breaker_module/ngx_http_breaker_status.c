@@ -76,8 +76,6 @@ static ngx_int_t ngx_http_breaker_status_force(ngx_http_request_t *r,
     ngx_http_breaker_status_loc_conf_t *bslcf);
 static json_t *ngx_http_breaker_status_find(json_t *circuits,
     ngx_str_t *name);
-static ngx_int_t ngx_http_breaker_status_arg(ngx_http_request_t *r,
-    const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_breaker_status_summarize(
     ngx_http_breaker_status_summary_t *sum);
 static void ngx_http_breaker_status_summary_free(
@@ -271,7 +269,7 @@ ngx_http_breaker_status_force(ngx_http_request_t *r,
                    "(breaker_status_endpoint allow_force=on)");
     }
 
-    rc = ngx_http_breaker_status_arg(r, "state", &state);
+    rc = ngx_edge_http_arg(r, "state", &state);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -286,7 +284,7 @@ ngx_http_breaker_status_force(ngx_http_request_t *r,
                    "the argument \"state\" must be open, closed or auto");
     }
 
-    rc = ngx_http_breaker_status_arg(r, "circuit", &name);
+    rc = ngx_edge_http_arg(r, "circuit", &name);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -364,33 +362,6 @@ ngx_http_breaker_status_find(json_t *circuits, ngx_str_t *name)
     }
 
     return NULL;
-}
-
-
-/* an argument, %-decoded: NGX_DECLINED when absent */
-
-static ngx_int_t
-ngx_http_breaker_status_arg(ngx_http_request_t *r, const char *name,
-    ngx_str_t *value)
-{
-    u_char     *dst, *src;
-    ngx_str_t   raw;
-
-    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    value->data = ngx_pnalloc(r->pool, raw.len + 1);
-    if (value->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst = value->data;
-    src = raw.data;
-    ngx_unescape_uri(&dst, &src, raw.len, 0);
-    value->len = dst - value->data;
-
-    return NGX_OK;
 }
 
 

@@ -1429,33 +1429,6 @@ ngx_http_cache_purge_not_allowed(ngx_http_request_t *r,
 }
 
 
-/* an argument, %-decoded: NGX_DECLINED when absent */
-
-static ngx_int_t
-ngx_http_cache_purge_arg(ngx_http_request_t *r, const char *name,
-    ngx_str_t *value)
-{
-    u_char     *dst, *src;
-    ngx_str_t   raw;
-
-    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    value->data = ngx_pnalloc(r->pool, raw.len + 1);
-    if (value->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    dst = value->data;
-    src = raw.data;
-    ngx_unescape_uri(&dst, &src, raw.len, 0);
-    value->len = dst - value->data;
-
-    return NGX_OK;
-}
-
-
 /* prefixes and patterns: printable UTF-8 (a key text is a URI, mostly) */
 
 static ngx_flag_t
@@ -1603,7 +1576,7 @@ ngx_http_cache_purge_parse(ngx_http_request_t *r,
     ctx->kind = NGX_HTTP_CACHE_PURGE_KEY;
 
     for (i = 0; i < 3; i++) {
-        rc = ngx_http_cache_purge_arg(r, names[i], &v);
+        rc = ngx_edge_http_arg(r, names[i], &v);
 
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
@@ -1969,7 +1942,7 @@ ngx_http_cache_purge_handler(ngx_http_request_t *r)
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_cache_purge_module);
 
-    rc = ngx_http_cache_purge_arg(r, "job", &job);
+    rc = ngx_edge_http_arg(r, "job", &job);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
