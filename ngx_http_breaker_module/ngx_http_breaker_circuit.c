@@ -28,6 +28,16 @@
  * worker_processes outcomes, in a bucket that is either the current one
  * or one about to expire.
  *
+ * Judging the window on each outcome reads two buckets, not all of them:
+ * the buckets older than the previous epoch change no more (but for a
+ * worker a whole bucket width late), so their sum is kept, tagged with
+ * (generation, epoch), in a summary that the first worker to judge in a
+ * new epoch rebuilds (a seqlock: a worker that finds it being written, or
+ * of another epoch, sums the buckets itself, as every outcome did
+ * before).  The current and the previous buckets are read live, so the
+ * sum is the same as the whole loop's: minimum calls and rates are judged
+ * on the same counts.
+ *
  * The probes.  In HALF_OPEN one more word counts the permits: generation
  * (21 bits, must be the state word's), issued, done, failed, slow (11,
  * 11, 11, 10 bits).  A permit is taken by CAS (issued < probes), so
@@ -85,6 +95,17 @@ typedef struct {
 } ngx_http_breaker_bucket_t;
 
 
+/* the sum of a window's buckets but the two newest (a seqlock: seq is odd
+ * while a worker writes it) */
+typedef struct {
+    uint64_t                     seq;
+    uint64_t                     tag;        /* gen << 40 | epoch */
+    uint64_t                     calls;
+    uint64_t                     failures;
+    uint64_t                     slow;
+} ngx_http_breaker_summary_t;
+
+
 struct ngx_http_breaker_circuit_s {
     uint64_t                     word;
     uint64_t                     probes;
@@ -92,6 +113,7 @@ struct ngx_http_breaker_circuit_s {
     uint64_t                     reason;     /* of the last trip */
     int64_t                      width;      /* usec per bucket */
     uint64_t                     nbuckets;
+    ngx_http_breaker_summary_t   summary;
     ngx_http_breaker_bucket_t    buckets[];
 };
 
@@ -138,6 +160,18 @@ static void ngx_http_breaker_window_add(ngx_http_breaker_circuit_t *c,
     uint32_t gen, int64_t now, ngx_uint_t failed, ngx_uint_t slow);
 static void ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c,
     uint32_t gen, int64_t now, ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_window_judge_sum(ngx_http_breaker_circuit_t *c,
+    uint32_t gen, int64_t now, ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_window_count(ngx_http_breaker_circuit_t *c,
+    uint32_t gen, uint64_t epoch, uint64_t skip,
+    ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_bucket_count(ngx_http_breaker_circuit_t *c,
+    uint32_t gen, uint64_t epoch, ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_window_clamp(ngx_http_breaker_counts_t *sum);
+static ngx_uint_t ngx_http_breaker_summary_read(ngx_http_breaker_circuit_t *c,
+    uint64_t tag, ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c,
+    uint64_t tag, ngx_http_breaker_counts_t *sum);
 static ngx_uint_t ngx_http_breaker_judge(ngx_http_breaker_circuit_conf_t *conf,
     ngx_http_breaker_counts_t *sum);
 static ngx_uint_t ngx_http_breaker_trip(ngx_http_breaker_circuit_t *c,
@@ -179,6 +213,7 @@ ngx_http_breaker_circuit_init(ngx_http_breaker_circuit_t *c,
     c->width = conf->window / (int64_t) conf->buckets;
     c->nbuckets = conf->buckets;
 
+    ngx_memzero(&c->summary, sizeof(ngx_http_breaker_summary_t));
     ngx_memzero(c->buckets, conf->buckets * sizeof(ngx_http_breaker_bucket_t));
 }
 
@@ -340,7 +375,7 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
         return;
     }
 
-    ngx_http_breaker_window_sum(c, t->generation, now, &sum);
+    ngx_http_breaker_window_judge_sum(c, t->generation, now, &sum);
 
     reason = ngx_http_breaker_judge(conf, &sum);
 
@@ -593,15 +628,63 @@ static void
 ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c, uint32_t gen,
     int64_t now, ngx_http_breaker_counts_t *sum)
 {
-    uint64_t                    epoch, tag, e;
-    ngx_uint_t                  i;
-    ngx_http_breaker_bucket_t  *b;
+    uint64_t  epoch;
 
     epoch = (uint64_t) (now / c->width) & NGX_HTTP_BREAKER_EPOCH_MASK;
 
     sum->calls = 0;
     sum->failures = 0;
     sum->slow = 0;
+
+    ngx_http_breaker_window_count(c, gen, epoch, 0, sum);
+    ngx_http_breaker_window_clamp(sum);
+}
+
+
+/*
+ * The same sum as ngx_http_breaker_window_sum(), for judging an outcome:
+ * the buckets older than the previous epoch from the summary (rebuilt
+ * once per epoch), the previous and the current bucket read live.
+ */
+static void
+ngx_http_breaker_window_judge_sum(ngx_http_breaker_circuit_t *c,
+    uint32_t gen, int64_t now, ngx_http_breaker_counts_t *sum)
+{
+    uint64_t  epoch, tag;
+
+    epoch = (uint64_t) (now / c->width) & NGX_HTTP_BREAKER_EPOCH_MASK;
+
+    if (c->nbuckets <= 2 || epoch < 2) {
+        ngx_http_breaker_window_sum(c, gen, now, sum);
+        return;
+    }
+
+    tag = ((uint64_t) (gen & NGX_HTTP_BREAKER_GEN_MASK) << 40) | epoch;
+
+    if (!ngx_http_breaker_summary_read(c, tag, sum)) {
+        sum->calls = 0;
+        sum->failures = 0;
+        sum->slow = 0;
+
+        ngx_http_breaker_window_count(c, gen, epoch, 2, sum);
+        ngx_http_breaker_summary_write(c, tag, sum);
+    }
+
+    ngx_http_breaker_bucket_count(c, gen, epoch - 1, sum);
+    ngx_http_breaker_bucket_count(c, gen, epoch, sum);
+    ngx_http_breaker_window_clamp(sum);
+}
+
+
+/* adds the buckets of generation gen and of the window ending at epoch,
+ * but the `skip` newest epochs */
+static void
+ngx_http_breaker_window_count(ngx_http_breaker_circuit_t *c, uint32_t gen,
+    uint64_t epoch, uint64_t skip, ngx_http_breaker_counts_t *sum)
+{
+    uint64_t                    tag, e;
+    ngx_uint_t                  i;
+    ngx_http_breaker_bucket_t  *b;
 
     for (i = 0; i < c->nbuckets; i++) {
         b = &c->buckets[i];
@@ -613,7 +696,7 @@ ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c, uint32_t gen,
 
         e = tag & NGX_HTTP_BREAKER_EPOCH_MASK;
 
-        if (e > epoch || epoch - e >= c->nbuckets) {
+        if (e + skip > epoch || epoch - e >= c->nbuckets) {
             continue;
         }
 
@@ -621,8 +704,36 @@ ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c, uint32_t gen,
         sum->failures += __atomic_load_n(&b->failures, __ATOMIC_RELAXED);
         sum->slow += __atomic_load_n(&b->slow, __ATOMIC_RELAXED);
     }
+}
 
+
+/* adds the bucket of that epoch if it holds it (its slot holds no other
+ * epoch of the window) */
+static void
+ngx_http_breaker_bucket_count(ngx_http_breaker_circuit_t *c, uint32_t gen,
+    uint64_t epoch, ngx_http_breaker_counts_t *sum)
+{
+    ngx_http_breaker_bucket_t  *b;
+
+    b = &c->buckets[epoch % c->nbuckets];
+
+    if (ngx_http_breaker_load(&b->tag)
+        != (((uint64_t) (gen & NGX_HTTP_BREAKER_GEN_MASK) << 40) | epoch))
+    {
+        return;
+    }
+
+    sum->calls += __atomic_load_n(&b->calls, __ATOMIC_RELAXED);
+    sum->failures += __atomic_load_n(&b->failures, __ATOMIC_RELAXED);
+    sum->slow += __atomic_load_n(&b->slow, __ATOMIC_RELAXED);
+}
+
+
+static void
+ngx_http_breaker_window_clamp(ngx_http_breaker_counts_t *sum)
+{
     /* a reset racing with adds can leave a part above the whole */
+
     if (sum->failures > sum->calls) {
         sum->failures = sum->calls;
     }
@@ -630,6 +741,60 @@ ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c, uint32_t gen,
     if (sum->slow > sum->calls) {
         sum->slow = sum->calls;
     }
+}
+
+
+/* 1 and the summary's counts if it is whole and of that tag */
+static ngx_uint_t
+ngx_http_breaker_summary_read(ngx_http_breaker_circuit_t *c, uint64_t tag,
+    ngx_http_breaker_counts_t *sum)
+{
+    uint64_t                     seq;
+    ngx_http_breaker_summary_t  *sm;
+
+    sm = &c->summary;
+
+    seq = __atomic_load_n(&sm->seq, __ATOMIC_ACQUIRE);
+
+    if ((seq & 1) || __atomic_load_n(&sm->tag, __ATOMIC_RELAXED) != tag) {
+        return 0;
+    }
+
+    sum->calls = __atomic_load_n(&sm->calls, __ATOMIC_RELAXED);
+    sum->failures = __atomic_load_n(&sm->failures, __ATOMIC_RELAXED);
+    sum->slow = __atomic_load_n(&sm->slow, __ATOMIC_RELAXED);
+
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+
+    /* written meanwhile: the counts may be torn */
+    return __atomic_load_n(&sm->seq, __ATOMIC_RELAXED) == seq;
+}
+
+
+/* the writer takes the seqlock by CAS (odd); a worker that loses it, or
+ * finds it taken, leaves the summary to the other */
+static void
+ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c, uint64_t tag,
+    ngx_http_breaker_counts_t *sum)
+{
+    uint64_t                     seq;
+    ngx_http_breaker_summary_t  *sm;
+
+    sm = &c->summary;
+
+    seq = __atomic_load_n(&sm->seq, __ATOMIC_RELAXED);
+
+    if ((seq & 1) || !ngx_http_breaker_cas(&sm->seq, &seq, seq + 1)) {
+        return;
+    }
+
+    __atomic_store_n(&sm->tag, tag, __ATOMIC_RELAXED);
+    __atomic_store_n(&sm->calls, (uint64_t) sum->calls, __ATOMIC_RELAXED);
+    __atomic_store_n(&sm->failures, (uint64_t) sum->failures,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&sm->slow, (uint64_t) sum->slow, __ATOMIC_RELAXED);
+
+    __atomic_store_n(&sm->seq, seq + 2, __ATOMIC_RELEASE);
 }
 
 
