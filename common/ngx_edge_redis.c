@@ -165,8 +165,9 @@ typedef struct {
 #define NGX_EDGE_REDIS_CLUSTER_SOON       100     /* ms */
 #define NGX_EDGE_REDIS_CLUSTER_REDIRECTS  5
 
-/* a Cluster's plain commands up to this size are kept (in a buffer per
- * slot, made on first use) and resent on MOVED or ASK */
+/* a Cluster's plain commands are kept to be resent on MOVED or ASK: up
+ * to this size in a buffer per slot (made on first use, kept), larger
+ * ones in an allocation of their own, freed when the slot is */
 #define NGX_EDGE_REDIS_RESEND_MAX         4096
 
 /* items of other slots a Cluster batch looks past for more of its own */
@@ -1719,6 +1720,15 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
         conn->wire = NULL;
     }
 
+    for (i = 0; i < server->max_inflight; i++) {
+        /* a copy of a slot redirected to a node that is still open: its
+         * resend needs a handler, and none is left */
+        if (conn->cmds[i].big) {
+            ngx_free(conn->cmds[i].big);
+            conn->cmds[i].big = NULL;
+        }
+    }
+
     server->conn = NULL;
 }
 
@@ -1983,6 +1993,40 @@ ngx_edge_redis_put_bulk(u_char *p, const char *data, size_t len)
 
 
 /*
+ * A Cluster's plain command as encoded, for a resend after MOVED or ASK:
+ * hiredis drops its own bytes once they are written.  Without a copy
+ * (no memory) the redirect's error reply is the command's answer.
+ */
+
+static void
+ngx_edge_redis_keep_copy(ngx_edge_redis_cmd_t *cmd, u_char *wire, size_t len)
+{
+    u_char  *dst;
+
+    cmd->copy_len = 0;
+
+    if (len > NGX_EDGE_REDIS_RESEND_MAX) {
+        cmd->big = ngx_alloc(len, cmd->home->log);
+        dst = cmd->big;
+
+    } else {
+        if (cmd->copy == NULL) {
+            /* kept with the slot for the worker's life */
+            cmd->copy = ngx_palloc(ngx_cycle->pool,
+                                   NGX_EDGE_REDIS_RESEND_MAX);
+        }
+
+        dst = cmd->copy;
+    }
+
+    if (dst) {
+        ngx_memcpy(dst, wire, len);
+        cmd->copy_len = len;
+    }
+}
+
+
+/*
  * A plain command leaves at once for hiredis's output buffer (the flush
  * still happens once per event-loop iteration, so commands of concurrent
  * requests share writes); its slot is hiredis's privdata.
@@ -2044,20 +2088,8 @@ ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
 
     ngx_queue_remove(&cmd->queue);
 
-    cmd->copy_len = 0;
-
-    if (server->node && (size_t) (p - conn->wire) <= NGX_EDGE_REDIS_RESEND_MAX)
-    {
-        if (cmd->copy == NULL) {
-            /* kept with the slot for the worker's life */
-            cmd->copy = ngx_palloc(ngx_cycle->pool,
-                                   NGX_EDGE_REDIS_RESEND_MAX);
-        }
-
-        if (cmd->copy) {
-            cmd->copy_len = p - conn->wire;
-            ngx_memcpy(cmd->copy, conn->wire, cmd->copy_len);
-        }
+    if (server->node) {
+        ngx_edge_redis_keep_copy(cmd, conn->wire, p - conn->wire);
     }
 
     cmd->handler = handler;
@@ -2604,6 +2636,12 @@ ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd)
      * node's connection does not move the in-flight bound there */
     cmd->conn = cmd->home;
     cmd->redirects = 0;
+    cmd->copy_len = 0;
+
+    if (cmd->big) {
+        ngx_free(cmd->big);
+        cmd->big = NULL;
+    }
 
     ngx_queue_insert_head(&cmd->home->free, &cmd->queue);
 }
@@ -4450,6 +4488,7 @@ ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
 static ngx_int_t
 ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd, redisReply *reply)
 {
+    u_char                 *copy;
     ngx_uint_t              kind;
     ngx_edge_redis_conn_t  *target;
 
@@ -4460,6 +4499,8 @@ ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd, redisReply *reply)
         return NGX_DECLINED;
     }
 
+    copy = cmd->big ? cmd->big : cmd->copy;
+
     if (kind == 2
         && redisAsyncCommand(target->ac, NULL, NULL, "ASKING") != REDIS_OK)
     {
@@ -4467,7 +4508,7 @@ ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd, redisReply *reply)
     }
 
     if (redisAsyncFormattedCommand(target->ac, ngx_edge_redis_command_reply,
-                                   cmd, (const char *) cmd->copy,
+                                   cmd, (const char *) copy,
                                    cmd->copy_len)
         != REDIS_OK)
     {

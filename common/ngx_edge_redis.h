@@ -72,8 +72,10 @@
  * EVALSHA never carries keys of two slots.  A batch answered MOVED is sent
  * again to the node named (the map updated for that slot and refreshed
  * soon), one answered ASK is sent there behind ASKING, at most 5 times;
- * so is a plain command of up to 4 KiB (a larger one answered MOVED gets
- * the error reply, and the map is updated for the next one).  An item
+ * so is a plain command, from a copy made when it was sent (hiredis
+ * keeps none once written): in a 4 KiB buffer the slot keeps, or, for a
+ * larger one (a cache entry's SET), in one allocation freed with the
+ * slot.  An item
  * whose node is not connected, or whose slot no node serves, is not sent
  * (NULL): the caller's failure policy applies until the map changes.  The
  * map is asked again every 10 s, after a MOVED, and after a node fails.
@@ -175,7 +177,11 @@ struct ngx_edge_redis_cmd_s {
     ngx_uint_t                   slot;       /* Cluster: the key's */
     ngx_uint_t                   redirects;  /* Cluster: MOVED, ASK */
     u_char                      *copy;       /* Cluster: a plain command
-                                                as sent, for a redirect */
+                                                as sent, for a redirect:
+                                                the slot's own buffer */
+    u_char                      *big;        /* or, past its size, one
+                                                allocated for this command
+                                                and freed with the slot */
     size_t                       copy_len;
     ngx_edge_redis_handler_pt    handler;    /* NULL once detached */
     void                        *data;       /* the caller's */

@@ -483,6 +483,47 @@ is(crc16('open:x1') % 16384, slot_of('open', 'x1'),
     cmp_ok(calls($dst, 'get'), '>', $get, 'the target answered it');
 }
 
+# --- a cache entry larger than 4 KiB stored while its slot migrates: the
+# SET is answered ASK (or MOVED, once the slot moved: the store follows
+# the response) and must be sent again, whole (a plain command is resent
+# from a copy; up to 4 KiB one the slot keeps, larger ones one of their
+# own: before, a larger one was not resent)
+{
+    require Digest::MD5;
+    srand(13);
+    my $body = join '', map { chr(int rand 256) } 1 .. 16384;  # incompressible
+    $origin->set('/c/big', headers => ['Cache-Control: max-age=60'],
+                 body => $body);
+    my $ckey = 'pages:{' . Digest::MD5::md5_hex('/c/big') . '}';
+    my $slot = rcmd($ports[0], 'CLUSTER', 'KEYSLOT', $ckey);
+    my $src = owner($slot);
+    my ($dst) = grep { $_ != $src } @ports;
+    rcmd($dst, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', $id{$src});
+    rcmd($src, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', $id{$dst});
+    my $asking = calls($dst, 'asking');
+    my $res = $nginx->get('/c/big');
+    is($res->{body}, $body,
+       'a 16 KiB page while its slot migrates: a miss, served whole');
+    cmp_ok(calls($dst, 'asking'), '>', $asking, 'its commands were asked '
+           . 'of the target');
+
+    # the slot is the target's from now on (the keys some other zone put
+    # there on the source move with it)
+    my $keys = rcmd($src, 'CLUSTER', 'GETKEYSINSLOT', $slot, 1000) // [];
+    rcmd($src, 'MIGRATE', '127.0.0.1', $dst, '', 0, 5000, 'KEYS', @$keys)
+        if @$keys;
+    rcmd($_, 'CLUSTER', 'SETSLOT', $slot, 'NODE', $id{$dst}) for @ports;
+    ok(wait_until(10, sub { owner($slot) == $dst }), 'the slot moved');
+    ok(wait_until(10, sub { rcmd($dst, 'STRLEN', $ckey) > 16384 }),
+       'the entry, more than 16 KiB, was stored on the target')
+        or diag('STRLEN ' . rcmd($dst, 'STRLEN', $ckey) . "\n"
+                . join("\n", grep { /redis/ } split /\n/, $nginx->log));
+    $res = $nginx->get('/c/big');
+    like($res->{headers}{'x-cache'} // '', qr/HIT/,
+         'the 16 KiB entry is a HIT from the target');
+    is($res->{body}, $body, 'with its whole body');
+}
+
 # --- a slot migrated by hand under traffic
 {
     my $k = 'mig';
