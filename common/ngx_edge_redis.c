@@ -494,9 +494,12 @@ ngx_edge_redis_check_sentinel(ngx_conf_t *cf, ngx_edge_redis_server_t *server)
     }
 
     if (server->nsentinels == 0) {
-        if (server->master_name.len || server->sentinel_password.data) {
+        if (server->master_name.len || server->sentinel_password.data
+            || server->sentinel_user.data)
+        {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "redis server \"%V\": \"master=\" and "
+                               "redis server \"%V\": \"master=\", "
+                               "\"sentinel_user=\" and "
                                "\"sentinel_password=\" need \"sentinel=\"",
                                &server->name);
             return NGX_ERROR;
@@ -635,6 +638,17 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
             continue;
         }
 
+        if (ngx_strncmp(args[i].data, "sentinel_user=", 14) == 0) {
+            if (ngx_edge_redis_copy_cstr(cf, &server->sentinel_user,
+                                         args[i].data + 14,
+                                         args[i].len - 14)
+                != NGX_OK)
+            {
+                return NULL;
+            }
+            continue;
+        }
+
         if (ngx_strncmp(args[i].data, "sentinel_password=", 18) == 0) {
             if (ngx_edge_redis_copy_cstr(cf, &server->sentinel_password,
                                          args[i].data + 18,
@@ -741,6 +755,14 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
     }
 
     if (ngx_edge_redis_check_sentinel(cf, server) != NGX_OK) {
+        return NULL;
+    }
+
+    if (server->sentinel_user.data && server->sentinel_password.data == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\": \"sentinel_user=\" needs "
+                           "\"sentinel_password=\"", &server->name);
         return NULL;
     }
 
@@ -3078,7 +3100,8 @@ ngx_edge_redis_link_auth_reply(redisAsyncContext *ac, void *r,
     }
 
     ngx_edge_redis_link_log(link, NGX_LOG_ERR,
-                            "AUTH failed (see sentinel_password=): %*s",
+                            "AUTH failed (see sentinel_user= and "
+                            "sentinel_password=): %*s",
                             (size_t) reply->len, reply->str);
 
     if (!link->subscribe && link->outcome == NGX_EDGE_REDIS_ASK_PENDING) {
@@ -3147,7 +3170,15 @@ ngx_edge_redis_link_open(ngx_edge_redis_link_t *link)
     redisAsyncSetConnectCallback(ac, ngx_edge_redis_link_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_edge_redis_link_on_disconnect);
 
-    if (server->sentinel_password.data) {
+    if (server->sentinel_user.data) {
+        /* an ACL user of the Sentinel's ("user" lines in sentinel.conf) */
+        (void) redisAsyncCommand(ac, ngx_edge_redis_link_auth_reply, link,
+                                 "AUTH %b %b", server->sentinel_user.data,
+                                 server->sentinel_user.len,
+                                 server->sentinel_password.data,
+                                 server->sentinel_password.len);
+
+    } else if (server->sentinel_password.data) {
         (void) redisAsyncCommand(ac, ngx_edge_redis_link_auth_reply, link,
                                  "AUTH %b", server->sentinel_password.data,
                                  server->sentinel_password.len);

@@ -133,6 +133,7 @@ struct ngx_edge_redis_server_s {
     ngx_edge_redis_addr_t       *sentinels;
     ngx_uint_t                   nsentinels;
     ngx_str_t                    master_name;        /* C strings */
+    ngx_str_t                    sentinel_user;      /* an ACL user */
     ngx_str_t                    sentinel_password;
 
     /* or a Redis Cluster, discovered from these seed nodes */
@@ -206,7 +207,8 @@ struct ngx_edge_redis_cmd_s {
 
 /* args: "name address [password=..|password_file=..] [user=..] [db=N]
  * [connect_timeout=T] [timeout=T] [max_inflight=N] [batch=N]", or
- * "name sentinel=addr[,addr...] master=name [sentinel_password=..] ..."
+ * "name sentinel=addr[,addr...] master=name [sentinel_user=..]
+ * [sentinel_password=..] ..."
  * in place of the address */
 NGX_EDGE_API ngx_edge_redis_server_t *ngx_edge_redis_parse_server(
     ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs);
