@@ -154,6 +154,9 @@ typedef struct {
     ngx_edge_redis_cmd_t       **items;      /* [server->batch] */
     int64_t                      start;      /* monotonic, microseconds */
     ngx_uint_t                   redirects;  /* Cluster: MOVED, ASK */
+    ngx_uint_t                   tryagain;   /* Cluster: TRYAGAIN retries */
+    ngx_event_t                  retry;      /* Cluster: after TRYAGAIN; not
+                                                cancelable, items wait */
     unsigned                     retried:1;
     ngx_queue_t                  queue;      /* in the free list */
 } ngx_edge_redis_batch_t;
@@ -164,6 +167,14 @@ typedef struct {
 #define NGX_EDGE_REDIS_CLUSTER_REFRESH    10000   /* ms */
 #define NGX_EDGE_REDIS_CLUSTER_SOON       100     /* ms */
 #define NGX_EDGE_REDIS_CLUSTER_REDIRECTS  5
+
+/* a batch answered TRYAGAIN (its keys split between the two nodes of a
+ * migrating slot) is sent again after 10 ms, 20, 40 ... at most 250 ms
+ * apart, this many times at most (about 1.5 s in all; each item's own
+ * "timeout=" may end it sooner) */
+#define NGX_EDGE_REDIS_TRYAGAIN_MAX       10
+#define NGX_EDGE_REDIS_TRYAGAIN_DELAY     10      /* ms, the first */
+#define NGX_EDGE_REDIS_TRYAGAIN_DELAY_MAX 250     /* ms */
 
 /* a Cluster's plain commands are kept to be resent on MOVED or ASK: up
  * to this size in a buffer per slot (made on first use, kept), larger
@@ -249,6 +260,9 @@ static ngx_int_t ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
     redisReply *reply);
 static ngx_int_t ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd,
     redisReply *reply);
+static ngx_int_t ngx_edge_redis_cluster_tryagain(ngx_edge_redis_batch_t *b,
+    redisReply *reply);
+static void ngx_edge_redis_cluster_retry(ngx_event_t *ev);
 
 
 /* configuration */
@@ -1947,13 +1961,19 @@ ngx_edge_redis_get_batch(ngx_edge_redis_conn_t *conn,
             return NULL;
         }
 
+        ngx_memzero(&b->retry, sizeof(ngx_event_t));
+
         b->conn = conn;
         b->items = (ngx_edge_redis_cmd_t **) (b + 1);
+        b->retry.handler = ngx_edge_redis_cluster_retry;
+        b->retry.data = b;
+        b->retry.log = conn->log;
     }
 
     b->script = script;
     b->n = 0;
     b->redirects = 0;
+    b->tryagain = 0;
     b->retried = 0;
 
     return b;
@@ -2362,7 +2382,8 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (reply && server->node && reply->type == REDIS_REPLY_ERROR
-        && ngx_edge_redis_cluster_redirect(b, reply) == NGX_OK)
+        && (ngx_edge_redis_cluster_redirect(b, reply) == NGX_OK
+            || ngx_edge_redis_cluster_tryagain(b, reply) == NGX_OK))
     {
         return;
     }
@@ -4549,4 +4570,122 @@ ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd, redisReply *reply)
     ngx_edge_redis_cluster_move(cmd, target);
 
     return NGX_OK;
+}
+
+
+/* a batch's items whose requests went away are dropped; how many are
+ * left */
+
+static ngx_uint_t
+ngx_edge_redis_batch_compact(ngx_edge_redis_batch_t *b)
+{
+    ngx_uint_t             i, n;
+    ngx_edge_redis_cmd_t  *cmd;
+
+    n = 0;
+
+    for (i = 0; i < b->n; i++) {
+        cmd = b->items[i];
+
+        if (cmd->handler == NULL || cmd->argv == NULL) {
+            ngx_edge_redis_free_cmd(cmd);
+            continue;
+        }
+
+        b->items[n++] = cmd;
+    }
+
+    b->n = n;
+
+    return n;
+}
+
+
+/*
+ * "TRYAGAIN": the batch's keys are of one slot, being migrated, and some
+ * are on the source, some on the target already (a node refuses a
+ * multi-key command it cannot run whole).  Nothing ran.  The batch waits
+ * a little (the migration moves the rest of the keys, or ends) and is
+ * sent again, from the start of the slot's route; bounded, then the error
+ * reply is its items' answer (their failure policy).
+ */
+
+static ngx_int_t
+ngx_edge_redis_cluster_tryagain(ngx_edge_redis_batch_t *b, redisReply *reply)
+{
+    ngx_msec_t                 delay;
+    ngx_edge_redis_cluster_t  *cl;
+
+    cl = b->conn->server->cluster;
+
+    if (reply->len < 8 || ngx_strncmp(reply->str, "TRYAGAIN", 8) != 0
+        || b->tryagain >= NGX_EDGE_REDIS_TRYAGAIN_MAX || cl->exiting)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_edge_redis_batch_compact(b) == 0) {
+        ngx_edge_redis_put_batch(b);
+        return NGX_OK;
+    }
+
+    delay = ngx_min((ngx_msec_t) NGX_EDGE_REDIS_TRYAGAIN_DELAY << b->tryagain,
+                    NGX_EDGE_REDIS_TRYAGAIN_DELAY_MAX);
+
+    b->tryagain++;
+
+    /* requests wait on it: a worker shutting down stays for it */
+    b->retry.cancelable = 0;
+    ngx_add_timer(&b->retry, delay);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_edge_redis_cluster_retry(ngx_event_t *ev)
+{
+    ngx_edge_redis_batch_t  *b = ev->data;
+
+    ngx_uint_t                 i, idx;
+    ngx_edge_redis_conn_t     *target;
+    ngx_edge_redis_server_t   *server;
+    ngx_edge_redis_cluster_t  *cl;
+
+    server = b->conn->server;
+    cl = server->cluster;
+
+    if (ngx_edge_redis_batch_compact(b) == 0) {
+        ngx_edge_redis_put_batch(b);
+        return;
+    }
+
+    /* the slot's node as the map says now; MOVED or ASK from there are
+     * followed again */
+    idx = cl->exiting ? 0 : cl->map[b->items[0]->slot];
+    target = idx ? cl->nodes[idx - 1].conn : NULL;
+
+    if (target && ngx_edge_redis_takes_items(target)
+        && !(target->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
+    {
+        if (target != b->conn) {
+            for (i = 0; i < b->n; i++) {
+                ngx_edge_redis_cluster_move(b->items[i], target);
+            }
+
+            b->conn = target;
+        }
+
+        b->redirects = 0;
+
+        if (ngx_edge_redis_send_batch(b) == NGX_OK) {
+            return;
+        }
+    }
+
+    ngx_edge_redis_stat(server, server->st_errors, b->n);
+    ngx_edge_redis_log_failure(b->conn, "a batch answered TRYAGAIN could "
+                               "not be sent again: its slot's node is not "
+                               "connected");
+    ngx_edge_redis_finish_batch(b, NULL);
 }

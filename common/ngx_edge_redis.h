@@ -75,9 +75,13 @@
  * so is a plain command, from a copy made when it was sent (hiredis
  * keeps none once written): in a 4 KiB buffer the slot keeps, or, for a
  * larger one (a cache entry's SET), in one allocation freed with the
- * slot.  An item
- * whose node is not connected, or whose slot no node serves, is not sent
- * (NULL): the caller's failure policy applies until the map changes.  The
+ * slot.  A batch answered TRYAGAIN (keys of a migrating slot split
+ * between its two nodes) is sent again after a backoff (10 ms doubling
+ * to 250 ms), from the slot's node in the map, at most 10 times; then the
+ * error reply is its items' answer (a plain command answered TRYAGAIN
+ * gets it at once).  An item whose node is not connected, or whose slot
+ * no node serves, is not sent (NULL): the caller's failure policy applies
+ * until the map changes.  The
  * map is asked again every 10 s, after a MOVED, and after a node fails.
  * ngx_edge_redis_hold() and _release() do nothing on a Cluster server.
  */

@@ -602,6 +602,81 @@ is(crc16('open:x1') % 16384, slot_of('open', 'x1'),
            'the slot goes straight to the target');
 }
 
+# --- TRYAGAIN: a zone with bans sends three keys per decision (bucket,
+# refusals, ban: one hash tag); while their slot migrates, the target
+# refuses them (behind ASKING) as long as it does not hold them all.  The
+# batch is sent again after a backoff: 10 times at most, then the failure
+# policy; and once the slot's migration ends, the retry is answered.
+sub errorstat {
+    my ($port, $err) = @_;
+    my ($n) = (rcmd($port, 'INFO', 'errorstats') // '')
+        =~ /errorstat_\Q$err\E:count=(\d+)/;
+    return $n // 0;
+}
+
+{
+    my $bn = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    ratelimit_redis r cluster=$seeds timeout=10s;
+    ratelimit_zone \$arg_k zone=banz:1m rate=1r/m redis=r on_failure=open;
+    ratelimit_ban zone=banz threshold=100 window=1m duration=1m;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /ok { return 200 "ok\\n"; }
+        location = /banz {
+            ratelimit zone=banz burst=4 nodelay;
+            add_header X-Status \$ratelimit_status always;
+            proxy_pass http://127.0.0.1:\$PORT/ok;
+        }
+    }
+HTTP
+    ok(wait_until(20, sub { from_redis($bn->decision('/banz?k=warm')) }),
+       'TRYAGAIN: a zone with bans decides from the cluster');
+
+    my $k = 'ta1';
+    my $slot = slot_of('banz', $k);
+    my $src = owner($slot);
+    my ($dst) = grep { $_ != $src } @ports;
+    rcmd($dst, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', $id{$src});
+    rcmd($src, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', $id{$dst});
+
+    # the slot stays in migration: every try refused, the failure policy
+    my $try0 = errorstat($dst, 'TRYAGAIN');
+    my $t0 = time;
+    is($bn->decision("/banz?k=$k"), '200 FAILED_OPEN',
+       'TRYAGAIN until the bound: the failure policy');
+    my $took = time - $t0;
+    is(errorstat($dst, 'TRYAGAIN') - $try0, 11,
+       'after the first send and 10 retries, no more');
+    cmp_ok($took, '>=', 1.4, 'the retries were spread by the backoff');
+    diag(sprintf 'TRYAGAIN: 11 tries took %.2f s', $took);
+    like($bn->log, qr/redis "r" at 127\.0\.0\.1:$dst: error reply: TRYAGAIN/,
+         'the last TRYAGAIN is logged');
+
+    # the migration ends while the retries go on: the retry is answered
+    my $k2 = same_slot_key('banz', $slot);
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $bn->port, Timeout => 10)
+        or die "connect: $!";
+    $try0 = errorstat($dst, 'TRYAGAIN');
+    print $s "GET /banz?k=$k2 HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    ok(wait_until(10, sub { errorstat($dst, 'TRYAGAIN') > $try0 }),
+       'a decision is refused with TRYAGAIN');
+    my $keys = rcmd($src, 'CLUSTER', 'GETKEYSINSLOT', $slot, 1000) // [];
+    rcmd($src, 'MIGRATE', '127.0.0.1', $dst, '', 0, 5000, 'KEYS', @$keys)
+        if @$keys;
+    rcmd($_, 'CLUSTER', 'SETSLOT', $slot, 'NODE', $id{$dst}) for @ports;
+    my $raw = do { local $/; readline($s) } // '';
+    my ($status) = $raw =~ m{^HTTP/1\.\d (\d+)};
+    my ($st) = $raw =~ /^X-Status: (\S+)/mi;
+    is(($status // 0) . ' ' . ($st // '-'), '200 PASSED',
+       'the migration ended during the backoff: the retry is decided by '
+       . 'Redis');
+    cmp_ok(errorstat($dst, 'TRYAGAIN') - $try0, '<', 11,
+           'before the bound');
+    $bn->stop;
+    unlike($bn->final_log, qr/\[alert\]|\[crit\]|open socket/, 'no alert');
+}
+
 unlike($nginx->log, qr/\[(?:error|alert|crit)\] [^\n]*redis "/,
        'no error logged while the cluster is whole (redirects are not errors)');
 
