@@ -216,6 +216,10 @@ static void ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r,
 static void ngx_edge_redis_cmd_timeout(ngx_event_t *ev);
 static void ngx_edge_redis_command_reply(redisAsyncContext *ac, void *r,
     void *privdata);
+static ngx_edge_redis_cmd_t *ngx_edge_redis_send_on(
+    ngx_edge_redis_server_t *server, ngx_uint_t slot,
+    ngx_edge_redis_handler_pt handler, void *data, ngx_uint_t argc,
+    const char **argv, const size_t *argvlen);
 static ngx_int_t ngx_edge_redis_reserve_wire(ngx_edge_redis_conn_t *conn,
     size_t size);
 static void ngx_edge_redis_hook_free(redisAsyncContext *ac);
@@ -2079,11 +2083,7 @@ ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
     ngx_edge_redis_handler_pt handler, void *data, ngx_uint_t argc,
     const char **argv, const size_t *argvlen)
 {
-    u_char                 *p;
-    size_t                  size;
-    ngx_uint_t              i, slot;
-    ngx_edge_redis_cmd_t   *cmd;
-    ngx_edge_redis_conn_t  *conn;
+    ngx_uint_t  slot;
 
     slot = 0;
 
@@ -2094,6 +2094,78 @@ ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
             return NULL;
         }
     }
+
+    return ngx_edge_redis_send_on(server, slot, handler, data, argc, argv,
+                                  argvlen);
+}
+
+
+ngx_edge_redis_cmd_t *
+ngx_edge_redis_send_command_to(ngx_edge_redis_server_t *server,
+    ngx_uint_t node, ngx_edge_redis_handler_pt handler, void *data,
+    ngx_uint_t argc, const char **argv, const size_t *argvlen)
+{
+    ngx_edge_redis_cluster_t  *cl;
+
+    if (server->nseeds) {
+        cl = server->cluster;
+
+        if (cl == NULL || node >= cl->nnodes) {
+            ngx_edge_redis_stat(server, server->st_errors, 1);
+            return NULL;
+        }
+
+        server = &cl->nodes[node];
+
+    } else if (node != 0) {
+        return NULL;
+    }
+
+    return ngx_edge_redis_send_on(server, 0, handler, data, argc, argv,
+                                  argvlen);
+}
+
+
+ngx_int_t
+ngx_edge_redis_next_node(ngx_edge_redis_server_t *server, ngx_uint_t from)
+{
+    ngx_uint_t                 i, slot;
+    ngx_edge_redis_cluster_t  *cl;
+
+    if (server->nseeds == 0) {
+        return from == 0 ? 0 : NGX_DONE;
+    }
+
+    cl = server->cluster;
+
+    if (cl == NULL || !cl->known) {
+        return NGX_DECLINED;
+    }
+
+    for (i = from; i < cl->nnodes; i++) {
+        for (slot = 0; slot < NGX_EDGE_REDIS_CLUSTER_SLOTS; slot++) {
+            if (cl->map[slot] == i + 1) {
+                return i;
+            }
+        }
+    }
+
+    return NGX_DONE;
+}
+
+
+/* a plain command on this server's (or Cluster node's) connection */
+
+static ngx_edge_redis_cmd_t *
+ngx_edge_redis_send_on(ngx_edge_redis_server_t *server, ngx_uint_t slot,
+    ngx_edge_redis_handler_pt handler, void *data, ngx_uint_t argc,
+    const char **argv, const size_t *argvlen)
+{
+    u_char                 *p;
+    size_t                  size;
+    ngx_uint_t              i;
+    ngx_edge_redis_cmd_t   *cmd;
+    ngx_edge_redis_conn_t  *conn;
 
     cmd = ngx_edge_redis_free_slot(server);
     if (cmd == NULL) {

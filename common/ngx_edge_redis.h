@@ -9,8 +9,8 @@
  * and replies are matched in order.
  *
  * Commands are plain ones (ngx_edge_redis_send_command(): GET, SET, ...,
- * the handler gets the whole reply), or the items of batched scripts: a script written to loop
- * over items (a fixed number of KEYS and ARGV per item, the item count
+ * the handler gets the whole reply), or the items of batched scripts: a
+ * script written to loop over items (a fixed number of KEYS and ARGV per item, the item count
  * being #KEYS / keys-per-item) is registered with
  * ngx_edge_redis_add_batch_script(), and each item is sent with
  * ngx_edge_redis_send_item().  The items queued during one event-loop
@@ -255,6 +255,21 @@ NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_item(
 NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_command(
     ngx_edge_redis_server_t *server, ngx_edge_redis_handler_pt handler,
     void *data, ngx_uint_t argc, const char **argv, const size_t *argvlen);
+
+/* A command that must reach every primary of a Cluster (a SCAN): the
+ * index of the first node at or after "from" that serves a slot of the
+ * map, NGX_DONE past the last, NGX_DECLINED while the map is not known;
+ * a server that is not a Cluster has one node, 0.  The indexes of a
+ * worker's nodes never change (a node that leaves keeps its index). */
+NGX_EDGE_API ngx_int_t ngx_edge_redis_next_node(
+    ngx_edge_redis_server_t *server, ngx_uint_t from);
+
+/* A plain command sent to that node whatever its keys (none, or keys the
+ * node holds: a SCAN's); as ngx_edge_redis_send_command() otherwise. */
+NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_command_to(
+    ngx_edge_redis_server_t *server, ngx_uint_t node,
+    ngx_edge_redis_handler_pt handler, void *data, ngx_uint_t argc,
+    const char **argv, const size_t *argvlen);
 
 /* From a handler: the reply outlives the handler (its bytes are sent
  * without a copy, say); the caller frees it with freeReplyObject(). */

@@ -602,6 +602,114 @@ is(crc16('open:x1') % 16384, slot_of('open', 'x1'),
            'the slot goes straight to the target');
 }
 
+# --- cache purges through the cluster: entries spread over the three
+# primaries; a prefix or pattern job scans every primary (a SCAN sees one
+# node's keys), a key purge and a tag purge reach the entry wherever it is
+{
+    require JSON::PP;
+    my $pn = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    edge_cache_redis c cluster=$seeds timeout=2s;
+    edge_cache_zone cz redis=c purge_poll=100ms;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location /p/ {
+            edge_cache cz;
+            edge_cache_key \$uri;
+            add_header X-Cache \$edge_cache_status always;
+            proxy_pass http://127.0.0.1:\$PORT/o/;
+        }
+        location /o/ {
+            default_type text/plain;
+            add_header Cache-Control "max-age=600";
+            add_header Cache-Tag "red";
+            return 200 "\$request_id";
+        }
+        location ~ ^/purge(/.*)\$ {
+            edge_cache_purge cz;
+            edge_cache_key \$1;
+        }
+        location = /purge { edge_cache_purge cz; }
+    }
+HTTP
+    my $entries = sub {
+        my %on;
+        for my $p (@ports) {
+            $on{$p} = [grep { /^cz:\{[0-9a-f]{32}\}$/ }
+                       @{ rcmd($p, 'KEYS', 'cz:{*}') // [] }];
+        }
+        return \%on;
+    };
+    my $count = sub { my $on = $entries->(); my $n = 0; $n += @$_ for values %$on; $n };
+    my @paths = ((map { "/p/gone/$_" } 1 .. 30), (map { "/p/keep/$_" } 1 .. 30));
+    ok(wait_until(20, sub {
+           $pn->get($_) for @paths;
+           $count->() == 60 }),
+       'purges: 60 entries stored in the cluster')
+        or diag(explain $entries->());
+    my $on = $entries->();
+    is(scalar(grep { @{ $on->{$_} } } @ports), 3,
+       'purges: the entries are on the three primaries')
+        or diag(explain { map { $_ => scalar @{ $on->{$_} } } @ports });
+
+    my $job = sub {
+        my ($query) = @_;
+        my $r = $pn->request('PURGE', "/purge?$query");
+        my $j = eval { JSON::PP::decode_json($r->{body}) } // {};
+        is($r->{status}, 202, "purge $query: started") or diag($r->{body});
+        my $prog = {};
+        ok(wait_until(30, sub {
+               my $g = $pn->get("/purge?job=$j->{job}");
+               $prog = eval { JSON::PP::decode_json($g->{body}) } // {};
+               ($prog->{state} // '') eq 'done' }),
+           "purge $query: the job is done") or diag(explain $prog);
+        return $prog;
+    };
+    my $prog = $job->('prefix=/p/gone/');
+    is($prog->{deleted}, 30, 'prefix job: the 30 entries deleted, from the '
+       . 'three primaries');
+    cmp_ok($prog->{scanned}, '>=', 60, 'prefix job: every entry scanned');
+    is($count->(), 30, 'prefix job: the 30 others are left');
+    like($pn->get('/p/gone/7')->{headers}{'x-cache'} // '', qr/MISS/,
+         'prefix job: a purged entry is a miss');
+
+    my $want = grep { /^1/ } 1 .. 30;
+    $prog = $job->('pattern=/p/keep/1*');
+    is($prog->{deleted}, $want, "pattern job: its $want entries deleted");
+    like($pn->get('/p/keep/15')->{headers}{'x-cache'} // '', qr/MISS/,
+         'pattern job: a purged entry is a miss');
+
+    like($pn->get('/p/keep/22')->{headers}{'x-cache'} // '', qr/HIT/,
+         'key purge: the entry is a hit before');
+    my $r = $pn->request('PURGE', '/purge/p/keep/22');
+    is($r->{status}, 200, 'key purge: 200') or diag($r->{body});
+    like($pn->get('/p/keep/22')->{headers}{'x-cache'} // '', qr/MISS/,
+         'key purge: then a miss');
+
+    $r = $pn->request('PURGE', '/purge/p/none');
+    is($r->{status}, 404, 'key purge of a key with no entry: 404')
+        or diag($r->{body});
+    $r = $pn->request('PURGE', '/purge/p/keep/24', 'Edge-Purge-Soft' => '1');
+    is($r->{status}, 200, 'soft purge: 200') or diag($r->{body});
+    like($r->{body}, qr/"soft":true/, 'soft purge: said soft');
+    ok(rcmd(owner(rcmd($ports[0], 'CLUSTER', 'KEYSLOT',
+                       'cz:{' . Digest::MD5::md5_hex('/p/keep/24') . '}')),
+            'EXISTS', 'cz:{' . Digest::MD5::md5_hex('/p/keep/24') . '}'),
+       'soft purge: the entry stays in Redis');
+    unlike($pn->get('/p/keep/24')->{headers}{'x-cache'} // '', qr/^HIT$/,
+           'soft purge: the entry is no longer a fresh hit');
+
+    like($pn->get('/p/keep/23')->{headers}{'x-cache'} // '', qr/HIT/,
+         'tag purge: the entry is a hit before');
+    $r = $pn->request('PURGE', '/purge?tag=red');
+    is($r->{status}, 200, 'tag purge: 200') or diag($r->{body});
+    ok(wait_until(5, sub {
+           ($pn->get('/p/keep/23')->{headers}{'x-cache'} // '') =~ /MISS|EXPIRED/ }),
+       'tag purge: then a miss');
+    unlike($pn->log, qr/\[(?:error|alert|crit)\]/, 'purges: no error logged')
+        or diag($pn->log);
+    $pn->stop;
+}
+
 # --- TRYAGAIN: a zone with bans sends three keys per decision (bucket,
 # refusals, ban: one hash tag); while their slot migrates, the target
 # refuses them (behind ASKING) as long as it does not hold them all.  The
