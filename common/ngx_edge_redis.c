@@ -191,6 +191,8 @@ struct ngx_edge_redis_cluster_s {
     ngx_edge_redis_server_t     *nodes;      /* [CLUSTER_NODES] */
     ngx_uint_t                   nnodes;
     ngx_uint_t                   next;       /* the next node to ask */
+    ngx_uint_t                   holds;      /* ngx_edge_redis_hold()s not
+                                                released yet */
     ngx_event_t                  refresh;    /* cancelable: no request
                                                 waits on it */
     ngx_edge_log_gate_t          gate;
@@ -2680,12 +2682,37 @@ ngx_edge_redis_unattach(ngx_edge_redis_cmd_t *cmd)
 }
 
 
+/*
+ * A Cluster: the caller's next command may go to any node (its key's, as
+ * the map will say then), so every node's connection is held, and a node
+ * added meanwhile is held as many times (ngx_edge_redis_cluster_node).  A
+ * worker shutting down keeps them all until the last release: a few idle
+ * connections for as long as a caller polls.
+ */
+
 void
 ngx_edge_redis_hold(ngx_edge_redis_server_t *server)
 {
-    ngx_edge_redis_conn_t  *conn;
+    ngx_uint_t                 i;
+    ngx_edge_redis_conn_t     *conn;
+    ngx_edge_redis_cluster_t  *cl;
 
-    /* a Cluster: the connection is the key's node's, not known here */
+    if (server->nseeds) {
+        cl = server->cluster;
+
+        if (cl == NULL) {
+            return;
+        }
+
+        cl->holds++;
+
+        for (i = 0; i < cl->nnodes; i++) {
+            ngx_edge_redis_hold(&cl->nodes[i]);
+        }
+
+        return;
+    }
+
     conn = server->conn;
 
     if (conn == NULL) {
@@ -2701,6 +2728,25 @@ ngx_edge_redis_hold(ngx_edge_redis_server_t *server)
 void
 ngx_edge_redis_release(ngx_edge_redis_server_t *server)
 {
+    ngx_uint_t                 i;
+    ngx_edge_redis_cluster_t  *cl;
+
+    if (server->nseeds) {
+        cl = server->cluster;
+
+        if (cl == NULL || cl->holds == 0) {
+            return;
+        }
+
+        cl->holds--;
+
+        for (i = 0; i < cl->nnodes; i++) {
+            ngx_edge_redis_release(&cl->nodes[i]);
+        }
+
+        return;
+    }
+
     if (server->conn && server->conn->attached) {
         ngx_edge_redis_unref(server->conn);
     }
@@ -4061,6 +4107,11 @@ ngx_edge_redis_cluster_node(ngx_edge_redis_cluster_t *cl, u_char *host,
         != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    /* the callers' holds of the cluster hold the new node too */
+    for (i = 0; i < cl->holds; i++) {
+        ngx_edge_redis_hold(node);
     }
 
     return cl->nnodes++;

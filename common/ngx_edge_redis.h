@@ -83,7 +83,8 @@
  * no node serves, is not sent (NULL): the caller's failure policy applies
  * until the map changes.  The
  * map is asked again every 10 s, after a MOVED, and after a node fails.
- * ngx_edge_redis_hold() and _release() do nothing on a Cluster server.
+ * ngx_edge_redis_hold() and _release() on a Cluster server hold every
+ * node's connection (the next command's node is not known yet).
  */
 
 #ifndef _NGX_EDGE_REDIS_H_INCLUDED_

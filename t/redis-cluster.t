@@ -710,6 +710,73 @@ HTTP
     $pn->stop;
 }
 
+# --- the stampede lock through the cluster, across a reload: 10 requests
+# for one entry, the owner's origin answer takes 2 s, the 9 others poll
+# the lock on its node.  The old worker is told to go while they wait: the
+# waiters hold the cluster's connections between their polls
+# (ngx_edge_redis_hold), so they are not closed as idle, the polls go on,
+# and the origin sees one request.
+{
+    require IO::Select;
+    my $ln = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    edge_cache_redis c cluster=$seeds timeout=2s;
+    edge_cache_zone lz redis=c;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location /lock/ {
+            edge_cache lz;
+            edge_cache_key \$uri;
+            edge_cache_lock on;
+            edge_cache_lock_timeout 30s;
+            edge_cache_lock_age 60s;
+            add_header X-Cache \$edge_cache_status always;
+            proxy_pass http://127.0.0.1:$oport;
+        }
+    }
+HTTP
+    ok(wait_until(20, sub { ($ln->get('/lock/warm')->{status} // 0) == 404
+                            && grep { @{ rcmd($_, 'KEYS', 'lz:*') // [] } } @ports }),
+       'lock: the cluster is known') ;
+    $origin->set('/lock/r', headers => ['Cache-Control: max-age=60'],
+                 body => 'locked', count_body => 1, delay => 2);
+    my $lkey = 'lz:{' . Digest::MD5::md5_hex('/lock/r') . '}:lock';
+    my $lnode = owner(rcmd($ports[0], 'CLUSTER', 'KEYSLOT', $lkey));
+    my @socks = map {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $ln->port, Timeout => 10)
+            or die "connect: $!";
+        print $s "GET /lock/r HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        $s;
+    } 1 .. 10;
+    ok(wait_until(10, sub { defined rcmd($lnode, 'GET', $lkey) }),
+       'lock: taken, on its node');
+    my @old = $ln->worker_pids;
+    open my $pf, '<', "$ln->{prefix}/logs/nginx.pid" or die $!;
+    chomp(my $master = <$pf>);
+    kill 'HUP', $master;
+    my $re = join '|', @old;
+    ok(wait_until(20, sub {
+           $ln->log =~ /\[notice\] (?:$re)#\d+: gracefully shutting down/ }),
+       'lock: the old worker is told to go while 9 requests poll');
+    my @bodies;
+    for my $s (@socks) {
+        local $/;
+        my $raw = readline($s) // '';
+        my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+        push @bodies, ($head // '') =~ m{^HTTP/1\.\d 200} ? $body : "none";
+    }
+    is(scalar(grep { $_ eq 'locked#1' } @bodies), 10,
+       'lock across a reload: 10 answers, all the one origin answer')
+        or diag(explain \@bodies);
+    is($origin->hits('/lock/r'), 1, 'lock across a reload: one origin '
+       . 'request');
+    ok(wait_until(30, sub { !grep { kill 0, $_ } @old }),
+       'lock: the old worker exited');
+    $ln->stop;
+    unlike($ln->final_log, qr/\[alert\]|\[crit\]|open socket/,
+           'lock: no alert, no socket left');
+}
+
 # --- TRYAGAIN: a zone with bans sends three keys per decision (bucket,
 # refusals, ban: one hash tag); while their slot migrates, the target
 # refuses them (behind ASKING) as long as it does not hold them all.  The
