@@ -143,6 +143,8 @@ struct ngx_edge_redis_conn_s {
     unsigned                     dropping:1;
     unsigned                     writing:1;
     unsigned                     sealing:1;
+    unsigned                     parked:1;   /* Cluster: a node that left
+                                                the map, not reconnected */
 };
 
 
@@ -167,6 +169,12 @@ typedef struct {
 #define NGX_EDGE_REDIS_CLUSTER_REFRESH    10000   /* ms */
 #define NGX_EDGE_REDIS_CLUSTER_SOON       100     /* ms */
 #define NGX_EDGE_REDIS_CLUSTER_REDIRECTS  5
+
+/* a node that serves no slot in two maps this far apart (and is not a
+ * seed) has its connection closed, and not reconnected until a map, a
+ * MOVED or an ASK names it again; the second map is asked this long
+ * after the first */
+#define NGX_EDGE_REDIS_CLUSTER_PRUNE      5000    /* ms */
 
 /* a batch answered TRYAGAIN (its keys split between the two nodes of a
  * migrating slot) is sent again after 10 ms, 20, 40 ... at most 250 ms
@@ -193,6 +201,11 @@ struct ngx_edge_redis_cluster_s {
     ngx_uint_t                   next;       /* the next node to ask */
     ngx_uint_t                   holds;      /* ngx_edge_redis_hold()s not
                                                 released yet */
+    ngx_uint_t                   nseeds;     /* nodes[0 .. nseeds - 1] */
+    ngx_event_t                  prune;      /* posted after a new map */
+    ngx_msec_t                   unowned[NGX_EDGE_REDIS_CLUSTER_NODES];
+                                             /* first seen serving no
+                                                slot, or 0 */
     ngx_event_t                  refresh;    /* cancelable: no request
                                                 waits on it */
     ngx_edge_log_gate_t          gate;
@@ -2971,7 +2984,9 @@ ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn)
     conn->state = NGX_EDGE_REDIS_DISCONNECTED;
     conn->failing = 1;
 
-    if (conn->exiting || ngx_exiting || conn->reconnect_timer.timer_set) {
+    if (conn->exiting || conn->parked || ngx_exiting
+        || conn->reconnect_timer.timer_set)
+    {
         return;
     }
 
@@ -3991,6 +4006,9 @@ ngx_edge_redis_sentinel_exit(ngx_edge_redis_conn_t *conn)
  */
 
 static void ngx_edge_redis_cluster_ask(ngx_edge_redis_cluster_t *cl);
+static void ngx_edge_redis_cluster_prune(ngx_event_t *ev);
+static void ngx_edge_redis_cluster_unpark(ngx_edge_redis_cluster_t *cl,
+    ngx_uint_t i);
 
 
 /* CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, no reflection,
@@ -4059,6 +4077,10 @@ ngx_edge_redis_cluster_node(ngx_edge_redis_cluster_t *cl, u_char *host,
         if (node->port == port && node->hosts[0].len == len
             && ngx_strncmp(node->hosts[0].data, host, len) == 0)
         {
+            if (node->conn && node->conn->parked) {
+                ngx_edge_redis_cluster_unpark(cl, i);
+            }
+
             return i;
         }
     }
@@ -4169,6 +4191,12 @@ ngx_edge_redis_cluster_init(ngx_cycle_t *cycle,
         }
     }
 
+    cl->nseeds = cl->nnodes;
+
+    cl->prune.handler = ngx_edge_redis_cluster_prune;
+    cl->prune.data = cl;
+    cl->prune.log = cycle->log;
+
     /* the first map is asked as soon as a seed's handshake completes */
     ngx_add_timer(&cl->refresh, NGX_EDGE_REDIS_CLUSTER_REFRESH);
 
@@ -4196,6 +4224,10 @@ ngx_edge_redis_cluster_exit(ngx_edge_redis_server_t *server)
 
     if (cl->refresh.timer_set) {
         ngx_del_timer(&cl->refresh);
+    }
+
+    if (cl->prune.posted) {
+        ngx_delete_posted_event(&cl->prune);
     }
 
     for (i = 0; i < cl->nnodes; i++) {
@@ -4232,6 +4264,120 @@ ngx_edge_redis_cluster_refresh_soon(ngx_edge_redis_cluster_t *cl)
 
     cl->soon = 1;
     ngx_add_timer(&cl->refresh, NGX_EDGE_REDIS_CLUSTER_SOON);
+}
+
+
+/*
+ * After a new map: the nodes that serve no slot (they left the cluster,
+ * or were demoted to replicas).  One seen so in two maps at least
+ * NGX_EDGE_REDIS_CLUSTER_PRUNE apart (the second asked then), with
+ * nothing waiting on it, has its connection closed and is not reconnected
+ * (a departed node that is down would otherwise be retried, and logged,
+ * for the worker's life).  Its index stays, and a map, MOVED or ASK
+ * naming it again connects it again.
+ * The seeds are kept: they are the way back into the cluster.
+ */
+
+static void
+ngx_edge_redis_cluster_prune(ngx_event_t *ev)
+{
+    ngx_edge_redis_cluster_t  *cl = ev->data;
+
+    ngx_uint_t                 i, slot, again;
+    ngx_edge_redis_conn_t     *conn;
+    ngx_edge_redis_server_t   *node;
+    u_char                     owns[NGX_EDGE_REDIS_CLUSTER_NODES];
+
+    if (cl->exiting) {
+        return;
+    }
+
+    again = 0;
+
+    ngx_memzero(owns, sizeof(owns));
+
+    for (slot = 0; slot < NGX_EDGE_REDIS_CLUSTER_SLOTS; slot++) {
+        if (cl->map[slot]) {
+            owns[cl->map[slot] - 1] = 1;
+        }
+    }
+
+    for (i = cl->nseeds; i < cl->nnodes; i++) {
+        node = &cl->nodes[i];
+        conn = node->conn;
+
+        if (owns[i] || conn == NULL) {
+            cl->unowned[i] = 0;
+            continue;
+        }
+
+        if (conn->parked) {
+            continue;
+        }
+
+        if (cl->unowned[i] == 0) {
+            cl->unowned[i] = ngx_current_msec ? ngx_current_msec : 1;
+            again = 1;
+            continue;
+        }
+
+        if (ngx_current_msec - cl->unowned[i] < NGX_EDGE_REDIS_CLUSTER_PRUNE
+            || conn->attached)
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "redis \"%V\" at cluster: %V serves no slot since "
+                      "%M ms: its connection is closed",
+                      &cl->server->name, &node->address,
+                      ngx_current_msec - cl->unowned[i]);
+
+        conn->parked = 1;
+
+        if (conn->reconnect_timer.timer_set) {
+            ngx_del_timer(&conn->reconnect_timer);
+        }
+
+        if (conn->ac) {
+            conn->dropping = 1;
+            redisAsyncFree(conn->ac);
+            conn->dropping = 0;
+        }
+
+        conn->state = NGX_EDGE_REDIS_DISCONNECTED;
+        conn->failing = 0;
+        conn->backoff = 0;
+    }
+
+    if (again
+        && (!cl->refresh.timer_set
+            || cl->refresh.timer.key
+               > ngx_current_msec + NGX_EDGE_REDIS_CLUSTER_PRUNE))
+    {
+        /* the second map is asked as soon as it can tell */
+        ngx_add_timer(&cl->refresh, NGX_EDGE_REDIS_CLUSTER_PRUNE);
+    }
+}
+
+
+static void
+ngx_edge_redis_cluster_unpark(ngx_edge_redis_cluster_t *cl, ngx_uint_t i)
+{
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = cl->nodes[i].conn;
+
+    conn->parked = 0;
+    cl->unowned[i] = 0;
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "redis \"%V\" at cluster: %V is named again: connecting",
+                  &cl->server->name, &cl->nodes[i].address);
+
+    if (!cl->exiting && !ngx_exiting && conn->ac == NULL) {
+        ngx_edge_redis_connect(conn);
+    }
 }
 
 
@@ -4354,7 +4500,20 @@ ngx_edge_redis_cluster_slots_reply(redisAsyncContext *ac, void *r,
                                    NULL);
     }
 
+    if (reply->elements == bad && cl->known) {
+        /* a node that was reset (or left) knows no slot: its view is not
+         * the cluster's, the map stays */
+        ngx_edge_redis_cluster_log(cl, "CLUSTER SLOTS named no slot: the "
+                                   "map is kept", NULL);
+        return;
+    }
+
     ngx_memcpy(cl->map, map, sizeof(map));
+
+    if (!cl->prune.posted) {
+        /* not here: a node's connection may be closed, maybe this one */
+        ngx_post_event(&cl->prune, &ngx_posted_events);
+    }
 
     if (!cl->known) {
         cl->known = 1;

@@ -10,8 +10,8 @@
  *
  * Commands are plain ones (ngx_edge_redis_send_command(): GET, SET, ...,
  * the handler gets the whole reply), or the items of batched scripts: a
- * script written to loop over items (a fixed number of KEYS and ARGV per item, the item count
- * being #KEYS / keys-per-item) is registered with
+ * script written to loop over items (a fixed number of KEYS and ARGV per
+ * item, the item count being #KEYS / keys-per-item) is registered with
  * ngx_edge_redis_add_batch_script(), and each item is sent with
  * ngx_edge_redis_send_item().  The items queued during one event-loop
  * iteration leave as one EVALSHA per script (at most "batch=" items each),
@@ -81,8 +81,10 @@
  * error reply is its items' answer (a plain command answered TRYAGAIN
  * gets it at once).  An item whose node is not connected, or whose slot
  * no node serves, is not sent (NULL): the caller's failure policy applies
- * until the map changes.  The
- * map is asked again every 10 s, after a MOVED, and after a node fails.
+ * until the map changes.  The map is asked again every 10 s, after a
+ * MOVED, and after a node fails.  A node that serves no slot in two maps
+ * 5 s apart (not a seed) has its connection closed, and reconnected only
+ * if a map, MOVED or ASK names it again.
  * ngx_edge_redis_hold() and _release() on a Cluster server hold every
  * node's connection (the next command's node is not known yet).
  */

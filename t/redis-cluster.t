@@ -905,6 +905,65 @@ unlike($nginx->log, qr/\[(?:error|alert|crit)\] [^\n]*redis "/,
          'which is a primary now');
 }
 
+# --- a node leaves the cluster (its slots resharded away, then forgotten
+# by the others; it keeps running, as a replica): once two maps at least
+# 5 s apart said it serves no slot, each worker closes its connection to
+# it, and does not reconnect
+{
+    my $gone = $ports[1];
+    # the nginx clients of a node: every normal client but the one asking
+    # (once its slots are gone, the node becomes a replica of the node
+    # that took them: its link to that primary is no client of ours)
+    my $clients = sub {
+        my $list = rcmd($gone, 'CLIENT', 'LIST') // '';
+        return scalar grep { / flags=N / && !/cmd=client\|list/ }
+            split /\n/, $list;
+    };
+    cmp_ok($clients->(), '>=', 2, 'leave: nginx is connected to the node '
+           . '(one connection per cluster server)');
+
+    # the killed primary is forgotten first: redis-cli --cluster wants
+    # every node it is told of to answer
+    rcmd($_, 'CLUSTER', 'FORGET', $id{$ports[2]}) for $ports[0], $gone, $rport;
+    my $nslots = 0;
+    for my $range (@{ rcmd($ports[0], 'CLUSTER', 'SLOTS') // [] }) {
+        $nslots += $range->[1] - $range->[0] + 1 if $range->[2][1] == $gone;
+    }
+    my $t0 = time;
+    my $out = `redis-cli --cluster reshard 127.0.0.1:$ports[0] --cluster-from $id{$gone} --cluster-to $id{$ports[0]} --cluster-slots $nslots --cluster-yes 2>&1`;
+    is($? >> 8, 0, "leave: its $nslots slots resharded away")
+        or diag(substr($out, -2000));
+    diag(sprintf 'reshard of %d slots: %.1f s', $nslots, time - $t0);
+    ok(wait_until(20, sub {
+           !grep { $_->[2][1] == $gone } @{ rcmd($ports[0], 'CLUSTER', 'SLOTS') // [] } }),
+       'leave: the node serves no slot');
+    is(rcmd($_, 'CLUSTER', 'FORGET', $id{$gone}), 'OK',
+       "leave: node $_ forgets it") for $ports[0], $rport;
+
+    # decisions for keys of its former slots come from the others (MOVED,
+    # then the map)
+    my $k;
+    for my $i (1 .. 1000) {
+        if (owner(slot_of('open', "lv$i")) == $ports[0]) { $k = "lv$i"; last }
+    }
+    ok(wait_until(20, sub { from_redis($nginx->decision("/open?k=$k")) }),
+       'leave: decisions come from Redis');
+    $t0 = time;
+    ok(wait_until(40, sub { $clients->() == 0 }),
+       'leave: the workers closed their connections to it')
+        or diag('clients: ' . rcmd($gone, 'CLIENT', 'LIST'));
+    diag(sprintf 'leave: connections closed %.1f s after the map changed',
+         time - $t0);
+    like($nginx->log, qr/redis "r" at cluster: 127\.0\.0\.1:$gone serves no slot since \d+ ms: its connection is closed/,
+         'leave: a notice says so (rate limit)');
+    like($nginx->log, qr/redis "c" at cluster: 127\.0\.0\.1:$gone serves no slot since \d+ ms: its connection is closed/,
+         'leave: and for the cache');
+    unlike($nginx->log, qr/\[(?:error|alert|crit)\] [^\n]*redis "[rc]" at 127\.0\.0\.1:$gone/,
+           'leave: no error about it');
+    like($nginx->decision("/closed?k=lv-after"), qr/^(?:200 PASSED|429 REJECTED)$/,
+         'leave: decisions go on');
+}
+
 $nginx->stop;
 like($nginx->final_log, qr/gracefully shutting down|exiting/, 'nginx stopped');
 unlike($nginx->final_log, qr/\[alert\]|\[crit\]|open socket/, 'no alert');
