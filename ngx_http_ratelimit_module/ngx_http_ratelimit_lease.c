@@ -21,9 +21,11 @@
  *   lease_fetch                  a lease is on its way (until a deadline,
  *                                should its worker go): one refill at a
  *                                time per key and node;
- *   lease_spent, _prev           tokens spent in this lease_ttl and the
- *                                one before: the lease size L follows
- *                                the key's rate here;
+ *   lease_asked, _prev           tokens asked for (the cost of every
+ *                                request decided here, passed or not)
+ *                                in this lease_ttl and the one before:
+ *                                the lease size L follows the key's
+ *                                demand on this node;
  *   lease_tat                    Redis's TAT as of the last reply, for
  *                                the RateLimit headers.
  *
@@ -171,21 +173,24 @@ ngx_http_ratelimit_lease_age(ngx_http_ratelimit_zone_t *zone,
     ttl = zone->lease_ttl;
 
     if (now - node->lease_period >= ttl) {
-        node->lease_spent_prev = (now - node->lease_period < 2 * ttl)
-                                 ? node->lease_spent : 0;
-        node->lease_spent = 0;
+        node->lease_asked_prev = (now - node->lease_period < 2 * ttl)
+                                 ? node->lease_asked : 0;
+        node->lease_asked = 0;
         node->lease_period = now;
     }
 }
 
 
 /*
- * L, the key's lease on this node: the tokens it spent here in the last
- * lease_ttl, plus one, within [1, lease_max] and no more than the bucket
- * holds (burst + 1).  A key seen for the first time takes one token per
- * lease, as Redis mode takes one per decision; a key spending at the
- * rate r takes about r * lease_ttl, so that half a lease lasts about
- * half a lease_ttl.
+ * L, the key's lease on this node: the tokens its requests asked for here
+ * in the last lease_ttl (this one's not counted yet), plus one, within
+ * [1, lease_max] and no more than the bucket holds (burst + 1).  A key
+ * seen for the first time takes one token per lease, as Redis mode takes
+ * one per decision; a key asked for at the rate r takes about
+ * r * lease_ttl, so that half a lease lasts about half a lease_ttl and a
+ * refill comes before the tokens end.  Demand, not what passed: a key
+ * over its limit takes the largest leases Redis can give, so that it
+ * costs Redis few calls per admitted request.
  */
 
 static int64_t
@@ -194,7 +199,7 @@ ngx_http_ratelimit_lease_size(ngx_http_ratelimit_check_t *chk,
 {
     int64_t  n, bucket;
 
-    n = ngx_max(node->lease_spent, node->lease_spent_prev) + 1;
+    n = ngx_max(node->lease_asked, node->lease_asked_prev) + 1;
     n = ngx_min(n, (int64_t) chk->zone->lease_max);
 
     bucket = chk->gcra.tau / chk->gcra.interval + 1;
@@ -247,8 +252,6 @@ static void
 ngx_http_ratelimit_lease_spend(ngx_http_ratelimit_check_t *chk,
     ngx_http_ratelimit_node_t *node, int64_t now)
 {
-    node->lease_spent += chk->gcra.cost;
-
     ngx_http_ratelimit_lease_verdict(chk, node, now);
 
     chk->status = NGX_HTTP_RATELIMIT_PASSED;
@@ -315,6 +318,11 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
 
     size = ngx_http_ratelimit_lease_size(chk, node);
     chk->lease_size = size;
+
+    if (!chk->lease_parked) {
+        /* once per request: a parked one comes back every millisecond */
+        node->lease_asked += cost;
+    }
 
     if (node->lease_tokens >= cost) {
         node->lease_tokens -= cost;
@@ -444,6 +452,8 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
         && reply->element[1]->type == REDIS_REPLY_INTEGER
         && reply->element[0]->integer >= 0
         && reply->element[0]->integer <= call->want
+        && (reply->element[0]->integer == 0
+            || reply->element[0]->integer >= call->min)
         && reply->element[1]->integer >= 0
         && reply->element[1]->integer < NGX_HTTP_RATELIMIT_LEASE_REPLY_MAX)
     {

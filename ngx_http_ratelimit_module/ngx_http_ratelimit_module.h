@@ -148,8 +148,8 @@ typedef struct {
                                                   until; 0: none */
     int64_t                      lease_tat;    /* Redis's TAT, last seen */
     int64_t                      lease_period; /* this lease_ttl's start */
-    int64_t                      lease_spent;  /* tokens spent in it */
-    int64_t                      lease_spent_prev; /* and in the last */
+    int64_t                      lease_asked;  /* tokens asked in it */
+    int64_t                      lease_asked_prev; /* and in the last */
     u_char                       data[1];
 } ngx_http_ratelimit_node_t;
 

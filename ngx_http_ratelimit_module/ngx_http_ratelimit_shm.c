@@ -355,8 +355,8 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier,
     lr->lease_fetch = 0;
     lr->lease_tat = 0;
     lr->lease_period = 0;
-    lr->lease_spent = 0;
-    lr->lease_spent_prev = 0;
+    lr->lease_asked = 0;
+    lr->lease_asked_prev = 0;
     ngx_memcpy(ngx_cpymem(lr->data, tier->data, tier->len), key->data,
                key->len);
 
