@@ -31,7 +31,8 @@ __DATA__
 === TEST 1: burst=2: burst + 1 pass across the workers, then a refusal with its Retry-After
 A cold key leases one token, then two (the key spent one): the third
 request spends the last one held, the fourth is refused here until Redis
-has a token again (60 s: Retry-After), without asking Redis.
+has a token again (Retry-After: 60 s at most, as time passes between the
+requests), without asking Redis.
 --- http_config
     ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT;
     ratelimit_zone $arg_k zone=rl:1m rate=1r/m redis=main mode=lease;
@@ -48,7 +49,9 @@ has a token again (60 s: Retry-After), without asking Redis.
 [200, 200, 200, 429]
 --- response_headers eval
 ["X-Status: PASSED", "X-Status: PASSED", "X-Status: PASSED",
- "X-Status: REJECTED\nRetry-After: 60"]
+ "X-Status: REJECTED"]
+--- response_headers_like eval
+["", "", "", "Retry-After: ([1-9]|[1-5][0-9]|60)"]
 --- no_error_log
 [alert]
 [crit]
@@ -139,7 +142,9 @@ it is refused too, until Redis has half a lease (2 tokens).
 [200, 429, 429, 429, 200]
 --- response_headers eval
 ["X-Status: PASSED", "X-Status: REJECTED", "X-Status: BANNED",
- "X-Status: BANNED\nRetry-After: 3600", "X-Status: PASSED"]
+ "X-Status: BANNED", "X-Status: PASSED"]
+--- response_headers_like eval
+["", "", "", "Retry-After: (3[0-5][0-9][0-9]|3600)", ""]
 
 
 
