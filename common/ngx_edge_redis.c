@@ -672,6 +672,10 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
         }
 
         if (ngx_strncmp(args[i].data, "sentinel_user=", 14) == 0) {
+            if (args[i].len == 14) {
+                goto invalid;
+            }
+
             if (ngx_edge_redis_copy_cstr(cf, &server->sentinel_user,
                                          args[i].data + 14,
                                          args[i].len - 14)

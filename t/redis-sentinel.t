@@ -231,6 +231,10 @@ sub fresh_key { return 'k' . $k++ }
         ['ratelimit_redis r 127.0.0.1:6379 sentinel_user=u;',
          qr/"master=", "sentinel_user=" and "sentinel_password=" need "sentinel="/,
          'sentinel_user= without sentinel='],
+        ['ratelimit_redis r sentinel=127.0.0.1 master=m sentinel_user= '
+         . 'sentinel_password=p;',
+         qr/invalid parameter "sentinel_user=" of redis server "r"/,
+         'an empty sentinel_user='],
         ['ratelimit_redis r sentinel=127.0.0.1 master=m sentinel_user=u;',
          qr/redis server "r": "sentinel_user=" needs "sentinel_password="/,
          'sentinel_user= without sentinel_password='],
