@@ -578,6 +578,11 @@ ngx_http_breaker_get_ctx(ngx_http_request_t *r)
         return ctx;
     }
 
+    if (!r->internal) {
+        /* neither redirected nor a subrequest: its ctx is where it was set */
+        return NULL;
+    }
+
     /* an internal redirect clears the module contexts, not the pool */
 
     ctx = ngx_http_breaker_find_ctx(r);

@@ -1598,7 +1598,8 @@ ngx_http_breaker_shed_get(ngx_http_request_t *r)
 
     rq = ngx_http_get_module_ctx(r, ngx_http_breaker_shed_module);
 
-    if (rq) {
+    if (rq || !r->internal) {
+        /* found, or neither redirected nor a subrequest: none */
         return rq;
     }
 
@@ -1638,13 +1639,23 @@ ngx_http_breaker_shed_create(ngx_http_request_t *r,
 {
     ngx_http_breaker_shed_req_t  *rq;
 
-    rq = ngx_pcalloc(r->pool, sizeof(ngx_http_breaker_shed_req_t));
+    /* every field set here: no memset on the hot path */
+    rq = ngx_palloc(r->pool, sizeof(ngx_http_breaker_shed_req_t));
     if (rq == NULL) {
         return NULL;
     }
 
     rq->request = r;
+    ngx_queue_init(&rq->queue);
+    rq->admitted = 0;
+    rq->epoch = 0;
     rq->shedder = sd->index;
+    rq->cls = 0;
+    rq->state = 0;
+    rq->reason = 0;
+    rq->permit = 0;
+    rq->posted = 0;
+    rq->refused = 0;
 
     /* what ngx_pool_cleanup_add() does, without its two allocations */
     rq->cln.handler = ngx_http_breaker_shed_cleanup;
