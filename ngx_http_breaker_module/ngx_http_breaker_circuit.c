@@ -1337,8 +1337,27 @@ ngx_http_breaker_circuit_failure_status(ngx_http_breaker_circuit_conf_t *conf,
 /* the breaker_zone */
 
 
+/*
+ * Which configuration each process uses, by process slot (the first
+ * NGX_HTTP_BREAKER_ZONE_SLOTS): a retired circuit is freed once no live
+ * process of an older configuration than the one that retired it is
+ * left.  pid is written last (release): a slot whose pid is not the
+ * process's yet is a process that has not said which configuration it
+ * uses, and blocks every free.
+ */
+#define NGX_HTTP_BREAKER_ZONE_SLOTS   64
+
 typedef struct {
-    ngx_queue_t                  circuits;
+    ngx_pid_t                    pid;
+    ngx_uint_t                   cycle;
+} ngx_http_breaker_zone_proc_t;
+
+
+typedef struct {
+    ngx_queue_t                  circuits;   /* found by name */
+    ngx_queue_t                  retired;    /* to free when unused */
+    ngx_uint_t                   cycle;      /* configurations so far */
+    ngx_http_breaker_zone_proc_t procs[NGX_HTTP_BREAKER_ZONE_SLOTS];
 } ngx_http_breaker_zone_sh_t;
 
 
@@ -1346,6 +1365,9 @@ typedef struct {
     ngx_queue_t                  queue;
     ngx_str_t                    name;
     ngx_http_breaker_circuit_t  *circuit;
+    ngx_uint_t                   cycle;      /* the configuration that
+                                                looked it up last, or
+                                                retired it */
 } ngx_http_breaker_zone_node_t;
 
 
@@ -1353,10 +1375,15 @@ typedef struct {
     ngx_http_breaker_zone_sh_t  *sh;
     ngx_slab_pool_t             *shpool;
     ngx_edge_log_gate_t          gate;
+    ngx_uint_t                   cycle;      /* this configuration's */
 } ngx_http_breaker_zone_ctx_t;
 
 
 extern ngx_module_t  ngx_http_breaker_module;
+
+
+static void ngx_http_breaker_zone_retire(ngx_http_breaker_zone_ctx_t *ctx,
+    ngx_http_breaker_zone_node_t *node);
 
 
 static ngx_int_t
@@ -1383,13 +1410,14 @@ ngx_http_breaker_zone_init(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_http_breaker_zone_sh_t));
+    ctx->sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_http_breaker_zone_sh_t));
     if (ctx->sh == NULL) {
         return NGX_ERROR;
     }
 
     ctx->shpool->data = ctx->sh;
     ngx_queue_init(&ctx->sh->circuits);
+    ngx_queue_init(&ctx->sh->retired);
 
     len = sizeof(" in breaker_zone \"\"") + shm_zone->shm.name.len;
 
@@ -1461,8 +1489,9 @@ ngx_http_breaker_zone_find(ngx_http_breaker_zone_ctx_t *ctx, ngx_str_t *name)
  * is kept as it is, state and window (a reload); when only the bucket
  * width changed, a new generation starts (an empty window, the state
  * kept).  A different number of buckets needs a new circuit: the old one
- * is unlinked but not freed, since the workers of the previous cycle may
- * still be using it while they shut down.
+ * is retired, not freed at once, since the workers of the previous cycle
+ * may still be using it while they shut down (_zones_end() frees it once
+ * they are gone).
  */
 ngx_http_breaker_circuit_t *
 ngx_http_breaker_zone_circuit(ngx_shm_zone_t *zone, ngx_str_t *name,
@@ -1486,6 +1515,7 @@ ngx_http_breaker_zone_circuit(ngx_shm_zone_t *zone, ngx_str_t *name,
     node = ngx_http_breaker_zone_find(ctx, name);
 
     if (node && node->circuit->nbuckets == conf->buckets) {
+        node->cycle = ctx->cycle;
         c = node->circuit;
 
         if (c->width != conf->window / (int64_t) conf->buckets) {
@@ -1506,7 +1536,7 @@ ngx_http_breaker_zone_circuit(ngx_shm_zone_t *zone, ngx_str_t *name,
     }
 
     if (node) {
-        ngx_queue_remove(&node->queue);
+        ngx_http_breaker_zone_retire(ctx, node);
     }
 
     size = sizeof(ngx_http_breaker_zone_node_t) + name->len;
@@ -1538,10 +1568,236 @@ ngx_http_breaker_zone_circuit(ngx_shm_zone_t *zone, ngx_str_t *name,
 
     ngx_http_breaker_circuit_init(c, conf);
     node->circuit = c;
+    node->cycle = ctx->cycle;
 
     ngx_queue_insert_tail(&ctx->sh->circuits, &node->queue);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return c;
+}
+
+
+static void
+ngx_http_breaker_zone_retire(ngx_http_breaker_zone_ctx_t *ctx,
+    ngx_http_breaker_zone_node_t *node)
+{
+    ngx_queue_remove(&node->queue);
+
+    /* the processes of older configurations may still use it */
+    node->cycle = ctx->cycle;
+    ngx_queue_insert_tail(&ctx->sh->retired, &node->queue);
+}
+
+
+/*
+ * Whether a live process may still use a circuit retired by configuration
+ * `retired`: one of an older configuration, or one that has not said
+ * which it uses.  Only the master knows its processes (ngx_processes[]);
+ * without one (master_process off: the single process may still serve
+ * requests of an older configuration) every retired circuit is kept.
+ */
+static ngx_uint_t
+ngx_http_breaker_zone_in_use(ngx_http_breaker_zone_sh_t *sh,
+    ngx_uint_t retired)
+{
+    ngx_int_t   s;
+    ngx_pid_t   pid;
+
+    if (ngx_process != NGX_PROCESS_MASTER) {
+        return 1;
+    }
+
+    for (s = 0; s < ngx_last_process; s++) {
+
+        if (ngx_processes[s].pid == -1
+            || ngx_processes[s].exited
+            || ngx_processes[s].detached)
+        {
+            continue;
+        }
+
+        if (s >= NGX_HTTP_BREAKER_ZONE_SLOTS) {
+            return 1;
+        }
+
+        pid = __atomic_load_n(&sh->procs[s].pid, __ATOMIC_ACQUIRE);
+
+        if (pid != ngx_processes[s].pid || sh->procs[s].cycle < retired) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* under the zone's mutex: what no process can use any more is freed */
+static void
+ngx_http_breaker_zone_free_unused(ngx_shm_zone_t *zone)
+{
+    ngx_uint_t                     kept;
+    ngx_queue_t                   *q, *next;
+    ngx_http_breaker_zone_ctx_t   *ctx;
+    ngx_http_breaker_zone_node_t  *node;
+
+    ctx = zone->data;
+    kept = 0;
+
+    for (q = ngx_queue_head(&ctx->sh->retired);
+         q != ngx_queue_sentinel(&ctx->sh->retired);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        node = ngx_queue_data(q, ngx_http_breaker_zone_node_t, queue);
+
+        if (ngx_http_breaker_zone_in_use(ctx->sh, node->cycle)) {
+            kept++;
+            continue;
+        }
+
+        ngx_queue_remove(q);
+        ngx_slab_free_locked(ctx->shpool, node);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "breaker_zone \"%V\": %ui retired circuits kept",
+                   &zone->shm.name, kept);
+}
+
+
+/* under the zone's mutex: what this configuration did not look up is
+ * retired */
+static void
+ngx_http_breaker_zone_retire_unused(ngx_shm_zone_t *zone)
+{
+    ngx_queue_t                   *q, *next;
+    ngx_http_breaker_zone_ctx_t   *ctx;
+    ngx_http_breaker_zone_node_t  *node;
+
+    ctx = zone->data;
+
+    for (q = ngx_queue_head(&ctx->sh->circuits);
+         q != ngx_queue_sentinel(&ctx->sh->circuits);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        node = ngx_queue_data(q, ngx_http_breaker_zone_node_t, queue);
+
+        if (node->cycle != ctx->cycle) {
+            ngx_http_breaker_zone_retire(ctx, node);
+        }
+    }
+}
+
+
+/* the breaker_zone zones of a cycle, one by one */
+static ngx_shm_zone_t *
+ngx_http_breaker_zones_next(ngx_cycle_t *cycle, ngx_list_part_t **part,
+    ngx_uint_t *i)
+{
+    ngx_shm_zone_t               *zone;
+    ngx_http_breaker_zone_ctx_t  *ctx;
+
+    for ( ;; ) {
+
+        if (*i >= (*part)->nelts) {
+            if ((*part)->next == NULL) {
+                return NULL;
+            }
+
+            *part = (*part)->next;
+            *i = 0;
+            continue;
+        }
+
+        zone = &((ngx_shm_zone_t *) (*part)->elts)[(*i)++];
+
+        /* the module's stats zone has the same tag */
+        if (zone->tag != &ngx_http_breaker_module
+            || zone->init != ngx_http_breaker_zone_init)
+        {
+            continue;
+        }
+
+        ctx = zone->data;
+
+        if (ctx && ctx->sh) {
+            return zone;
+        }
+    }
+}
+
+
+void
+ngx_http_breaker_zones_begin(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                    i;
+    ngx_shm_zone_t               *zone;
+    ngx_list_part_t              *part;
+    ngx_http_breaker_zone_ctx_t  *ctx;
+
+    part = &cycle->shared_memory.part;
+    i = 0;
+
+    while ((zone = ngx_http_breaker_zones_next(cycle, &part, &i)) != NULL) {
+        ctx = zone->data;
+
+        /* room for the circuits this configuration may create: what the
+         * processes of older configurations left */
+        ngx_shmtx_lock(&ctx->shpool->mutex);
+        ctx->cycle = ++ctx->sh->cycle;
+        ngx_http_breaker_zone_free_unused(zone);
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+    }
+}
+
+
+void
+ngx_http_breaker_zones_end(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                    i;
+    ngx_shm_zone_t               *zone;
+    ngx_list_part_t              *part;
+    ngx_http_breaker_zone_ctx_t  *ctx;
+
+    part = &cycle->shared_memory.part;
+    i = 0;
+
+    while ((zone = ngx_http_breaker_zones_next(cycle, &part, &i)) != NULL) {
+        ctx = zone->data;
+
+        ngx_shmtx_lock(&ctx->shpool->mutex);
+        ngx_http_breaker_zone_retire_unused(zone);
+        ngx_http_breaker_zone_free_unused(zone);
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+    }
+}
+
+
+void
+ngx_http_breaker_zones_register(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                     i;
+    ngx_shm_zone_t                *zone;
+    ngx_list_part_t               *part;
+    ngx_http_breaker_zone_ctx_t   *ctx;
+    ngx_http_breaker_zone_proc_t  *proc;
+
+    if (ngx_process_slot < 0
+        || ngx_process_slot >= NGX_HTTP_BREAKER_ZONE_SLOTS)
+    {
+        return;
+    }
+
+    part = &cycle->shared_memory.part;
+    i = 0;
+
+    while ((zone = ngx_http_breaker_zones_next(cycle, &part, &i)) != NULL) {
+        ctx = zone->data;
+        proc = &ctx->sh->procs[ngx_process_slot];
+
+        proc->cycle = ctx->cycle;
+        __atomic_store_n(&proc->pid, ngx_pid, __ATOMIC_RELEASE);
+    }
 }
