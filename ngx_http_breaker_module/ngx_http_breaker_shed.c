@@ -2346,6 +2346,7 @@ static void
 ngx_http_breaker_shed_slot_add(ngx_http_breaker_shed_node_t *node,
     ngx_uint_t cls, ngx_uint_t queued, ngx_atomic_int_t delta)
 {
+    ngx_atomic_t                  *p;
     ngx_http_breaker_shed_slot_t  *slot;
 
     if (ngx_process_slot < 0
@@ -2355,10 +2356,13 @@ ngx_http_breaker_shed_slot_add(ngx_http_breaker_shed_node_t *node,
     }
 
     slot = &node->slots[ngx_process_slot];
+    p = queued ? &slot->queued[cls] : &slot->in_flight[cls];
 
-    (void) ngx_atomic_fetch_add(queued ? &slot->queued[cls]
-                                       : &slot->in_flight[cls],
-                                delta);
+    /* only the process of this slot writes it (the one that follows a
+     * dead one, in init_process, before any request): a plain add, no
+     * locked instruction; atomic stores for the readers */
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + delta,
+                     __ATOMIC_RELAXED);
 }
 
 
