@@ -7,7 +7,7 @@
 # from another worker in between is wiped: at most workers - 1 outcomes
 # per rollover (a worker has one add in flight at a time).
 #
-# 4 workers, 10 ms buckets (window=10s buckets=1000, longer under
+# 4 workers, 20 ms buckets (window=20s buckets=1000, longer under
 # valgrind: no bucket is reused and nothing leaves the window during the
 # run), 8 clients sending 500 requests each, half of them to an upstream
 # answering 500 (failures).
@@ -29,7 +29,7 @@ my $Slow = $Test::Edge::Valgrind::Slowdown;
 my $workers = 4;
 my $clients = 8;
 my $each = 500;
-my $window = int(10 * $Slow);   # seconds
+my $window = int(20 * $Slow);   # seconds
 my $width = $window / 1000;     # seconds per bucket
 
 my $n = Test::Edge::Nginx->start(workers => $workers, http => <<"HTTP");
