@@ -26,8 +26,20 @@
 #define NGX_EDGE_STATS_TOUCH         256
 
 
+/* the first bucket that can hold a value of each bit length (see below) */
+#define NGX_EDGE_STATS_START_MAX     255
+
+
 typedef struct {
     ngx_edge_stats_shfamily_t    sh;          /* cf->pool pointers */
+
+    /*
+     * Histograms: start[k] is the first bound >= 2^k (capped at 255), so
+     * a value of highest bit k is above every bound before it and its
+     * bucket search starts there: with bounds a few to a decade apart,
+     * one or two comparisons instead of up to nbounds.
+     */
+    u_char                       start[64];
 } ngx_edge_stats_cfamily_t;
 
 
@@ -36,6 +48,11 @@ struct ngx_edge_stats_s {
     void                        *tag;
     ngx_shm_zone_t              *shm_zone;
     ngx_edge_stats_sh_t         *sh;          /* set by the zone init */
+
+    /* this process's value slot in sh, computed on its first update:
+     * valid while worker == ngx_worker (a forked worker recomputes it) */
+    uint64_t                    *slot;
+    ngx_uint_t                   worker;
 
     ngx_array_t                  families;    /* ngx_edge_stats_cfamily_t */
     ngx_array_t                  series;      /* ngx_edge_stats_series_t */
@@ -115,6 +132,7 @@ ngx_edge_stats_create(ngx_conf_t *cf, const char *owner, void *tag)
     }
 
     st->tag = tag;
+    st->worker = (ngx_uint_t) -1;
 
     /*
      * One slot per CPU (at most 64): workers beyond that share slots,
@@ -300,7 +318,7 @@ ngx_edge_stats_add_family(ngx_conf_t *cf, ngx_edge_stats_t *st,
     size_t                      len;
     uint32_t                    num[6];
     ngx_int_t                   rc;
-    ngx_uint_t                  i, n;
+    ngx_uint_t                  i, k, n;
     ngx_str_t                   values[NGX_EDGE_STATS_MAX_LABELS];
     ngx_edge_stats_cfamily_t   *cfam;
     ngx_edge_stats_shfamily_t  *f;
@@ -414,6 +432,14 @@ ngx_edge_stats_add_family(ngx_conf_t *cf, ngx_edge_stats_t *st,
         }
 
         ngx_memcpy(f->bounds, family->bounds, f->nbounds * sizeof(uint64_t));
+
+        for (i = 0, k = 0; k < 64; k++) {
+            while (i < f->nbounds && f->bounds[i] < ((uint64_t) 1 << k)) {
+                i++;
+            }
+
+            cfam->start[k] = (u_char) ngx_min(i, NGX_EDGE_STATS_START_MAX);
+        }
     }
 
     f->scale = family->scale ? family->scale : 1;
@@ -1023,11 +1049,39 @@ ngx_edge_stats_insert(ngx_edge_stats_sh_t *sh, ngx_uint_t id)
 }
 
 
-static ngx_inline uint64_t *
-ngx_edge_stats_slot(ngx_edge_stats_sh_t *sh)
+/*
+ * This process's value slot, from the worker number (at most 64 slots:
+ * workers beyond nslots share one).  The division is done once per
+ * process: st->sh is set once, before the fork, and a forked worker has
+ * another ngx_worker than the one the slot was computed for.
+ *
+ * The adds stay atomic read-modify-writes even when this worker is the
+ * only one of its number: on reload with an unchanged catalog the zone is
+ * kept, and the old workers, shutting down gracefully, go on adding to
+ * the slots of their own numbers, which are those of the new workers.
+ */
+
+static ngx_int_t
+ngx_edge_stats_own_slot(ngx_edge_stats_t *st)
 {
-    return sh->values + (ngx_worker % sh->nslots) * sh->stride;
+    ngx_edge_stats_sh_t  *sh;
+
+    sh = st->sh;
+
+    if (sh == NULL) {
+        return NGX_DECLINED;
+    }
+
+    st->slot = sh->values + (ngx_worker % sh->nslots) * sh->stride;
+    st->worker = ngx_worker;
+
+    return NGX_OK;
 }
+
+
+/* st->sh and st->slot are valid after it */
+#define ngx_edge_stats_ready(st)                                              \
+    ((st)->worker == ngx_worker || ngx_edge_stats_own_slot(st) == NGX_OK)
 
 
 void
@@ -1036,7 +1090,7 @@ ngx_edge_stats_add(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
 {
     ngx_edge_stats_sh_t  *sh;
 
-    if (st == NULL || st->sh == NULL || id < 0) {
+    if (st == NULL || id < 0 || !ngx_edge_stats_ready(st)) {
         return;
     }
 
@@ -1046,8 +1100,8 @@ ngx_edge_stats_add(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
         return;
     }
 
-    __atomic_fetch_add(ngx_edge_stats_slot(sh) + sh->series[id].off,
-                       (uint64_t) delta, __ATOMIC_RELAXED);
+    __atomic_fetch_add(st->slot + sh->series[id].off, (uint64_t) delta,
+                       __ATOMIC_RELAXED);
 }
 
 
@@ -1058,7 +1112,7 @@ ngx_edge_stats_set(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
     int64_t               sum;
     ngx_edge_stats_sh_t  *sh;
 
-    if (st == NULL || st->sh == NULL || id < 0) {
+    if (st == NULL || id < 0 || !ngx_edge_stats_ready(st)) {
         return;
     }
 
@@ -1072,7 +1126,7 @@ ngx_edge_stats_set(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
      * slot takes the difference */
     sum = ngx_edge_stats_read(sh, &sh->series[id], 0);
 
-    __atomic_fetch_add(ngx_edge_stats_slot(sh) + sh->series[id].off,
+    __atomic_fetch_add(st->slot + sh->series[id].off,
                        (uint64_t) (value - sum), __ATOMIC_RELAXED);
 }
 
@@ -1081,13 +1135,13 @@ void
 ngx_edge_stats_observe(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
     uint64_t value)
 {
-    uint64_t                   *p;
-    ngx_uint_t                  i;
-    ngx_edge_stats_sh_t        *sh;
-    ngx_edge_stats_series_t    *s;
-    ngx_edge_stats_shfamily_t  *f;
+    uint64_t                  *p, *bounds;
+    ngx_uint_t                 i, n;
+    ngx_edge_stats_sh_t       *sh;
+    ngx_edge_stats_series_t   *s;
+    ngx_edge_stats_cfamily_t  *cf;
 
-    if (st == NULL || st->sh == NULL || id < 0) {
+    if (st == NULL || id < 0 || !ngx_edge_stats_ready(st)) {
         return;
     }
 
@@ -1097,19 +1151,33 @@ ngx_edge_stats_observe(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
         return;
     }
 
-    s = &sh->series[id];
-    f = &sh->families[s->family];
+    /* the family's definition from this process's copy of the catalog
+     * (the zone's is the same: a zone is adopted only with its catalog) */
 
-    if (f->type != NGX_EDGE_STATS_HISTOGRAM) {
+    s = &sh->series[id];
+    cf = (ngx_edge_stats_cfamily_t *) st->families.elts
+         + __atomic_load_n(&s->family, __ATOMIC_RELAXED);
+
+    if (cf->sh.type != NGX_EDGE_STATS_HISTOGRAM) {
         return;
     }
 
-    for (i = 0; i < f->nbounds && value > f->bounds[i]; i++) { /* void */ }
+    bounds = cf->sh.bounds;
+    n = cf->sh.nbounds;
+    i = 0;
 
-    p = ngx_edge_stats_slot(sh) + s->off;
+    if (value > bounds[0]) {
+        /* value >= 1: start past the bounds below its highest bit */
+        for (i = cf->start[63 - __builtin_clzll(value)];
+             i < n && value > bounds[i];
+             i++)
+        { /* void */ }
+    }
+
+    p = st->slot + s->off;
 
     __atomic_fetch_add(p + i, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(p + f->nbounds + 1, value, __ATOMIC_RELAXED);
+    __atomic_fetch_add(p + n + 1, value, __ATOMIC_RELAXED);
 }
 
 
@@ -1467,8 +1535,9 @@ full:
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    __atomic_fetch_add(ngx_edge_stats_slot(sh) + f->dropped, 1,
-                       __ATOMIC_RELAXED);
+    if (ngx_edge_stats_ready(st)) {
+        __atomic_fetch_add(st->slot + f->dropped, 1, __ATOMIC_RELAXED);
+    }
 
     if (overflow) {
         *overflow = 1;
