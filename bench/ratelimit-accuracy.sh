@@ -46,7 +46,8 @@
 # (issue 13's targets), FAIL otherwise; FLAG when the run itself is
 # not trustworthy: errors, timeouts and other answers above 0.5 % of the
 # requests sent, or the client sent slower than 97 % of the offered rate.
-# The exit status is 1 when any run is FAIL or FLAG.
+# The exit status is 1 when any run is FAIL or FLAG, or could not be
+# measured, or when no run was measured at all (every mode n/a).
 #
 # Environment:
 #   ACC_SECONDS=10      length of each run (the schedule's duration)
@@ -443,6 +444,9 @@ mkdir -p "$(dirname "$results")"
 mv "$results.tmp" "$results"
 echo
 bench_say "written to ${results#"$root"/}"
+if ! awk '$3 != "n/a" && $3 != "FAILED" { found = 1 } END { exit !found }' "$raw"; then
+    bench_die "no run was measured"
+fi
 if ! tail -1 "$dir/table.txt" | grep -q '^0 run'; then
     bench_die "$(tail -1 "$dir/table.txt")"
 fi
