@@ -220,6 +220,11 @@ redis_clients() {
     echo $(( $(rcli client list | grep -c '^id=') - 1 ))
 }
 
+# redis_clients_at_least N: true when N clients (or more) are connected
+redis_clients_at_least() {
+    [ "$(redis_clients)" -ge "$1" ]
+}
+
 # --- one run ------------------------------------------------------------------
 
 # zone_opts MODE: the zone parameters that make MODE
@@ -297,7 +302,7 @@ run_one() {
             echo "$mode $n FAILED node-$k-not-200" >> "$raw"; stop_nodes; return
         fi
     done
-    if [ "$mode" != shm ] && ! wait_for 10 test "$(redis_clients)" -ge $((n * workers)); then
+    if [ "$mode" != shm ] && ! wait_for 10 redis_clients_at_least $((n * workers)); then
         bench_say "only $(redis_clients) Redis connection(s), not $((n * workers)): going on"
     fi
 
