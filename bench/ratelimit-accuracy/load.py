@@ -23,7 +23,10 @@ request already due at once (their lateness is measured, see below).
 
 The send time of a request is when its bytes were handed to the kernel
 (transport.write on a connected socket: asyncio writes at once when the
-socket's buffer is empty), on the monotonic clock.
+socket's buffer is empty), on the monotonic clock.  A request pipelined
+behind an answer that closes its connection (Connection: close) was not
+processed: it is sent again on another connection, and its send time is
+the second one.
 
 After the last request is sent, the answers still missing get --timeout
 seconds; what is still missing then counts as a timeout.
@@ -97,6 +100,14 @@ class Conn(asyncio.Protocol):
         if self.transport is None:
             self.queued.append(i)
             return
+        if self.transport.is_closing():
+            # closed under us (by the server, seen a moment ago): this
+            # request goes to another connection
+            self.usable = False
+            if self in self.node.conns:
+                self.node.conns.remove(self)
+            self.gen.dispatch(i, again=True)
+            return
         self.inflight.append(i)
         self.transport.write(self.gen.request)
         self.gen.sent_at(i, time.monotonic())
@@ -114,7 +125,18 @@ class Conn(asyncio.Protocol):
             status, close = answer
             self.gen.answer(self.inflight.popleft(), status, self.node)
             if close:
+                # no new request on it; its place goes to a new one, and
+                # the requests pipelined behind this answer were not
+                # processed (the server said it closes): they are sent
+                # again on another connection
                 self.usable = False
+                if self in self.node.conns:
+                    self.node.conns.remove(self)
+                again = list(self.inflight)
+                self.inflight.clear()
+                for i in again:
+                    self.gen.dispatch(i, again=True)
+                break
         if len(self.buf) > 1 << 20:
             self.fail()
             return
@@ -227,9 +249,10 @@ class Generator:
         self.loop.create_task(connect())
         return conn
 
-    def dispatch(self, i):
+    def dispatch(self, i, again=False):
         node = self.nodes[i % len(self.nodes)]
-        self.outstanding += 1
+        if not again:
+            self.outstanding += 1
         if node.idle:
             conn = node.idle.pop()
         elif len(node.conns) < self.a.conns:
