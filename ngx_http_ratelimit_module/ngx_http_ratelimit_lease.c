@@ -400,7 +400,7 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
 
 /* the item's keys and args, in the caller's memory */
 
-static ngx_int_t
+static void
 ngx_http_ratelimit_lease_args(ngx_http_ratelimit_lease_call_t *call,
     u_char *redis_key)
 {
@@ -437,8 +437,6 @@ ngx_http_ratelimit_lease_args(ngx_http_ratelimit_lease_call_t *call,
     }
 
 #undef ngx_http_ratelimit_lease_arg
-
-    return NGX_OK;
 }
 
 
@@ -640,8 +638,8 @@ ngx_http_ratelimit_lease_call_init(ngx_http_ratelimit_lease_call_t *call,
  * has come (or its deadline passed), so that the requests that find the
  * tokens spent while a lease is on its way, on any worker of the node,
  * share it rather than each ask Redis.  The poll timer is not cancelable:
- * a worker shutting down stays for the parked request.  NGX_ERROR: no
- * memory, the caller fails the request.
+ * a worker shutting down stays for the parked request.  A lease that
+ * cannot be sent gets the zone's failure policy.
  */
 
 ngx_int_t
@@ -764,7 +762,7 @@ ngx_http_ratelimit_lease_send(ngx_http_request_t *r,
     call.argvlen = chk->argvlen;
     call.nums = chk->nums;
 
-    (void) ngx_http_ratelimit_lease_args(&call, p);
+    ngx_http_ratelimit_lease_args(&call, p);
 
     chk->cmd = ngx_edge_redis_send_item(zone->redis, zone->lease_script,
                                         ngx_http_ratelimit_lease_reply, chk,
@@ -891,11 +889,11 @@ ngx_http_ratelimit_lease_refill(ngx_http_ratelimit_check_t *chk,
         rf->call.argvlen = rf->argvlen;
         rf->call.nums = rf->nums;
 
-        (void) ngx_http_ratelimit_lease_args(&rf->call, p);
+        ngx_http_ratelimit_lease_args(&rf->call, p);
 
         rf->cmd = ngx_edge_redis_send_item(zone->redis, zone->lease_script,
-                                           ngx_http_ratelimit_lease_refill_reply,
-                                           rf, rf->argv, rf->argvlen);
+                                        ngx_http_ratelimit_lease_refill_reply,
+                                        rf, rf->argv, rf->argvlen);
         if (rf->cmd) {
             ngx_queue_insert_tail(&zone->lease_refills, &rf->queue);
             return;

@@ -214,6 +214,11 @@ sub read_decision {
     cmp_ok($t->{admitted}, '>=', 100, 'hot: enough admitted to measure');
     cmp_ok($ratio, '<', 0.2, 'hot: Redis calls per admitted request < 0.2');
 
+    my $body = $n->get('/metrics')->{body};
+    like($body, qr/^(?:nginx_)?ratelimit_lease_grants_total\{zone="hot"\} [1-9]/m,
+         'hot: the lease counters are exported');
+    ok(promtool_ok($body), 'hot: promtool accepts the exposition');
+
     $n->stop;
     unlike($n->final_log, qr/\[(alert|crit|emerg)\]/, 'hot: no alert');
 }
