@@ -143,6 +143,8 @@ struct ngx_edge_redis_conn_s {
     unsigned                     dropping:1;
     unsigned                     writing:1;
     unsigned                     sealing:1;
+    unsigned                     parked:1;   /* Cluster: a node that left
+                                                the map, not reconnected */
 };
 
 
@@ -154,6 +156,9 @@ typedef struct {
     ngx_edge_redis_cmd_t       **items;      /* [server->batch] */
     int64_t                      start;      /* monotonic, microseconds */
     ngx_uint_t                   redirects;  /* Cluster: MOVED, ASK */
+    ngx_uint_t                   tryagain;   /* Cluster: TRYAGAIN retries */
+    ngx_event_t                  retry;      /* Cluster: after TRYAGAIN; not
+                                                cancelable, items wait */
     unsigned                     retried:1;
     ngx_queue_t                  queue;      /* in the free list */
 } ngx_edge_redis_batch_t;
@@ -165,8 +170,23 @@ typedef struct {
 #define NGX_EDGE_REDIS_CLUSTER_SOON       100     /* ms */
 #define NGX_EDGE_REDIS_CLUSTER_REDIRECTS  5
 
-/* a Cluster's plain commands up to this size are kept (in a buffer per
- * slot, made on first use) and resent on MOVED or ASK */
+/* a node that serves no slot in two maps this far apart (and is not a
+ * seed) has its connection closed, and not reconnected until a map, a
+ * MOVED or an ASK names it again; the second map is asked this long
+ * after the first */
+#define NGX_EDGE_REDIS_CLUSTER_PRUNE      5000    /* ms */
+
+/* a batch answered TRYAGAIN (its keys split between the two nodes of a
+ * migrating slot) is sent again after 10 ms, 20, 40 ... at most 250 ms
+ * apart, this many times at most (about 1.5 s in all; each item's own
+ * "timeout=" may end it sooner) */
+#define NGX_EDGE_REDIS_TRYAGAIN_MAX       10
+#define NGX_EDGE_REDIS_TRYAGAIN_DELAY     10      /* ms, the first */
+#define NGX_EDGE_REDIS_TRYAGAIN_DELAY_MAX 250     /* ms */
+
+/* a Cluster's plain commands are kept to be resent on MOVED or ASK: up
+ * to this size in a buffer per slot (made on first use, kept), larger
+ * ones in an allocation of their own, freed when the slot is */
 #define NGX_EDGE_REDIS_RESEND_MAX         4096
 
 /* items of other slots a Cluster batch looks past for more of its own */
@@ -179,6 +199,13 @@ struct ngx_edge_redis_cluster_s {
     ngx_edge_redis_server_t     *nodes;      /* [CLUSTER_NODES] */
     ngx_uint_t                   nnodes;
     ngx_uint_t                   next;       /* the next node to ask */
+    ngx_uint_t                   holds;      /* ngx_edge_redis_hold()s not
+                                                released yet */
+    ngx_uint_t                   nseeds;     /* nodes[0 .. nseeds - 1] */
+    ngx_event_t                  prune;      /* posted after a new map */
+    ngx_msec_t                   unowned[NGX_EDGE_REDIS_CLUSTER_NODES];
+                                             /* first seen serving no
+                                                slot, or 0 */
     ngx_event_t                  refresh;    /* cancelable: no request
                                                 waits on it */
     ngx_edge_log_gate_t          gate;
@@ -204,6 +231,10 @@ static void ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r,
 static void ngx_edge_redis_cmd_timeout(ngx_event_t *ev);
 static void ngx_edge_redis_command_reply(redisAsyncContext *ac, void *r,
     void *privdata);
+static ngx_edge_redis_cmd_t *ngx_edge_redis_send_on(
+    ngx_edge_redis_server_t *server, ngx_uint_t slot,
+    ngx_edge_redis_handler_pt handler, void *data, ngx_uint_t argc,
+    const char **argv, const size_t *argvlen);
 static ngx_int_t ngx_edge_redis_reserve_wire(ngx_edge_redis_conn_t *conn,
     size_t size);
 static void ngx_edge_redis_hook_free(redisAsyncContext *ac);
@@ -248,6 +279,9 @@ static ngx_int_t ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
     redisReply *reply);
 static ngx_int_t ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd,
     redisReply *reply);
+static ngx_int_t ngx_edge_redis_cluster_tryagain(ngx_edge_redis_batch_t *b,
+    redisReply *reply);
+static void ngx_edge_redis_cluster_retry(ngx_event_t *ev);
 
 
 /* configuration */
@@ -493,9 +527,12 @@ ngx_edge_redis_check_sentinel(ngx_conf_t *cf, ngx_edge_redis_server_t *server)
     }
 
     if (server->nsentinels == 0) {
-        if (server->master_name.len || server->sentinel_password.data) {
+        if (server->master_name.len || server->sentinel_password.data
+            || server->sentinel_user.data)
+        {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "redis server \"%V\": \"master=\" and "
+                               "redis server \"%V\": \"master=\", "
+                               "\"sentinel_user=\" and "
                                "\"sentinel_password=\" need \"sentinel=\"",
                                &server->name);
             return NGX_ERROR;
@@ -634,6 +671,21 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
             continue;
         }
 
+        if (ngx_strncmp(args[i].data, "sentinel_user=", 14) == 0) {
+            if (args[i].len == 14) {
+                goto invalid;
+            }
+
+            if (ngx_edge_redis_copy_cstr(cf, &server->sentinel_user,
+                                         args[i].data + 14,
+                                         args[i].len - 14)
+                != NGX_OK)
+            {
+                return NULL;
+            }
+            continue;
+        }
+
         if (ngx_strncmp(args[i].data, "sentinel_password=", 18) == 0) {
             if (ngx_edge_redis_copy_cstr(cf, &server->sentinel_password,
                                          args[i].data + 18,
@@ -740,6 +792,14 @@ ngx_edge_redis_parse_server(ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs)
     }
 
     if (ngx_edge_redis_check_sentinel(cf, server) != NGX_OK) {
+        return NULL;
+    }
+
+    if (server->sentinel_user.data && server->sentinel_password.data == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\": \"sentinel_user=\" needs "
+                           "\"sentinel_password=\"", &server->name);
         return NULL;
     }
 
@@ -1719,6 +1779,15 @@ ngx_edge_redis_exit_worker(ngx_edge_redis_server_t *server)
         conn->wire = NULL;
     }
 
+    for (i = 0; i < server->max_inflight; i++) {
+        /* a copy of a slot redirected to a node that is still open: its
+         * resend needs a handler, and none is left */
+        if (conn->cmds[i].big) {
+            ngx_free(conn->cmds[i].big);
+            conn->cmds[i].big = NULL;
+        }
+    }
+
     server->conn = NULL;
 }
 
@@ -1915,13 +1984,19 @@ ngx_edge_redis_get_batch(ngx_edge_redis_conn_t *conn,
             return NULL;
         }
 
+        ngx_memzero(&b->retry, sizeof(ngx_event_t));
+
         b->conn = conn;
         b->items = (ngx_edge_redis_cmd_t **) (b + 1);
+        b->retry.handler = ngx_edge_redis_cluster_retry;
+        b->retry.data = b;
+        b->retry.log = conn->log;
     }
 
     b->script = script;
     b->n = 0;
     b->redirects = 0;
+    b->tryagain = 0;
     b->retried = 0;
 
     return b;
@@ -1983,6 +2058,40 @@ ngx_edge_redis_put_bulk(u_char *p, const char *data, size_t len)
 
 
 /*
+ * A Cluster's plain command as encoded, for a resend after MOVED or ASK:
+ * hiredis drops its own bytes once they are written.  Without a copy
+ * (no memory) the redirect's error reply is the command's answer.
+ */
+
+static void
+ngx_edge_redis_keep_copy(ngx_edge_redis_cmd_t *cmd, u_char *wire, size_t len)
+{
+    u_char  *dst;
+
+    cmd->copy_len = 0;
+
+    if (len > NGX_EDGE_REDIS_RESEND_MAX) {
+        cmd->big = ngx_alloc(len, cmd->home->log);
+        dst = cmd->big;
+
+    } else {
+        if (cmd->copy == NULL) {
+            /* kept with the slot for the worker's life */
+            cmd->copy = ngx_palloc(ngx_cycle->pool,
+                                   NGX_EDGE_REDIS_RESEND_MAX);
+        }
+
+        dst = cmd->copy;
+    }
+
+    if (dst) {
+        ngx_memcpy(dst, wire, len);
+        cmd->copy_len = len;
+    }
+}
+
+
+/*
  * A plain command leaves at once for hiredis's output buffer (the flush
  * still happens once per event-loop iteration, so commands of concurrent
  * requests share writes); its slot is hiredis's privdata.
@@ -1993,11 +2102,7 @@ ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
     ngx_edge_redis_handler_pt handler, void *data, ngx_uint_t argc,
     const char **argv, const size_t *argvlen)
 {
-    u_char                 *p;
-    size_t                  size;
-    ngx_uint_t              i, slot;
-    ngx_edge_redis_cmd_t   *cmd;
-    ngx_edge_redis_conn_t  *conn;
+    ngx_uint_t  slot;
 
     slot = 0;
 
@@ -2008,6 +2113,78 @@ ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
             return NULL;
         }
     }
+
+    return ngx_edge_redis_send_on(server, slot, handler, data, argc, argv,
+                                  argvlen);
+}
+
+
+ngx_edge_redis_cmd_t *
+ngx_edge_redis_send_command_to(ngx_edge_redis_server_t *server,
+    ngx_uint_t node, ngx_edge_redis_handler_pt handler, void *data,
+    ngx_uint_t argc, const char **argv, const size_t *argvlen)
+{
+    ngx_edge_redis_cluster_t  *cl;
+
+    if (server->nseeds) {
+        cl = server->cluster;
+
+        if (cl == NULL || node >= cl->nnodes) {
+            ngx_edge_redis_stat(server, server->st_errors, 1);
+            return NULL;
+        }
+
+        server = &cl->nodes[node];
+
+    } else if (node != 0) {
+        return NULL;
+    }
+
+    return ngx_edge_redis_send_on(server, 0, handler, data, argc, argv,
+                                  argvlen);
+}
+
+
+ngx_int_t
+ngx_edge_redis_next_node(ngx_edge_redis_server_t *server, ngx_uint_t from)
+{
+    ngx_uint_t                 i, slot;
+    ngx_edge_redis_cluster_t  *cl;
+
+    if (server->nseeds == 0) {
+        return from == 0 ? 0 : NGX_DONE;
+    }
+
+    cl = server->cluster;
+
+    if (cl == NULL || !cl->known) {
+        return NGX_DECLINED;
+    }
+
+    for (i = from; i < cl->nnodes; i++) {
+        for (slot = 0; slot < NGX_EDGE_REDIS_CLUSTER_SLOTS; slot++) {
+            if (cl->map[slot] == i + 1) {
+                return i;
+            }
+        }
+    }
+
+    return NGX_DONE;
+}
+
+
+/* a plain command on this server's (or Cluster node's) connection */
+
+static ngx_edge_redis_cmd_t *
+ngx_edge_redis_send_on(ngx_edge_redis_server_t *server, ngx_uint_t slot,
+    ngx_edge_redis_handler_pt handler, void *data, ngx_uint_t argc,
+    const char **argv, const size_t *argvlen)
+{
+    u_char                 *p;
+    size_t                  size;
+    ngx_uint_t              i;
+    ngx_edge_redis_cmd_t   *cmd;
+    ngx_edge_redis_conn_t  *conn;
 
     cmd = ngx_edge_redis_free_slot(server);
     if (cmd == NULL) {
@@ -2044,20 +2221,8 @@ ngx_edge_redis_send_command(ngx_edge_redis_server_t *server,
 
     ngx_queue_remove(&cmd->queue);
 
-    cmd->copy_len = 0;
-
-    if (server->node && (size_t) (p - conn->wire) <= NGX_EDGE_REDIS_RESEND_MAX)
-    {
-        if (cmd->copy == NULL) {
-            /* kept with the slot for the worker's life */
-            cmd->copy = ngx_palloc(ngx_cycle->pool,
-                                   NGX_EDGE_REDIS_RESEND_MAX);
-        }
-
-        if (cmd->copy) {
-            cmd->copy_len = p - conn->wire;
-            ngx_memcpy(cmd->copy, conn->wire, cmd->copy_len);
-        }
+    if (server->node) {
+        ngx_edge_redis_keep_copy(cmd, conn->wire, p - conn->wire);
     }
 
     cmd->handler = handler;
@@ -2308,7 +2473,8 @@ ngx_edge_redis_batch_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     if (reply && server->node && reply->type == REDIS_REPLY_ERROR
-        && ngx_edge_redis_cluster_redirect(b, reply) == NGX_OK)
+        && (ngx_edge_redis_cluster_redirect(b, reply) == NGX_OK
+            || ngx_edge_redis_cluster_tryagain(b, reply) == NGX_OK))
     {
         return;
     }
@@ -2533,12 +2699,37 @@ ngx_edge_redis_unattach(ngx_edge_redis_cmd_t *cmd)
 }
 
 
+/*
+ * A Cluster: the caller's next command may go to any node (its key's, as
+ * the map will say then), so every node's connection is held, and a node
+ * added meanwhile is held as many times (ngx_edge_redis_cluster_node).  A
+ * worker shutting down keeps them all until the last release: a few idle
+ * connections for as long as a caller polls.
+ */
+
 void
 ngx_edge_redis_hold(ngx_edge_redis_server_t *server)
 {
-    ngx_edge_redis_conn_t  *conn;
+    ngx_uint_t                 i;
+    ngx_edge_redis_conn_t     *conn;
+    ngx_edge_redis_cluster_t  *cl;
 
-    /* a Cluster: the connection is the key's node's, not known here */
+    if (server->nseeds) {
+        cl = server->cluster;
+
+        if (cl == NULL) {
+            return;
+        }
+
+        cl->holds++;
+
+        for (i = 0; i < cl->nnodes; i++) {
+            ngx_edge_redis_hold(&cl->nodes[i]);
+        }
+
+        return;
+    }
+
     conn = server->conn;
 
     if (conn == NULL) {
@@ -2554,6 +2745,25 @@ ngx_edge_redis_hold(ngx_edge_redis_server_t *server)
 void
 ngx_edge_redis_release(ngx_edge_redis_server_t *server)
 {
+    ngx_uint_t                 i;
+    ngx_edge_redis_cluster_t  *cl;
+
+    if (server->nseeds) {
+        cl = server->cluster;
+
+        if (cl == NULL || cl->holds == 0) {
+            return;
+        }
+
+        cl->holds--;
+
+        for (i = 0; i < cl->nnodes; i++) {
+            ngx_edge_redis_release(&cl->nodes[i]);
+        }
+
+        return;
+    }
+
     if (server->conn && server->conn->attached) {
         ngx_edge_redis_unref(server->conn);
     }
@@ -2604,6 +2814,12 @@ ngx_edge_redis_free_cmd(ngx_edge_redis_cmd_t *cmd)
      * node's connection does not move the in-flight bound there */
     cmd->conn = cmd->home;
     cmd->redirects = 0;
+    cmd->copy_len = 0;
+
+    if (cmd->big) {
+        ngx_free(cmd->big);
+        cmd->big = NULL;
+    }
 
     ngx_queue_insert_head(&cmd->home->free, &cmd->queue);
 }
@@ -2772,7 +2988,9 @@ ngx_edge_redis_schedule_reconnect(ngx_edge_redis_conn_t *conn)
     conn->state = NGX_EDGE_REDIS_DISCONNECTED;
     conn->failing = 1;
 
-    if (conn->exiting || ngx_exiting || conn->reconnect_timer.timer_set) {
+    if (conn->exiting || conn->parked || ngx_exiting
+        || conn->reconnect_timer.timer_set)
+    {
         return;
     }
 
@@ -3040,7 +3258,8 @@ ngx_edge_redis_link_auth_reply(redisAsyncContext *ac, void *r,
     }
 
     ngx_edge_redis_link_log(link, NGX_LOG_ERR,
-                            "AUTH failed (see sentinel_password=): %*s",
+                            "AUTH failed (see sentinel_user= and "
+                            "sentinel_password=): %*s",
                             (size_t) reply->len, reply->str);
 
     if (!link->subscribe && link->outcome == NGX_EDGE_REDIS_ASK_PENDING) {
@@ -3109,7 +3328,15 @@ ngx_edge_redis_link_open(ngx_edge_redis_link_t *link)
     redisAsyncSetConnectCallback(ac, ngx_edge_redis_link_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_edge_redis_link_on_disconnect);
 
-    if (server->sentinel_password.data) {
+    if (server->sentinel_user.data) {
+        /* an ACL user of the Sentinel's ("user" lines in sentinel.conf) */
+        (void) redisAsyncCommand(ac, ngx_edge_redis_link_auth_reply, link,
+                                 "AUTH %b %b", server->sentinel_user.data,
+                                 server->sentinel_user.len,
+                                 server->sentinel_password.data,
+                                 server->sentinel_password.len);
+
+    } else if (server->sentinel_password.data) {
         (void) redisAsyncCommand(ac, ngx_edge_redis_link_auth_reply, link,
                                  "AUTH %b", server->sentinel_password.data,
                                  server->sentinel_password.len);
@@ -3783,6 +4010,9 @@ ngx_edge_redis_sentinel_exit(ngx_edge_redis_conn_t *conn)
  */
 
 static void ngx_edge_redis_cluster_ask(ngx_edge_redis_cluster_t *cl);
+static void ngx_edge_redis_cluster_prune(ngx_event_t *ev);
+static void ngx_edge_redis_cluster_unpark(ngx_edge_redis_cluster_t *cl,
+    ngx_uint_t i);
 
 
 /* CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, no reflection,
@@ -3851,6 +4081,10 @@ ngx_edge_redis_cluster_node(ngx_edge_redis_cluster_t *cl, u_char *host,
         if (node->port == port && node->hosts[0].len == len
             && ngx_strncmp(node->hosts[0].data, host, len) == 0)
         {
+            if (node->conn && node->conn->parked) {
+                ngx_edge_redis_cluster_unpark(cl, i);
+            }
+
             return i;
         }
     }
@@ -3899,6 +4133,11 @@ ngx_edge_redis_cluster_node(ngx_edge_redis_cluster_t *cl, u_char *host,
         != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    /* the callers' holds of the cluster hold the new node too */
+    for (i = 0; i < cl->holds; i++) {
+        ngx_edge_redis_hold(node);
     }
 
     return cl->nnodes++;
@@ -3956,6 +4195,12 @@ ngx_edge_redis_cluster_init(ngx_cycle_t *cycle,
         }
     }
 
+    cl->nseeds = cl->nnodes;
+
+    cl->prune.handler = ngx_edge_redis_cluster_prune;
+    cl->prune.data = cl;
+    cl->prune.log = cycle->log;
+
     /* the first map is asked as soon as a seed's handshake completes */
     ngx_add_timer(&cl->refresh, NGX_EDGE_REDIS_CLUSTER_REFRESH);
 
@@ -3983,6 +4228,10 @@ ngx_edge_redis_cluster_exit(ngx_edge_redis_server_t *server)
 
     if (cl->refresh.timer_set) {
         ngx_del_timer(&cl->refresh);
+    }
+
+    if (cl->prune.posted) {
+        ngx_delete_posted_event(&cl->prune);
     }
 
     for (i = 0; i < cl->nnodes; i++) {
@@ -4019,6 +4268,120 @@ ngx_edge_redis_cluster_refresh_soon(ngx_edge_redis_cluster_t *cl)
 
     cl->soon = 1;
     ngx_add_timer(&cl->refresh, NGX_EDGE_REDIS_CLUSTER_SOON);
+}
+
+
+/*
+ * After a new map: the nodes that serve no slot (they left the cluster,
+ * or were demoted to replicas).  One seen so in two maps at least
+ * NGX_EDGE_REDIS_CLUSTER_PRUNE apart (the second asked then), with
+ * nothing waiting on it, has its connection closed and is not reconnected
+ * (a departed node that is down would otherwise be retried, and logged,
+ * for the worker's life).  Its index stays, and a map, MOVED or ASK
+ * naming it again connects it again.
+ * The seeds are kept: they are the way back into the cluster.
+ */
+
+static void
+ngx_edge_redis_cluster_prune(ngx_event_t *ev)
+{
+    ngx_edge_redis_cluster_t  *cl = ev->data;
+
+    ngx_uint_t                 i, slot, again;
+    ngx_edge_redis_conn_t     *conn;
+    ngx_edge_redis_server_t   *node;
+    u_char                     owns[NGX_EDGE_REDIS_CLUSTER_NODES];
+
+    if (cl->exiting) {
+        return;
+    }
+
+    again = 0;
+
+    ngx_memzero(owns, sizeof(owns));
+
+    for (slot = 0; slot < NGX_EDGE_REDIS_CLUSTER_SLOTS; slot++) {
+        if (cl->map[slot]) {
+            owns[cl->map[slot] - 1] = 1;
+        }
+    }
+
+    for (i = cl->nseeds; i < cl->nnodes; i++) {
+        node = &cl->nodes[i];
+        conn = node->conn;
+
+        if (owns[i] || conn == NULL) {
+            cl->unowned[i] = 0;
+            continue;
+        }
+
+        if (conn->parked) {
+            continue;
+        }
+
+        if (cl->unowned[i] == 0) {
+            cl->unowned[i] = ngx_current_msec ? ngx_current_msec : 1;
+            again = 1;
+            continue;
+        }
+
+        if (ngx_current_msec - cl->unowned[i] < NGX_EDGE_REDIS_CLUSTER_PRUNE
+            || conn->attached)
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "redis \"%V\" at cluster: %V serves no slot since "
+                      "%M ms: its connection is closed",
+                      &cl->server->name, &node->address,
+                      ngx_current_msec - cl->unowned[i]);
+
+        conn->parked = 1;
+
+        if (conn->reconnect_timer.timer_set) {
+            ngx_del_timer(&conn->reconnect_timer);
+        }
+
+        if (conn->ac) {
+            conn->dropping = 1;
+            redisAsyncFree(conn->ac);
+            conn->dropping = 0;
+        }
+
+        conn->state = NGX_EDGE_REDIS_DISCONNECTED;
+        conn->failing = 0;
+        conn->backoff = 0;
+    }
+
+    if (again
+        && (!cl->refresh.timer_set
+            || cl->refresh.timer.key
+               > ngx_current_msec + NGX_EDGE_REDIS_CLUSTER_PRUNE))
+    {
+        /* the second map is asked as soon as it can tell */
+        ngx_add_timer(&cl->refresh, NGX_EDGE_REDIS_CLUSTER_PRUNE);
+    }
+}
+
+
+static void
+ngx_edge_redis_cluster_unpark(ngx_edge_redis_cluster_t *cl, ngx_uint_t i)
+{
+    ngx_edge_redis_conn_t  *conn;
+
+    conn = cl->nodes[i].conn;
+
+    conn->parked = 0;
+    cl->unowned[i] = 0;
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "redis \"%V\" at cluster: %V is named again: connecting",
+                  &cl->server->name, &cl->nodes[i].address);
+
+    if (!cl->exiting && !ngx_exiting && conn->ac == NULL) {
+        ngx_edge_redis_connect(conn);
+    }
 }
 
 
@@ -4141,7 +4504,20 @@ ngx_edge_redis_cluster_slots_reply(redisAsyncContext *ac, void *r,
                                    NULL);
     }
 
+    if (reply->elements == bad && cl->known) {
+        /* a node that was reset (or left) knows no slot: its view is not
+         * the cluster's, the map stays */
+        ngx_edge_redis_cluster_log(cl, "CLUSTER SLOTS named no slot: the "
+                                   "map is kept", NULL);
+        return;
+    }
+
     ngx_memcpy(cl->map, map, sizeof(map));
+
+    if (!cl->prune.posted) {
+        /* not here: a node's connection may be closed, maybe this one */
+        ngx_post_event(&cl->prune, &ngx_posted_events);
+    }
 
     if (!cl->known) {
         cl->known = 1;
@@ -4450,6 +4826,7 @@ ngx_edge_redis_cluster_redirect(ngx_edge_redis_batch_t *b,
 static ngx_int_t
 ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd, redisReply *reply)
 {
+    u_char                 *copy;
     ngx_uint_t              kind;
     ngx_edge_redis_conn_t  *target;
 
@@ -4460,6 +4837,8 @@ ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd, redisReply *reply)
         return NGX_DECLINED;
     }
 
+    copy = cmd->big ? cmd->big : cmd->copy;
+
     if (kind == 2
         && redisAsyncCommand(target->ac, NULL, NULL, "ASKING") != REDIS_OK)
     {
@@ -4467,7 +4846,7 @@ ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd, redisReply *reply)
     }
 
     if (redisAsyncFormattedCommand(target->ac, ngx_edge_redis_command_reply,
-                                   cmd, (const char *) cmd->copy,
+                                   cmd, (const char *) copy,
                                    cmd->copy_len)
         != REDIS_OK)
     {
@@ -4477,4 +4856,122 @@ ngx_edge_redis_cluster_resend(ngx_edge_redis_cmd_t *cmd, redisReply *reply)
     ngx_edge_redis_cluster_move(cmd, target);
 
     return NGX_OK;
+}
+
+
+/* a batch's items whose requests went away are dropped; how many are
+ * left */
+
+static ngx_uint_t
+ngx_edge_redis_batch_compact(ngx_edge_redis_batch_t *b)
+{
+    ngx_uint_t             i, n;
+    ngx_edge_redis_cmd_t  *cmd;
+
+    n = 0;
+
+    for (i = 0; i < b->n; i++) {
+        cmd = b->items[i];
+
+        if (cmd->handler == NULL || cmd->argv == NULL) {
+            ngx_edge_redis_free_cmd(cmd);
+            continue;
+        }
+
+        b->items[n++] = cmd;
+    }
+
+    b->n = n;
+
+    return n;
+}
+
+
+/*
+ * "TRYAGAIN": the batch's keys are of one slot, being migrated, and some
+ * are on the source, some on the target already (a node refuses a
+ * multi-key command it cannot run whole).  Nothing ran.  The batch waits
+ * a little (the migration moves the rest of the keys, or ends) and is
+ * sent again, from the start of the slot's route; bounded, then the error
+ * reply is its items' answer (their failure policy).
+ */
+
+static ngx_int_t
+ngx_edge_redis_cluster_tryagain(ngx_edge_redis_batch_t *b, redisReply *reply)
+{
+    ngx_msec_t                 delay;
+    ngx_edge_redis_cluster_t  *cl;
+
+    cl = b->conn->server->cluster;
+
+    if (reply->len < 8 || ngx_strncmp(reply->str, "TRYAGAIN", 8) != 0
+        || b->tryagain >= NGX_EDGE_REDIS_TRYAGAIN_MAX || cl->exiting)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_edge_redis_batch_compact(b) == 0) {
+        ngx_edge_redis_put_batch(b);
+        return NGX_OK;
+    }
+
+    delay = ngx_min((ngx_msec_t) NGX_EDGE_REDIS_TRYAGAIN_DELAY << b->tryagain,
+                    NGX_EDGE_REDIS_TRYAGAIN_DELAY_MAX);
+
+    b->tryagain++;
+
+    /* requests wait on it: a worker shutting down stays for it */
+    b->retry.cancelable = 0;
+    ngx_add_timer(&b->retry, delay);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_edge_redis_cluster_retry(ngx_event_t *ev)
+{
+    ngx_edge_redis_batch_t  *b = ev->data;
+
+    ngx_uint_t                 i, idx;
+    ngx_edge_redis_conn_t     *target;
+    ngx_edge_redis_server_t   *server;
+    ngx_edge_redis_cluster_t  *cl;
+
+    server = b->conn->server;
+    cl = server->cluster;
+
+    if (ngx_edge_redis_batch_compact(b) == 0) {
+        ngx_edge_redis_put_batch(b);
+        return;
+    }
+
+    /* the slot's node as the map says now; MOVED or ASK from there are
+     * followed again */
+    idx = cl->exiting ? 0 : cl->map[b->items[0]->slot];
+    target = idx ? cl->nodes[idx - 1].conn : NULL;
+
+    if (target && ngx_edge_redis_takes_items(target)
+        && !(target->ac->c.flags & (REDIS_DISCONNECTING|REDIS_FREEING)))
+    {
+        if (target != b->conn) {
+            for (i = 0; i < b->n; i++) {
+                ngx_edge_redis_cluster_move(b->items[i], target);
+            }
+
+            b->conn = target;
+        }
+
+        b->redirects = 0;
+
+        if (ngx_edge_redis_send_batch(b) == NGX_OK) {
+            return;
+        }
+    }
+
+    ngx_edge_redis_stat(server, server->st_errors, b->n);
+    ngx_edge_redis_log_failure(b->conn, "a batch answered TRYAGAIN could "
+                               "not be sent again: its slot's node is not "
+                               "connected");
+    ngx_edge_redis_finish_batch(b, NULL);
 }

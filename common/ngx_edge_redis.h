@@ -9,9 +9,9 @@
  * and replies are matched in order.
  *
  * Commands are plain ones (ngx_edge_redis_send_command(): GET, SET, ...,
- * the handler gets the whole reply), or the items of batched scripts: a script written to loop
- * over items (a fixed number of KEYS and ARGV per item, the item count
- * being #KEYS / keys-per-item) is registered with
+ * the handler gets the whole reply), or the items of batched scripts: a
+ * script written to loop over items (a fixed number of KEYS and ARGV per
+ * item, the item count being #KEYS / keys-per-item) is registered with
  * ngx_edge_redis_add_batch_script(), and each item is sent with
  * ngx_edge_redis_send_item().  The items queued during one event-loop
  * iteration leave as one EVALSHA per script (at most "batch=" items each),
@@ -72,12 +72,21 @@
  * EVALSHA never carries keys of two slots.  A batch answered MOVED is sent
  * again to the node named (the map updated for that slot and refreshed
  * soon), one answered ASK is sent there behind ASKING, at most 5 times;
- * so is a plain command of up to 4 KiB (a larger one answered MOVED gets
- * the error reply, and the map is updated for the next one).  An item
- * whose node is not connected, or whose slot no node serves, is not sent
- * (NULL): the caller's failure policy applies until the map changes.  The
- * map is asked again every 10 s, after a MOVED, and after a node fails.
- * ngx_edge_redis_hold() and _release() do nothing on a Cluster server.
+ * so is a plain command, from a copy made when it was sent (hiredis
+ * keeps none once written): in a 4 KiB buffer the slot keeps, or, for a
+ * larger one (a cache entry's SET), in one allocation freed with the
+ * slot.  A batch answered TRYAGAIN (keys of a migrating slot split
+ * between its two nodes) is sent again after a backoff (10 ms doubling
+ * to 250 ms), from the slot's node in the map, at most 10 times; then the
+ * error reply is its items' answer (a plain command answered TRYAGAIN
+ * gets it at once).  An item whose node is not connected, or whose slot
+ * no node serves, is not sent (NULL): the caller's failure policy applies
+ * until the map changes.  The map is asked again every 10 s, after a
+ * MOVED, and after a node fails.  A node that serves no slot in two maps
+ * 5 s apart (not a seed) has its connection closed, and reconnected only
+ * if a map, MOVED or ASK names it again.
+ * ngx_edge_redis_hold() and _release() on a Cluster server hold every
+ * node's connection (the next command's node is not known yet).
  */
 
 #ifndef _NGX_EDGE_REDIS_H_INCLUDED_
@@ -131,6 +140,7 @@ struct ngx_edge_redis_server_s {
     ngx_edge_redis_addr_t       *sentinels;
     ngx_uint_t                   nsentinels;
     ngx_str_t                    master_name;        /* C strings */
+    ngx_str_t                    sentinel_user;      /* an ACL user */
     ngx_str_t                    sentinel_password;
 
     /* or a Redis Cluster, discovered from these seed nodes */
@@ -175,7 +185,11 @@ struct ngx_edge_redis_cmd_s {
     ngx_uint_t                   slot;       /* Cluster: the key's */
     ngx_uint_t                   redirects;  /* Cluster: MOVED, ASK */
     u_char                      *copy;       /* Cluster: a plain command
-                                                as sent, for a redirect */
+                                                as sent, for a redirect:
+                                                the slot's own buffer */
+    u_char                      *big;        /* or, past its size, one
+                                                allocated for this command
+                                                and freed with the slot */
     size_t                       copy_len;
     ngx_edge_redis_handler_pt    handler;    /* NULL once detached */
     void                        *data;       /* the caller's */
@@ -200,7 +214,8 @@ struct ngx_edge_redis_cmd_s {
 
 /* args: "name address [password=..|password_file=..] [user=..] [db=N]
  * [connect_timeout=T] [timeout=T] [max_inflight=N] [batch=N]", or
- * "name sentinel=addr[,addr...] master=name [sentinel_password=..] ..."
+ * "name sentinel=addr[,addr...] master=name [sentinel_user=..]
+ * [sentinel_password=..] ..."
  * in place of the address */
 NGX_EDGE_API ngx_edge_redis_server_t *ngx_edge_redis_parse_server(
     ngx_conf_t *cf, ngx_str_t *args, ngx_uint_t nargs);
@@ -243,6 +258,21 @@ NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_item(
 NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_command(
     ngx_edge_redis_server_t *server, ngx_edge_redis_handler_pt handler,
     void *data, ngx_uint_t argc, const char **argv, const size_t *argvlen);
+
+/* A command that must reach every primary of a Cluster (a SCAN): the
+ * index of the first node at or after "from" that serves a slot of the
+ * map, NGX_DONE past the last, NGX_DECLINED while the map is not known;
+ * a server that is not a Cluster has one node, 0.  The indexes of a
+ * worker's nodes never change (a node that leaves keeps its index). */
+NGX_EDGE_API ngx_int_t ngx_edge_redis_next_node(
+    ngx_edge_redis_server_t *server, ngx_uint_t from);
+
+/* A plain command sent to that node whatever its keys (none, or keys the
+ * node holds: a SCAN's); as ngx_edge_redis_send_command() otherwise. */
+NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_command_to(
+    ngx_edge_redis_server_t *server, ngx_uint_t node,
+    ngx_edge_redis_handler_pt handler, void *data, ngx_uint_t argc,
+    const char **argv, const size_t *argvlen);
 
 /* From a handler: the reply outlives the handler (its bytes are sent
  * without a copy, say); the caller frees it with freeReplyObject(). */

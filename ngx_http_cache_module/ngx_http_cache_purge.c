@@ -136,6 +136,18 @@ typedef struct {
     ngx_uint_t                   failures;   /* in a row */
     ngx_str_t                    rkey;       /* "<zone>:job:<id>" */
     ngx_str_t                    glob;       /* "<zone>:{*}" */
+
+    /* Redis Cluster: the node being scanned (-1: none yet), its cursor,
+     * and its last batch's counts, to add to the job's hash */
+    ngx_int_t                    node;
+    ngx_str_t                    kind;
+    ngx_str_t                    match;
+    u_char                       cursor[NGX_INT64_LEN + 1];
+    size_t                       cursor_len;
+    ngx_uint_t                   scanned;
+    ngx_uint_t                   deleted;
+    unsigned                     report:1;
+    unsigned                     last:1;
 } ngx_http_cache_purge_job_t;
 
 
@@ -154,6 +166,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_cache_purge_handler(ngx_http_request_t *r);
 static void ngx_http_cache_purge_reply(void *data, redisReply *reply,
+    ngx_int_t rc);
+static void ngx_http_cache_purge_entry(void *data, redisReply *reply,
     ngx_int_t rc);
 static void ngx_http_cache_purge_poll(ngx_http_cache_purge_worker_t *pw,
     int64_t min, ngx_flag_t exclusive);
@@ -255,6 +269,70 @@ static ngx_str_t  ngx_http_cache_purge_start_lua = ngx_string(
     "return 1\n");
 
 
+/* Lua: the glob functions, and one SCAN batch's matching entries (kind,
+ * match and cursor set before it; the matches in "victims") */
+#define NGX_HTTP_CACHE_PURGE_GLOB_LUA                                         \
+    "local function segs(p)\n"                                                \
+    "  local out = {}\n"                                                      \
+    "  for seg in string.gmatch(p .. '*', '([^*]*)%*') do\n"                  \
+    "    local lp = string.gsub(seg, '[%^%$%(%)%%%.%[%]%+%-]', '%%%0')\n"     \
+    "    lp = string.gsub(lp, '%?', '.')\n"                                   \
+    "    out[#out + 1] = {lp, #seg}\n"                                        \
+    "  end\n"                                                                 \
+    "  return out\n"                                                          \
+    "end\n"                                                                   \
+    "local function glob(s, sg)\n"                                            \
+    "  local n = #sg\n"                                                       \
+    "  if n == 1 then\n"                                                      \
+    "    return #s == sg[1][2] and string.find(s, '^' .. sg[1][1]) ~= nil\n"  \
+    "  end\n"                                                                 \
+    "  local pos = 1\n"                                                       \
+    "  if sg[1][2] > 0 then\n"                                                \
+    "    if not string.find(s, '^' .. sg[1][1]) then return false end\n"      \
+    "    pos = sg[1][2] + 1\n"                                                \
+    "  end\n"                                                                 \
+    "  for i = 2, n - 1 do\n"                                                 \
+    "    if sg[i][2] > 0 then\n"                                              \
+    "      local a, b = string.find(s, sg[i][1], pos)\n"                      \
+    "      if not a then return false end\n"                                  \
+    "      pos = b + 1\n"                                                     \
+    "    end\n"                                                               \
+    "  end\n"                                                                 \
+    "  local l = sg[n][2]\n"                                                  \
+    "  if l == 0 then return true end\n"                                      \
+    "  local start = #s - l + 1\n"                                            \
+    "  if start < pos then return false end\n"                                \
+    "  return string.find(s, '^' .. sg[n][1], start) ~= nil\n"                \
+    "end\n"
+
+#define NGX_HTTP_CACHE_PURGE_SCAN_LUA                                         \
+    "local sg\n"                                                              \
+    "if kind == 'pattern' then sg = segs(match) end\n"                        \
+    "local want = 88\n"                                                       \
+    "if kind == 'prefix' then want = 88 + #match end\n"                       \
+    "local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', "        \
+    "ARGV[2])\n"                                                              \
+    "local scanned, victims = 0, {}\n"                                        \
+    "for _, k in ipairs(r[2]) do\n"                                           \
+    "  scanned = scanned + 1\n"                                               \
+    "  local h = redis.pcall('GETRANGE', k, 0, want - 1)\n"                   \
+    "  if type(h) == 'string' and #h >= 88\n"                                 \
+    "     and string.sub(h, 1, 4) == 'NXEC' then\n"                           \
+    "    local b1, b2, b3, b4 = string.byte(h, 57, 60)\n"                     \
+    "    local klen = ((b1 * 256 + b2) * 256 + b3) * 256 + b4\n"              \
+    "    local hit = false\n"                                                 \
+    "    if kind == 'prefix' then\n"                                          \
+    "      hit = klen >= #match and #h == want\n"                             \
+    "            and string.sub(h, 89) == match\n"                            \
+    "    elseif klen > 0 and klen <= 4096 then\n"                             \
+    "      local text = redis.call('GETRANGE', k, 88, 87 + klen)\n"           \
+    "      hit = #text == klen and glob(text, sg)\n"                          \
+    "    end\n"                                                               \
+    "    if hit then victims[#victims + 1] = k end\n"                         \
+    "  end\n"                                                                 \
+    "end\n"
+
+
 /*
  * One batch of a job: KEYS[1] the job's hash; ARGV: the SCAN pattern,
  * COUNT, now.  The state is in the hash, so a batch that timed out but
@@ -265,67 +343,13 @@ static ngx_str_t  ngx_http_cache_purge_start_lua = ngx_string(
  * Returns {state, scanned, deleted}.
  */
 static ngx_str_t  ngx_http_cache_purge_step_lua = ngx_string(
-    "local function segs(p)\n"
-    "  local out = {}\n"
-    "  for seg in string.gmatch(p .. '*', '([^*]*)%*') do\n"
-    "    local lp = string.gsub(seg, '[%^%$%(%)%%%.%[%]%+%-]', '%%%0')\n"
-    "    lp = string.gsub(lp, '%?', '.')\n"
-    "    out[#out + 1] = {lp, #seg}\n"
-    "  end\n"
-    "  return out\n"
-    "end\n"
-    "local function glob(s, sg)\n"
-    "  local n = #sg\n"
-    "  if n == 1 then\n"
-    "    return #s == sg[1][2] and string.find(s, '^' .. sg[1][1]) ~= nil\n"
-    "  end\n"
-    "  local pos = 1\n"
-    "  if sg[1][2] > 0 then\n"
-    "    if not string.find(s, '^' .. sg[1][1]) then return false end\n"
-    "    pos = sg[1][2] + 1\n"
-    "  end\n"
-    "  for i = 2, n - 1 do\n"
-    "    if sg[i][2] > 0 then\n"
-    "      local a, b = string.find(s, sg[i][1], pos)\n"
-    "      if not a then return false end\n"
-    "      pos = b + 1\n"
-    "    end\n"
-    "  end\n"
-    "  local l = sg[n][2]\n"
-    "  if l == 0 then return true end\n"
-    "  local start = #s - l + 1\n"
-    "  if start < pos then return false end\n"
-    "  return string.find(s, '^' .. sg[n][1], start) ~= nil\n"
-    "end\n"
+    NGX_HTTP_CACHE_PURGE_GLOB_LUA
     "local st = redis.call('HMGET', KEYS[1], 'state', 'kind', 'match',\n"
     "                      'cursor')\n"
     "if not st[1] then return {'gone', 0, 0} end\n"
     "if st[1] ~= 'running' then return {st[1], 0, 0} end\n"
-    "local kind, match = st[2], st[3]\n"
-    "local sg\n"
-    "if kind == 'pattern' then sg = segs(match) end\n"
-    "local want = 88\n"
-    "if kind == 'prefix' then want = 88 + #match end\n"
-    "local r = redis.call('SCAN', st[4], 'MATCH', ARGV[1], 'COUNT', ARGV[2])\n"
-    "local scanned, victims = 0, {}\n"
-    "for _, k in ipairs(r[2]) do\n"
-    "  scanned = scanned + 1\n"
-    "  local h = redis.pcall('GETRANGE', k, 0, want - 1)\n"
-    "  if type(h) == 'string' and #h >= 88\n"
-    "     and string.sub(h, 1, 4) == 'NXEC' then\n"
-    "    local b1, b2, b3, b4 = string.byte(h, 57, 60)\n"
-    "    local klen = ((b1 * 256 + b2) * 256 + b3) * 256 + b4\n"
-    "    local hit = false\n"
-    "    if kind == 'prefix' then\n"
-    "      hit = klen >= #match and #h == want\n"
-    "            and string.sub(h, 89) == match\n"
-    "    elseif klen > 0 and klen <= 4096 then\n"
-    "      local text = redis.call('GETRANGE', k, 88, 87 + klen)\n"
-    "      hit = #text == klen and glob(text, sg)\n"
-    "    end\n"
-    "    if hit then victims[#victims + 1] = k end\n"
-    "  end\n"
-    "end\n"
+    "local kind, match, cursor = st[2], st[3], st[4]\n"
+    NGX_HTTP_CACHE_PURGE_SCAN_LUA
     "local deleted = 0\n"
     "for i = 1, #victims, 256 do\n"
     "  deleted = deleted + redis.call('UNLINK',\n"
@@ -342,6 +366,43 @@ static ngx_str_t  ngx_http_cache_purge_step_lua = ngx_string(
     "  redis.call('HSET', KEYS[1], 'finished', ARGV[3])\n"
     "end\n"
     "return {state, scanned, deleted}\n");
+
+
+/*
+ * Redis Cluster: the entries are spread over the primaries, and a SCAN
+ * sees one node's keys only.  A job scans each primary in turn (the
+ * worker keeps the node and its cursor): one batch on the node, with no
+ * key (ARGV: the SCAN pattern, COUNT, cursor, kind, match; each victim
+ * unlinked on its own, the victims being of many slots), returns {cursor,
+ * scanned, deleted}; then the progress script adds it to the job's hash
+ * (KEYS[1]; ARGV: scanned, deleted, now, "1" when the last node is done,
+ * the cursor) and returns {state, scanned, deleted} as a step does.
+ */
+static ngx_str_t  ngx_http_cache_purge_node_lua = ngx_string(
+    NGX_HTTP_CACHE_PURGE_GLOB_LUA
+    "local kind, match, cursor = ARGV[4], ARGV[5], ARGV[3]\n"
+    NGX_HTTP_CACHE_PURGE_SCAN_LUA
+    "local deleted = 0\n"
+    "for _, k in ipairs(victims) do\n"
+    "  deleted = deleted + redis.call('UNLINK', k)\n"
+    "end\n"
+    "return {r[1], scanned, deleted}\n");
+
+
+static ngx_str_t  ngx_http_cache_purge_progress_lua = ngx_string(
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if not st then return {'gone', 0, 0} end\n"
+    "if st ~= 'running' then return {st, 0, 0} end\n"
+    "redis.call('HINCRBY', KEYS[1], 'scanned', ARGV[1])\n"
+    "redis.call('HINCRBY', KEYS[1], 'deleted', ARGV[2])\n"
+    "local state = 'running'\n"
+    "if ARGV[4] == '1' then\n"
+    "  state = 'done'\n"
+    "  redis.call('HSET', KEYS[1], 'finished', ARGV[3])\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'cursor', ARGV[5], 'state', state,\n"
+    "           'updated', ARGV[3])\n"
+    "return {state, ARGV[1], ARGV[2]}\n");
 
 
 static ngx_str_t  ngx_http_cache_purge_default_method = ngx_string("PURGE");
@@ -1249,6 +1310,7 @@ ngx_http_cache_purge_job_reply(void *data, redisReply *reply, ngx_int_t rc)
     }
 
     job->failures = 0;
+    job->report = 0;
     state = reply->element[0];
 
     if (state->len == 7 && ngx_strncmp(state->str, "running", 7) == 0) {
@@ -1267,12 +1329,158 @@ ngx_http_cache_purge_job_reply(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
+/* Redis Cluster: a node's batch answered {cursor, scanned, deleted} */
+
+static void
+ngx_http_cache_purge_node_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_cache_purge_job_t *job = data;
+
+    ngx_int_t    next;
+    redisReply  *cursor;
+
+    job->cmd = NULL;
+
+    if (rc != NGX_OK) {
+        ngx_http_cache_purge_job_failed(job, rc == NGX_AGAIN ? "timeout"
+                                                            : "redis error");
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len > NGX_INT64_LEN
+        || reply->element[1]->type != REDIS_REPLY_INTEGER
+        || reply->element[2]->type != REDIS_REPLY_INTEGER)
+    {
+        if (reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "edge_cache: purge job \"%V\": %*s", &job->rkey,
+                          (size_t) reply->len, reply->str);
+        }
+
+        ngx_http_cache_purge_job_failed(job, "unexpected reply");
+        return;
+    }
+
+    job->failures = 0;
+
+    cursor = reply->element[0];
+    job->cursor_len = cursor->len;
+    ngx_memcpy(job->cursor, cursor->str, cursor->len);
+
+    job->scanned = (ngx_uint_t) reply->element[1]->integer;
+    job->deleted = (ngx_uint_t) reply->element[2]->integer;
+    job->report = 1;
+
+    if (cursor->len == 1 && cursor->str[0] == '0') {
+        /* this node is done: the next primary, from its start */
+        next = ngx_edge_redis_next_node(job->worker->zone->redis,
+                                        job->node + 1);
+        if (next >= 0) {
+            job->node = next;
+
+        } else {
+            job->last = 1;
+        }
+    }
+
+    ngx_http_cache_purge_job_step(job);
+}
+
+
+static void
+ngx_http_cache_purge_node_step(ngx_http_cache_purge_job_t *job)
+{
+    ngx_int_t    node;
+    u_char       now[NGX_INT64_LEN], scanned[NGX_INT_T_LEN];
+    u_char       deleted[NGX_INT_T_LEN];
+    const char  *argv[10];
+    size_t       argvlen[10];
+
+    if (job->node < 0 && !job->report) {
+        node = ngx_edge_redis_next_node(job->worker->zone->redis, 0);
+
+        if (node == NGX_DECLINED) {
+            ngx_http_cache_purge_job_failed(job, "no cluster map yet");
+            return;
+        }
+
+        if (node == NGX_DONE) {
+            /* no primary: nothing to scan */
+            job->report = 1;
+            job->last = 1;
+
+        } else {
+            job->node = node;
+        }
+    }
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+
+    if (job->report) {
+        argv[1] = (const char *) ngx_http_cache_purge_progress_lua.data;
+        argvlen[1] = ngx_http_cache_purge_progress_lua.len;
+        argv[2] = "1";
+        argvlen[2] = 1;
+        argv[3] = (const char *) job->rkey.data;
+        argvlen[3] = job->rkey.len;
+        argv[4] = (const char *) scanned;
+        argvlen[4] = ngx_sprintf(scanned, "%ui", job->scanned) - scanned;
+        argv[5] = (const char *) deleted;
+        argvlen[5] = ngx_sprintf(deleted, "%ui", job->deleted) - deleted;
+        argv[6] = (const char *) now;
+        argvlen[6] = ngx_sprintf(now, "%L", ngx_edge_wall_usec() / 1000)
+                     - now;
+        argv[7] = job->last ? "1" : "0";
+        argvlen[7] = 1;
+        argv[8] = (const char *) job->cursor;
+        argvlen[8] = job->cursor_len;
+
+        job->cmd = ngx_edge_redis_send_command(job->worker->zone->redis,
+                                               ngx_http_cache_purge_job_reply,
+                                               job, 9, argv, argvlen);
+
+    } else {
+        argv[1] = (const char *) ngx_http_cache_purge_node_lua.data;
+        argvlen[1] = ngx_http_cache_purge_node_lua.len;
+        argv[2] = "0";
+        argvlen[2] = 1;
+        argv[3] = (const char *) job->glob.data;
+        argvlen[3] = job->glob.len;
+        argv[4] = NGX_HTTP_CACHE_PURGE_SCAN_COUNT;
+        argvlen[4] = sizeof(NGX_HTTP_CACHE_PURGE_SCAN_COUNT) - 1;
+        argv[5] = (const char *) job->cursor;
+        argvlen[5] = job->cursor_len;
+        argv[6] = (const char *) job->kind.data;
+        argvlen[6] = job->kind.len;
+        argv[7] = (const char *) job->match.data;
+        argvlen[7] = job->match.len;
+
+        job->cmd = ngx_edge_redis_send_command_to(
+                       job->worker->zone->redis, (ngx_uint_t) job->node,
+                       ngx_http_cache_purge_node_reply, job, 8, argv,
+                       argvlen);
+    }
+
+    if (job->cmd == NULL) {
+        ngx_http_cache_purge_job_failed(job, "redis not connected");
+    }
+}
+
+
 static void
 ngx_http_cache_purge_job_step(ngx_http_cache_purge_job_t *job)
 {
     u_char       now[NGX_INT64_LEN];
     const char  *argv[7];
     size_t       argvlen[7];
+
+    if (job->worker->zone->redis->nseeds) {
+        ngx_http_cache_purge_node_step(job);
+        return;
+    }
 
     argv[0] = "EVAL";
     argvlen[0] = 4;
@@ -1311,7 +1519,8 @@ ngx_http_cache_purge_job_start(ngx_http_cache_purge_ctx_t *ctx)
 
     job = ngx_alloc(sizeof(ngx_http_cache_purge_job_t)
                     + 2 * zone->name.len + sizeof(":job:") - 1
-                    + NGX_HTTP_CACHE_PURGE_ID_LEN + sizeof(":{*}") - 1,
+                    + NGX_HTTP_CACHE_PURGE_ID_LEN + sizeof(":{*}") - 1
+                    + ctx->text.len,
                     ngx_cycle->log);
     if (job == NULL) {
         return NGX_ERROR;
@@ -1329,6 +1538,21 @@ ngx_http_cache_purge_job_start(ngx_http_cache_purge_ctx_t *ctx)
     job->glob.data = p;
     p = ngx_sprintf(p, "%V:{*}", &zone->name);
     job->glob.len = p - job->glob.data;
+
+    job->match.data = p;
+    job->match.len = ctx->text.len;
+    ngx_memcpy(p, ctx->text.data, ctx->text.len);
+
+    if (ctx->kind == NGX_HTTP_CACHE_PURGE_PREFIX) {
+        ngx_str_set(&job->kind, "prefix");
+
+    } else {
+        ngx_str_set(&job->kind, "pattern");
+    }
+
+    job->node = -1;
+    job->cursor[0] = '0';
+    job->cursor_len = 1;
 
     job->worker = pw;
     job->retry.handler = ngx_http_cache_purge_job_retry;
@@ -1676,7 +1900,10 @@ ngx_http_cache_purge_command(ngx_http_request_t *r,
     ngx_uint_t    argc;
     ngx_str_t    *zn;
 
+    ngx_edge_redis_handler_pt  handler;
+
     zn = &ctx->zone->name;
+    handler = ngx_http_cache_purge_reply;
 
     if (ctx->kind == NGX_HTTP_CACHE_PURGE_STATUS) {
         rkey.data = ngx_pnalloc(r->pool, zn->len + sizeof(":job:") - 1
@@ -1786,6 +2013,15 @@ ngx_http_cache_purge_command(ngx_http_request_t *r,
                                  (size_t) NGX_HTTP_CACHE_HASH_LEN, ctx->hash)
                      - member;
         op = ctx->kind == NGX_HTTP_CACHE_PURGE_KEY ? "del" : "exists";
+
+        if (ctx->zone->redis->nseeds) {
+            /* Redis Cluster: the set and the entry are in two slots; the
+             * record first, then the entry (ngx_http_cache_purge_entry) */
+            argv[4] = argv[3];
+            argvlen[4] = argvlen[3];
+            op = "none";
+            handler = ngx_http_cache_purge_entry;
+        }
     }
 
     argv[5] = (const char *) now;
@@ -1798,9 +2034,54 @@ ngx_http_cache_purge_command(ngx_http_request_t *r,
     argvlen[8] = ngx_strlen(op);
     argc = 9;
 
-    return ngx_edge_redis_send_command(ctx->zone->redis,
-                                       ngx_http_cache_purge_reply, ctx,
+    return ngx_edge_redis_send_command(ctx->zone->redis, handler, ctx,
                                        argc, argv, argvlen);
+}
+
+
+/*
+ * Redis Cluster, a key or soft purge: its record is written; now the
+ * entry's DEL (or EXISTS), on the entry's node, whose answer (did the
+ * entry exist) is the purge's, as the record script's is otherwise.
+ */
+
+static void
+ngx_http_cache_purge_entry(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_cache_purge_ctx_t  *ctx = data;
+
+    u_char      *entry;
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    ctx->cmd = NULL;
+
+    if (rc == NGX_OK && reply->type != REDIS_REPLY_ERROR) {
+        entry = ngx_pnalloc(ctx->request->pool, NGX_HTTP_CACHE_RKEY_MAX);
+
+        if (entry) {
+            argv[0] = ctx->kind == NGX_HTTP_CACHE_PURGE_KEY ? "DEL"
+                                                            : "EXISTS";
+            argvlen[0] = ngx_strlen(argv[0]);
+            argv[1] = (const char *) entry;
+            argvlen[1] = ngx_sprintf(entry, "%V:{%*s}", &ctx->zone->name,
+                                     (size_t) NGX_HTTP_CACHE_HASH_LEN,
+                                     ctx->hash)
+                         - entry;
+
+            ctx->cmd = ngx_edge_redis_send_command(ctx->zone->redis,
+                                                   ngx_http_cache_purge_reply,
+                                                   ctx, 2, argv, argvlen);
+            if (ctx->cmd) {
+                return;
+            }
+        }
+
+        reply = NULL;
+        rc = NGX_ERROR;
+    }
+
+    ngx_http_cache_purge_reply(ctx, reply, rc);
 }
 
 

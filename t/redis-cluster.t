@@ -483,6 +483,47 @@ is(crc16('open:x1') % 16384, slot_of('open', 'x1'),
     cmp_ok(calls($dst, 'get'), '>', $get, 'the target answered it');
 }
 
+# --- a cache entry larger than 4 KiB stored while its slot migrates: the
+# SET is answered ASK (or MOVED, once the slot moved: the store follows
+# the response) and must be sent again, whole (a plain command is resent
+# from a copy; up to 4 KiB one the slot keeps, larger ones one of their
+# own: before, a larger one was not resent)
+{
+    require Digest::MD5;
+    srand(13);
+    my $body = join '', map { chr(int rand 256) } 1 .. 16384;  # incompressible
+    $origin->set('/c/big', headers => ['Cache-Control: max-age=60'],
+                 body => $body);
+    my $ckey = 'pages:{' . Digest::MD5::md5_hex('/c/big') . '}';
+    my $slot = rcmd($ports[0], 'CLUSTER', 'KEYSLOT', $ckey);
+    my $src = owner($slot);
+    my ($dst) = grep { $_ != $src } @ports;
+    rcmd($dst, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', $id{$src});
+    rcmd($src, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', $id{$dst});
+    my $asking = calls($dst, 'asking');
+    my $res = $nginx->get('/c/big');
+    is($res->{body}, $body,
+       'a 16 KiB page while its slot migrates: a miss, served whole');
+    cmp_ok(calls($dst, 'asking'), '>', $asking, 'its commands were asked '
+           . 'of the target');
+
+    # the slot is the target's from now on (the keys some other zone put
+    # there on the source move with it)
+    my $keys = rcmd($src, 'CLUSTER', 'GETKEYSINSLOT', $slot, 1000) // [];
+    rcmd($src, 'MIGRATE', '127.0.0.1', $dst, '', 0, 5000, 'KEYS', @$keys)
+        if @$keys;
+    rcmd($_, 'CLUSTER', 'SETSLOT', $slot, 'NODE', $id{$dst}) for @ports;
+    ok(wait_until(10, sub { owner($slot) == $dst }), 'the slot moved');
+    ok(wait_until(10, sub { rcmd($dst, 'STRLEN', $ckey) > 16384 }),
+       'the entry, more than 16 KiB, was stored on the target')
+        or diag('STRLEN ' . rcmd($dst, 'STRLEN', $ckey) . "\n"
+                . join("\n", grep { /redis/ } split /\n/, $nginx->log));
+    $res = $nginx->get('/c/big');
+    like($res->{headers}{'x-cache'} // '', qr/HIT/,
+         'the 16 KiB entry is a HIT from the target');
+    is($res->{body}, $body, 'with its whole body');
+}
+
 # --- a slot migrated by hand under traffic
 {
     my $k = 'mig';
@@ -561,6 +602,256 @@ is(crc16('open:x1') % 16384, slot_of('open', 'x1'),
            'the slot goes straight to the target');
 }
 
+# --- cache purges through the cluster: entries spread over the three
+# primaries; a prefix or pattern job scans every primary (a SCAN sees one
+# node's keys), a key purge and a tag purge reach the entry wherever it is
+{
+    require JSON::PP;
+    my $pn = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    edge_cache_redis c cluster=$seeds timeout=2s;
+    edge_cache_zone cz redis=c purge_poll=100ms;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location /p/ {
+            edge_cache cz;
+            edge_cache_key \$uri;
+            add_header X-Cache \$edge_cache_status always;
+            proxy_pass http://127.0.0.1:\$PORT/o/;
+        }
+        location /o/ {
+            default_type text/plain;
+            add_header Cache-Control "max-age=600";
+            add_header Cache-Tag "red";
+            return 200 "\$request_id";
+        }
+        location ~ ^/purge(/.*)\$ {
+            edge_cache_purge cz;
+            edge_cache_key \$1;
+        }
+        location = /purge { edge_cache_purge cz; }
+    }
+HTTP
+    my $entries = sub {
+        my %on;
+        for my $p (@ports) {
+            $on{$p} = [grep { /^cz:\{[0-9a-f]{32}\}$/ }
+                       @{ rcmd($p, 'KEYS', 'cz:{*}') // [] }];
+        }
+        return \%on;
+    };
+    my $count = sub { my $on = $entries->(); my $n = 0; $n += @$_ for values %$on; $n };
+    my @paths = ((map { "/p/gone/$_" } 1 .. 30), (map { "/p/keep/$_" } 1 .. 30));
+    ok(wait_until(20, sub {
+           $pn->get($_) for @paths;
+           $count->() == 60 }),
+       'purges: 60 entries stored in the cluster')
+        or diag(explain $entries->());
+    my $on = $entries->();
+    is(scalar(grep { @{ $on->{$_} } } @ports), 3,
+       'purges: the entries are on the three primaries')
+        or diag(explain { map { $_ => scalar @{ $on->{$_} } } @ports });
+
+    my $job = sub {
+        my ($query) = @_;
+        my $r = $pn->request('PURGE', "/purge?$query");
+        my $j = eval { JSON::PP::decode_json($r->{body}) } // {};
+        is($r->{status}, 202, "purge $query: started") or diag($r->{body});
+        my $prog = {};
+        ok(wait_until(30, sub {
+               my $g = $pn->get("/purge?job=$j->{job}");
+               $prog = eval { JSON::PP::decode_json($g->{body}) } // {};
+               ($prog->{state} // '') eq 'done' }),
+           "purge $query: the job is done") or diag(explain $prog);
+        return $prog;
+    };
+    my $prog = $job->('prefix=/p/gone/');
+    is($prog->{deleted}, 30, 'prefix job: the 30 entries deleted, from the '
+       . 'three primaries');
+    cmp_ok($prog->{scanned}, '>=', 60, 'prefix job: every entry scanned');
+    is($count->(), 30, 'prefix job: the 30 others are left');
+    like($pn->get('/p/gone/7')->{headers}{'x-cache'} // '', qr/MISS/,
+         'prefix job: a purged entry is a miss');
+
+    my $want = grep { /^1/ } 1 .. 30;
+    $prog = $job->('pattern=/p/keep/1*');
+    is($prog->{deleted}, $want, "pattern job: its $want entries deleted");
+    like($pn->get('/p/keep/15')->{headers}{'x-cache'} // '', qr/MISS/,
+         'pattern job: a purged entry is a miss');
+
+    like($pn->get('/p/keep/22')->{headers}{'x-cache'} // '', qr/HIT/,
+         'key purge: the entry is a hit before');
+    my $r = $pn->request('PURGE', '/purge/p/keep/22');
+    is($r->{status}, 200, 'key purge: 200') or diag($r->{body});
+    like($pn->get('/p/keep/22')->{headers}{'x-cache'} // '', qr/MISS/,
+         'key purge: then a miss');
+
+    $r = $pn->request('PURGE', '/purge/p/none');
+    is($r->{status}, 404, 'key purge of a key with no entry: 404')
+        or diag($r->{body});
+    $r = $pn->request('PURGE', '/purge/p/keep/24', 'Edge-Purge-Soft' => '1');
+    is($r->{status}, 200, 'soft purge: 200') or diag($r->{body});
+    like($r->{body}, qr/"soft":true/, 'soft purge: said soft');
+    ok(rcmd(owner(rcmd($ports[0], 'CLUSTER', 'KEYSLOT',
+                       'cz:{' . Digest::MD5::md5_hex('/p/keep/24') . '}')),
+            'EXISTS', 'cz:{' . Digest::MD5::md5_hex('/p/keep/24') . '}'),
+       'soft purge: the entry stays in Redis');
+    unlike($pn->get('/p/keep/24')->{headers}{'x-cache'} // '', qr/^HIT$/,
+           'soft purge: the entry is no longer a fresh hit');
+
+    like($pn->get('/p/keep/23')->{headers}{'x-cache'} // '', qr/HIT/,
+         'tag purge: the entry is a hit before');
+    $r = $pn->request('PURGE', '/purge?tag=red');
+    is($r->{status}, 200, 'tag purge: 200') or diag($r->{body});
+    ok(wait_until(5, sub {
+           ($pn->get('/p/keep/23')->{headers}{'x-cache'} // '') =~ /MISS|EXPIRED/ }),
+       'tag purge: then a miss');
+    unlike($pn->log, qr/\[(?:error|alert|crit)\]/, 'purges: no error logged')
+        or diag($pn->log);
+    $pn->stop;
+}
+
+# --- the stampede lock through the cluster, across a reload: 10 requests
+# for one entry, the owner's origin answer takes 2 s, the 9 others poll
+# the lock on its node.  The old worker is told to go while they wait: the
+# waiters hold the cluster's connections between their polls
+# (ngx_edge_redis_hold), so they are not closed as idle, the polls go on,
+# and the origin sees one request.
+{
+    require IO::Select;
+    my $ln = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    edge_cache_redis c cluster=$seeds timeout=2s;
+    edge_cache_zone lz redis=c;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location /lock/ {
+            edge_cache lz;
+            edge_cache_key \$uri;
+            edge_cache_lock on;
+            edge_cache_lock_timeout 30s;
+            edge_cache_lock_age 60s;
+            add_header X-Cache \$edge_cache_status always;
+            proxy_pass http://127.0.0.1:$oport;
+        }
+    }
+HTTP
+    ok(wait_until(20, sub { ($ln->get('/lock/warm')->{status} // 0) == 404
+                            && grep { @{ rcmd($_, 'KEYS', 'lz:*') // [] } } @ports }),
+       'lock: the cluster is known') ;
+    $origin->set('/lock/r', headers => ['Cache-Control: max-age=60'],
+                 body => 'locked', count_body => 1, delay => 2);
+    my $lkey = 'lz:{' . Digest::MD5::md5_hex('/lock/r') . '}:lock';
+    my $lnode = owner(rcmd($ports[0], 'CLUSTER', 'KEYSLOT', $lkey));
+    my @socks = map {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $ln->port, Timeout => 10)
+            or die "connect: $!";
+        print $s "GET /lock/r HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        $s;
+    } 1 .. 10;
+    ok(wait_until(10, sub { defined rcmd($lnode, 'GET', $lkey) }),
+       'lock: taken, on its node');
+    my @old = $ln->worker_pids;
+    open my $pf, '<', "$ln->{prefix}/logs/nginx.pid" or die $!;
+    chomp(my $master = <$pf>);
+    kill 'HUP', $master;
+    my $re = join '|', @old;
+    ok(wait_until(20, sub {
+           $ln->log =~ /\[notice\] (?:$re)#\d+: gracefully shutting down/ }),
+       'lock: the old worker is told to go while 9 requests poll');
+    my @bodies;
+    for my $s (@socks) {
+        local $/;
+        my $raw = readline($s) // '';
+        my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+        push @bodies, ($head // '') =~ m{^HTTP/1\.\d 200} ? $body : "none";
+    }
+    is(scalar(grep { $_ eq 'locked#1' } @bodies), 10,
+       'lock across a reload: 10 answers, all the one origin answer')
+        or diag(explain \@bodies);
+    is($origin->hits('/lock/r'), 1, 'lock across a reload: one origin '
+       . 'request');
+    ok(wait_until(30, sub { !grep { kill 0, $_ } @old }),
+       'lock: the old worker exited');
+    $ln->stop;
+    unlike($ln->final_log, qr/\[alert\]|\[crit\]|open socket/,
+           'lock: no alert, no socket left');
+}
+
+# --- TRYAGAIN: a zone with bans sends three keys per decision (bucket,
+# refusals, ban: one hash tag); while their slot migrates, the target
+# refuses them (behind ASKING) as long as it does not hold them all.  The
+# batch is sent again after a backoff: 10 times at most, then the failure
+# policy; and once the slot's migration ends, the retry is answered.
+sub errorstat {
+    my ($port, $err) = @_;
+    my ($n) = (rcmd($port, 'INFO', 'errorstats') // '')
+        =~ /errorstat_\Q$err\E:count=(\d+)/;
+    return $n // 0;
+}
+
+{
+    my $bn = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    ratelimit_redis r cluster=$seeds timeout=10s;
+    ratelimit_zone \$arg_k zone=banz:1m rate=1r/m redis=r on_failure=open;
+    ratelimit_ban zone=banz threshold=100 window=1m duration=1m;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /ok { return 200 "ok\\n"; }
+        location = /banz {
+            ratelimit zone=banz burst=4 nodelay;
+            add_header X-Status \$ratelimit_status always;
+            proxy_pass http://127.0.0.1:\$PORT/ok;
+        }
+    }
+HTTP
+    ok(wait_until(20, sub { from_redis($bn->decision('/banz?k=warm')) }),
+       'TRYAGAIN: a zone with bans decides from the cluster');
+
+    my $k = 'ta1';
+    my $slot = slot_of('banz', $k);
+    my $src = owner($slot);
+    my ($dst) = grep { $_ != $src } @ports;
+    rcmd($dst, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', $id{$src});
+    rcmd($src, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', $id{$dst});
+
+    # the slot stays in migration: every try refused, the failure policy
+    my $try0 = errorstat($dst, 'TRYAGAIN');
+    my $t0 = time;
+    is($bn->decision("/banz?k=$k"), '200 FAILED_OPEN',
+       'TRYAGAIN until the bound: the failure policy');
+    my $took = time - $t0;
+    is(errorstat($dst, 'TRYAGAIN') - $try0, 11,
+       'after the first send and 10 retries, no more');
+    cmp_ok($took, '>=', 1.4, 'the retries were spread by the backoff');
+    diag(sprintf 'TRYAGAIN: 11 tries took %.2f s', $took);
+    like($bn->log, qr/redis "r" at 127\.0\.0\.1:$dst: error reply: TRYAGAIN/,
+         'the last TRYAGAIN is logged');
+
+    # the migration ends while the retries go on: the retry is answered
+    my $k2 = same_slot_key('banz', $slot);
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $bn->port, Timeout => 10)
+        or die "connect: $!";
+    $try0 = errorstat($dst, 'TRYAGAIN');
+    print $s "GET /banz?k=$k2 HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    ok(wait_until(10, sub { errorstat($dst, 'TRYAGAIN') > $try0 }),
+       'a decision is refused with TRYAGAIN');
+    my $keys = rcmd($src, 'CLUSTER', 'GETKEYSINSLOT', $slot, 1000) // [];
+    rcmd($src, 'MIGRATE', '127.0.0.1', $dst, '', 0, 5000, 'KEYS', @$keys)
+        if @$keys;
+    rcmd($_, 'CLUSTER', 'SETSLOT', $slot, 'NODE', $id{$dst}) for @ports;
+    my $raw = do { local $/; readline($s) } // '';
+    my ($status) = $raw =~ m{^HTTP/1\.\d (\d+)};
+    my ($st) = $raw =~ /^X-Status: (\S+)/mi;
+    is(($status // 0) . ' ' . ($st // '-'), '200 PASSED',
+       'the migration ended during the backoff: the retry is decided by '
+       . 'Redis');
+    cmp_ok(errorstat($dst, 'TRYAGAIN') - $try0, '<', 11,
+           'before the bound');
+    $bn->stop;
+    unlike($bn->final_log, qr/\[alert\]|\[crit\]|open socket/, 'no alert');
+}
+
 unlike($nginx->log, qr/\[(?:error|alert|crit)\] [^\n]*redis "/,
        'no error logged while the cluster is whole (redirects are not errors)');
 
@@ -612,6 +903,65 @@ unlike($nginx->log, qr/\[(?:error|alert|crit)\] [^\n]*redis "/,
            'by the promoted replica');
     like(rcmd($rport, 'INFO', 'replication') // '', qr/role:master/,
          'which is a primary now');
+}
+
+# --- a node leaves the cluster (its slots resharded away, then forgotten
+# by the others; it keeps running, as a replica): once two maps at least
+# 5 s apart said it serves no slot, each worker closes its connection to
+# it, and does not reconnect
+{
+    my $gone = $ports[1];
+    # the nginx clients of a node: every normal client but the one asking
+    # (once its slots are gone, the node becomes a replica of the node
+    # that took them: its link to that primary is no client of ours)
+    my $clients = sub {
+        my $list = rcmd($gone, 'CLIENT', 'LIST') // '';
+        return scalar grep { / flags=N / && !/cmd=client\|list/ }
+            split /\n/, $list;
+    };
+    cmp_ok($clients->(), '>=', 2, 'leave: nginx is connected to the node '
+           . '(one connection per cluster server)');
+
+    # the killed primary is forgotten first: redis-cli --cluster wants
+    # every node it is told of to answer
+    rcmd($_, 'CLUSTER', 'FORGET', $id{$ports[2]}) for $ports[0], $gone, $rport;
+    my $nslots = 0;
+    for my $range (@{ rcmd($ports[0], 'CLUSTER', 'SLOTS') // [] }) {
+        $nslots += $range->[1] - $range->[0] + 1 if $range->[2][1] == $gone;
+    }
+    my $t0 = time;
+    my $out = `redis-cli --cluster reshard 127.0.0.1:$ports[0] --cluster-from $id{$gone} --cluster-to $id{$ports[0]} --cluster-slots $nslots --cluster-yes 2>&1`;
+    is($? >> 8, 0, "leave: its $nslots slots resharded away")
+        or diag(substr($out, -2000));
+    diag(sprintf 'reshard of %d slots: %.1f s', $nslots, time - $t0);
+    ok(wait_until(20, sub {
+           !grep { $_->[2][1] == $gone } @{ rcmd($ports[0], 'CLUSTER', 'SLOTS') // [] } }),
+       'leave: the node serves no slot');
+    is(rcmd($_, 'CLUSTER', 'FORGET', $id{$gone}), 'OK',
+       "leave: node $_ forgets it") for $ports[0], $rport;
+
+    # decisions for keys of its former slots come from the others (MOVED,
+    # then the map)
+    my $k;
+    for my $i (1 .. 1000) {
+        if (owner(slot_of('open', "lv$i")) == $ports[0]) { $k = "lv$i"; last }
+    }
+    ok(wait_until(20, sub { from_redis($nginx->decision("/open?k=$k")) }),
+       'leave: decisions come from Redis');
+    $t0 = time;
+    ok(wait_until(40, sub { $clients->() == 0 }),
+       'leave: the workers closed their connections to it')
+        or diag('clients: ' . rcmd($gone, 'CLIENT', 'LIST'));
+    diag(sprintf 'leave: connections closed %.1f s after the map changed',
+         time - $t0);
+    like($nginx->log, qr/redis "r" at cluster: 127\.0\.0\.1:$gone serves no slot since \d+ ms: its connection is closed/,
+         'leave: a notice says so (rate limit)');
+    like($nginx->log, qr/redis "c" at cluster: 127\.0\.0\.1:$gone serves no slot since \d+ ms: its connection is closed/,
+         'leave: and for the cache');
+    unlike($nginx->log, qr/\[(?:error|alert|crit)\] [^\n]*redis "[rc]" at 127\.0\.0\.1:$gone/,
+           'leave: no error about it');
+    like($nginx->decision("/closed?k=lv-after"), qr/^(?:200 PASSED|429 REJECTED)$/,
+         'leave: decisions go on');
 }
 
 $nginx->stop;

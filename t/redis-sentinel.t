@@ -3,7 +3,8 @@
 # all Sentinels down at start (the failure policy, then recovery when they
 # start), a failover under traffic (SIGKILL of the primary: the switch,
 # the failure policy meanwhile, the recovery time), a demoted primary
-# answering READONLY (asked again), a wrong sentinel_password, a reload
+# answering READONLY (asked again), a wrong sentinel_password, an ACL user
+# of the Sentinels (sentinel_user=, right and wrong password), a reload
 # while a command waits, and nginx -t on bad parameters.
 use strict;
 use warnings;
@@ -23,6 +24,7 @@ my $dir = tempdir(CLEANUP => 1);
 chmod 0755, $dir;
 my $master_name = 'mymaster';
 my $sentpw = 'SentinelPw42';
+my ($acl_user, $acl_pw) = ('edge', 'EdgePw42');    # an ACL user of theirs
 
 # every process started here is stopped however the file ends
 my %pids;
@@ -57,7 +59,8 @@ sub start_redis {
 }
 
 # a redis-sentinel on PORT watching the primary on MPORT (quorum Q),
-# with requirepass (and the password it gives the other Sentinels)
+# with requirepass (and the password it gives the other Sentinels), and
+# an ACL user
 sub start_sentinel {
     my ($port, $mport, $quorum) = @_;
     my $conf = "$dir/sentinel-$port.conf";
@@ -71,6 +74,7 @@ pidfile $dir/sentinel-$port.pid
 logfile $dir/sentinel-$port.log
 dir $dir
 requirepass $sentpw
+user $acl_user on >$acl_pw +\@all ~* &*
 sentinel sentinel-pass $sentpw
 sentinel monitor $master_name 127.0.0.1 $mport $quorum
 sentinel down-after-milliseconds $master_name 1000
@@ -152,6 +156,7 @@ $origin->set('/c/page', headers => ['Cache-Control: max-age=60'],
 sub http_conf {
     my (%o) = @_;
     my $server = "sentinel=$o{sentinels} master=$master_name"
+        . ($o{user} ? " sentinel_user=$o{user}" : '')
         . " sentinel_password=$o{password} timeout=$o{timeout}";
     return <<"HTTP";
     ratelimit_redis r $server;
@@ -221,8 +226,18 @@ sub fresh_key { return 'k' . $k++ }
          qr/invalid port in Sentinel "127\.0\.0\.1:99999" of redis server "r"/,
          'a bad Sentinel address'],
         ['ratelimit_redis r 127.0.0.1:6379 master=m;',
-         qr/"master=" and "sentinel_password=" need "sentinel="/,
+         qr/"master=", "sentinel_user=" and "sentinel_password=" need "sentinel="/,
          'master= without sentinel='],
+        ['ratelimit_redis r 127.0.0.1:6379 sentinel_user=u;',
+         qr/"master=", "sentinel_user=" and "sentinel_password=" need "sentinel="/,
+         'sentinel_user= without sentinel='],
+        ['ratelimit_redis r sentinel=127.0.0.1 master=m sentinel_user= '
+         . 'sentinel_password=p;',
+         qr/invalid parameter "sentinel_user=" of redis server "r"/,
+         'an empty sentinel_user='],
+        ['ratelimit_redis r sentinel=127.0.0.1 master=m sentinel_user=u;',
+         qr/redis server "r": "sentinel_user=" needs "sentinel_password="/,
+         'sentinel_user= without sentinel_password='],
         ['ratelimit_redis r 127.0.0.1:6379 sentinel=127.0.0.1 master=m;',
          qr/an address "127\.0\.0\.1:6379" and "sentinel=" are given together/,
          'an address and sentinel= together'],
@@ -507,13 +522,46 @@ like($nginx->log, qr/the primary moved from 127\.0\.0\.1:$cur to 127\.0\.0\.1:$p
         http => http_conf(sentinels => "127.0.0.1:$sport[1]",
                           password => 'wrong', timeout => '300ms'));
     ok(wait_until(10, sub {
-           $n2->log =~ /redis "r" at master "mymaster": Sentinel 127\.0\.0\.1:$sport[1]: AUTH failed \(see sentinel_password=\): WRONGPASS/ }),
+           $n2->log =~ /redis "r" at master "mymaster": Sentinel 127\.0\.0\.1:$sport[1]: AUTH failed \(see sentinel_user= and sentinel_password=\): WRONGPASS/ }),
        'a wrong sentinel_password is logged clearly')
         or diag($n2->log);
     is($n2->decision('/open?k=' . fresh_key()), '200 FAILED_OPEN',
        'and the failure policy applies');
     $n2->stop;
     unlike($n2->final_log, qr/\[(alert|crit|emerg)\]|open socket/,
+           'no alert or socket left');
+}
+
+# --- an ACL user of the Sentinels: AUTH user password (its password is
+# not the default user's, so a plain AUTH password would fail); a wrong
+# password: a clear line, the failure policy
+{
+    my $n4 = Test::Edge::Nginx->start(
+        http => http_conf(sentinels => "127.0.0.1:$sport[1]",
+                          user => $acl_user, password => $acl_pw,
+                          timeout => '300ms'));
+    ok(wait_until(20, sub {
+           from_redis($n4->decision('/open?k=' . fresh_key())) }),
+       'sentinel_user=: the ACL user asks the Sentinel, decisions come '
+       . 'from Redis')
+        or diag($n4->log);
+    unlike($n4->log, qr/AUTH failed/, 'and its AUTH was accepted');
+    $n4->stop;
+    unlike($n4->final_log, qr/\[(alert|crit|emerg)\]|open socket/,
+           'no alert or socket left');
+
+    my $n5 = Test::Edge::Nginx->start(
+        http => http_conf(sentinels => "127.0.0.1:$sport[1]",
+                          user => $acl_user, password => 'wrong',
+                          timeout => '300ms'));
+    ok(wait_until(10, sub {
+           $n5->log =~ /redis "r" at master "mymaster": Sentinel 127\.0\.0\.1:$sport[1]: AUTH failed \(see sentinel_user= and sentinel_password=\): WRONGPASS/ }),
+       'sentinel_user= with a wrong password is logged clearly')
+        or diag($n5->log);
+    is($n5->decision('/open?k=' . fresh_key()), '200 FAILED_OPEN',
+       'and the failure policy applies');
+    $n5->stop;
+    unlike($n5->final_log, qr/\[(alert|crit|emerg)\]|open socket/,
            'no alert or socket left');
 }
 
