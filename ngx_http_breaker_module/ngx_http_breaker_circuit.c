@@ -128,7 +128,7 @@ enum {
 };
 
 
-static const char  *ngx_http_breaker_reasons[] = {
+static const char  *ngx_http_breaker_reasons[NGX_HTTP_BREAKER_REASONS] = {
     "",
     "failure_rate",
     "slow_rate",
@@ -157,16 +157,19 @@ typedef struct {
 
 
 static void ngx_http_breaker_window_add(ngx_http_breaker_circuit_t *c,
-    uint32_t gen, int64_t now, ngx_uint_t failed, ngx_uint_t slow);
+    uint32_t gen, uint64_t epoch, uint64_t slot, ngx_uint_t failed,
+    ngx_uint_t slow);
 static void ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c,
     uint32_t gen, int64_t now, ngx_http_breaker_counts_t *sum);
 static void ngx_http_breaker_window_judge_sum(ngx_http_breaker_circuit_t *c,
-    uint32_t gen, int64_t now, ngx_http_breaker_counts_t *sum);
+    uint32_t gen, int64_t now, uint64_t epoch, uint64_t slot,
+    ngx_http_breaker_counts_t *sum);
 static void ngx_http_breaker_window_count(ngx_http_breaker_circuit_t *c,
     uint32_t gen, uint64_t epoch, uint64_t skip,
     ngx_http_breaker_counts_t *sum);
 static void ngx_http_breaker_bucket_count(ngx_http_breaker_circuit_t *c,
-    uint32_t gen, uint64_t epoch, ngx_http_breaker_counts_t *sum);
+    uint32_t gen, uint64_t epoch, uint64_t slot,
+    ngx_http_breaker_counts_t *sum);
 static void ngx_http_breaker_window_clamp(ngx_http_breaker_counts_t *sum);
 static ngx_uint_t ngx_http_breaker_summary_read(ngx_http_breaker_circuit_t *c,
     uint64_t tag, ngx_http_breaker_counts_t *sum);
@@ -321,7 +324,7 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_ticket_t *t, ngx_http_breaker_outcome_e outcome,
     int64_t latency, int64_t now, ngx_log_t *log)
 {
-    uint64_t                   w;
+    uint64_t                   w, epoch, slot;
     ngx_uint_t                 failed, slow, state, reason;
     ngx_http_breaker_counts_t  sum;
 
@@ -366,7 +369,11 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
         return;
     }
 
-    ngx_http_breaker_window_add(c, t->generation, now, failed, slow);
+    /* the two divisions of the hot path, once */
+    epoch = (uint64_t) (now / c->width) & NGX_HTTP_BREAKER_EPOCH_MASK;
+    slot = epoch % c->nbuckets;
+
+    ngx_http_breaker_window_add(c, t->generation, epoch, slot, failed, slow);
 
     if (state != NGX_HTTP_BREAKER_CLOSED
         || conf->mode != NGX_HTTP_BREAKER_CLOSED)
@@ -375,7 +382,8 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
         return;
     }
 
-    ngx_http_breaker_window_judge_sum(c, t->generation, now, &sum);
+    ngx_http_breaker_window_judge_sum(c, t->generation, now, epoch, slot,
+                                      &sum);
 
     reason = ngx_http_breaker_judge(conf, &sum);
 
@@ -567,29 +575,39 @@ ngx_http_breaker_state_name(ngx_http_breaker_state_e state)
 const char *
 ngx_http_breaker_circuit_reason(ngx_http_breaker_circuit_t *c)
 {
+    return ngx_http_breaker_reason_name(
+               ngx_http_breaker_circuit_reason_code(c));
+}
+
+
+ngx_uint_t
+ngx_http_breaker_circuit_reason_code(ngx_http_breaker_circuit_t *c)
+{
     ngx_uint_t  reason;
 
     reason = (ngx_uint_t) ngx_http_breaker_load(&c->reason);
 
-    if (reason >= sizeof(ngx_http_breaker_reasons) / sizeof(char *)) {
-        reason = 0;
-    }
+    return reason < NGX_HTTP_BREAKER_REASONS ? reason : 0;
+}
 
-    return ngx_http_breaker_reasons[reason];
+
+const char *
+ngx_http_breaker_reason_name(ngx_uint_t code)
+{
+    return ngx_http_breaker_reasons[code < NGX_HTTP_BREAKER_REASONS
+                                    ? code : 0];
 }
 
 
 static void
 ngx_http_breaker_window_add(ngx_http_breaker_circuit_t *c, uint32_t gen,
-    int64_t now, ngx_uint_t failed, ngx_uint_t slow)
+    uint64_t epoch, uint64_t slot, ngx_uint_t failed, ngx_uint_t slow)
 {
-    uint64_t                    epoch, tag, old;
+    uint64_t                    tag, old;
     ngx_http_breaker_bucket_t  *b;
 
-    epoch = (uint64_t) (now / c->width);
-    tag = ((uint64_t) (gen & NGX_HTTP_BREAKER_GEN_MASK) << 40)
-          | (epoch & NGX_HTTP_BREAKER_EPOCH_MASK);
-    b = &c->buckets[epoch % c->nbuckets];
+    tag = ((uint64_t) (gen & NGX_HTTP_BREAKER_GEN_MASK) << 40) | epoch;
+    b = &c->buckets[slot];
 
     old = ngx_http_breaker_load(&b->tag);
 
@@ -648,11 +666,10 @@ ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c, uint32_t gen,
  */
 static void
 ngx_http_breaker_window_judge_sum(ngx_http_breaker_circuit_t *c,
-    uint32_t gen, int64_t now, ngx_http_breaker_counts_t *sum)
+    uint32_t gen, int64_t now, uint64_t epoch, uint64_t slot,
+    ngx_http_breaker_counts_t *sum)
 {
-    uint64_t  epoch, tag;
-
-    epoch = (uint64_t) (now / c->width) & NGX_HTTP_BREAKER_EPOCH_MASK;
+    uint64_t  tag;
 
     if (c->nbuckets <= 2 || epoch < 2) {
         ngx_http_breaker_window_sum(c, gen, now, sum);
@@ -670,8 +687,9 @@ ngx_http_breaker_window_judge_sum(ngx_http_breaker_circuit_t *c,
         ngx_http_breaker_summary_write(c, tag, sum);
     }
 
-    ngx_http_breaker_bucket_count(c, gen, epoch - 1, sum);
-    ngx_http_breaker_bucket_count(c, gen, epoch, sum);
+    ngx_http_breaker_bucket_count(c, gen, epoch - 1,
+                                  slot ? slot - 1 : c->nbuckets - 1, sum);
+    ngx_http_breaker_bucket_count(c, gen, epoch, slot, sum);
     ngx_http_breaker_window_clamp(sum);
 }
 
@@ -707,15 +725,15 @@ ngx_http_breaker_window_count(ngx_http_breaker_circuit_t *c, uint32_t gen,
 }
 
 
-/* adds the bucket of that epoch if it holds it (its slot holds no other
- * epoch of the window) */
+/* adds the bucket of that epoch (slot: epoch % nbuckets) if it holds it
+ * (its slot holds no other epoch of the window) */
 static void
 ngx_http_breaker_bucket_count(ngx_http_breaker_circuit_t *c, uint32_t gen,
-    uint64_t epoch, ngx_http_breaker_counts_t *sum)
+    uint64_t epoch, uint64_t slot, ngx_http_breaker_counts_t *sum)
 {
     ngx_http_breaker_bucket_t  *b;
 
-    b = &c->buckets[epoch % c->nbuckets];
+    b = &c->buckets[slot];
 
     if (ngx_http_breaker_load(&b->tag)
         != (((uint64_t) (gen & NGX_HTTP_BREAKER_GEN_MASK) << 40) | epoch))
@@ -787,6 +805,10 @@ ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c, uint64_t tag,
     if ((seq & 1) || !ngx_http_breaker_cas(&sm->seq, &seq, seq + 1)) {
         return;
     }
+
+    /* the odd sequence is seen before any of the stores below (a reader
+     * that sees one of them then finds the sequence changed) */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
 
     __atomic_store_n(&sm->tag, tag, __ATOMIC_RELAXED);
     __atomic_store_n(&sm->calls, (uint64_t) sum->calls, __ATOMIC_RELAXED);
@@ -1566,8 +1588,14 @@ ngx_http_breaker_zone_retire(ngx_http_breaker_zone_ctx_t *ctx,
 {
     ngx_queue_remove(&node->queue);
 
-    /* the processes of older configurations may still use it */
-    node->cycle = ctx->cycle;
+    /*
+     * the processes of older configurations may still use it; and so may
+     * this configuration's when it claimed the name earlier (a route
+     * circuit named as a peer circuit "upstream/address" with other
+     * buckets=): then only the processes of the next configuration may
+     * free it
+     */
+    node->cycle = (node->cycle == ctx->cycle) ? ctx->cycle + 1 : ctx->cycle;
     ngx_queue_insert_tail(&ctx->sh->retired, &node->queue);
 }
 

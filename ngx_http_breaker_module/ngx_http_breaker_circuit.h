@@ -201,6 +201,14 @@ ngx_str_t *ngx_http_breaker_state_name(ngx_http_breaker_state_e state);
  * "half_open_wait", "forced", "probes_passed", or "") */
 const char *ngx_http_breaker_circuit_reason(ngx_http_breaker_circuit_t *c);
 
+/* added: the same reason as a small number (below
+ * NGX_HTTP_BREAKER_REASONS), for a caller that keeps it in a few bits,
+ * and the name of such a number ("" when out of range) */
+#define NGX_HTTP_BREAKER_REASONS  6
+
+ngx_uint_t ngx_http_breaker_circuit_reason_code(ngx_http_breaker_circuit_t *c);
+const char *ngx_http_breaker_reason_name(ngx_uint_t code);
+
 /* added: the state stored in the state word (no lazy OPEN -> HALF_OPEN
  * view), or the conf's mode when it is not automatic: what the state
  * gauge shows */

@@ -52,15 +52,18 @@ typedef struct {
 } ngx_http_breaker_loc_conf_t;
 
 
-/* one per request that met a breaker; found again after an internal
- * redirect through the pool cleanup that holds it */
+/* one per request that met a breaker, with its pool cleanup in one
+ * allocation (the request's pool is near a block's end: every byte and
+ * call counts); found again after an internal redirect through that
+ * cleanup, whose data is the request */
 typedef struct {
-    ngx_http_request_t              *request;
+    ngx_pool_cleanup_t               cln;        /* first: the ctx's
+                                                    address */
     ngx_http_breaker_route_t        *route;
     ngx_http_breaker_ticket_t        ticket;
-    ngx_http_breaker_state_e         state;
-    const char                      *reason;
-    int64_t                          retry_after;   /* usec, refused */
+    uint32_t                         retry_after;   /* msec, refused */
+    unsigned                         state:8;       /* _state_e */
+    unsigned                         reason:4;      /* _REASON_* below */
     unsigned                         refused:1;
     unsigned                         done:1;
     unsigned                         has_state:1;
@@ -72,7 +75,10 @@ static ngx_int_t ngx_http_breaker_refuse(ngx_http_request_t *r,
     ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx);
 static ngx_int_t ngx_http_breaker_log_handler(ngx_http_request_t *r);
 static void ngx_http_breaker_cleanup(void *data);
-static void ngx_http_breaker_finish(ngx_http_breaker_ctx_t *ctx);
+static void ngx_http_breaker_finish(ngx_http_request_t *r,
+    ngx_http_breaker_ctx_t *ctx);
+static ngx_http_breaker_ctx_t *ngx_http_breaker_find_ctx(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_breaker_classify(ngx_http_request_t *r,
     ngx_http_breaker_circuit_conf_t *conf, int64_t *latency);
 static ngx_http_breaker_ctx_t *ngx_http_breaker_get_ctx(
@@ -220,6 +226,26 @@ static const uint64_t  ngx_http_breaker_duration_bounds[] = {
 #define NGX_HTTP_BREAKER_NO_OUTCOME  (-1)
 
 
+/* $breaker_reason: the route layer's own, then the circuit's reasons
+ * (NGX_HTTP_BREAKER_ROUTE_CIRCUIT + the circuit's reason code) */
+#define NGX_HTTP_BREAKER_ROUTE_NONE     0
+#define NGX_HTTP_BREAKER_ROUTE_FORCED   1
+#define NGX_HTTP_BREAKER_ROUTE_PROBES   2
+#define NGX_HTTP_BREAKER_ROUTE_CIRCUIT  3
+
+#define ngx_http_breaker_circuit_reason_of(c)                                \
+    (NGX_HTTP_BREAKER_ROUTE_CIRCUIT + ngx_http_breaker_circuit_reason_code(c))
+
+
+/* usec to msec, rounded up (a Retry-After rounded up to seconds from it
+ * is the same as from the usec); 0 for none */
+static ngx_inline uint32_t
+ngx_http_breaker_msec_up(int64_t usec)
+{
+    return usec > 0 ? (uint32_t) ((usec + 999) / 1000) : 0;
+}
+
+
 /* the route layer */
 
 
@@ -228,7 +254,6 @@ ngx_http_breaker_handler(ngx_http_request_t *r)
 {
     int64_t                       now, retry;
     ngx_int_t                     rc;
-    ngx_pool_cleanup_t           *cln;
     ngx_http_breaker_ctx_t       *ctx;
     ngx_http_breaker_route_t     *route;
     ngx_http_breaker_loc_conf_t  *lcf;
@@ -246,22 +271,25 @@ ngx_http_breaker_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_breaker_ctx_t));
+    ctx = ngx_palloc(r->pool, sizeof(ngx_http_breaker_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->request = r;
+    ngx_memzero(&ctx->ticket, sizeof(ngx_http_breaker_ticket_t));
     ctx->route = route;
-    ctx->reason = "";
+    ctx->reason = NGX_HTTP_BREAKER_ROUTE_NONE;
+    ctx->retry_after = 0;
+    ctx->state = NGX_HTTP_BREAKER_CLOSED;
+    ctx->refused = 0;
+    ctx->done = 0;
+    ctx->has_state = 0;
 
-    cln->handler = ngx_http_breaker_cleanup;
-    cln->data = ctx;
+    /* what ngx_pool_cleanup_add() does, without its two allocations */
+    ctx->cln.handler = ngx_http_breaker_cleanup;
+    ctx->cln.data = r;
+    ctx->cln.next = r->pool->cleanup;
+    r->pool->cleanup = &ctx->cln;
 
     ngx_http_set_ctx(r, ctx, ngx_http_breaker_module);
 
@@ -282,30 +310,30 @@ ngx_http_breaker_handler(ngx_http_request_t *r)
 
     if (rc == NGX_OK) {
         if (ctx->state != NGX_HTTP_BREAKER_CLOSED) {
-            ctx->reason = ngx_http_breaker_circuit_reason(route->circuit);
+            ctx->reason = ngx_http_breaker_circuit_reason_of(route->circuit);
         }
 
         return NGX_DECLINED;
     }
 
     ctx->refused = 1;
-    ctx->retry_after = retry;
+    ctx->retry_after = ngx_http_breaker_msec_up(retry);
 
     switch (ctx->state) {
 
     case NGX_HTTP_BREAKER_FORCED_OPEN:
-        ctx->reason = "forced";
+        ctx->reason = NGX_HTTP_BREAKER_ROUTE_FORCED;
         break;
 
     case NGX_HTTP_BREAKER_HALF_OPEN:
         /* the probes are taken: try again in a moment */
-        ctx->reason = "probes";
-        ctx->retry_after = 1000000;
+        ctx->reason = NGX_HTTP_BREAKER_ROUTE_PROBES;
+        ctx->retry_after = 1000;
         break;
 
     default:
         ctx->state = NGX_HTTP_BREAKER_OPEN;
-        ctx->reason = ngx_http_breaker_circuit_reason(route->circuit);
+        ctx->reason = ngx_http_breaker_circuit_reason_of(route->circuit);
         break;
     }
 
@@ -324,7 +352,7 @@ ngx_http_breaker_refuse(ngx_http_request_t *r,
     ngx_table_elt_t  *h;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "breaker \"%V\" refused, %V, retry %L usec",
+                   "breaker \"%V\" refused, %V, retry %uD msec",
                    &ctx->route->name, ngx_http_breaker_state_name(ctx->state),
                    ctx->retry_after);
 
@@ -361,8 +389,8 @@ ngx_http_breaker_refuse(ngx_http_request_t *r,
 #endif
         ngx_str_set(&h->key, "Retry-After");
         h->value.data = p;
-        h->value.len = ngx_sprintf(p, "%L",
-                                   (ctx->retry_after + 999999) / 1000000)
+        h->value.len = ngx_sprintf(p, "%uD",
+                                   (ctx->retry_after + 999) / 1000)
                        - p;
     }
 
@@ -386,7 +414,7 @@ ngx_http_breaker_log_handler(ngx_http_request_t *r)
     ctx = ngx_http_breaker_get_ctx(r);
 
     if (ctx != NULL && !ctx->done) {
-        ngx_http_breaker_finish(ctx);
+        ngx_http_breaker_finish(r, ctx);
     }
 
     return NGX_OK;
@@ -394,25 +422,38 @@ ngx_http_breaker_log_handler(ngx_http_request_t *r)
 
 
 /*
- * The request's pool goes away.  The main request was logged before
- * (ngx_http_free_request): one still holding its ticket never had an
- * outcome, and gives its probe back.  A subrequest is logged only with
- * log_subrequest on: its outcome is recorded here (its memory is the main
- * request's pool, still whole while the cleanups run).
+ * The request's pool goes away (data: the request).  The main request was
+ * logged before (ngx_http_free_request): one still holding its ticket
+ * never had an outcome, and gives its probe back.  A subrequest is logged
+ * only with log_subrequest on: its outcome is recorded here (its memory
+ * is the main request's pool, still whole while the cleanups run).
  */
 static void
 ngx_http_breaker_cleanup(void *data)
 {
-    ngx_http_breaker_ctx_t  *ctx = data;
+    ngx_http_request_t  *r = data;
 
+    ngx_http_breaker_ctx_t    *ctx;
     ngx_http_breaker_route_t  *route;
 
-    if (ctx->done) {
+    ctx = ngx_http_get_module_ctx(r, ngx_http_breaker_module);
+
+    if (ctx == NULL && r->pool != NULL) {
+        /*
+         * A subrequest after an internal redirect (its pool is the main
+         * request's, whole while the cleanups run).  The main request's
+         * pool is already detached from it (ngx_http_free_request), but
+         * its log handler, which ran before, found its ctx again.
+         */
+        ctx = ngx_http_breaker_find_ctx(r);
+    }
+
+    if (ctx == NULL || ctx->done) {
         return;
     }
 
-    if (ctx->request != ctx->request->main) {
-        ngx_http_breaker_finish(ctx);
+    if (r != r->main) {
+        ngx_http_breaker_finish(r, ctx);
         return;
     }
 
@@ -426,16 +467,14 @@ ngx_http_breaker_cleanup(void *data)
 
 
 static void
-ngx_http_breaker_finish(ngx_http_breaker_ctx_t *ctx)
+ngx_http_breaker_finish(ngx_http_request_t *r, ngx_http_breaker_ctx_t *ctx)
 {
     int64_t                    latency;
     ngx_int_t                  outcome;
-    ngx_http_request_t        *r;
     ngx_http_breaker_route_t  *route;
 
     ctx->done = 1;
 
-    r = ctx->request;
     route = ctx->route;
 
     if (route->circuit == NULL || !ctx->ticket.admitted) {
@@ -532,7 +571,6 @@ ngx_http_breaker_classify(ngx_http_request_t *r,
 static ngx_http_breaker_ctx_t *
 ngx_http_breaker_get_ctx(ngx_http_request_t *r)
 {
-    ngx_pool_cleanup_t      *cln;
     ngx_http_breaker_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_breaker_module);
@@ -541,16 +579,33 @@ ngx_http_breaker_get_ctx(ngx_http_request_t *r)
         return ctx;
     }
 
+    if (!r->internal) {
+        /* neither redirected nor a subrequest: its ctx is where it was set */
+        return NULL;
+    }
+
     /* an internal redirect clears the module contexts, not the pool */
 
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_breaker_cleanup) {
-            ctx = cln->data;
+    ctx = ngx_http_breaker_find_ctx(r);
 
-            if (ctx->request == r) {
-                ngx_http_set_ctx(r, ctx, ngx_http_breaker_module);
-                return ctx;
-            }
+    if (ctx != NULL) {
+        ngx_http_set_ctx(r, ctx, ngx_http_breaker_module);
+    }
+
+    return ctx;
+}
+
+
+/* the request's ctx from the pool's cleanups (a subrequest shares its
+ * main request's pool: the cleanup's data tells whose it is) */
+static ngx_http_breaker_ctx_t *
+ngx_http_breaker_find_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_breaker_cleanup && cln->data == r) {
+            return (ngx_http_breaker_ctx_t *) cln;
         }
     }
 
@@ -592,8 +647,10 @@ ngx_http_breaker_variable_ctx(ngx_http_request_t *r,
 
     tmp->route = route;
     tmp->state = info.state;
-    tmp->reason = (info.state == NGX_HTTP_BREAKER_CLOSED) ? "" : info.reason;
-    tmp->retry_after = info.until_half_open;
+    tmp->reason = (info.state == NGX_HTTP_BREAKER_CLOSED)
+                  ? NGX_HTTP_BREAKER_ROUTE_NONE
+                  : ngx_http_breaker_circuit_reason_of(route->circuit);
+    tmp->retry_after = ngx_http_breaker_msec_up(info.until_half_open);
     tmp->has_state = 1;
 
     return tmp;
@@ -630,6 +687,7 @@ static ngx_int_t
 ngx_http_breaker_reason_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    const char              *reason;
     ngx_http_breaker_ctx_t  *ctx, tmp;
 
     ctx = ngx_http_breaker_variable_ctx(r, &tmp);
@@ -639,8 +697,28 @@ ngx_http_breaker_reason_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    v->data = (u_char *) ctx->reason;
-    v->len = ngx_strlen(ctx->reason);
+    switch (ctx->reason) {
+
+    case NGX_HTTP_BREAKER_ROUTE_NONE:
+        reason = "";
+        break;
+
+    case NGX_HTTP_BREAKER_ROUTE_FORCED:
+        reason = "forced";
+        break;
+
+    case NGX_HTTP_BREAKER_ROUTE_PROBES:
+        reason = "probes";
+        break;
+
+    default:
+        reason = ngx_http_breaker_reason_name(ctx->reason
+                                              - NGX_HTTP_BREAKER_ROUTE_CIRCUIT);
+        break;
+    }
+
+    v->data = (u_char *) reason;
+    v->len = ngx_strlen(reason);
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
@@ -658,7 +736,7 @@ ngx_http_breaker_retry_after_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_breaker_variable_ctx(r, &tmp);
 
-    if (ctx == NULL || ctx->retry_after <= 0
+    if (ctx == NULL || ctx->retry_after == 0
         || (ctx != &tmp && !ctx->refused))
     {
         v->not_found = 1;
@@ -671,7 +749,7 @@ ngx_http_breaker_retry_after_variable(ngx_http_request_t *r,
     }
 
     v->data = p;
-    v->len = ngx_sprintf(p, "%L", (ctx->retry_after + 999999) / 1000000) - p;
+    v->len = ngx_sprintf(p, "%uD", (ctx->retry_after + 999) / 1000) - p;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
@@ -1348,10 +1426,18 @@ ngx_http_breaker_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_breaker_init(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_handler_pt           *h;
+    ngx_http_core_main_conf_t     *cmcf;
+    ngx_http_breaker_main_conf_t  *bmcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+    bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_breaker_module);
+
+    if (bmcf->routes.nelts == 0) {
+        /* no breaker_circuit, no route layer: no handler on any request
+         * (a location's "breaker" names one, or is off) */
+        return ngx_http_breaker_peers_postconfiguration(cf);
+    }
 
     /*
      * The handlers of a phase run from the last registered to the first:

@@ -453,10 +453,15 @@ ngx_http_breaker_peers_init_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    bp = ngx_pcalloc(r->pool, sizeof(ngx_http_breaker_peer_data_t));
+    /* every field is set below (no memset on the hot path) */
+    bp = ngx_palloc(r->pool, sizeof(ngx_http_breaker_peer_data_t));
     if (bp == NULL) {
         return NGX_ERROR;
     }
+
+    bp->current = NULL;
+    ngx_memzero(&bp->ticket, sizeof(ngx_http_breaker_ticket_t));
+    bp->start = 0;
 
     if (pcf->original_init_peer(r, us) != NGX_OK) {
         return NGX_ERROR;

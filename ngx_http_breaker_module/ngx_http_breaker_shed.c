@@ -78,17 +78,24 @@ typedef struct {
 } ngx_http_breaker_shed_loc_conf_t;
 
 
-/* a request's permit or place in the queue, in its pool */
+/* a request's permit or place in the queue, in its pool with its pool
+ * cleanup, one allocation (the request's pool is near a block's end:
+ * every byte and call counts) */
 typedef struct {
+    ngx_pool_cleanup_t           cln;
     ngx_http_request_t          *request;
-    ngx_http_breaker_shed_shedder_t *shedder;
     ngx_queue_t                  queue;
-    ngx_uint_t                   cls;
-    ngx_uint_t                   state;
-    ngx_uint_t                   reason;
-    int64_t                      admitted;      /* usec, monotonic */
-    ngx_msec_t                   enqueued;
-    ngx_atomic_uint_t            epoch;
+    union {
+        ngx_msec_t               enqueued;      /* while it waits */
+        int64_t                  admitted;      /* usec, monotonic, from
+                                                   the permit on */
+    };
+    uint32_t                     epoch;         /* ctl.epoch's low bits */
+    unsigned                     shedder:16;    /* in smcf->shedders, see
+                                                   _rq_shedder() */
+    unsigned                     cls:3;         /* < _MAX_CLASSES (8) */
+    unsigned                     state:3;
+    unsigned                     reason:3;
     unsigned                     permit:1;
     unsigned                     posted:1;      /* resume posted */
     unsigned                     refused:1;     /* status returned */
@@ -166,7 +173,11 @@ static void ngx_http_breaker_shed_codel(ngx_http_breaker_shed_shedder_t *sd);
 static void ngx_http_breaker_shed_poll(ngx_event_t *ev);
 static void ngx_http_breaker_shed_wake(ngx_http_request_t *r);
 static void ngx_http_breaker_shed_cleanup(void *data);
+static ngx_http_breaker_shed_shedder_t *ngx_http_breaker_shed_rq_shedder(
+    ngx_http_breaker_shed_req_t *rq);
 static void ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq);
+static ngx_atomic_uint_t ngx_http_breaker_shed_epoch(
+    ngx_http_breaker_shed_shedder_t *sd, ngx_http_breaker_shed_req_t *rq);
 static uint64_t ngx_http_breaker_shed_latency(
     ngx_http_breaker_shed_req_t *rq);
 static void ngx_http_breaker_shed_publish_limit(
@@ -346,10 +357,18 @@ ngx_http_breaker_shed_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_breaker_shed_init(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_handler_pt                *h;
+    ngx_http_core_main_conf_t          *cmcf;
+    ngx_http_breaker_shed_main_conf_t  *smcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+    smcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_breaker_shed_module);
+
+    if (smcf->shedders.nelts == 0) {
+        /* no breaker_shedder: no handler on any request */
+        return NGX_OK;
+    }
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
     if (h == NULL) {
@@ -713,6 +732,15 @@ ngx_http_breaker_shedder(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (rv != NGX_CONF_OK) {
         return rv;
     }
+
+    if (smcf->shedders.nelts >= 65536) {
+        /* a request keeps its shedder's index in 16 bits */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many \"breaker_shedder\", at most 65536");
+        return NGX_CONF_ERROR;
+    }
+
+    sd->index = smcf->shedders.nelts;
 
     sp = ngx_array_push(&smcf->shedders);
     if (sp == NULL) {
@@ -1570,7 +1598,8 @@ ngx_http_breaker_shed_get(ngx_http_request_t *r)
 
     rq = ngx_http_get_module_ctx(r, ngx_http_breaker_shed_module);
 
-    if (rq) {
+    if (rq || !r->internal) {
+        /* found, or neither redirected nor a subrequest: none */
         return rq;
     }
 
@@ -1588,25 +1617,51 @@ ngx_http_breaker_shed_get(ngx_http_request_t *r)
 }
 
 
+/* the shedder a request's permit or place is of (a request keeps its
+ * index: 8 bytes fewer in every request's pool) */
+static ngx_http_breaker_shed_shedder_t *
+ngx_http_breaker_shed_rq_shedder(ngx_http_breaker_shed_req_t *rq)
+{
+    ngx_http_breaker_shed_shedder_t    **sds;
+    ngx_http_breaker_shed_main_conf_t   *smcf;
+
+    smcf = ngx_http_get_module_main_conf(rq->request,
+                                         ngx_http_breaker_shed_module);
+    sds = smcf->shedders.elts;
+
+    return sds[rq->shedder];
+}
+
+
 static ngx_http_breaker_shed_req_t *
 ngx_http_breaker_shed_create(ngx_http_request_t *r,
     ngx_http_breaker_shed_shedder_t *sd)
 {
-    ngx_pool_cleanup_t           *cln;
     ngx_http_breaker_shed_req_t  *rq;
 
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_breaker_shed_req_t));
-    if (cln == NULL) {
+    /* every field set here: no memset on the hot path */
+    rq = ngx_palloc(r->pool, sizeof(ngx_http_breaker_shed_req_t));
+    if (rq == NULL) {
         return NULL;
     }
 
-    rq = cln->data;
-    ngx_memzero(rq, sizeof(ngx_http_breaker_shed_req_t));
-
     rq->request = r;
-    rq->shedder = sd;
+    ngx_queue_init(&rq->queue);
+    rq->admitted = 0;
+    rq->epoch = 0;
+    rq->shedder = sd->index;
+    rq->cls = 0;
+    rq->state = 0;
+    rq->reason = 0;
+    rq->permit = 0;
+    rq->posted = 0;
+    rq->refused = 0;
 
-    cln->handler = ngx_http_breaker_shed_cleanup;
+    /* what ngx_pool_cleanup_add() does, without its two allocations */
+    rq->cln.handler = ngx_http_breaker_shed_cleanup;
+    rq->cln.data = rq;
+    rq->cln.next = r->pool->cleanup;
+    r->pool->cleanup = &rq->cln;
 
     ngx_http_set_ctx(r, rq, ngx_http_breaker_shed_module);
 
@@ -1733,13 +1788,13 @@ ngx_http_breaker_shed_granted(ngx_http_breaker_shed_req_t *rq,
     ngx_http_breaker_shed_shedder_t  *sd;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
-    sd = rq->shedder;
+    sd = ngx_http_breaker_shed_rq_shedder(rq);
     smcf = sd->main_conf;
 
     rq->state = state;
     rq->permit = 1;
     rq->admitted = ngx_edge_mono_usec();
-    rq->epoch = sd->node->ctl.epoch;
+    rq->epoch = (uint32_t) sd->node->ctl.epoch;
 
     if (state == NGX_HTTP_BREAKER_SHED_ADMITTED) {
         (void) ngx_atomic_fetch_add(&sd->node->admitted[rq->cls], 1);
@@ -1762,7 +1817,7 @@ ngx_http_breaker_shed_over_limit(ngx_http_request_t *r,
     ngx_http_breaker_shed_req_t      *victim;
     ngx_http_breaker_shed_shedder_t  *sd;
 
-    sd = rq->shedder;
+    sd = ngx_http_breaker_shed_rq_shedder(rq);
 
     if (sd->probability && rq->cls == sd->nclasses - 1
         && (ngx_uint_t) (ngx_random() % 10000) < sd->probability)
@@ -1838,7 +1893,7 @@ ngx_http_breaker_shed_drop(ngx_http_breaker_shed_req_t *rq,
     ngx_http_breaker_shed_shedder_t    *sd;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
-    sd = rq->shedder;
+    sd = ngx_http_breaker_shed_rq_shedder(rq);
     smcf = sd->main_conf;
 
     rq->state = NGX_HTTP_BREAKER_SHED_SHED;
@@ -1902,7 +1957,7 @@ ngx_http_breaker_shed_enqueue(ngx_http_request_t *r,
     ngx_http_breaker_shed_shedder_t    *sd;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
-    sd = rq->shedder;
+    sd = ngx_http_breaker_shed_rq_shedder(rq);
     smcf = sd->main_conf;
 
     if (sd->nwaiting == 0) {
@@ -1950,7 +2005,7 @@ ngx_http_breaker_shed_unqueue(ngx_http_breaker_shed_req_t *rq)
     ngx_http_breaker_shed_shedder_t    *sd;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
-    sd = rq->shedder;
+    sd = ngx_http_breaker_shed_rq_shedder(rq);
     smcf = sd->main_conf;
 
     ngx_queue_remove(&rq->queue);
@@ -2173,7 +2228,7 @@ ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
     ngx_http_breaker_shed_shedder_t    *sd;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
-    sd = rq->shedder;
+    sd = ngx_http_breaker_shed_rq_shedder(rq);
     smcf = sd->main_conf;
 
     rq->permit = 0;
@@ -2190,12 +2245,32 @@ ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
 
         usec = ngx_http_breaker_shed_latency(rq);
 
-        if (ngx_http_breaker_shed_ctl_sample(sd, rq->epoch, usec)) {
+        if (ngx_http_breaker_shed_ctl_sample(sd,
+                                             ngx_http_breaker_shed_epoch(sd, rq),
+                                             usec))
+        {
             ngx_http_breaker_shed_publish_limit(sd);
         }
     }
 
     ngx_http_breaker_shed_dispatch(sd);
+}
+
+
+/*
+ * The epoch a request was admitted under, from the 32 bits it keeps: the
+ * current epoch's if they match (the sample counts), another one if not
+ * (it is dropped), but after 2^32 phase changes in one request.
+ */
+static ngx_atomic_uint_t
+ngx_http_breaker_shed_epoch(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_http_breaker_shed_req_t *rq)
+{
+    ngx_atomic_uint_t  epoch;
+
+    epoch = sd->node->ctl.epoch;
+
+    return (epoch & ~(ngx_atomic_uint_t) 0xffffffff) | rq->epoch;
 }
 
 
@@ -2271,6 +2346,7 @@ static void
 ngx_http_breaker_shed_slot_add(ngx_http_breaker_shed_node_t *node,
     ngx_uint_t cls, ngx_uint_t queued, ngx_atomic_int_t delta)
 {
+    ngx_atomic_t                  *p;
     ngx_http_breaker_shed_slot_t  *slot;
 
     if (ngx_process_slot < 0
@@ -2280,10 +2356,13 @@ ngx_http_breaker_shed_slot_add(ngx_http_breaker_shed_node_t *node,
     }
 
     slot = &node->slots[ngx_process_slot];
+    p = queued ? &slot->queued[cls] : &slot->in_flight[cls];
 
-    (void) ngx_atomic_fetch_add(queued ? &slot->queued[cls]
-                                       : &slot->in_flight[cls],
-                                delta);
+    /* only the process of this slot writes it (the one that follows a
+     * dead one, in init_process, before any request): a plain add, no
+     * locked instruction; atomic stores for the readers */
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + delta,
+                     __ATOMIC_RELAXED);
 }
 
 
@@ -2414,7 +2493,7 @@ ngx_http_breaker_shed_number_variable(ngx_http_request_t *r,
 
     if (sd == NULL) {
         rq = ngx_http_breaker_shed_get(r->main);
-        sd = rq ? rq->shedder : NULL;
+        sd = rq ? ngx_http_breaker_shed_rq_shedder(rq) : NULL;
     }
 
     if (sd == NULL || sd->node == NULL) {

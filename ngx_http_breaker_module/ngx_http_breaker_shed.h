@@ -158,6 +158,8 @@ typedef struct {
     ngx_edge_stats_id_t          st_queue;
     ngx_edge_stats_id_t          st_limit;
     ngx_edge_stats_id_t          st_wait;
+
+    ngx_uint_t                   index;         /* in smcf->shedders */
 } ngx_http_breaker_shed_shedder_t;
 
 

@@ -99,4 +99,44 @@ subtest 'outcomes older than the window are not counted' => sub {
 };
 
 
+# Not the window, but the other path this work reworked: a subrequest's
+# outcome is recorded by the pool cleanup, which finds the request's
+# context through the pool's cleanups when an internal redirect (here
+# error_page) has cleared the module contexts.
+subtest 'a subrequest redirected by error_page after the breaker: its outcome is recorded' => sub {
+    $o->set('/page', status => 200,
+            headers => ['Content-Type: text/html'],
+            body => "<p><!--# include virtual=\"/inc/fail\" --></p>\n");
+    my $http = <<"HTTP";
+    breaker_zone br 1m;
+    breaker_circuit up zone=br min_calls=2 failure_rate=100 open=30s jitter=0;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /state { breaker up; return 200 "\$breaker_state\\n"; }
+        location = /page {
+            ssi on;
+            proxy_pass http://127.0.0.1:$oport;
+        }
+        location /inc/ {
+            breaker up subrequests;
+            proxy_intercept_errors on;
+            error_page 500 = /err;
+            proxy_pass http://127.0.0.1:$oport/;
+        }
+        location = /err { return 200 "err"; }
+    }
+HTTP
+    my $n = Test::Edge::Nginx->start(http => $http);
+    my $before = $o->hits('/fail');
+    is(statuses($n, '/page', 3), '200 200 200', 'pages');
+    is($o->hits('/fail') - $before, 2,
+       'two failing includes trip the circuit, the third is refused');
+    is(state($n), 'open', 'open');
+    like($n->log, qr/closed -> open \(failure_rate: 2 failed, 0 slow of 2 calls\)/,
+         'both outcomes recorded');
+    unlike($n->log, qr/\[(error|alert|crit)\]/, 'no error');
+    $n->stop;
+};
+
+
 done_testing;
