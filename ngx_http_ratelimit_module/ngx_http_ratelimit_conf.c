@@ -544,12 +544,17 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /* [0]: GCRA, one key and three args per decision; [1]: with bans */
+    /* [0]: GCRA, one key and three args per decision; [1]: with bans;
+     * [2]: leases (mode=lease), one key and five args per lease */
     if (ngx_edge_redis_add_batch_script(cf, server, &ngx_http_ratelimit_lua,
                                         1, 3)
         == NULL
         || ngx_edge_redis_add_batch_script(cf, server,
                                            &ngx_http_ratelimit_ban_lua, 3, 6)
+           == NULL
+        || ngx_edge_redis_add_batch_script(cf, server,
+                                           &ngx_http_ratelimit_lease_lua,
+                                           1, 5)
            == NULL)
     {
         return NGX_CONF_ERROR;
@@ -629,9 +634,10 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_ratelimit_main_conf_t *rmcf = conf;
 
     ssize_t                            size;
+    ngx_int_t                          n;
     ngx_str_t                         *value, name, s;
-    ngx_uint_t                         i, j, clock_set;
-    ngx_msec_t                         window;
+    ngx_uint_t                         i, j, clock_set, lease_set;
+    ngx_msec_t                         window, ms;
     ngx_shm_zone_t                    *shm_zone;
     ngx_edge_redis_server_t          **servers;
     ngx_http_ratelimit_zone_t         *zone, **zp;
@@ -660,7 +666,10 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->clock = NGX_HTTP_RATELIMIT_CLOCK_REDIS;
     zone->algorithm = NGX_HTTP_RATELIMIT_GCRA;
     clock_set = 0;
+    lease_set = 0;
     window = 0;
+    zone->lease_max = 64;
+    zone->lease_ttl = 1000000;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -671,6 +680,50 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strcmp(value[i].data, "algorithm=sliding_window") == 0) {
             zone->algorithm = NGX_HTTP_RATELIMIT_SLIDING;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "mode=lease") == 0) {
+            zone->lease = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "lease_max=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+
+            if (n == NGX_ERROR || n < 1
+                || n > NGX_HTTP_RATELIMIT_LEASE_MAX)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid lease_max \"%V\": a number of "
+                                   "tokens from 1 to %d",
+                                   &value[i], NGX_HTTP_RATELIMIT_LEASE_MAX);
+                return NGX_CONF_ERROR;
+            }
+
+            zone->lease_max = n;
+            lease_set = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "lease_ttl=", 10) == 0) {
+            s.data = value[i].data + 10;
+            s.len = value[i].len - 10;
+
+            ms = ngx_parse_time(&s, 0);
+
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0
+                || ms > NGX_HTTP_RATELIMIT_LEASE_TTL_MAX)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid lease_ttl \"%V\": a time from "
+                                   "1ms to %ds", &value[i],
+                                   NGX_HTTP_RATELIMIT_LEASE_TTL_MAX / 1000);
+                return NGX_CONF_ERROR;
+            }
+
+            zone->lease_ttl = (int64_t) ms * 1000;
+            lease_set = 1;
             continue;
         }
 
@@ -834,6 +887,33 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (zone->lease) {
+        if (zone->redis == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"mode=lease\" needs \"redis=\": leases "
+                               "are taken from a bucket in Redis");
+            return NGX_CONF_ERROR;
+        }
+
+        if (zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"mode=lease\" does not apply to "
+                               "\"algorithm=sliding_window\": leases are "
+                               "tokens of a GCRA bucket");
+            return NGX_CONF_ERROR;
+        }
+
+        zone->lease_script = ((ngx_edge_redis_script_t **)
+                              zone->redis->scripts.elts)[2];
+        ngx_queue_init(&zone->lease_refills);
+
+    } else if (lease_set) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"lease_max=\" and \"lease_ttl=\" need "
+                           "\"mode=lease\"");
+        return NGX_CONF_ERROR;
+    }
+
     zone->name = name;
 
     if (zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
@@ -892,6 +972,14 @@ ngx_http_ratelimit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->shm_zone = shm_zone;
 
     if (ngx_http_ratelimit_zone_stats(cf, rmcf, zone) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->lease
+        && ngx_http_ratelimit_lease_stats(cf, zone,
+                                          ngx_http_ratelimit_stats(cf, rmcf))
+           != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 

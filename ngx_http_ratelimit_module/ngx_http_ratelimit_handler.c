@@ -195,6 +195,11 @@ ngx_http_ratelimit_start(ngx_http_request_t *r,
         if (chk->zone->redis == NULL) {
             ngx_http_ratelimit_local(chk, now);
 
+        } else if (chk->zone->lease) {
+            if (ngx_http_ratelimit_lease_start(r, ctx, chk, now) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
         } else if (!ngx_http_ratelimit_cached(chk, now)) {
             goto send;
         }
@@ -476,7 +481,10 @@ ngx_http_ratelimit_remaining(ngx_http_ratelimit_check_t *chk)
         return 0;
     }
 
-    if (chk->zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING) {
+    if (chk->zone->algorithm == NGX_HTTP_RATELIMIT_SLIDING
+        || (chk->zone->lease
+            && chk->status != NGX_HTTP_RATELIMIT_FAILED_LOCAL))
+    {
         return chk->verdict.remaining;
     }
 
@@ -639,6 +647,8 @@ ngx_http_ratelimit_detach(void *data)
             ngx_edge_redis_detach(ctx->checks[i].cmd);
             ctx->checks[i].cmd = NULL;
         }
+
+        ngx_http_ratelimit_lease_detach(&ctx->checks[i]);
 
         ngx_http_ratelimit_sw_detach(&ctx->checks[i]);
     }

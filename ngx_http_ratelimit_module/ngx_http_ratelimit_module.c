@@ -243,6 +243,7 @@ ngx_http_ratelimit_exit_process(ngx_cycle_t *cycle)
 
     for (i = 0; i < rmcf->zones.nelts; i++) {
         ngx_http_ratelimit_deny_free(&zones[i]->deny);
+        ngx_http_ratelimit_lease_exit(zones[i]);
     }
 
     ngx_http_ratelimit_pg_exit_process(cycle, rmcf);

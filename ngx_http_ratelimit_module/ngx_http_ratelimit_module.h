@@ -17,6 +17,9 @@
 #define NGX_HTTP_RATELIMIT_MAX_KEY_LEN   200   /* longer keys are hashed */
 #define NGX_HTTP_RATELIMIT_LOG_INTERVAL  5000  /* ms, one failure line */
 
+#define NGX_HTTP_RATELIMIT_LEASE_MAX      1000000  /* lease_max= at most */
+#define NGX_HTTP_RATELIMIT_LEASE_TTL_MAX  3600000  /* lease_ttl=, ms */
+
 #define NGX_HTTP_RATELIMIT_CLOCK_REDIS   0
 #define NGX_HTTP_RATELIMIT_CLOCK_NGINX   1
 
@@ -135,6 +138,18 @@ typedef struct {
     int64_t                      sw_start;     /* sliding window: the */
     int64_t                      sw_cur;       /* current window's start */
     int64_t                      sw_prev;      /* and both counts */
+
+    /* mode=lease (ngx_http_ratelimit_lease.c), monotonic us */
+    int64_t                      lease_tokens; /* unspent, this node's */
+    int64_t                      lease_expire; /* when they end */
+    int64_t                      lease_next;   /* Redis has too few
+                                                  tokens before this */
+    int64_t                      lease_fetch;  /* a lease is on its way
+                                                  until; 0: none */
+    int64_t                      lease_tat;    /* Redis's TAT, last seen */
+    int64_t                      lease_period; /* this lease_ttl's start */
+    int64_t                      lease_asked;  /* tokens asked in it */
+    int64_t                      lease_asked_prev; /* and in the last */
     u_char                       data[1];
 } ngx_http_ratelimit_node_t;
 
@@ -248,6 +263,18 @@ typedef struct {
     ngx_http_ratelimit_adaptive_t  *adaptive;  /* NULL: a fixed rate */
     ngx_http_ratelimit_ddos_t      *ddos;      /* ratelimit_ddos's zone */
 
+    /* mode=lease: tokens taken from Redis in leases, spent here */
+    ngx_flag_t                   lease;
+    ngx_uint_t                   lease_max;    /* tokens per lease */
+    int64_t                      lease_ttl;    /* us */
+    ngx_edge_redis_script_t     *lease_script;
+    ngx_queue_t                  lease_refills; /* this worker's, in
+                                                   flight */
+    ngx_edge_stats_t            *stats;
+    ngx_edge_stats_id_t          st_leases;    /* leases granted */
+    ngx_edge_stats_id_t          st_leased;    /* tokens they brought */
+    ngx_edge_stats_id_t          st_expired;   /* tokens never spent */
+
     ngx_edge_log_gate_t          log_gate;     /* this worker's */
     ngx_http_ratelimit_deny_cache_t  deny;     /* this worker's */
 
@@ -298,6 +325,14 @@ typedef struct {
     int64_t                      sw_ban;       /* PTTL's reply, ms */
     unsigned                     sw_failed:1;
     unsigned                     sw_counted:1; /* INCRBY answered */
+
+    /* mode=lease: the lease this request waits for */
+    int64_t                      lease_want;
+    int64_t                      lease_size;   /* the key's lease, L */
+    ngx_event_t                  lease_poll;   /* parked: another lease
+                                                  is on its way */
+    unsigned                     lease_leader:1; /* set lease_fetch */
+    unsigned                     lease_parked:1;
 } ngx_http_ratelimit_check_t;
 
 
@@ -342,6 +377,11 @@ void ngx_http_ratelimit_gcra(ngx_http_ratelimit_gcra_t *g, int64_t now,
 void ngx_http_ratelimit_sliding(ngx_http_ratelimit_sw_t *sw, int64_t cost,
     int64_t now, int64_t prev, int64_t cur, ngx_http_ratelimit_verdict_t *v);
 void ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now);
+ngx_http_ratelimit_node_t *ngx_http_ratelimit_lookup(
+    ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier, ngx_str_t *key,
+    ngx_flag_t create);
+void ngx_http_ratelimit_count_refusal(ngx_http_ratelimit_check_t *chk,
+    ngx_http_ratelimit_node_t *node, int64_t now);
 ngx_int_t ngx_http_ratelimit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 uint32_t ngx_http_ratelimit_hash(ngx_str_t *tier, ngx_str_t *key);
@@ -366,6 +406,17 @@ ngx_int_t ngx_http_ratelimit_send(ngx_http_request_t *r,
 ngx_int_t ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
     ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk);
 void ngx_http_ratelimit_sw_detach(ngx_http_ratelimit_check_t *chk);
+
+/* ngx_http_ratelimit_lease.c: mode=lease */
+extern ngx_str_t  ngx_http_ratelimit_lease_lua;
+
+ngx_int_t ngx_http_ratelimit_lease_start(ngx_http_request_t *r,
+    ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk,
+    int64_t now);
+void ngx_http_ratelimit_lease_detach(ngx_http_ratelimit_check_t *chk);
+ngx_int_t ngx_http_ratelimit_lease_stats(ngx_conf_t *cf,
+    ngx_http_ratelimit_zone_t *zone, ngx_edge_stats_t *stats);
+void ngx_http_ratelimit_lease_exit(ngx_http_ratelimit_zone_t *zone);
 
 /* ngx_http_ratelimit_adaptive.c: adaptive limits */
 int64_t ngx_http_ratelimit_adaptive_factor(ngx_http_ratelimit_zone_t *zone);

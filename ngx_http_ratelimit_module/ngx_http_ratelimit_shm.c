@@ -11,9 +11,6 @@
 
 
 
-static ngx_http_ratelimit_node_t *ngx_http_ratelimit_lookup(
-    ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier, ngx_str_t *key,
-    ngx_flag_t create);
 static void ngx_http_ratelimit_expire(ngx_http_ratelimit_zone_t *zone,
     ngx_uint_t n);
 static void ngx_http_ratelimit_rbtree_insert_value(ngx_rbtree_node_t *temp,
@@ -184,23 +181,40 @@ ngx_http_ratelimit_local(ngx_http_ratelimit_check_t *chk, int64_t now)
 
     } else {
         chk->status = NGX_HTTP_RATELIMIT_REJECTED;
-
-        if (zone->ban_threshold) {
-            if (node->window_end <= now) {
-                node->window_end = now + (int64_t) zone->ban_window * 1000;
-                node->rejects = 0;
-            }
-
-            if (++node->rejects >= zone->ban_threshold) {
-                node->ban_until = now + (int64_t) zone->ban_duration * 1000;
-                node->rejects = 0;
-                chk->status = NGX_HTTP_RATELIMIT_BANNED;
-                chk->verdict.retry = node->ban_until - now;
-            }
-        }
+        ngx_http_ratelimit_count_refusal(chk, node, now);
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* a refusal counts toward a ban of the key kept in this zone (shared
+ * memory and lease modes); called with the zone locked */
+
+void
+ngx_http_ratelimit_count_refusal(ngx_http_ratelimit_check_t *chk,
+    ngx_http_ratelimit_node_t *node, int64_t now)
+{
+    ngx_http_ratelimit_zone_t  *zone;
+
+    zone = chk->zone;
+
+    if (zone->ban_threshold == 0) {
+        return;
+    }
+
+    if (node->window_end <= now) {
+        node->window_end = now + (int64_t) zone->ban_window * 1000;
+        node->rejects = 0;
+    }
+
+    if (++node->rejects >= zone->ban_threshold) {
+        node->ban_until = now + (int64_t) zone->ban_duration * 1000;
+        node->rejects = 0;
+        chk->status = NGX_HTTP_RATELIMIT_BANNED;
+        chk->verdict.allowed = 0;
+        chk->verdict.retry = node->ban_until - now;
+    }
 }
 
 
@@ -261,7 +275,7 @@ ngx_http_ratelimit_node_cmp(ngx_http_ratelimit_node_t *lr, ngx_str_t *tier,
 }
 
 
-static ngx_http_ratelimit_node_t *
+ngx_http_ratelimit_node_t *
 ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier,
     ngx_str_t *key, ngx_flag_t create)
 {
@@ -335,6 +349,14 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier,
     lr->sw_start = 0;
     lr->sw_cur = 0;
     lr->sw_prev = 0;
+    lr->lease_tokens = 0;
+    lr->lease_expire = 0;
+    lr->lease_next = 0;
+    lr->lease_fetch = 0;
+    lr->lease_tat = 0;
+    lr->lease_period = 0;
+    lr->lease_asked = 0;
+    lr->lease_asked_prev = 0;
     ngx_memcpy(ngx_cpymem(lr->data, tier->data, tier->len), key->data,
                key->len);
 
@@ -372,6 +394,8 @@ ngx_http_ratelimit_expire(ngx_http_ratelimit_zone_t *zone, ngx_uint_t n)
         if (n++ != 0) {
             if (lr->tat > now || lr->ban_until > now
                 || lr->window_end > now
+                || lr->lease_expire > now || lr->lease_next > now
+                || lr->lease_fetch > now
                 || (zone->window && lr->sw_start + 2 * zone->window > now))
             {
                 return;
