@@ -8,10 +8,10 @@
  * addresses and CIDRs (IPv4 and IPv6, written out or read from a file),
  * kept in radix trees as the geo module does, and maybe a match=cidr
  * ratelimit_pg_map (allow_pg=): its copy in shared memory, refreshed from
- * PostgreSQL, looked up without a lock (ngx_http_ratelimit_pg_map.c).  The zone is limited in every
- * location: its limit is the http level's, and comes first in every
- * location with limits of its own, so a banned client is refused before
- * any other limit is looked at.
+ * PostgreSQL, looked up without a lock (ngx_http_ratelimit_pg_map.c).
+ * The zone is limited in every location: its limit is the http level's,
+ * and comes first in every location with limits of its own, so a banned
+ * client is refused before any other limit is looked at.
  */
 
 #include "ngx_http_ratelimit_module.h"

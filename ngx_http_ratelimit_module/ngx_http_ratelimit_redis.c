@@ -330,10 +330,10 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
  * DECRBY; only a key with no later request in its window stays without
  * an expiry.  k is the window of this node's wall clock (the nodes'
  * clocks must agree: Redis's TIME cannot name a key in the same round
- * trip).  The decision is made here from the replies.  INCRBY counts the request
- * before anyone knows whether it passes, so a refused (or banned) request
- * takes its cost back with DECRBY (and PEXPIRE again) before it is
- * answered: refused requests change nothing, as with GCRA.  Between the
+ * trip).  The decision is made here from the replies.  INCRBY counts the
+ * request before anyone knows whether it passes, so a refused (or banned)
+ * request takes its cost back with DECRBY (and PEXPIRE again) before it
+ * is answered: refused requests change nothing, as with GCRA.  Between the
  * two, concurrent decisions on the key see the refused cost too: they can
  * be refused when they would have passed, never passed when they should
  * have been refused.  With bans, a refusal also counts toward a ban, in
