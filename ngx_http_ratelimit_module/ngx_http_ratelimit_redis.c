@@ -713,6 +713,27 @@ ngx_http_ratelimit_sw_uncount_reply(void *data, redisReply *reply,
 }
 
 
+/* the ban's SET is answered: the request told BANNED next finds the ban
+ * wherever it goes (the SET fails: the worker's cache still bans it) */
+
+static void
+ngx_http_ratelimit_sw_ban_set_reply(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ratelimit_check_t *chk = data;
+
+    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_BAN] = NULL;
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_ratelimit_log_reply(chk, reply);
+    }
+
+    if (--chk->sw_pending == 0) {
+        ngx_http_ratelimit_sw_finish(chk);
+    }
+}
+
+
 /* in a zone with bans, the refusals' count decides between a refusal and
  * a ban */
 
@@ -722,7 +743,10 @@ ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
 {
     ngx_http_ratelimit_check_t *chk = data;
 
+    size_t                      len;
+    ngx_edge_redis_cmd_t       *cmd;
     ngx_http_ratelimit_zone_t  *zone;
+    u_char                      num[NGX_INT64_LEN];
 
     zone = chk->zone;
     chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] = NULL;
@@ -738,11 +762,25 @@ ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
         }
 
         if (reply->integer >= (long long) zone->ban_threshold) {
-            ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_BANNED,
-                                         "SET", (int64_t) zone->ban_duration,
-                                         1);
+            /*
+             * The ban is in Redis before the request is answered: the
+             * client's next request, on another worker or node, must not
+             * race with it.  The count goes first, on the same
+             * connection, so it is gone by the SET's reply too.
+             */
             ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_REFUSALS,
                                          "DEL", 0, 0);
+
+            len = ngx_sprintf(num, "%M", zone->ban_duration) - num;
+
+            cmd = ngx_http_ratelimit_sw_command(chk,
+                                          ngx_http_ratelimit_sw_ban_set_reply,
+                                          NGX_HTTP_RATELIMIT_SW_BANNED, "SET",
+                                          (const char *) num, len);
+            if (cmd) {
+                chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_BAN] = cmd;
+                chk->sw_pending++;
+            }
 
             chk->status = NGX_HTTP_RATELIMIT_BANNED;
             chk->verdict.retry = (int64_t) zone->ban_duration * 1000;
