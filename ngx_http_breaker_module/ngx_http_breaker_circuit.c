@@ -28,6 +28,16 @@
  * worker_processes outcomes, in a bucket that is either the current one
  * or one about to expire.
  *
+ * Judging the window on each outcome reads two buckets, not all of them:
+ * the buckets older than the previous epoch change no more (but for a
+ * worker a whole bucket width late), so their sum is kept, tagged with
+ * (generation, epoch), in a summary that the first worker to judge in a
+ * new epoch rebuilds (a seqlock: a worker that finds it being written, or
+ * of another epoch, sums the buckets itself, as every outcome did
+ * before).  The current and the previous buckets are read live, so the
+ * sum is the same as the whole loop's: minimum calls and rates are judged
+ * on the same counts.
+ *
  * The probes.  In HALF_OPEN one more word counts the permits: generation
  * (21 bits, must be the state word's), issued, done, failed, slow (11,
  * 11, 11, 10 bits).  A permit is taken by CAS (issued < probes), so
@@ -85,6 +95,17 @@ typedef struct {
 } ngx_http_breaker_bucket_t;
 
 
+/* the sum of a window's buckets but the two newest (a seqlock: seq is odd
+ * while a worker writes it) */
+typedef struct {
+    uint64_t                     seq;
+    uint64_t                     tag;        /* gen << 40 | epoch */
+    uint64_t                     calls;
+    uint64_t                     failures;
+    uint64_t                     slow;
+} ngx_http_breaker_summary_t;
+
+
 struct ngx_http_breaker_circuit_s {
     uint64_t                     word;
     uint64_t                     probes;
@@ -92,6 +113,7 @@ struct ngx_http_breaker_circuit_s {
     uint64_t                     reason;     /* of the last trip */
     int64_t                      width;      /* usec per bucket */
     uint64_t                     nbuckets;
+    ngx_http_breaker_summary_t   summary;
     ngx_http_breaker_bucket_t    buckets[];
 };
 
@@ -138,6 +160,18 @@ static void ngx_http_breaker_window_add(ngx_http_breaker_circuit_t *c,
     uint32_t gen, int64_t now, ngx_uint_t failed, ngx_uint_t slow);
 static void ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c,
     uint32_t gen, int64_t now, ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_window_judge_sum(ngx_http_breaker_circuit_t *c,
+    uint32_t gen, int64_t now, ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_window_count(ngx_http_breaker_circuit_t *c,
+    uint32_t gen, uint64_t epoch, uint64_t skip,
+    ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_bucket_count(ngx_http_breaker_circuit_t *c,
+    uint32_t gen, uint64_t epoch, ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_window_clamp(ngx_http_breaker_counts_t *sum);
+static ngx_uint_t ngx_http_breaker_summary_read(ngx_http_breaker_circuit_t *c,
+    uint64_t tag, ngx_http_breaker_counts_t *sum);
+static void ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c,
+    uint64_t tag, ngx_http_breaker_counts_t *sum);
 static ngx_uint_t ngx_http_breaker_judge(ngx_http_breaker_circuit_conf_t *conf,
     ngx_http_breaker_counts_t *sum);
 static ngx_uint_t ngx_http_breaker_trip(ngx_http_breaker_circuit_t *c,
@@ -179,6 +213,7 @@ ngx_http_breaker_circuit_init(ngx_http_breaker_circuit_t *c,
     c->width = conf->window / (int64_t) conf->buckets;
     c->nbuckets = conf->buckets;
 
+    ngx_memzero(&c->summary, sizeof(ngx_http_breaker_summary_t));
     ngx_memzero(c->buckets, conf->buckets * sizeof(ngx_http_breaker_bucket_t));
 }
 
@@ -340,7 +375,7 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
         return;
     }
 
-    ngx_http_breaker_window_sum(c, t->generation, now, &sum);
+    ngx_http_breaker_window_judge_sum(c, t->generation, now, &sum);
 
     reason = ngx_http_breaker_judge(conf, &sum);
 
@@ -593,15 +628,63 @@ static void
 ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c, uint32_t gen,
     int64_t now, ngx_http_breaker_counts_t *sum)
 {
-    uint64_t                    epoch, tag, e;
-    ngx_uint_t                  i;
-    ngx_http_breaker_bucket_t  *b;
+    uint64_t  epoch;
 
     epoch = (uint64_t) (now / c->width) & NGX_HTTP_BREAKER_EPOCH_MASK;
 
     sum->calls = 0;
     sum->failures = 0;
     sum->slow = 0;
+
+    ngx_http_breaker_window_count(c, gen, epoch, 0, sum);
+    ngx_http_breaker_window_clamp(sum);
+}
+
+
+/*
+ * The same sum as ngx_http_breaker_window_sum(), for judging an outcome:
+ * the buckets older than the previous epoch from the summary (rebuilt
+ * once per epoch), the previous and the current bucket read live.
+ */
+static void
+ngx_http_breaker_window_judge_sum(ngx_http_breaker_circuit_t *c,
+    uint32_t gen, int64_t now, ngx_http_breaker_counts_t *sum)
+{
+    uint64_t  epoch, tag;
+
+    epoch = (uint64_t) (now / c->width) & NGX_HTTP_BREAKER_EPOCH_MASK;
+
+    if (c->nbuckets <= 2 || epoch < 2) {
+        ngx_http_breaker_window_sum(c, gen, now, sum);
+        return;
+    }
+
+    tag = ((uint64_t) (gen & NGX_HTTP_BREAKER_GEN_MASK) << 40) | epoch;
+
+    if (!ngx_http_breaker_summary_read(c, tag, sum)) {
+        sum->calls = 0;
+        sum->failures = 0;
+        sum->slow = 0;
+
+        ngx_http_breaker_window_count(c, gen, epoch, 2, sum);
+        ngx_http_breaker_summary_write(c, tag, sum);
+    }
+
+    ngx_http_breaker_bucket_count(c, gen, epoch - 1, sum);
+    ngx_http_breaker_bucket_count(c, gen, epoch, sum);
+    ngx_http_breaker_window_clamp(sum);
+}
+
+
+/* adds the buckets of generation gen and of the window ending at epoch,
+ * but the `skip` newest epochs */
+static void
+ngx_http_breaker_window_count(ngx_http_breaker_circuit_t *c, uint32_t gen,
+    uint64_t epoch, uint64_t skip, ngx_http_breaker_counts_t *sum)
+{
+    uint64_t                    tag, e;
+    ngx_uint_t                  i;
+    ngx_http_breaker_bucket_t  *b;
 
     for (i = 0; i < c->nbuckets; i++) {
         b = &c->buckets[i];
@@ -613,7 +696,7 @@ ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c, uint32_t gen,
 
         e = tag & NGX_HTTP_BREAKER_EPOCH_MASK;
 
-        if (e > epoch || epoch - e >= c->nbuckets) {
+        if (e + skip > epoch || epoch - e >= c->nbuckets) {
             continue;
         }
 
@@ -621,8 +704,36 @@ ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c, uint32_t gen,
         sum->failures += __atomic_load_n(&b->failures, __ATOMIC_RELAXED);
         sum->slow += __atomic_load_n(&b->slow, __ATOMIC_RELAXED);
     }
+}
 
+
+/* adds the bucket of that epoch if it holds it (its slot holds no other
+ * epoch of the window) */
+static void
+ngx_http_breaker_bucket_count(ngx_http_breaker_circuit_t *c, uint32_t gen,
+    uint64_t epoch, ngx_http_breaker_counts_t *sum)
+{
+    ngx_http_breaker_bucket_t  *b;
+
+    b = &c->buckets[epoch % c->nbuckets];
+
+    if (ngx_http_breaker_load(&b->tag)
+        != (((uint64_t) (gen & NGX_HTTP_BREAKER_GEN_MASK) << 40) | epoch))
+    {
+        return;
+    }
+
+    sum->calls += __atomic_load_n(&b->calls, __ATOMIC_RELAXED);
+    sum->failures += __atomic_load_n(&b->failures, __ATOMIC_RELAXED);
+    sum->slow += __atomic_load_n(&b->slow, __ATOMIC_RELAXED);
+}
+
+
+static void
+ngx_http_breaker_window_clamp(ngx_http_breaker_counts_t *sum)
+{
     /* a reset racing with adds can leave a part above the whole */
+
     if (sum->failures > sum->calls) {
         sum->failures = sum->calls;
     }
@@ -630,6 +741,60 @@ ngx_http_breaker_window_sum(ngx_http_breaker_circuit_t *c, uint32_t gen,
     if (sum->slow > sum->calls) {
         sum->slow = sum->calls;
     }
+}
+
+
+/* 1 and the summary's counts if it is whole and of that tag */
+static ngx_uint_t
+ngx_http_breaker_summary_read(ngx_http_breaker_circuit_t *c, uint64_t tag,
+    ngx_http_breaker_counts_t *sum)
+{
+    uint64_t                     seq;
+    ngx_http_breaker_summary_t  *sm;
+
+    sm = &c->summary;
+
+    seq = __atomic_load_n(&sm->seq, __ATOMIC_ACQUIRE);
+
+    if ((seq & 1) || __atomic_load_n(&sm->tag, __ATOMIC_RELAXED) != tag) {
+        return 0;
+    }
+
+    sum->calls = __atomic_load_n(&sm->calls, __ATOMIC_RELAXED);
+    sum->failures = __atomic_load_n(&sm->failures, __ATOMIC_RELAXED);
+    sum->slow = __atomic_load_n(&sm->slow, __ATOMIC_RELAXED);
+
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+
+    /* written meanwhile: the counts may be torn */
+    return __atomic_load_n(&sm->seq, __ATOMIC_RELAXED) == seq;
+}
+
+
+/* the writer takes the seqlock by CAS (odd); a worker that loses it, or
+ * finds it taken, leaves the summary to the other */
+static void
+ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c, uint64_t tag,
+    ngx_http_breaker_counts_t *sum)
+{
+    uint64_t                     seq;
+    ngx_http_breaker_summary_t  *sm;
+
+    sm = &c->summary;
+
+    seq = __atomic_load_n(&sm->seq, __ATOMIC_RELAXED);
+
+    if ((seq & 1) || !ngx_http_breaker_cas(&sm->seq, &seq, seq + 1)) {
+        return;
+    }
+
+    __atomic_store_n(&sm->tag, tag, __ATOMIC_RELAXED);
+    __atomic_store_n(&sm->calls, (uint64_t) sum->calls, __ATOMIC_RELAXED);
+    __atomic_store_n(&sm->failures, (uint64_t) sum->failures,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&sm->slow, (uint64_t) sum->slow, __ATOMIC_RELAXED);
+
+    __atomic_store_n(&sm->seq, seq + 2, __ATOMIC_RELEASE);
 }
 
 
@@ -1154,8 +1319,27 @@ ngx_http_breaker_circuit_failure_status(ngx_http_breaker_circuit_conf_t *conf,
 /* the breaker_zone */
 
 
+/*
+ * Which configuration each process uses, by process slot (the first
+ * NGX_HTTP_BREAKER_ZONE_SLOTS): a retired circuit is freed once no live
+ * process of an older configuration than the one that retired it is
+ * left.  pid is written last (release): a slot whose pid is not the
+ * process's yet is a process that has not said which configuration it
+ * uses, and blocks every free.
+ */
+#define NGX_HTTP_BREAKER_ZONE_SLOTS   64
+
 typedef struct {
-    ngx_queue_t                  circuits;
+    ngx_pid_t                    pid;
+    ngx_uint_t                   cycle;
+} ngx_http_breaker_zone_proc_t;
+
+
+typedef struct {
+    ngx_queue_t                  circuits;   /* found by name */
+    ngx_queue_t                  retired;    /* to free when unused */
+    ngx_uint_t                   cycle;      /* configurations so far */
+    ngx_http_breaker_zone_proc_t procs[NGX_HTTP_BREAKER_ZONE_SLOTS];
 } ngx_http_breaker_zone_sh_t;
 
 
@@ -1163,6 +1347,9 @@ typedef struct {
     ngx_queue_t                  queue;
     ngx_str_t                    name;
     ngx_http_breaker_circuit_t  *circuit;
+    ngx_uint_t                   cycle;      /* the configuration that
+                                                looked it up last, or
+                                                retired it */
 } ngx_http_breaker_zone_node_t;
 
 
@@ -1170,10 +1357,15 @@ typedef struct {
     ngx_http_breaker_zone_sh_t  *sh;
     ngx_slab_pool_t             *shpool;
     ngx_edge_log_gate_t          gate;
+    ngx_uint_t                   cycle;      /* this configuration's */
 } ngx_http_breaker_zone_ctx_t;
 
 
 extern ngx_module_t  ngx_http_breaker_module;
+
+
+static void ngx_http_breaker_zone_retire(ngx_http_breaker_zone_ctx_t *ctx,
+    ngx_http_breaker_zone_node_t *node);
 
 
 static ngx_int_t
@@ -1200,13 +1392,14 @@ ngx_http_breaker_zone_init(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_http_breaker_zone_sh_t));
+    ctx->sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_http_breaker_zone_sh_t));
     if (ctx->sh == NULL) {
         return NGX_ERROR;
     }
 
     ctx->shpool->data = ctx->sh;
     ngx_queue_init(&ctx->sh->circuits);
+    ngx_queue_init(&ctx->sh->retired);
 
     len = sizeof(" in breaker_zone \"\"") + shm_zone->shm.name.len;
 
@@ -1278,8 +1471,9 @@ ngx_http_breaker_zone_find(ngx_http_breaker_zone_ctx_t *ctx, ngx_str_t *name)
  * is kept as it is, state and window (a reload); when only the bucket
  * width changed, a new generation starts (an empty window, the state
  * kept).  A different number of buckets needs a new circuit: the old one
- * is unlinked but not freed, since the workers of the previous cycle may
- * still be using it while they shut down.
+ * is retired, not freed at once, since the workers of the previous cycle
+ * may still be using it while they shut down (_zones_end() frees it once
+ * they are gone).
  */
 ngx_http_breaker_circuit_t *
 ngx_http_breaker_zone_circuit(ngx_shm_zone_t *zone, ngx_str_t *name,
@@ -1303,6 +1497,7 @@ ngx_http_breaker_zone_circuit(ngx_shm_zone_t *zone, ngx_str_t *name,
     node = ngx_http_breaker_zone_find(ctx, name);
 
     if (node && node->circuit->nbuckets == conf->buckets) {
+        node->cycle = ctx->cycle;
         c = node->circuit;
 
         if (c->width != conf->window / (int64_t) conf->buckets) {
@@ -1323,7 +1518,7 @@ ngx_http_breaker_zone_circuit(ngx_shm_zone_t *zone, ngx_str_t *name,
     }
 
     if (node) {
-        ngx_queue_remove(&node->queue);
+        ngx_http_breaker_zone_retire(ctx, node);
     }
 
     size = sizeof(ngx_http_breaker_zone_node_t) + name->len;
@@ -1355,10 +1550,236 @@ ngx_http_breaker_zone_circuit(ngx_shm_zone_t *zone, ngx_str_t *name,
 
     ngx_http_breaker_circuit_init(c, conf);
     node->circuit = c;
+    node->cycle = ctx->cycle;
 
     ngx_queue_insert_tail(&ctx->sh->circuits, &node->queue);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return c;
+}
+
+
+static void
+ngx_http_breaker_zone_retire(ngx_http_breaker_zone_ctx_t *ctx,
+    ngx_http_breaker_zone_node_t *node)
+{
+    ngx_queue_remove(&node->queue);
+
+    /* the processes of older configurations may still use it */
+    node->cycle = ctx->cycle;
+    ngx_queue_insert_tail(&ctx->sh->retired, &node->queue);
+}
+
+
+/*
+ * Whether a live process may still use a circuit retired by configuration
+ * `retired`: one of an older configuration, or one that has not said
+ * which it uses.  Only the master knows its processes (ngx_processes[]);
+ * without one (master_process off: the single process may still serve
+ * requests of an older configuration) every retired circuit is kept.
+ */
+static ngx_uint_t
+ngx_http_breaker_zone_in_use(ngx_http_breaker_zone_sh_t *sh,
+    ngx_uint_t retired)
+{
+    ngx_int_t   s;
+    ngx_pid_t   pid;
+
+    if (ngx_process != NGX_PROCESS_MASTER) {
+        return 1;
+    }
+
+    for (s = 0; s < ngx_last_process; s++) {
+
+        if (ngx_processes[s].pid == -1
+            || ngx_processes[s].exited
+            || ngx_processes[s].detached)
+        {
+            continue;
+        }
+
+        if (s >= NGX_HTTP_BREAKER_ZONE_SLOTS) {
+            return 1;
+        }
+
+        pid = __atomic_load_n(&sh->procs[s].pid, __ATOMIC_ACQUIRE);
+
+        if (pid != ngx_processes[s].pid || sh->procs[s].cycle < retired) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* under the zone's mutex: what no process can use any more is freed */
+static void
+ngx_http_breaker_zone_free_unused(ngx_shm_zone_t *zone)
+{
+    ngx_uint_t                     kept;
+    ngx_queue_t                   *q, *next;
+    ngx_http_breaker_zone_ctx_t   *ctx;
+    ngx_http_breaker_zone_node_t  *node;
+
+    ctx = zone->data;
+    kept = 0;
+
+    for (q = ngx_queue_head(&ctx->sh->retired);
+         q != ngx_queue_sentinel(&ctx->sh->retired);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        node = ngx_queue_data(q, ngx_http_breaker_zone_node_t, queue);
+
+        if (ngx_http_breaker_zone_in_use(ctx->sh, node->cycle)) {
+            kept++;
+            continue;
+        }
+
+        ngx_queue_remove(q);
+        ngx_slab_free_locked(ctx->shpool, node);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "breaker_zone \"%V\": %ui retired circuits kept",
+                   &zone->shm.name, kept);
+}
+
+
+/* under the zone's mutex: what this configuration did not look up is
+ * retired */
+static void
+ngx_http_breaker_zone_retire_unused(ngx_shm_zone_t *zone)
+{
+    ngx_queue_t                   *q, *next;
+    ngx_http_breaker_zone_ctx_t   *ctx;
+    ngx_http_breaker_zone_node_t  *node;
+
+    ctx = zone->data;
+
+    for (q = ngx_queue_head(&ctx->sh->circuits);
+         q != ngx_queue_sentinel(&ctx->sh->circuits);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        node = ngx_queue_data(q, ngx_http_breaker_zone_node_t, queue);
+
+        if (node->cycle != ctx->cycle) {
+            ngx_http_breaker_zone_retire(ctx, node);
+        }
+    }
+}
+
+
+/* the breaker_zone zones of a cycle, one by one */
+static ngx_shm_zone_t *
+ngx_http_breaker_zones_next(ngx_cycle_t *cycle, ngx_list_part_t **part,
+    ngx_uint_t *i)
+{
+    ngx_shm_zone_t               *zone;
+    ngx_http_breaker_zone_ctx_t  *ctx;
+
+    for ( ;; ) {
+
+        if (*i >= (*part)->nelts) {
+            if ((*part)->next == NULL) {
+                return NULL;
+            }
+
+            *part = (*part)->next;
+            *i = 0;
+            continue;
+        }
+
+        zone = &((ngx_shm_zone_t *) (*part)->elts)[(*i)++];
+
+        /* the module's stats zone has the same tag */
+        if (zone->tag != &ngx_http_breaker_module
+            || zone->init != ngx_http_breaker_zone_init)
+        {
+            continue;
+        }
+
+        ctx = zone->data;
+
+        if (ctx && ctx->sh) {
+            return zone;
+        }
+    }
+}
+
+
+void
+ngx_http_breaker_zones_begin(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                    i;
+    ngx_shm_zone_t               *zone;
+    ngx_list_part_t              *part;
+    ngx_http_breaker_zone_ctx_t  *ctx;
+
+    part = &cycle->shared_memory.part;
+    i = 0;
+
+    while ((zone = ngx_http_breaker_zones_next(cycle, &part, &i)) != NULL) {
+        ctx = zone->data;
+
+        /* room for the circuits this configuration may create: what the
+         * processes of older configurations left */
+        ngx_shmtx_lock(&ctx->shpool->mutex);
+        ctx->cycle = ++ctx->sh->cycle;
+        ngx_http_breaker_zone_free_unused(zone);
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+    }
+}
+
+
+void
+ngx_http_breaker_zones_end(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                    i;
+    ngx_shm_zone_t               *zone;
+    ngx_list_part_t              *part;
+    ngx_http_breaker_zone_ctx_t  *ctx;
+
+    part = &cycle->shared_memory.part;
+    i = 0;
+
+    while ((zone = ngx_http_breaker_zones_next(cycle, &part, &i)) != NULL) {
+        ctx = zone->data;
+
+        ngx_shmtx_lock(&ctx->shpool->mutex);
+        ngx_http_breaker_zone_retire_unused(zone);
+        ngx_http_breaker_zone_free_unused(zone);
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+    }
+}
+
+
+void
+ngx_http_breaker_zones_register(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                     i;
+    ngx_shm_zone_t                *zone;
+    ngx_list_part_t               *part;
+    ngx_http_breaker_zone_ctx_t   *ctx;
+    ngx_http_breaker_zone_proc_t  *proc;
+
+    if (ngx_process_slot < 0
+        || ngx_process_slot >= NGX_HTTP_BREAKER_ZONE_SLOTS)
+    {
+        return;
+    }
+
+    part = &cycle->shared_memory.part;
+    i = 0;
+
+    while ((zone = ngx_http_breaker_zones_next(cycle, &part, &i)) != NULL) {
+        ctx = zone->data;
+        proc = &ctx->sh->procs[ngx_process_slot];
+
+        proc->cycle = ctx->cycle;
+        __atomic_store_n(&proc->pid, ngx_pid, __ATOMIC_RELEASE);
+    }
 }

@@ -166,6 +166,21 @@ ngx_http_breaker_circuit_t *ngx_http_breaker_zone_circuit(
     ngx_http_breaker_circuit_conf_t *conf, ngx_log_t *log);
 
 /*
+ * Added: the circuits' life across reloads.  A circuit that a new
+ * configuration no longer looks up (its name is gone, or its number of
+ * buckets changed and a new one replaced it) is retired, and freed once
+ * no process that may still use it (a worker of an older configuration,
+ * shutting down) is alive.  In the master at init_module:
+ * _zones_begin() before the circuits are looked up (a new configuration
+ * number per zone), _zones_end() after (retire what was not looked up,
+ * free what no process can use).  In every process at init_process:
+ * _zones_register() (this process uses this configuration's circuits).
+ */
+void ngx_http_breaker_zones_begin(ngx_cycle_t *cycle);
+void ngx_http_breaker_zones_end(ngx_cycle_t *cycle);
+void ngx_http_breaker_zones_register(ngx_cycle_t *cycle);
+
+/*
  * Parses the circuit parameters shared by breaker_circuit and
  * breaker_peers (window=, buckets=, min_calls=, failure_rate=, ...) from
  * one argument; NGX_DECLINED if the argument is not one of them (the

@@ -105,6 +105,7 @@ static void *ngx_http_breaker_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_breaker_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_breaker_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_breaker_init_process(ngx_cycle_t *cycle);
 
 
 static ngx_command_t  ngx_http_breaker_commands[] = {
@@ -177,7 +178,7 @@ ngx_module_t  ngx_http_breaker_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     ngx_http_breaker_init_module,          /* init module */
-    NULL,                                  /* init process */
+    ngx_http_breaker_init_process,         /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -863,11 +864,13 @@ ngx_http_breaker_route_transition(ngx_http_breaker_circuit_conf_t *conf,
  * The state gauge starts from the stored state of each circuit: at the
  * first start it is 0 (closed), after a reload the circuit may be open
  * and the stats zone new (its catalog changed).  Run in the master after
- * the zones are mapped, before the workers exist.
+ * the zones are mapped, before the workers exist; for the route and the
+ * peer circuits.
  */
-static void
+void
 ngx_http_breaker_stats_sync_state(ngx_cycle_t *cycle,
-    ngx_http_breaker_route_t *route)
+    ngx_http_breaker_stats_t *bst, ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_circuit_conf_t *conf)
 {
     int64_t                   cur;
     ngx_str_t                 name = ngx_string("edge_stats_breaker");
@@ -876,7 +879,7 @@ ngx_http_breaker_stats_sync_state(ngx_cycle_t *cycle,
     ngx_shm_zone_t           *zone;
     ngx_edge_stats_sh_t      *sh;
 
-    if (route->stats.stats == NULL || route->stats.state < 0) {
+    if (bst->stats == NULL || bst->state < 0) {
         return;
     }
 
@@ -904,15 +907,14 @@ ngx_http_breaker_stats_sync_state(ngx_cycle_t *cycle,
         }
     }
 
-    if (sh == NULL || (ngx_uint_t) route->stats.state >= sh->nseries) {
+    if (sh == NULL || (ngx_uint_t) bst->state >= sh->nseries) {
         return;
     }
 
-    cur = ngx_edge_stats_read(sh, &sh->series[route->stats.state], 0);
+    cur = ngx_edge_stats_read(sh, &sh->series[bst->state], 0);
 
-    ngx_edge_stats_add(route->stats.stats, route->stats.state,
-                       (int64_t) ngx_http_breaker_circuit_stored_state(
-                                     route->circuit, &route->conf)
+    ngx_edge_stats_add(bst->stats, bst->state,
+                       (int64_t) ngx_http_breaker_circuit_stored_state(c, conf)
                        - cur);
 }
 
@@ -1534,10 +1536,12 @@ ngx_http_breaker_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /* the circuits in their zones, once per cycle, in the master: every
- * worker inherits the pointers */
+ * worker inherits the pointers; then the circuits this configuration
+ * does not use are retired, and those no process uses any more freed */
 static ngx_int_t
 ngx_http_breaker_init_module(ngx_cycle_t *cycle)
 {
+    ngx_int_t                      rc;
     ngx_uint_t                     i;
     ngx_http_breaker_route_t     **routes;
     ngx_http_breaker_main_conf_t  *bmcf;
@@ -1548,6 +1552,8 @@ ngx_http_breaker_init_module(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_breaker_zones_begin(cycle);
+
     routes = bmcf->routes.elts;
 
     for (i = 0; i < bmcf->routes.nelts; i++) {
@@ -1556,9 +1562,28 @@ ngx_http_breaker_init_module(ngx_cycle_t *cycle)
                                                            &routes[i]->conf,
                                                            cycle->log);
         if (routes[i]->circuit) {
-            ngx_http_breaker_stats_sync_state(cycle, routes[i]);
+            ngx_http_breaker_stats_sync_state(cycle, &routes[i]->stats,
+                                              routes[i]->circuit,
+                                              &routes[i]->conf);
         }
     }
 
-    return ngx_http_breaker_peers_init_module(cycle);
+    rc = ngx_http_breaker_peers_init_module(cycle);
+
+    ngx_http_breaker_zones_end(cycle);
+
+    return rc;
+}
+
+
+/* this process uses this cycle's circuits (a retired one is freed once
+ * no process of an older cycle is left) */
+static ngx_int_t
+ngx_http_breaker_init_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_breaker_cycle_main_conf(cycle) != NULL) {
+        ngx_http_breaker_zones_register(cycle);
+    }
+
+    return NGX_OK;
 }

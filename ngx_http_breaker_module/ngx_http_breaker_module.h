@@ -51,6 +51,13 @@ void ngx_http_breaker_stats_call(ngx_http_breaker_stats_t *bst,
     ngx_http_breaker_outcome_e outcome, int64_t latency);
 void ngx_http_breaker_stats_rejected(ngx_http_breaker_stats_t *bst);
 
+/* added: in the master at init_module, once the circuit is found in its
+ * zone: the state gauge becomes the circuit's stored state (a new stats
+ * zone starts at 0, closed, while the circuit kept its state) */
+void ngx_http_breaker_stats_sync_state(ngx_cycle_t *cycle,
+    ngx_http_breaker_stats_t *bst, ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_circuit_conf_t *conf);
+
 
 /* the fields of every circuit (state, window, thresholds) in the status
  * document, after the layer's own: 0, or -1 when jansson failed */

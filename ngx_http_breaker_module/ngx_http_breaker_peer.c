@@ -102,6 +102,8 @@ static ngx_http_breaker_outcome_e ngx_http_breaker_peers_outcome(
     ngx_uint_t state);
 static void ngx_http_breaker_peers_resolve(ngx_http_breaker_peers_conf_t *pcf,
     ngx_log_t *log);
+static void ngx_http_breaker_peers_sync_gauges(ngx_cycle_t *cycle,
+    ngx_http_breaker_peers_conf_t *pcf);
 static ngx_http_breaker_peer_t *ngx_http_breaker_peers_find(
     ngx_http_breaker_peers_conf_t *pcf, ngx_peer_connection_t *pc);
 static ngx_uint_t ngx_http_breaker_peers_ejectable(
@@ -763,6 +765,28 @@ ngx_http_breaker_peers_resolve(ngx_http_breaker_peers_conf_t *pcf,
 }
 
 
+/* the peers' state gauges start from their circuits' stored states: a
+ * reload may bring a new stats zone (its gauges at 0, closed) while a
+ * circuit stays open in the breaker zone */
+static void
+ngx_http_breaker_peers_sync_gauges(ngx_cycle_t *cycle,
+    ngx_http_breaker_peers_conf_t *pcf)
+{
+    ngx_uint_t                i;
+    ngx_http_breaker_peer_t  *peer;
+
+    peer = pcf->peers.elts;
+
+    for (i = 0; i < pcf->peers.nelts; i++) {
+        if (peer[i].circuit) {
+            ngx_http_breaker_stats_sync_state(cycle, &peer[i].stats,
+                                              peer[i].circuit,
+                                              &pcf->circuit);
+        }
+    }
+}
+
+
 /* the balancers built on round robin hand out the sockaddr pointers of
  * nginx.conf's addresses: a pointer compare finds the peer, the bytes
  * are compared only for a balancer that copies them */
@@ -946,6 +970,7 @@ ngx_http_breaker_peers_next(ngx_cycle_t *cycle, ngx_uint_t *i)
         if (pcf) {
             if (!pcf->resolved) {
                 ngx_http_breaker_peers_resolve(pcf, cycle->log);
+                ngx_http_breaker_peers_sync_gauges(cycle, pcf);
             }
 
             return pcf;

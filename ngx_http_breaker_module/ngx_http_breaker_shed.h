@@ -31,6 +31,10 @@
 #define NGX_HTTP_BREAKER_SHED_MEASURE      0  /* minRTT, limit = min */
 #define NGX_HTTP_BREAKER_SHED_SAMPLE       1  /* gradient windows */
 
+/* windows in a row at the floor (gradient at its lower clamp, or the
+ * limit at min_limit) after which minRTT is measured again: Envoy's 5 */
+#define NGX_HTTP_BREAKER_SHED_PINNED       5
+
 
 /* one adaptive controller, in shared memory */
 typedef struct {
@@ -45,6 +49,7 @@ typedef struct {
     ngx_atomic_t                 gradient_x1000;
     ngx_atomic_t                 next_measure;  /* usec */
     ngx_atomic_t                 windows;       /* closed, in all */
+    ngx_atomic_t                 pinned;        /* windows at the floor */
     ngx_atomic_t                 hist[NGX_HTTP_BREAKER_SHED_NBUCKETS];
 } ngx_http_breaker_shed_ctl_t;
 

@@ -18,7 +18,23 @@
  *              limit    = limit + smoothing * (target - limit),
  *                         within [min_limit, max_limit]
  *
- *            after min_rtt_interval (+- jitter), MEASURE again.
+ *            MEASURE again after min_rtt_interval (+- jitter), or once
+ *            the limit has been pinned at its floor for
+ *            NGX_HTTP_BREAKER_SHED_PINNED windows in a row.
+ *
+ * The floor.  With the gradient at its lower clamp the limit cannot fall
+ * below the point where halving it and adding the headroom balance (4
+ * with sqrt(limit)), nor below min_limit.  A gradient that stays clamped
+ * says the sample RTT stayed over twice the tolerated RTT whatever the
+ * limit did: the limit is still far too high, or minRTT is stale (the
+ * backend is slower now, not busier).  Left alone the controller would
+ * settle at that floor, below the backend's capacity, until the next
+ * periodic measurement; Envoy measures minRTT again when its limit is
+ * pinned at the minimum for 5 windows, and so does this controller, with
+ * "pinned" meaning either floor.  The measurement answers which case it
+ * was: a backend that is merely slower gives a new minRTT and the limit
+ * grows back to its capacity; an overloaded one gives the old minRTT and
+ * the limit keeps falling.
  *
  * Samples go to a histogram of atomic counters; the worker whose sample
  * makes the window due closes it, by a compare-and-swap on the window's
@@ -37,6 +53,8 @@ static void ngx_http_breaker_shed_ctl_window(
     ngx_http_breaker_shed_shedder_t *sd, int64_t now);
 static void ngx_http_breaker_shed_ctl_measured(
     ngx_http_breaker_shed_shedder_t *sd, int64_t now);
+static void ngx_http_breaker_shed_ctl_measure(
+    ngx_http_breaker_shed_shedder_t *sd);
 static uint64_t ngx_http_breaker_shed_isqrt(uint64_t v);
 
 
@@ -98,6 +116,7 @@ ngx_http_breaker_shed_ctl_reset(ngx_http_breaker_shed_shedder_t *sd)
     ctl->gradient_x1000 = 1000;
     ctl->next_measure = 0;
     ctl->windows = 0;
+    ctl->pinned = 0;
     ctl->window_start = (ngx_atomic_uint_t) ngx_edge_mono_usec();
 
     /* requests admitted before belong to no phase of this controller */
@@ -254,7 +273,7 @@ static void
 ngx_http_breaker_shed_ctl_window(ngx_http_breaker_shed_shedder_t *sd,
     int64_t now)
 {
-    double                        limit, gradient, target, headroom;
+    double                        limit, raw, gradient, target, headroom;
     uint64_t                      rtt;
     ngx_http_breaker_shed_ctl_t  *ctl;
 
@@ -271,9 +290,9 @@ ngx_http_breaker_shed_ctl_window(ngx_http_breaker_shed_shedder_t *sd,
 
     limit = (double) ctl->limit_x1000 / 1000;
 
-    gradient = (double) ctl->min_rtt * (100 + sd->rtt_buffer) / 100
-               / (double) rtt;
-    gradient = ngx_max(0.5, ngx_min(gradient, 1.0));
+    raw = (double) ctl->min_rtt * (100 + sd->rtt_buffer) / 100
+          / (double) rtt;
+    gradient = ngx_max(0.5, ngx_min(raw, 1.0));
 
     if (sd->headroom) {
         headroom = (double) sd->headroom;
@@ -293,13 +312,35 @@ ngx_http_breaker_shed_ctl_window(ngx_http_breaker_shed_shedder_t *sd,
     ctl->gradient_x1000 = (ngx_atomic_uint_t) (gradient * 1000);
     ctl->limit_x1000 = (ngx_atomic_uint_t) (limit * 1000);
 
-    if (now >= (int64_t) ctl->next_measure) {
-        /* re-measure minRTT: the limit drops to min_limit meanwhile */
-        ctl->saved_x1000 = ctl->limit_x1000;
-        ctl->phase = NGX_HTTP_BREAKER_SHED_MEASURE;
+    if (raw < 0.5 || limit <= (double) sd->min_limit) {
+        ctl->pinned++;
 
-        (void) ngx_atomic_fetch_add(&ctl->epoch, 1);
+    } else {
+        ctl->pinned = 0;
     }
+
+    if (now >= (int64_t) ctl->next_measure
+        || ctl->pinned >= NGX_HTTP_BREAKER_SHED_PINNED)
+    {
+        ngx_http_breaker_shed_ctl_measure(sd);
+    }
+}
+
+
+/* re-measure minRTT: the limit is min_limit meanwhile, and the one it had
+ * comes back after (Envoy's deferred limit) */
+static void
+ngx_http_breaker_shed_ctl_measure(ngx_http_breaker_shed_shedder_t *sd)
+{
+    ngx_http_breaker_shed_ctl_t  *ctl;
+
+    ctl = &sd->node->ctl;
+
+    ctl->saved_x1000 = ctl->limit_x1000;
+    ctl->pinned = 0;
+    ctl->phase = NGX_HTTP_BREAKER_SHED_MEASURE;
+
+    (void) ngx_atomic_fetch_add(&ctl->epoch, 1);
 }
 
 

@@ -34,6 +34,10 @@ my $http = <<"HTTP";
                     window=50ms window_samples=5 min_rtt_samples=10
                     rtt_buffer=50% smoothing=100% min_rtt_interval=1s
                     jitter=0 queue=100 queue_timeout=30s codel_target=0;
+    breaker_shedder sl zone=shed adaptive min_limit=2 max_limit=30
+                    window=50ms window_samples=5 min_rtt_samples=10
+                    rtt_buffer=50% smoothing=100% min_rtt_interval=1h
+                    queue=100 queue_timeout=30s codel_target=0;
     breaker_shedder cap zone=shed adaptive min_limit=2 max_limit=8
                     headroom=4 window=50ms window_samples=5
                     min_rtt_samples=20 smoothing=100% min_rtt_interval=1h
@@ -67,6 +71,14 @@ my $http = <<"HTTP";
             proxy_pass http://origin;
         }
         location = /state/cap { breaker_shed cap; return 200 "\$shed_limit"; }
+        location /sl/ {
+            breaker_shed sl;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://origin;
+        }
+        location = /state/sl { breaker_shed sl; return 200 "\$shed_limit"; }
+        location = /status { breaker_status_endpoint; }
     }
 HTTP
 
@@ -103,7 +115,7 @@ sub load {
             close $s;
         }
         if (time >= $next_read) {
-            push @$seen, limit_of($path =~ m{^/(ad|mr|cap)/} ? $1 : 'ad');
+            push @$seen, limit_of($path =~ m{^/(ad|mr|cap|sl)/} ? $1 : 'ad');
             $next_read = time + 0.05;
             last if $until->();
         }
@@ -162,6 +174,38 @@ load('/ad/x', 4, 3, sub { 0 }, \@seen);
 is(scalar(grep { $_ < 2 || $_ > 30 } @seen), 0, 'always within [2, 30]');
 cmp_ok((sort { $a <=> $b } @seen)[0], '>=', 2, 'never below min_limit');
 $origin->set('/ad/x', body => 'x');
+
+# --- the backend turns slow and stays slow (x15, its concurrency
+# unlimited: merely slower, not overloaded).  The gradient stays at its
+# lower clamp (sampleRTT 300 ms > 2 x minRTT x 1.5), so the limit falls to
+# the floor where halving and sqrt(limit) balance (4) and, with the old
+# minRTT, would stay there (min_rtt_interval=1h: no periodic measurement).
+# Pinned at the floor for 5 windows, the controller measures minRTT again
+# (the limit reads min_limit meanwhile): minRTT is then the slow backend's
+# and the limit grows back beyond twice that floor.
+
+$origin->set('/sl/x', body => 'x', delay => 0.02);
+my @sl;
+load('/sl/x', 8, 30, sub { $sl[-1] >= 8 }, \@sl);
+cmp_ok($sl[-1], '>=', 8, "fast backend: the limit goes up (to $sl[-1])");
+$origin->set('/sl/x', body => 'x', delay => 0.3);
+@sl = ();
+my $down = 0;      # 1: seen at the floor or below (4), 2: then >= 8
+load('/sl/x', 8, 40, sub {
+    $down = 1 if $down == 0 && $sl[-1] <= 4;
+    $down = 2 if $down == 1 && $sl[-1] >= 8;
+    return $down == 2;
+}, \@sl);
+is($down, 2, 'slow backend: the limit fell to the floor, then came back '
+             . 'to 8 or more (' . join(',', @sl[-5 .. -1]) . ')')
+    or diag("the last limits seen: @sl[-20 .. -1]");
+is(scalar(grep { $_ < 2 || $_ > 30 } @sl), 0, 'always within [2, 30]');
+my $doc = $n->get('/status')->{body};
+my ($min_rtt) = $doc =~ /"name":\s*"sl".*?"min_rtt_us":\s*(\d+)/s;
+cmp_ok($min_rtt // 0, '>=', 150000,
+       'minRTT measured again: the slow backend\'s (' . ($min_rtt // '?')
+       . ' us)');
+$origin->set('/sl/x', body => 'x');
 
 # --- minRTT measured again every min_rtt_interval: the limit drops to
 # min_limit meanwhile, then comes back

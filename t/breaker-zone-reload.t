@@ -1,0 +1,178 @@
+# The breaker_zone across reloads (ngx_http_breaker_circuit.c, zone part;
+# ngx_http_breaker_module.c and _peer.c, init_module):
+#
+# - a circuit whose number of buckets changed is replaced by a new one, a
+#   circuit whose name is gone is no longer used: both are retired and
+#   freed once the workers of the older configuration have exited, so a
+#   small zone does not fill up however many reloads change them;
+# - a new metrics catalog (a new stats zone, its gauges at 0) after a
+#   reload: the state gauges of the peer circuits (and the route ones)
+#   start from the circuits' stored states, still open.
+#
+# Real nginx, master and two workers, reloaded with SIGHUP; each reload
+# waits until every worker is a new one (the old ones have exited).
+use strict;
+use warnings;
+
+use Test::More;
+use Test::Edge qw(wait_until);
+use Test::Edge::Nginx;
+
+my $Slow = $Test::Edge::Valgrind::Slowdown;
+
+sub master_of {
+    my ($n) = @_;
+    open my $fh, '<', "$n->{prefix}/logs/nginx.pid" or die $!;
+    chomp(my $pid = <$fh>);
+    return $pid;
+}
+
+# rewrites nginx.conf with $edit, sends HUP, waits for two new workers
+sub reload {
+    my ($n, $edit, $what) = @_;
+    my $conf = "$n->{prefix}/conf/nginx.conf";
+    open my $in, '<', $conf or die $!;
+    my $text = do { local $/; <$in> };
+    close $in;
+    $edit->($text);
+    open my $out, '>', "$conf.new" or die $!;
+    print $out $text;
+    close $out;
+    rename "$conf.new", $conf or die $!;
+    my %old = map { $_ => 1 } $n->worker_pids;
+    kill 'HUP', master_of($n);
+    return wait_until(20, sub {
+        my @w = $n->worker_pids;
+        return @w == 2 && !grep { $old{$_} } @w;
+    }) || do { diag("no reload ($what)"); 0 };
+}
+
+sub metric {
+    my ($n, $series) = @_;
+    my $body = $n->get('/metrics?family=nginx_breaker_state')->{body};
+    return $body =~ /^nginx_\Q$series\E (\S+)$/m ? $1 + 0 : undef;
+}
+
+sub zone_fill {
+    my ($n, $zone) = @_;
+    my $body = $n->get('/health')->{body};
+    return $body =~ /\{[^{}]*"zone":\s*"\Q$zone\E"[^{}]*\}/
+        && $& =~ /"pages_free":\s*(\d+)/ ? $1 : undef;
+}
+
+# --- 1. many reloads changing buckets= and the circuits' names: the zone
+# does not fill up
+
+{
+    # four circuits of 10 or 20 buckets (in slab slots of 512 or 1,024
+    # bytes), and one more whose name changes every reload, in a 32k zone
+    # (6 pages, one and a half taken by the zone's own state): those of
+    # two configurations fit, those of five do not
+    my $circuits = join '', map {
+        "    breaker_circuit c$_ zone=br buckets=10 window=10s;\n"
+    } 1 .. 4;
+    my $locations = join '', map {
+        "        location = /c$_ { breaker c$_; "
+        . "proxy_pass http://127.0.0.1:\$PORT/ok; }\n"
+    } 1 .. 4;
+    my $n = Test::Edge::Nginx->start(workers => 2, http => <<"HTTP");
+    breaker_zone br 32k;
+$circuits    breaker_circuit named0 zone=br;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /ok { return 200 "ok\\n"; }
+$locations        location = /named { breaker named0;
+            proxy_pass http://127.0.0.1:\$PORT/ok; }
+        location = /health { breaker_health ready shm=off circuits=off; }
+        location = /status { breaker_status_endpoint; }
+    }
+HTTP
+
+    my @free;
+    my $reloads = 30;
+    my $ok = 1;
+    for my $k (1 .. $reloads) {
+        my $buckets = $k % 2 ? 20 : 10;
+        $ok &&= reload($n, sub {
+            $_[0] =~ s/buckets=\d+/buckets=$buckets/g;
+            $_[0] =~ s/named\d+/named$k/g;
+        }, "reload $k");
+        last unless $ok;
+        push @free, zone_fill($n, 'br');
+    }
+    ok($ok, "$reloads reloads, each changing buckets= and a circuit's name");
+    my @full = $n->log =~ /(breaker_zone "br" is full.*)/g;
+    is(scalar @full, 0, 'the zone never ran out: every circuit was created')
+        or diag("$full[0] (and " . (@full - 1) . ' more)');
+    for my $c (1 .. 4) {
+        is($n->get("/c$c")->{status}, 200, "circuit c$c serves");
+    }
+    is($n->get('/named')->{status}, 200, "circuit named$reloads serves");
+    my $doc = $n->get('/status')->{body};
+    my @names = sort $doc =~ /"name":\s*"((?:c\d|named\d+))"/g;
+    is("@names", "c1 c2 c3 c4 named$reloads",
+       'the status document lists the circuits of the configuration');
+    ok(defined $free[2] && defined $free[-1], 'pages_free read from the '
+       . 'health document') or diag($n->get('/health')->{body});
+    # from the second reload on: the circuits of this configuration and of
+    # the previous one (retired, freed at the next reload), the same pages
+    # freed and taken again (compared after reloads of the same parity)
+    cmp_ok($free[-1] // -1, '>=', ($free[3] // 0) - 1,
+           "the zone's free pages stay put (after reload 4: $free[3], "
+           . "after $reloads: $free[-1])");
+    is(scalar(() = $n->log =~ /\[(?:alert|crit|emerg)\]/g), 0, 'no alert');
+    $n->stop;
+}
+
+# --- 2. a new metrics catalog after a reload: the gauge of an open peer
+# circuit says open
+
+{
+    my %port = map { $_ => Test::Edge::Nginx::free_port() } qw(A B);
+    my $n = Test::Edge::Nginx->start(workers => 2, http => <<"HTTP");
+    metrics_zone 1m;
+    breaker_zone peers 1m;
+    breaker_circuit route zone=peers min_calls=5 failure_rate=50
+                    open=60s jitter=0;
+    upstream backend {
+        server 127.0.0.1:$port{A} max_fails=0;
+        server 127.0.0.1:$port{B} max_fails=0;
+        breaker_peers zone=peers min_calls=5 open=60s jitter=0;
+    }
+    server { listen 127.0.0.1:$port{A}; location / { return 200 "A\\n"; } }
+    server { listen 127.0.0.1:$port{B}; location / { return 500; } }
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /metrics { metrics; }
+        location / { proxy_pass http://backend; }
+        location = /route { breaker route;
+            proxy_pass http://127.0.0.1:$port{B}/; }
+    }
+HTTP
+    my $peer = "breaker_state{circuit=\"backend/127.0.0.1:$port{B}\"}";
+    my $route = 'breaker_state{circuit="route"}';
+    ok(wait_until(30, sub {
+        $n->get('/x') for 1 .. 10;
+        return (metric($n, $peer) // 0) == 1;
+    }), 'the peer circuit of B opens: gauge 1');
+    ok(wait_until(30, sub {
+        $n->get('/route') for 1 .. 6;
+        return (metric($n, $route) // 0) == 1;
+    }), 'the route circuit opens: gauge 1');
+
+    # one more circuit: a new catalog in edge_stats_breaker
+    ok(reload($n, sub {
+        $_[0] =~ s/(breaker_zone peers 1m;)/$1\n    breaker_circuit extra zone=peers;/;
+    }, 'new catalog'), 'reloaded with one more circuit (a new stats zone)');
+    is(metric($n, 'breaker_state{circuit="extra"}'), 0,
+       'the new circuit is in the catalog: closed');
+    is(metric($n, $peer), 1, 'the peer circuit is still open: gauge 1');
+    is(metric($n, $route), 1, 'the route circuit is still open: gauge 1');
+    my @served = map { $n->get('/x')->{body} } 1 .. 10;
+    is(scalar(grep { $_ eq "A\n" } @served), 10,
+       'and B is still ejected (A served all 10)');
+    is(scalar(() = $n->log =~ /\[(?:alert|crit|emerg)\]/g), 0, 'no alert');
+    $n->stop;
+}
+
+done_testing();
