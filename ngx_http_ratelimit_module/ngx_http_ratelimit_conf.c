@@ -545,7 +545,7 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     /* [0]: GCRA, one key and three args per decision; [1]: with bans;
-     * [2]: leases (mode=lease), one key and five args per lease */
+     * [2]: leases (mode=lease), one key and six args per lease */
     if (ngx_edge_redis_add_batch_script(cf, server, &ngx_http_ratelimit_lua,
                                         1, 3)
         == NULL
@@ -554,7 +554,7 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
            == NULL
         || ngx_edge_redis_add_batch_script(cf, server,
                                            &ngx_http_ratelimit_lease_lua,
-                                           1, 5)
+                                           1, 6)
            == NULL)
     {
         return NGX_CONF_ERROR;

@@ -13,6 +13,7 @@
  *
  * Per key and node, in the entry:
  *   lease_tokens, lease_expire   the unspent tokens and when they end;
+ *   lease_valid                  reserved tokens are valid from then;
  *   lease_next                   Redis has fewer than the tokens asked
  *                                for before then: a request that finds
  *                                none here is refused without asking
@@ -41,44 +42,57 @@
  * Lease items of the batched script (see ngx_edge_redis_send_item()):
  * KEYS: tat (the key of Redis mode's GCRA bucket, so that both modes
  * share a bucket).  ARGV: interval T, interval + tau, tokens wanted,
- * tokens at least (fewer conform: none is taken), now ("" for Redis's
- * clock, read once per batch).  Times in microseconds, within 2^50 (so
+ * tokens at least (fewer conform: none is taken now), now ("" for
+ * Redis's clock, read once per batch), horizon (0, or how far ahead a
+ * reservation may be valid).  Times in microseconds, within 2^50 (so
  * every sum below stays exact in Lua's doubles); tokens wanted * T too.
  * n tokens conform when max(tat, now) + n * T - (T + tau) <= now, the
  * condition of a request of cost n.
- * One element per item: {k, x}: k tokens granted (0: fewer than asked
- * for conform) and x = the TAT after the grant, minus now; or an error.
+ * When fewer than asked for conform and a horizon is given, the item
+ * reserves the tokens wanted: the TAT moves by wanted * T now, and the
+ * tokens are valid once the last of them conforms, v from now, if that
+ * is within the horizon.  A reservation is a place in the bucket's queue:
+ * the nodes that find a key's bucket empty take turns instead of each
+ * asking again at the same moment.
+ * One element per item: {k, x, v}: k tokens granted (0: fewer than asked
+ * for conform, and no reservation), x = the TAT after the grant minus
+ * now, v = when they are valid, from now (0: now); or an error.
  */
 
 #define NGX_HTTP_RATELIMIT_LEASE_ITEM_KEYS  1
-#define NGX_HTTP_RATELIMIT_LEASE_ITEM_ARGS  5
+#define NGX_HTTP_RATELIMIT_LEASE_ITEM_ARGS  6
 
 ngx_str_t  ngx_http_ratelimit_lease_lua = ngx_string(
     "local out, clock = {}, nil\n"
     "local function lease(k, a, now)\n"
-    "  local tat = redis.call('GET', KEYS[k + 1])\n"
+    "  local key = KEYS[k + 1]\n"
+    "  local tat = redis.call('GET', key)\n"
     "  if tat then\n"
     "    tat = tonumber(tat)\n"
     "    if not tat then\n"
-    "      return redis.error_reply('ERR the bucket ' .. KEYS[k + 1]\n"
+    "      return redis.error_reply('ERR the bucket ' .. key\n"
     "                               .. ' does not hold a number')\n"
     "    end\n"
     "    if tat < now then tat = now end\n"
     "  else\n"
     "    tat = now\n"
     "  end\n"
-    "  local t = tonumber(ARGV[a + 1])\n"
-    "  local n = math.floor((now + tonumber(ARGV[a + 2]) - tat) / t)\n"
+    "  local t, w = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])\n"
     "  local want = tonumber(ARGV[a + 3])\n"
+    "  local n, v = math.floor((now + w - tat) / t), 0\n"
     "  if n > want then n = want end\n"
-    "  if n < tonumber(ARGV[a + 4]) then return {0, tat - now} end\n"
+    "  if n < tonumber(ARGV[a + 4]) then\n"
+    "    v = tat + want * t - w - now\n"
+    "    if v > tonumber(ARGV[a + 6]) then return {0, tat - now, 0} end\n"
+    "    n = want\n"
+    "  end\n"
     "  tat = tat + n * t\n"
-    "  redis.call('SET', KEYS[k + 1], string.format('%d', tat),\n"
+    "  redis.call('SET', key, string.format('%d', tat),\n"
     "             'PX', math.floor((tat - now) / 1000) + 1)\n"
-    "  return {n, tat - now}\n"
+    "  return {n, tat - now, v}\n"
     "end\n"
     "for i = 1, #KEYS do\n"
-    "  local a = (i - 1) * 5\n"
+    "  local a = (i - 1) * 6\n"
     "  local now = ARGV[a + 5]\n"
     "  if now == '' then\n"
     "    if not clock then\n"
@@ -116,6 +130,7 @@ typedef struct {
     int64_t                      tau;
     int64_t                      want;
     int64_t                      min;
+    int64_t                      horizon;      /* 0: no reservation */
     int64_t                      size;         /* the key's L */
     const char                 **argv;
     size_t                      *argvlen;
@@ -324,6 +339,14 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
         node->lease_asked += cost;
     }
 
+    if (node->lease_valid > now) {
+        /* reserved tokens, not yet conforming */
+        ngx_http_ratelimit_lease_refuse(chk, node, node->lease_valid - now,
+                                        now);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_OK;
+    }
+
     if (node->lease_tokens >= cost) {
         node->lease_tokens -= cost;
         ngx_http_ratelimit_lease_spend(chk, node, now);
@@ -377,7 +400,7 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
 
 /* the item's keys and args, in the caller's memory */
 
-static ngx_int_t
+static void
 ngx_http_ratelimit_lease_args(ngx_http_ratelimit_lease_call_t *call,
     u_char *redis_key)
 {
@@ -403,6 +426,7 @@ ngx_http_ratelimit_lease_args(ngx_http_ratelimit_lease_call_t *call,
     ngx_http_ratelimit_lease_arg(1, call->interval + call->tau);
     ngx_http_ratelimit_lease_arg(2, call->want);
     ngx_http_ratelimit_lease_arg(3, call->min);
+    ngx_http_ratelimit_lease_arg(5, call->horizon);
 
     if (zone->clock == NGX_HTTP_RATELIMIT_CLOCK_NGINX) {
         ngx_http_ratelimit_lease_arg(4, ngx_edge_wall_usec());
@@ -413,8 +437,6 @@ ngx_http_ratelimit_lease_args(ngx_http_ratelimit_lease_call_t *call,
     }
 
 #undef ngx_http_ratelimit_lease_arg
-
-    return NGX_OK;
 }
 
 
@@ -438,27 +460,34 @@ static ngx_int_t
 ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
     ngx_http_ratelimit_check_t *chk, redisReply *reply, ngx_flag_t leader)
 {
-    int64_t                     now, k, x, m, wait, need;
+    int64_t                     now, k, x, v, m, wait, need;
     ngx_http_ratelimit_zone_t  *zone;
     ngx_http_ratelimit_node_t  *node;
 
     zone = call->zone;
     k = -1;
     x = 0;
+    v = 0;
 
     if (reply
-        && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
         && reply->element[0]->type == REDIS_REPLY_INTEGER
         && reply->element[1]->type == REDIS_REPLY_INTEGER
+        && reply->element[2]->type == REDIS_REPLY_INTEGER
         && reply->element[0]->integer >= 0
         && reply->element[0]->integer <= call->want
-        && (reply->element[0]->integer == 0
-            || reply->element[0]->integer >= call->min)
         && reply->element[1]->integer >= 0
-        && reply->element[1]->integer < NGX_HTTP_RATELIMIT_LEASE_REPLY_MAX)
+        && reply->element[1]->integer < NGX_HTTP_RATELIMIT_LEASE_REPLY_MAX
+        && reply->element[2]->integer >= 0
+        && reply->element[2]->integer <= call->horizon)
     {
         k = reply->element[0]->integer;
         x = reply->element[1]->integer;
+        v = reply->element[2]->integer;
+
+        if (k != 0 && k < call->min && v == 0) {
+            k = -1;       /* fewer than asked for at least, valid now */
+        }
     }
 
     now = ngx_http_ratelimit_now();
@@ -492,6 +521,28 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
     wait = x + (m - 1) * call->interval - call->tau;
     node->lease_next = now + ngx_max(wait, 0);
 
+    if (k > 0 && zone->stats) {
+        ngx_edge_stats_add(zone->stats, zone->st_leases, 1);
+        ngx_edge_stats_add(zone->stats, zone->st_leased, k);
+    }
+
+    if (k > 0 && v > 0) {
+        /* a reservation: the node's tokens, all of them, are valid once
+         * the last reserved one conforms; the request that asked is
+         * refused until then (Retry-After), as are the others */
+        node->lease_tokens += k;
+        node->lease_valid = now + v;
+        node->lease_expire = now + v + zone->lease_ttl;
+        node->lease_next = ngx_max(node->lease_next, node->lease_valid);
+
+        if (chk) {
+            ngx_http_ratelimit_lease_refuse(chk, node, v, now);
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return 1;
+    }
+
     if (k > 0) {
         if (chk) {
             k -= chk->gcra.cost;   /* the waiting request's, first */
@@ -499,12 +550,6 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
 
         node->lease_tokens += k;
         node->lease_expire = now + zone->lease_ttl;
-
-        if (zone->stats) {
-            ngx_edge_stats_add(zone->stats, zone->st_leases, 1);
-            ngx_edge_stats_add(zone->stats, zone->st_leased,
-                               k + (chk ? chk->gcra.cost : 0));
-        }
 
         if (chk) {
             ngx_http_ratelimit_lease_spend(chk, node, now);
@@ -567,7 +612,8 @@ ngx_http_ratelimit_lease_log(ngx_http_ratelimit_zone_t *zone,
 
 static void
 ngx_http_ratelimit_lease_call_init(ngx_http_ratelimit_lease_call_t *call,
-    ngx_http_ratelimit_check_t *chk, int64_t want, int64_t min)
+    ngx_http_ratelimit_check_t *chk, int64_t want, int64_t min,
+    ngx_flag_t leader)
 {
     call->zone = chk->zone;
     call->interval = chk->gcra.interval;
@@ -575,6 +621,12 @@ ngx_http_ratelimit_lease_call_init(ngx_http_ratelimit_lease_call_t *call,
     call->want = want;
     call->min = min;
     call->size = chk->lease_size;
+
+    /* a key with a demand reserves its next tokens when Redis has too
+     * few now, within lease_ttl; a key seen once does not (its client
+     * may not come back for them) */
+    call->horizon = (chk->lease_size > 1 && leader) ? chk->zone->lease_ttl
+                                                    : 0;
 }
 
 
@@ -586,8 +638,8 @@ ngx_http_ratelimit_lease_call_init(ngx_http_ratelimit_lease_call_t *call,
  * has come (or its deadline passed), so that the requests that find the
  * tokens spent while a lease is on its way, on any worker of the node,
  * share it rather than each ask Redis.  The poll timer is not cancelable:
- * a worker shutting down stays for the parked request.  NGX_ERROR: no
- * memory, the caller fails the request.
+ * a worker shutting down stays for the parked request.  A lease that
+ * cannot be sent gets the zone's failure policy.
  */
 
 ngx_int_t
@@ -704,13 +756,13 @@ ngx_http_ratelimit_lease_send(ngx_http_request_t *r,
     }
 
     ngx_http_ratelimit_lease_call_init(&call, chk, chk->lease_want,
-                                       chk->gcra.cost);
+                                       chk->gcra.cost, 1);
     call.key = chk->key;
     call.argv = chk->argv;
     call.argvlen = chk->argvlen;
     call.nums = chk->nums;
 
-    (void) ngx_http_ratelimit_lease_args(&call, p);
+    ngx_http_ratelimit_lease_args(&call, p);
 
     chk->cmd = ngx_edge_redis_send_item(zone->redis, zone->lease_script,
                                         ngx_http_ratelimit_lease_reply, chk,
@@ -741,7 +793,7 @@ ngx_http_ratelimit_lease_reply(void *data, redisReply *reply, ngx_int_t rc)
     r = chk->ctx->wait.request;
 
     ngx_http_ratelimit_lease_call_init(&call, chk, chk->lease_want,
-                                       chk->gcra.cost);
+                                       chk->gcra.cost, 1);
     call.tier = chk->tier_name;
     call.key = chk->key;
 
@@ -823,7 +875,7 @@ ngx_http_ratelimit_lease_refill(ngx_http_ratelimit_check_t *chk,
     }
 
     if (rf) {
-        ngx_http_ratelimit_lease_call_init(&rf->call, chk, want, 1);
+        ngx_http_ratelimit_lease_call_init(&rf->call, chk, want, 1, 0);
 
         p = rf->data;
         rf->call.tier.data = p;
@@ -837,11 +889,11 @@ ngx_http_ratelimit_lease_refill(ngx_http_ratelimit_check_t *chk,
         rf->call.argvlen = rf->argvlen;
         rf->call.nums = rf->nums;
 
-        (void) ngx_http_ratelimit_lease_args(&rf->call, p);
+        ngx_http_ratelimit_lease_args(&rf->call, p);
 
         rf->cmd = ngx_edge_redis_send_item(zone->redis, zone->lease_script,
-                                           ngx_http_ratelimit_lease_refill_reply,
-                                           rf, rf->argv, rf->argvlen);
+                                        ngx_http_ratelimit_lease_refill_reply,
+                                        rf, rf->argv, rf->argvlen);
         if (rf->cmd) {
             ngx_queue_insert_tail(&zone->lease_refills, &rf->queue);
             return;

@@ -11,7 +11,8 @@
  *
  * This file holds the module's tables; the code is in one file per
  * concern: _handler.c (the request path), _shm.c (shared-memory buckets
- * and caches), _redis.c (the Lua script and its replies), _headers.c
+ * and caches), _redis.c (the Lua script and its replies), _lease.c
+ * (mode=lease: tokens leased from Redis, spent in the zone), _headers.c
  * (response headers and variables), _conf.c (the directives), and
  * _pg_map.c (maps loaded from PostgreSQL).
  */

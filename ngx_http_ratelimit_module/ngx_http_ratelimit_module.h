@@ -142,6 +142,7 @@ typedef struct {
     /* mode=lease (ngx_http_ratelimit_lease.c), monotonic us */
     int64_t                      lease_tokens; /* unspent, this node's */
     int64_t                      lease_expire; /* when they end */
+    int64_t                      lease_valid;  /* reserved ones: from */
     int64_t                      lease_next;   /* Redis has too few
                                                   tokens before this */
     int64_t                      lease_fetch;  /* a lease is on its way

@@ -351,6 +351,7 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier,
     lr->sw_prev = 0;
     lr->lease_tokens = 0;
     lr->lease_expire = 0;
+    lr->lease_valid = 0;
     lr->lease_next = 0;
     lr->lease_fetch = 0;
     lr->lease_tat = 0;
@@ -395,6 +396,7 @@ ngx_http_ratelimit_expire(ngx_http_ratelimit_zone_t *zone, ngx_uint_t n)
             if (lr->tat > now || lr->ban_until > now
                 || lr->window_end > now
                 || lr->lease_expire > now || lr->lease_next > now
+                || lr->lease_valid > now
                 || lr->lease_fetch > now
                 || (zone->window && lr->sw_start + 2 * zone->window > now))
             {

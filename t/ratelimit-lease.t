@@ -214,8 +214,99 @@ sub read_decision {
     cmp_ok($t->{admitted}, '>=', 100, 'hot: enough admitted to measure');
     cmp_ok($ratio, '<', 0.2, 'hot: Redis calls per admitted request < 0.2');
 
+    my $body = $n->get('/metrics')->{body};
+    like($body, qr/^(?:nginx_)?ratelimit_lease_grants_total\{zone="hot"\} [1-9]/m,
+         'hot: the lease counters are exported');
+    ok(promtool_ok($body), 'hot: promtool accepts the exposition');
+
     $n->stop;
     unlike($n->final_log, qr/\[(alert|crit|emerg)\]/, 'hot: no alert');
+}
+
+
+# --- two nodes, a hot key far over its limit: the nodes that find the
+# bucket empty reserve their next lease (a place in the bucket's queue)
+# rather than each ask again at the same moment
+{
+    redis_flushall();
+    my %z = (rate => '200r/s', burst => 199,
+             lease => 'lease_max=64 lease_ttl=1s');
+    my $a = node(%z, zone => 'two');
+    my $b = node(%z, zone => 'two');
+    for my $node ($a, $b) {
+        ok(wait_until(10 * $slow, sub {
+               $node->decision('/rl?k=warm') eq '200 PASSED' }),
+           'two: a node connected to Redis');
+    }
+
+    redis_command('CONFIG', 'RESETSTAT');
+    my $t = hammer([$a, $b], '/rl?k=hot', 6, 3);
+    my $calls = redis_calls('evalsha');
+    my $ratio = $calls / ($t->{admitted} || 1);
+
+    diag(sprintf "two: %d admitted, %d refused in %.2f s: %d EVALSHA, "
+         . "%.4f per admitted request", $t->{admitted}, $t->{refused},
+         $t->{elapsed}, $calls, $ratio);
+
+    is($t->{other}, 0, 'two: every request was decided');
+    cmp_ok($t->{admitted}, '<=', 200 + int($t->{elapsed} * 200),
+           'two: admitted <= burst + 1 + rate * elapsed');
+    cmp_ok($t->{admitted}, '>=', 200, 'two: enough admitted to measure');
+    cmp_ok($ratio, '<', 0.2, 'two: Redis calls per admitted request < 0.2');
+
+    $a->stop;
+    $b->stop;
+    unlike($a->final_log . $b->final_log, qr/\[(alert|crit|emerg)\]/,
+           'two: no alert');
+}
+
+
+# --- a reservation, step by step: T = 2 s, burst=2 (3 tokens).  a takes
+# 1, b takes the other 2; a's next lease finds the bucket empty and
+# reserves 2 tokens, valid once the last conforms (4 s): a refuses until
+# then, and spends them after, with no Redis call
+{
+    redis_flushall();
+    my %z = (rate => '30r/m', burst => 2, workers => 1,
+             lease => 'lease_max=3 lease_ttl=1h');
+    my $a = node(%z, zone => 'res');
+    my $b = node(%z, zone => 'res');
+    for my $node ($a, $b) {
+        ok(wait_until(10 * $slow, sub {
+               $node->decision('/rl?k=warm') eq '200 PASSED' }),
+           'reserve: a node connected to Redis');
+    }
+
+    my $t0 = time;
+    my @d = ($a->decision('/rl?k=r'), $b->decision('/rl?k=r'),
+             $b->decision('/rl?k=r'));
+    my $r2 = $a->get('/rl?k=r');
+    my $at = time;
+
+    if ($at - $t0 > 1.5) {
+        diag('reserve: the setup took longer than the interval allows, '
+             . 'the checks are skipped');
+    } else {
+        is_deeply(\@d, [('200 PASSED') x 3],
+                  'reserve: a takes 1 token, b the other 2');
+        is("$r2->{status} $r2->{headers}{'x-status'}", '429 REJECTED',
+           'reserve: a\'s next lease is a reservation: refused meanwhile');
+        like($r2->{headers}{'retry-after'} // '', qr/^[34]$/,
+             'reserve: Retry-After: when the 2 reserved tokens conform');
+        is(metric($a, 'ratelimit_lease_tokens_total', 'res'), 1 + 1 + 2,
+           'reserve: a holds the 2 reserved tokens');
+
+        redis_command('CONFIG', 'RESETSTAT');
+        is($a->decision('/rl?k=r'), '429 REJECTED',
+           'reserve: refused until they are valid');
+        sleep(4.05 - (time - $at)) if time - $at < 4.05;
+        is($a->decision('/rl?k=r'), '200 PASSED', 'reserve: then valid: 1st');
+        is($a->decision('/rl?k=r'), '200 PASSED', 'reserve: then valid: 2nd');
+        is(redis_calls('evalsha'), 0, 'reserve: without asking Redis');
+    }
+
+    $a->stop;
+    $b->stop;
 }
 
 
