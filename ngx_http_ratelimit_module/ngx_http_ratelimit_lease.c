@@ -367,6 +367,15 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
     refill = 0;
     refused = 0;
 
+    if (cost > chk->gcra.tau / chk->gcra.interval + 1) {
+        /* more than the bucket holds: Redis mode never passes it, and a
+         * reservation of that many tokens must not either */
+        chk->status = NGX_HTTP_RATELIMIT_REJECTED;
+        chk->verdict.allowed = 0;
+        chk->verdict.retry = cost * chk->gcra.interval;
+        return NGX_OK;
+    }
+
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     node = ngx_http_ratelimit_lookup(zone, &chk->tier_name, &chk->key, 1);
@@ -599,7 +608,17 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
 
     if (node == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
-        return k;      /* the tokens are lost: under-admission only */
+
+        if (chk) {
+            /* no entry to spend from (the zone is full): the waiting
+             * request is refused as lease_take() refuses it, whatever
+             * Redis granted (the tokens are lost: under-admission only) */
+            chk->status = NGX_HTTP_RATELIMIT_REJECTED;
+            chk->verdict.allowed = 0;
+            chk->verdict.retry = chk->gcra.interval;
+        }
+
+        return (k < 0) ? NGX_ERROR : 0;
     }
 
     if (leader) {
@@ -651,12 +670,17 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
          * the last reserved one conforms; the request that asked is
          * refused until then (Retry-After), as are the others */
         node->lease_tokens += k;
-        node->lease_valid = now + v;
-        node->lease_expire = now + v + zone->lease_ttl;
+
+        /* with two leases in flight (an entry evicted and made again),
+         * the replies may come in either order: the tokens are valid
+         * once the later reservation's are */
+        node->lease_valid = ngx_max(node->lease_valid, now + v);
+        node->lease_expire = node->lease_valid + zone->lease_ttl;
         node->lease_next = ngx_max(node->lease_next, node->lease_valid);
 
         if (chk) {
-            ngx_http_ratelimit_lease_refuse(chk, node, v, now);
+            ngx_http_ratelimit_lease_refuse(chk, node,
+                                            node->lease_valid - now, now);
         }
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -680,7 +704,9 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
     }
 
     if (chk) {
-        if (node->lease_tokens >= chk->gcra.cost) {
+        if (node->lease_tokens >= chk->gcra.cost
+            && node->lease_valid <= now)
+        {
             /* another lease came meanwhile */
             node->lease_tokens -= chk->gcra.cost;
             ngx_http_ratelimit_lease_spend(chk, node, now);
@@ -791,6 +817,7 @@ ngx_http_ratelimit_lease_start(ngx_http_request_t *r,
          * this one stays open while the request may still send */
         ngx_edge_redis_hold(chk->zone->redis);
         chk->lease_parked = 1;
+        chk->lease_polls = 0;
 
         ngx_add_timer(ev, 1);
         ngx_edge_wait_add(&ctx->wait);
@@ -836,7 +863,10 @@ ngx_http_ratelimit_lease_poll(ngx_event_t *ev)
     rc = ngx_http_ratelimit_lease_take(chk, now);
 
     if (rc == NGX_BUSY) {
-        ngx_add_timer(ev, 1);
+        /* 1, 2, 4, 8, 8 ... ms: a lease normally comes within the first;
+         * many parked requests on a slow Redis must not take the zone's
+         * lock a thousand times a second each */
+        ngx_add_timer(ev, (ngx_msec_t) 1 << ngx_min(++chk->lease_polls, 3));
         return;
     }
 

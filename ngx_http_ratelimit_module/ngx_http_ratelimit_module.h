@@ -337,6 +337,7 @@ typedef struct {
                                                   is on its way */
     int64_t                      lease_refused; /* told to Redis with
                                                    the request's lease */
+    ngx_uint_t                   lease_polls;  /* parked: polls so far */
     unsigned                     lease_leader:1; /* set lease_fetch */
     unsigned                     lease_parked:1;
     unsigned                     lease_ban:1;  /* banned here: tell Redis */
