@@ -406,7 +406,7 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
     chk->lease_size = size;
 
     if (!chk->lease_parked) {
-        /* once per request: a parked one comes back every millisecond */
+        /* once per request: a parked one comes back to poll */
         node->lease_asked += cost;
     }
 
@@ -782,7 +782,7 @@ ngx_http_ratelimit_lease_call_init(ngx_http_ratelimit_lease_call_t *call,
  * A request's decision in a lease zone: from the node's tokens at once;
  * or after a lease of its own (one round trip); or, when a lease is
  * already on its way for the key, after that one: the request is parked
- * and looks at the key's entry again every millisecond until the lease
+ * and looks at the key's entry again (1, 2, 4, then 8 ms) until the lease
  * has come (or its deadline passed), so that the requests that find the
  * tokens spent while a lease is on its way, on any worker of the node,
  * share it rather than each ask Redis.  The poll timer is not cancelable:
