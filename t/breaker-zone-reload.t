@@ -303,9 +303,8 @@ HTTP
               sub { defined $in_flight->('gone') }),
        'reload: victim removed (renamed gone)');
     ok(kill(0, $old), 'the old worker still runs (the request is in flight)');
-    ok($hup->(sub {
-                  $_[0] =~ s/(breaker_shedder gone[^\n]*\n)/$1    breaker_shedder fresh zone=sz2 limit=3;\n/;
-              },
+    my $fresh = "    breaker_shedder fresh zone=sz2 limit=3;\n";
+    ok($hup->(sub { $_[0] =~ s/(breaker_shedder gone[^\n]*\n)/$1$fresh/ },
               sub { defined $in_flight->('fresh') }),
        'reload: a new shedder, allocated while victim is retired');
     is($in_flight->('fresh'), 0, 'the new shedder has no permit taken')
@@ -319,7 +318,13 @@ HTTP
     is($n->get('/hold')->{status}, 503, 'and the limit of 1 is taken');
 
     print $held "data";
-    my $resp = do { local $/; <$held> } // '';
+    my $resp = eval {
+        local $SIG{ALRM} = sub { die "no response\n" };
+        alarm(30 * $Slow);
+        my $r = do { local $/; <$held> };
+        alarm(0);
+        $r;
+    } // '';
     close $held;
     like($resp, qr{^HTTP/1\.1 200 .*\r\n\r\nok\n\z}s,
          'the held request completes: 200 ok');
