@@ -806,6 +806,10 @@ ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c, uint64_t tag,
         return;
     }
 
+    /* the odd sequence is seen before any of the stores below (a reader
+     * that sees one of them then finds the sequence changed) */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+
     __atomic_store_n(&sm->tag, tag, __ATOMIC_RELAXED);
     __atomic_store_n(&sm->calls, (uint64_t) sum->calls, __ATOMIC_RELAXED);
     __atomic_store_n(&sm->failures, (uint64_t) sum->failures,
@@ -1338,26 +1342,15 @@ ngx_http_breaker_circuit_failure_status(ngx_http_breaker_circuit_conf_t *conf,
 
 
 /*
- * Which configuration each process uses, by process slot (the first
- * NGX_HTTP_BREAKER_ZONE_SLOTS): a retired circuit is freed once no live
- * process of an older configuration than the one that retired it is
- * left.  pid is written last (release): a slot whose pid is not the
- * process's yet is a process that has not said which configuration it
- * uses, and blocks every free.
+ * A retired circuit is freed once no live process of an older
+ * configuration than the one that retired it is left: the zone's
+ * registry (ngx_http_breaker_registry_t, shared with the
+ * breaker_shed_zone) says which configuration each process uses.
  */
-#define NGX_HTTP_BREAKER_ZONE_SLOTS   64
-
-typedef struct {
-    ngx_pid_t                    pid;
-    ngx_uint_t                   cycle;
-} ngx_http_breaker_zone_proc_t;
-
-
 typedef struct {
     ngx_queue_t                  circuits;   /* found by name */
     ngx_queue_t                  retired;    /* to free when unused */
-    ngx_uint_t                   cycle;      /* configurations so far */
-    ngx_http_breaker_zone_proc_t procs[NGX_HTTP_BREAKER_ZONE_SLOTS];
+    ngx_http_breaker_registry_t  registry;
 } ngx_http_breaker_zone_sh_t;
 
 
@@ -1584,51 +1577,15 @@ ngx_http_breaker_zone_retire(ngx_http_breaker_zone_ctx_t *ctx,
 {
     ngx_queue_remove(&node->queue);
 
-    /* the processes of older configurations may still use it */
-    node->cycle = ctx->cycle;
+    /*
+     * the processes of older configurations may still use it; and so may
+     * this configuration's when it claimed the name earlier (a route
+     * circuit named as a peer circuit "upstream/address" with other
+     * buckets=): then only the processes of the next configuration may
+     * free it
+     */
+    node->cycle = (node->cycle == ctx->cycle) ? ctx->cycle + 1 : ctx->cycle;
     ngx_queue_insert_tail(&ctx->sh->retired, &node->queue);
-}
-
-
-/*
- * Whether a live process may still use a circuit retired by configuration
- * `retired`: one of an older configuration, or one that has not said
- * which it uses.  Only the master knows its processes (ngx_processes[]);
- * without one (master_process off: the single process may still serve
- * requests of an older configuration) every retired circuit is kept.
- */
-static ngx_uint_t
-ngx_http_breaker_zone_in_use(ngx_http_breaker_zone_sh_t *sh,
-    ngx_uint_t retired)
-{
-    ngx_int_t   s;
-    ngx_pid_t   pid;
-
-    if (ngx_process != NGX_PROCESS_MASTER) {
-        return 1;
-    }
-
-    for (s = 0; s < ngx_last_process; s++) {
-
-        if (ngx_processes[s].pid == -1
-            || ngx_processes[s].exited
-            || ngx_processes[s].detached)
-        {
-            continue;
-        }
-
-        if (s >= NGX_HTTP_BREAKER_ZONE_SLOTS) {
-            return 1;
-        }
-
-        pid = __atomic_load_n(&sh->procs[s].pid, __ATOMIC_ACQUIRE);
-
-        if (pid != ngx_processes[s].pid || sh->procs[s].cycle < retired) {
-            return 1;
-        }
-    }
-
-    return 0;
 }
 
 
@@ -1651,7 +1608,9 @@ ngx_http_breaker_zone_free_unused(ngx_shm_zone_t *zone)
         next = ngx_queue_next(q);
         node = ngx_queue_data(q, ngx_http_breaker_zone_node_t, queue);
 
-        if (ngx_http_breaker_zone_in_use(ctx->sh, node->cycle)) {
+        if (ngx_http_breaker_registry_in_use(&ctx->sh->registry,
+                                             node->cycle))
+        {
             kept++;
             continue;
         }
@@ -1746,7 +1705,7 @@ ngx_http_breaker_zones_begin(ngx_cycle_t *cycle)
         /* room for the circuits this configuration may create: what the
          * processes of older configurations left */
         ngx_shmtx_lock(&ctx->shpool->mutex);
-        ctx->cycle = ++ctx->sh->cycle;
+        ctx->cycle = ngx_http_breaker_registry_next(&ctx->sh->registry);
         ngx_http_breaker_zone_free_unused(zone);
         ngx_shmtx_unlock(&ctx->shpool->mutex);
     }
@@ -1778,26 +1737,98 @@ ngx_http_breaker_zones_end(ngx_cycle_t *cycle)
 void
 ngx_http_breaker_zones_register(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                     i;
-    ngx_shm_zone_t                *zone;
-    ngx_list_part_t               *part;
-    ngx_http_breaker_zone_ctx_t   *ctx;
-    ngx_http_breaker_zone_proc_t  *proc;
-
-    if (ngx_process_slot < 0
-        || ngx_process_slot >= NGX_HTTP_BREAKER_ZONE_SLOTS)
-    {
-        return;
-    }
+    ngx_uint_t                    i;
+    ngx_shm_zone_t               *zone;
+    ngx_list_part_t              *part;
+    ngx_http_breaker_zone_ctx_t  *ctx;
 
     part = &cycle->shared_memory.part;
     i = 0;
 
     while ((zone = ngx_http_breaker_zones_next(cycle, &part, &i)) != NULL) {
         ctx = zone->data;
-        proc = &ctx->sh->procs[ngx_process_slot];
-
-        proc->cycle = ctx->cycle;
-        __atomic_store_n(&proc->pid, ngx_pid, __ATOMIC_RELEASE);
+        ngx_http_breaker_registry_register(&ctx->sh->registry, ctx->cycle);
     }
+}
+
+
+/* the registry: which configuration each process uses */
+
+
+/* under the zone's mutex, in the master: the number of a new
+ * configuration (never 0, never reused, even if that configuration
+ * fails and the previous one stays) */
+ngx_uint_t
+ngx_http_breaker_registry_next(ngx_http_breaker_registry_t *reg)
+{
+    return ++reg->cycle;
+}
+
+
+/*
+ * In every process at init_process: this process uses configuration
+ * `cycle`.  By process slot (the first NGX_HTTP_BREAKER_REGISTRY_SLOTS);
+ * pid is written last (release): a slot whose pid is not the process's
+ * yet is a process that has not said which configuration it uses, and
+ * blocks every free.
+ */
+void
+ngx_http_breaker_registry_register(ngx_http_breaker_registry_t *reg,
+    ngx_uint_t cycle)
+{
+    ngx_http_breaker_registry_proc_t  *proc;
+
+    if (ngx_process_slot < 0
+        || ngx_process_slot >= NGX_HTTP_BREAKER_REGISTRY_SLOTS)
+    {
+        return;
+    }
+
+    proc = &reg->procs[ngx_process_slot];
+
+    proc->cycle = cycle;
+    __atomic_store_n(&proc->pid, ngx_pid, __ATOMIC_RELEASE);
+}
+
+
+/*
+ * Whether a live process may still use a node retired by configuration
+ * `retired`: one of an older configuration, or one that has not said
+ * which it uses (not registered yet, or in a slot past the registry's).
+ * Only the master knows its processes (ngx_processes[]); without one
+ * (master_process off: the single process may still serve requests of
+ * an older configuration) every retired node is kept.
+ */
+ngx_uint_t
+ngx_http_breaker_registry_in_use(ngx_http_breaker_registry_t *reg,
+    ngx_uint_t retired)
+{
+    ngx_int_t   s;
+    ngx_pid_t   pid;
+
+    if (ngx_process != NGX_PROCESS_MASTER) {
+        return 1;
+    }
+
+    for (s = 0; s < ngx_last_process; s++) {
+
+        if (ngx_processes[s].pid == -1
+            || ngx_processes[s].exited
+            || ngx_processes[s].detached)
+        {
+            continue;
+        }
+
+        if (s >= NGX_HTTP_BREAKER_REGISTRY_SLOTS) {
+            return 1;
+        }
+
+        pid = __atomic_load_n(&reg->procs[s].pid, __ATOMIC_ACQUIRE);
+
+        if (pid != ngx_processes[s].pid || reg->procs[s].cycle < retired) {
+            return 1;
+        }
+    }
+
+    return 0;
 }

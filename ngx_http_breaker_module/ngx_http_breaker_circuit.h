@@ -181,6 +181,38 @@ void ngx_http_breaker_zones_end(ngx_cycle_t *cycle);
 void ngx_http_breaker_zones_register(ngx_cycle_t *cycle);
 
 /*
+ * Added: which configuration each process uses, kept in a zone's shared
+ * memory (one registry per zone: each breaker_zone's and each
+ * breaker_shed_zone's), so that what a reload retires from a zone is
+ * freed only once no process that may still use it is alive.  The
+ * configurations are numbered per registry: _registry_next() in the
+ * master, under the zone's mutex, when a configuration looks its nodes
+ * up; _registry_register() in every process at init_process, with the
+ * number its configuration got; _registry_in_use() in the master, under
+ * the zone's mutex, before freeing a node retired by configuration
+ * `retired` (1: keep it).  The registry of the breaker_zone and of the
+ * breaker_shed_zone are the same code: keep it one.
+ */
+#define NGX_HTTP_BREAKER_REGISTRY_SLOTS  64
+
+typedef struct {
+    ngx_pid_t                    pid;        /* written last (release) */
+    ngx_uint_t                   cycle;
+} ngx_http_breaker_registry_proc_t;
+
+typedef struct {
+    ngx_uint_t                   cycle;      /* configurations so far */
+    ngx_http_breaker_registry_proc_t
+                           procs[NGX_HTTP_BREAKER_REGISTRY_SLOTS];
+} ngx_http_breaker_registry_t;
+
+ngx_uint_t ngx_http_breaker_registry_next(ngx_http_breaker_registry_t *reg);
+void ngx_http_breaker_registry_register(ngx_http_breaker_registry_t *reg,
+    ngx_uint_t cycle);
+ngx_uint_t ngx_http_breaker_registry_in_use(ngx_http_breaker_registry_t *reg,
+    ngx_uint_t retired);
+
+/*
  * Parses the circuit parameters shared by breaker_circuit and
  * breaker_peers (window=, buckets=, min_calls=, failure_rate=, ...) from
  * one argument; NGX_DECLINED if the argument is not one of them (the

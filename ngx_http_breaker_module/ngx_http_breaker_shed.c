@@ -25,6 +25,7 @@
  */
 
 #include "ngx_http_breaker_shed.h"
+#include "ngx_http_breaker_circuit.h"
 #include "ngx_http_breaker_status.h"
 #include "ngx_edge_time.h"
 #include "ngx_edge_utf8.h"
@@ -52,11 +53,29 @@
 #define NGX_HTTP_BREAKER_SHED_LIMIT_MAX    1000000
 
 
+/*
+ * A zone's shared state.  A shedder that a reload removes (or renames) is
+ * retired: unlinked from the shedders found by name, and freed at a later
+ * reload once no process of an older configuration, which may still hold
+ * permits on it or have requests waiting for one, is alive (the registry
+ * of ngx_http_breaker_circuit.h, as the breaker_zone's circuits).  A
+ * retired shedder whose name comes back before it is freed is taken back,
+ * permits and all, as if it had been kept.
+ */
+typedef struct {
+    ngx_http_breaker_shed_node_t  *nodes;       /* by name */
+    ngx_http_breaker_shed_node_t  *retired;     /* to free when unused */
+    ngx_http_breaker_registry_t    registry;
+} ngx_http_breaker_shed_sh_t;
+
+
 struct ngx_http_breaker_shed_zone_s {
     ngx_str_t                    name;
     ngx_shm_zone_t              *shm_zone;
     ngx_slab_pool_t             *shpool;
-    ngx_http_breaker_shed_node_t **nodes;       /* in shared memory */
+    ngx_http_breaker_shed_sh_t  *sh;            /* in shared memory */
+    ngx_uint_t                   cycle;         /* this configuration's
+                                                   number in the registry */
     ngx_array_t                  shedders;      /* _shedder_t * */
 };
 
@@ -110,6 +129,7 @@ static char *ngx_http_breaker_shed_init_main_conf(ngx_conf_t *cf,
 static void *ngx_http_breaker_shed_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_breaker_shed_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static ngx_int_t ngx_http_breaker_shed_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_breaker_shed_init_process(ngx_cycle_t *cycle);
 
 static char *ngx_http_breaker_shed_zone(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -137,6 +157,15 @@ static ngx_int_t ngx_http_breaker_shed_register_stats(ngx_conf_t *cf,
 
 static ngx_int_t ngx_http_breaker_shed_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_http_breaker_shed_node_t *ngx_http_breaker_shed_zone_node(
+    ngx_http_breaker_shed_zone_t *zone, ngx_str_t *name,
+    ngx_uint_t *fresh);
+static ngx_http_breaker_shed_node_t *ngx_http_breaker_shed_unlink(
+    ngx_http_breaker_shed_node_t **list, ngx_str_t *name);
+static void ngx_http_breaker_shed_free_unused(
+    ngx_http_breaker_shed_zone_t *zone);
+static void ngx_http_breaker_shed_retire_unused(
+    ngx_http_breaker_shed_zone_t *zone);
 static void ngx_http_breaker_shed_configure_node(
     ngx_http_breaker_shed_shedder_t *sd, ngx_uint_t fresh);
 
@@ -289,7 +318,7 @@ ngx_module_t  ngx_http_breaker_shed_module = {
     ngx_http_breaker_shed_commands,        /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_breaker_shed_init_module,     /* init module */
     ngx_http_breaker_shed_init_process,    /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -522,12 +551,29 @@ ngx_http_breaker_shed_init_process(ngx_cycle_t *cycle)
     ngx_uint_t                          i;
     ngx_list_part_t                    *part;
     ngx_shm_zone_t                     *shm;
+    ngx_http_breaker_shed_zone_t      **zones;
     ngx_http_breaker_shed_shedder_t    *sd, **sds;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
     smcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_breaker_shed_module);
-    if (smcf == NULL || smcf->shedders.nelts == 0) {
+    if (smcf == NULL) {
+        return NGX_OK;
+    }
+
+    /* this process uses this configuration's shedders (in every zone,
+     * with shedders or not: an unregistered process blocks every free) */
+
+    zones = smcf->zones.elts;
+
+    for (i = 0; i < smcf->zones.nelts; i++) {
+        if (zones[i]->sh) {
+            ngx_http_breaker_registry_register(&zones[i]->sh->registry,
+                                               zones[i]->cycle);
+        }
+    }
+
+    if (smcf->shedders.nelts == 0) {
         return NGX_OK;
     }
 
@@ -1403,14 +1449,25 @@ ngx_http_breaker_shed_register_stats(ngx_conf_t *cf,
 /* the zone */
 
 
+/*
+ * In the master, for each configuration read (at start and at every
+ * reload, before init_module): the shedders of this configuration are
+ * found by name (kept across the reload, state and permits), taken back
+ * from the retired ones, or created.  This configuration may still fail
+ * (another zone, another module) and the previous one stay: nothing is
+ * retired here, only at init_module, when this configuration is the one
+ * that runs.  Retired shedders that no process can use any more are
+ * freed first, to make room.
+ */
 static ngx_int_t
 ngx_http_breaker_shed_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_breaker_shed_zone_t *ozone = data;
 
+    size_t                             len;
     ngx_uint_t                         i, fresh;
     ngx_slab_pool_t                   *shpool;
-    ngx_http_breaker_shed_node_t      *node, **nodes;
+    ngx_http_breaker_shed_node_t      *node;
     ngx_http_breaker_shed_zone_t      *zone;
     ngx_http_breaker_shed_shedder_t   *sd, **sds;
 
@@ -1420,57 +1477,214 @@ ngx_http_breaker_shed_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     if (ozone) {
         /* reload: the same memory, the shedders keep their state */
-        nodes = ozone->nodes;
+        zone->sh = ozone->sh;
 
     } else if (shm_zone->shm.exists) {
-        nodes = shpool->data;
+        zone->sh = shpool->data;
 
     } else {
-        nodes = ngx_slab_calloc(shpool, sizeof(void *));
-        if (nodes == NULL) {
+        zone->sh = ngx_slab_calloc(shpool, sizeof(ngx_http_breaker_shed_sh_t));
+        if (zone->sh == NULL) {
             return NGX_ERROR;
         }
 
-        shpool->data = nodes;
+        shpool->data = zone->sh;
+
+        len = sizeof(" in breaker_shed_zone \"\"") + shm_zone->shm.name.len;
+
+        shpool->log_ctx = ngx_slab_alloc(shpool, len);
+        if (shpool->log_ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(shpool->log_ctx, " in breaker_shed_zone \"%V\"%Z",
+                    &shm_zone->shm.name);
+
+        /* a full zone is reported below, naming the shedder */
+        shpool->log_nomem = 0;
     }
 
-    zone->nodes = nodes;
+    ngx_shmtx_lock(&shpool->mutex);
+
+    zone->cycle = ngx_http_breaker_registry_next(&zone->sh->registry);
+
+    ngx_http_breaker_shed_free_unused(zone);
 
     sds = zone->shedders.elts;
 
     for (i = 0; i < zone->shedders.nelts; i++) {
         sd = sds[i];
-        fresh = 0;
 
-        for (node = *nodes; node; node = node->next) {
-            if (node->len == sd->name.len
-                && ngx_strncmp(node->name, sd->name.data, node->len) == 0
-                && node->layout == NGX_HTTP_BREAKER_SHED_LAYOUT)
-            {
-                break;
-            }
-        }
+        node = ngx_http_breaker_shed_zone_node(zone, &sd->name, &fresh);
 
         if (node == NULL) {
-            node = ngx_slab_calloc(shpool,
-                                   sizeof(ngx_http_breaker_shed_node_t));
-            if (node == NULL) {
-                ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                              "breaker_shed_zone \"%V\" is too small for "
-                              "shedder \"%V\"", &zone->name, &sd->name);
-                return NGX_ERROR;
-            }
+            ngx_shmtx_unlock(&shpool->mutex);
 
-            node->len = sd->name.len;
-            ngx_memcpy(node->name, sd->name.data, sd->name.len);
-            node->layout = NGX_HTTP_BREAKER_SHED_LAYOUT;
-            node->next = *nodes;
-            *nodes = node;
-            fresh = 1;
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "breaker_shed_zone \"%V\" is too small for "
+                          "shedder \"%V\"", &zone->name, &sd->name);
+            return NGX_ERROR;
         }
 
         sd->node = node;
         ngx_http_breaker_shed_configure_node(sd, fresh);
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* under the zone's mutex: the node of a shedder of this configuration */
+static ngx_http_breaker_shed_node_t *
+ngx_http_breaker_shed_zone_node(ngx_http_breaker_shed_zone_t *zone,
+    ngx_str_t *name, ngx_uint_t *fresh)
+{
+    ngx_http_breaker_shed_sh_t    *sh;
+    ngx_http_breaker_shed_node_t  *node;
+
+    sh = zone->sh;
+    *fresh = 0;
+
+    node = ngx_http_breaker_shed_unlink(&sh->nodes, name);
+
+    if (node == NULL) {
+        /* removed by a reload, back before it was freed: the processes
+         * of older configurations release their permits on it, as on a
+         * shedder that was kept */
+        node = ngx_http_breaker_shed_unlink(&sh->retired, name);
+    }
+
+    if (node == NULL) {
+        node = ngx_slab_calloc_locked(zone->shpool,
+                                      sizeof(ngx_http_breaker_shed_node_t));
+        if (node == NULL) {
+            return NULL;
+        }
+
+        node->len = name->len;
+        ngx_memcpy(node->name, name->data, name->len);
+        node->layout = NGX_HTTP_BREAKER_SHED_LAYOUT;
+        *fresh = 1;
+    }
+
+    node->cycle = zone->cycle;
+    node->next = sh->nodes;
+    sh->nodes = node;
+
+    return node;
+}
+
+
+/* the node of that name (and of this layout) taken out of a list */
+static ngx_http_breaker_shed_node_t *
+ngx_http_breaker_shed_unlink(ngx_http_breaker_shed_node_t **list,
+    ngx_str_t *name)
+{
+    ngx_http_breaker_shed_node_t  **np, *node;
+
+    for (np = list; *np; np = &(*np)->next) {
+        node = *np;
+
+        if (node->len == name->len
+            && ngx_strncmp(node->name, name->data, node->len) == 0
+            && node->layout == NGX_HTTP_BREAKER_SHED_LAYOUT)
+        {
+            *np = node->next;
+            node->next = NULL;
+            return node;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* under the zone's mutex: what no process can use any more is freed */
+static void
+ngx_http_breaker_shed_free_unused(ngx_http_breaker_shed_zone_t *zone)
+{
+    ngx_uint_t                      kept;
+    ngx_http_breaker_shed_node_t  **np, *node;
+
+    kept = 0;
+    np = &zone->sh->retired;
+
+    while (*np) {
+        node = *np;
+
+        if (ngx_http_breaker_registry_in_use(&zone->sh->registry,
+                                             node->cycle))
+        {
+            kept++;
+            np = &node->next;
+            continue;
+        }
+
+        *np = node->next;
+        ngx_slab_free_locked(zone->shpool, node);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "breaker_shed_zone \"%V\": %ui retired shedders kept",
+                   &zone->name, kept);
+}
+
+
+/*
+ * Under the zone's mutex: the shedders that this configuration did not
+ * look up (their names are gone, or of another layout) are retired,
+ * stamped with this configuration's number: the processes of older
+ * ones may still hold permits on them.
+ */
+static void
+ngx_http_breaker_shed_retire_unused(ngx_http_breaker_shed_zone_t *zone)
+{
+    ngx_http_breaker_shed_node_t  **np, *node;
+
+    np = &zone->sh->nodes;
+
+    while (*np) {
+        node = *np;
+
+        if (node->cycle == zone->cycle) {
+            np = &node->next;
+            continue;
+        }
+
+        *np = node->next;
+        node->cycle = zone->cycle;
+        node->next = zone->sh->retired;
+        zone->sh->retired = node;
+    }
+}
+
+
+/* in the master, once per configuration that runs (after init_zone) */
+static ngx_int_t
+ngx_http_breaker_shed_init_module(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                          i;
+    ngx_http_breaker_shed_zone_t      **zones;
+    ngx_http_breaker_shed_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_breaker_shed_module);
+    if (smcf == NULL) {
+        return NGX_OK;
+    }
+
+    zones = smcf->zones.elts;
+
+    for (i = 0; i < smcf->zones.nelts; i++) {
+        if (zones[i]->sh == NULL) {
+            continue;
+        }
+
+        ngx_shmtx_lock(&zones[i]->shpool->mutex);
+        ngx_http_breaker_shed_retire_unused(zones[i]);
+        ngx_shmtx_unlock(&zones[i]->shpool->mutex);
     }
 
     return NGX_OK;

@@ -82,6 +82,10 @@ struct ngx_http_breaker_shed_node_s {
     size_t                       len;
     u_char                       name[NGX_HTTP_BREAKER_SHED_NAME_MAX];
     ngx_uint_t                   layout;
+    ngx_uint_t                   cycle;         /* the configuration that
+                                                   looked it up last, or
+                                                   retired it (the zone's
+                                                   registry numbers) */
 
     ngx_atomic_t                 limit;         /* permits now */
     ngx_atomic_t                 in_flight;

@@ -545,7 +545,8 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     /* [0]: GCRA, one key and three args per decision; [1]: with bans;
-     * [2]: leases (mode=lease), one key and six args per lease */
+     * [2]: leases (mode=lease), one key and six args per lease; [3]:
+     * leases with bans, three keys and eleven args */
     if (ngx_edge_redis_add_batch_script(cf, server, &ngx_http_ratelimit_lua,
                                         1, 3)
         == NULL
@@ -555,6 +556,10 @@ ngx_http_ratelimit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         || ngx_edge_redis_add_batch_script(cf, server,
                                            &ngx_http_ratelimit_lease_lua,
                                            1, 6)
+           == NULL
+        || ngx_edge_redis_add_batch_script(cf, server,
+                                           &ngx_http_ratelimit_lease_ban_lua,
+                                           3, 11)
            == NULL)
     {
         return NGX_CONF_ERROR;
@@ -1239,6 +1244,12 @@ ngx_http_ratelimit_ban(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         /* the script that also counts refusals and keeps bans */
         zone->script = ((ngx_edge_redis_script_t **)
                         zone->redis->scripts.elts)[1];
+
+        if (zone->lease) {
+            /* leases that also count refusals and keep bans in Redis */
+            zone->lease_script = ((ngx_edge_redis_script_t **)
+                                  zone->redis->scripts.elts)[3];
+        }
     }
 
     return NGX_CONF_OK;

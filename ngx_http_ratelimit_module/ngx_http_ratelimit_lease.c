@@ -39,13 +39,18 @@
 
 
 /*
- * Lease items of the batched script (see ngx_edge_redis_send_item()):
+ * Lease items of the batched script (see ngx_edge_redis_send_item()).
+ * The C side prepends "local K, A = 1, 6" (leases) or "local K, A = 3, 11"
+ * (leases in a zone with bans).
  * KEYS: tat (the key of Redis mode's GCRA bucket, so that both modes
- * share a bucket).  ARGV: interval T, interval + tau, tokens wanted,
- * tokens at least (fewer conform: none is taken now), now ("" for
- * Redis's clock, read once per batch), horizon (0, or how far ahead a
- * reservation may be valid).  Times in microseconds, within 2^50 (so
- * every sum below stays exact in Lua's doubles); tokens wanted * T too.
+ * share a bucket) [, refusal counter, ban: Redis mode's too].  ARGV:
+ * interval T, interval + tau, tokens wanted, tokens at least (fewer
+ * conform: none is taken now), now ("" for Redis's clock, read once per
+ * batch), horizon (0, or how far ahead a reservation may be valid) [, ban
+ * threshold, ban window ms, ban duration ms, refusals the node decided
+ * since its last item for the key, 1 when the node banned the key
+ * itself].  Times in microseconds, within 2^50 (so every sum below stays
+ * exact in Lua's doubles); tokens wanted * T too.
  * n tokens conform when max(tat, now) + n * T - (T + tau) <= now, the
  * condition of a request of cost n.
  * When fewer than asked for conform and a horizon is given, the item
@@ -54,65 +59,99 @@
  * is within the horizon.  A reservation is a place in the bucket's queue:
  * the nodes that find a key's bucket empty take turns instead of each
  * asking again at the same moment.
+ * With bans, the item first looks at the key's ban (PTTL), then adds the
+ * node's refusals to the key's count (INCRBY, PEXPIRE window when new)
+ * and bans the key at the threshold (SET ban PX duration, DEL count),
+ * as Redis mode's script does per refusal; a key the node banned itself
+ * is banned in Redis at once.  A banned key is granted nothing.
  * One element per item: {k, x, v}: k tokens granted (0: fewer than asked
  * for conform, and no reservation), x = the TAT after the grant minus
- * now, v = when they are valid, from now (0: now); or an error.
+ * now, v = when they are valid, from now (0: now); {ttl}: the key is
+ * banned for ttl more microseconds; or an error.
  */
 
 #define NGX_HTTP_RATELIMIT_LEASE_ITEM_KEYS  1
 #define NGX_HTTP_RATELIMIT_LEASE_ITEM_ARGS  6
+#define NGX_HTTP_RATELIMIT_LEASE_BAN_KEYS   3
+#define NGX_HTTP_RATELIMIT_LEASE_BAN_ARGS   11
+
+#define NGX_HTTP_RATELIMIT_LEASE_LUA_BODY                                     \
+    "local out, clock = {}, nil\n"                                            \
+    "local function ban(k, a)\n"                                              \
+    "  local b = redis.call('PTTL', KEYS[k + 3])\n"                           \
+    "  if b > 0 then return b end\n"                                          \
+    "  if ARGV[a + 11] ~= '1' then\n"                                         \
+    "    local n = tonumber(ARGV[a + 10])\n"                                  \
+    "    if n <= 0 then return 0 end\n"                                       \
+    "    local c = redis.call('INCRBY', KEYS[k + 2], n)\n"                    \
+    "    if c == n then\n"                                                    \
+    "      redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 8])\n"                 \
+    "    end\n"                                                               \
+    "    if c < tonumber(ARGV[a + 7]) then return 0 end\n"                    \
+    "  end\n"                                                                 \
+    "  redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 9])\n"              \
+    "  redis.call('DEL', KEYS[k + 2])\n"                                      \
+    "  return tonumber(ARGV[a + 9])\n"                                        \
+    "end\n"                                                                   \
+    "local function lease(k, a, now)\n"                                       \
+    "  if K == 3 then\n"                                                      \
+    "    local b = ban(k, a)\n"                                               \
+    "    if b > 0 then return {b * 1000} end\n"                               \
+    "  end\n"                                                                 \
+    "  local key = KEYS[k + 1]\n"                                             \
+    "  local tat = redis.call('GET', key)\n"                                  \
+    "  if tat then\n"                                                         \
+    "    tat = tonumber(tat)\n"                                               \
+    "    if not tat then\n"                                                   \
+    "      return redis.error_reply('ERR the bucket ' .. key\n"               \
+    "                               .. ' does not hold a number')\n"          \
+    "    end\n"                                                               \
+    "    if tat < now then tat = now end\n"                                   \
+    "  else\n"                                                                \
+    "    tat = now\n"                                                         \
+    "  end\n"                                                                 \
+    "  local t, w = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])\n"           \
+    "  local want = tonumber(ARGV[a + 3])\n"                                  \
+    "  local n, v = math.floor((now + w - tat) / t), 0\n"                     \
+    "  if n > want then n = want end\n"                                       \
+    "  if n < tonumber(ARGV[a + 4]) then\n"                                   \
+    "    v = tat + want * t - w - now\n"                                      \
+    "    if v > tonumber(ARGV[a + 6]) then return {0, tat - now, 0} end\n"    \
+    "    n = want\n"                                                          \
+    "  end\n"                                                                 \
+    "  tat = tat + n * t\n"                                                   \
+    "  redis.call('SET', key, string.format('%d', tat),\n"                    \
+    "             'PX', math.floor((tat - now) / 1000) + 1)\n"                \
+    "  return {n, tat - now, v}\n"                                            \
+    "end\n"                                                                   \
+    "for i = 1, #KEYS / K do\n"                                               \
+    "  local k, a = (i - 1) * K, (i - 1) * A\n"                               \
+    "  local now = ARGV[a + 5]\n"                                             \
+    "  if now == '' then\n"                                                   \
+    "    if not clock then\n"                                                 \
+    "      local t = redis.call('TIME')\n"                                    \
+    "      clock = t[1] * 1000000 + t[2]\n"                                   \
+    "    end\n"                                                               \
+    "    now = clock\n"                                                       \
+    "  else\n"                                                                \
+    "    now = tonumber(now)\n"                                               \
+    "  end\n"                                                                 \
+    "  local ok, res = pcall(lease, k, a, now)\n"                             \
+    "  if ok then\n"                                                          \
+    "    out[i] = res\n"                                                      \
+    "  elseif type(res) == 'table' and res.err then\n"                        \
+    "    out[i] = res\n"                                                      \
+    "  else\n"                                                                \
+    "    out[i] = {err = 'ERR ' .. tostring(res)}\n"                          \
+    "  end\n"                                                                 \
+    "end\n"                                                                   \
+    "return out\n"
 
 ngx_str_t  ngx_http_ratelimit_lease_lua = ngx_string(
-    "local out, clock = {}, nil\n"
-    "local function lease(k, a, now)\n"
-    "  local key = KEYS[k + 1]\n"
-    "  local tat = redis.call('GET', key)\n"
-    "  if tat then\n"
-    "    tat = tonumber(tat)\n"
-    "    if not tat then\n"
-    "      return redis.error_reply('ERR the bucket ' .. key\n"
-    "                               .. ' does not hold a number')\n"
-    "    end\n"
-    "    if tat < now then tat = now end\n"
-    "  else\n"
-    "    tat = now\n"
-    "  end\n"
-    "  local t, w = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])\n"
-    "  local want = tonumber(ARGV[a + 3])\n"
-    "  local n, v = math.floor((now + w - tat) / t), 0\n"
-    "  if n > want then n = want end\n"
-    "  if n < tonumber(ARGV[a + 4]) then\n"
-    "    v = tat + want * t - w - now\n"
-    "    if v > tonumber(ARGV[a + 6]) then return {0, tat - now, 0} end\n"
-    "    n = want\n"
-    "  end\n"
-    "  tat = tat + n * t\n"
-    "  redis.call('SET', key, string.format('%d', tat),\n"
-    "             'PX', math.floor((tat - now) / 1000) + 1)\n"
-    "  return {n, tat - now, v}\n"
-    "end\n"
-    "for i = 1, #KEYS do\n"
-    "  local a = (i - 1) * 6\n"
-    "  local now = ARGV[a + 5]\n"
-    "  if now == '' then\n"
-    "    if not clock then\n"
-    "      local t = redis.call('TIME')\n"
-    "      clock = t[1] * 1000000 + t[2]\n"
-    "    end\n"
-    "    now = clock\n"
-    "  else\n"
-    "    now = tonumber(now)\n"
-    "  end\n"
-    "  local ok, res = pcall(lease, i - 1, a, now)\n"
-    "  if ok then\n"
-    "    out[i] = res\n"
-    "  elseif type(res) == 'table' and res.err then\n"
-    "    out[i] = res\n"
-    "  else\n"
-    "    out[i] = {err = 'ERR ' .. tostring(res)}\n"
-    "  end\n"
-    "end\n"
-    "return out\n");
+    "local K, A = 1, 6\n" NGX_HTTP_RATELIMIT_LEASE_LUA_BODY);
+
+ngx_str_t  ngx_http_ratelimit_lease_ban_lua = ngx_string(
+    "local K, A = 3, 11\n" NGX_HTTP_RATELIMIT_LEASE_LUA_BODY);
 
 
 /* Lua numbers are doubles: anything past 2^53 did not come from the
@@ -132,6 +171,8 @@ typedef struct {
     int64_t                      min;
     int64_t                      horizon;      /* 0: no reservation */
     int64_t                      size;         /* the key's L */
+    int64_t                      refused;      /* the node's refusals */
+    ngx_flag_t                   ban;          /* the node banned it */
     const char                 **argv;
     size_t                      *argvlen;
     u_char                     (*nums)[NGX_INT64_LEN];
@@ -143,11 +184,12 @@ typedef struct {
     ngx_queue_t                  queue;        /* zone->lease_refills */
     ngx_http_ratelimit_lease_call_t  call;
     ngx_edge_redis_cmd_t        *cmd;
-    const char                  *argv[NGX_HTTP_RATELIMIT_LEASE_ITEM_KEYS
-                                      + NGX_HTTP_RATELIMIT_LEASE_ITEM_ARGS];
-    size_t                       argvlen[NGX_HTTP_RATELIMIT_LEASE_ITEM_KEYS
-                                       + NGX_HTTP_RATELIMIT_LEASE_ITEM_ARGS];
-    u_char                       nums[NGX_HTTP_RATELIMIT_LEASE_ITEM_ARGS]
+    ngx_flag_t                   leader;       /* set lease_fetch */
+    const char                  *argv[NGX_HTTP_RATELIMIT_LEASE_BAN_KEYS
+                                      + NGX_HTTP_RATELIMIT_LEASE_BAN_ARGS];
+    size_t                       argvlen[NGX_HTTP_RATELIMIT_LEASE_BAN_KEYS
+                                       + NGX_HTTP_RATELIMIT_LEASE_BAN_ARGS];
+    u_char                       nums[NGX_HTTP_RATELIMIT_LEASE_BAN_ARGS]
                                      [NGX_INT64_LEN];
     u_char                       data[1];      /* tier name, key,
                                                   Redis key */
@@ -157,7 +199,8 @@ typedef struct {
 static ngx_int_t ngx_http_ratelimit_lease_take(
     ngx_http_ratelimit_check_t *chk, int64_t now);
 static void ngx_http_ratelimit_lease_refill(ngx_http_ratelimit_check_t *chk,
-    int64_t want);
+    int64_t want, int64_t refused, ngx_flag_t ban);
+static void ngx_http_ratelimit_lease_report(ngx_http_ratelimit_check_t *chk);
 static void ngx_http_ratelimit_lease_refill_reply(void *data,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_ratelimit_lease_reply(void *data, redisReply *reply,
@@ -260,6 +303,24 @@ ngx_http_ratelimit_lease_refuse(ngx_http_ratelimit_check_t *chk,
     chk->verdict.retry = ngx_max(retry, 1000);
 
     ngx_http_ratelimit_count_refusal(chk, node, now);
+
+    if (chk->zone->ban_threshold == 0) {
+        return;
+    }
+
+    if (chk->status == NGX_HTTP_RATELIMIT_BANNED) {
+        /* the node's own count reached the threshold: the key is banned
+         * here now, and in Redis by an item sent at once (see
+         * lease_report()), with what the node has not told yet */
+        chk->lease_ban = 1;
+        chk->lease_refused = node->lease_refused;
+        node->lease_refused = 0;
+        return;
+    }
+
+    /* told to Redis with the key's next lease or refill from this node:
+     * no call of its own */
+    node->lease_refused++;
 }
 
 
@@ -297,13 +358,23 @@ ngx_http_ratelimit_lease_deadline(ngx_http_ratelimit_zone_t *zone,
 static ngx_int_t
 ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
 {
-    int64_t                     cost, size, refill;
+    int64_t                     cost, size, refill, refused;
     ngx_http_ratelimit_zone_t  *zone;
     ngx_http_ratelimit_node_t  *node;
 
     zone = chk->zone;
     cost = chk->gcra.cost;
     refill = 0;
+    refused = 0;
+
+    if (cost > chk->gcra.tau / chk->gcra.interval + 1) {
+        /* more than the bucket holds: Redis mode never passes it, and a
+         * reservation of that many tokens must not either */
+        chk->status = NGX_HTTP_RATELIMIT_REJECTED;
+        chk->verdict.allowed = 0;
+        chk->verdict.retry = cost * chk->gcra.interval;
+        return NGX_OK;
+    }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -335,7 +406,7 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
     chk->lease_size = size;
 
     if (!chk->lease_parked) {
-        /* once per request: a parked one comes back every millisecond */
+        /* once per request: a parked one comes back to poll */
         node->lease_asked += cost;
     }
 
@@ -344,6 +415,7 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
         ngx_http_ratelimit_lease_refuse(chk, node, node->lease_valid - now,
                                         now);
         ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_ratelimit_lease_report(chk);
         return NGX_OK;
     }
 
@@ -361,12 +433,14 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
         {
             node->lease_fetch = ngx_http_ratelimit_lease_deadline(zone, now);
             refill = size - node->lease_tokens;
+            refused = node->lease_refused;
+            node->lease_refused = 0;
         }
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
         if (refill) {
-            ngx_http_ratelimit_lease_refill(chk, refill);
+            ngx_http_ratelimit_lease_refill(chk, refill, refused, 0);
         }
 
         return NGX_OK;
@@ -377,6 +451,7 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
         ngx_http_ratelimit_lease_refuse(chk, node, node->lease_next - now,
                                         now);
         ngx_shmtx_unlock(&zone->shpool->mutex);
+        ngx_http_ratelimit_lease_report(chk);
         return NGX_OK;
     }
 
@@ -390,6 +465,8 @@ ngx_http_ratelimit_lease_take(ngx_http_ratelimit_check_t *chk, int64_t now)
         node->lease_fetch = ngx_http_ratelimit_lease_deadline(zone, now);
         chk->lease_want = ngx_max(size - node->lease_tokens, cost);
         chk->lease_leader = 1;
+        chk->lease_refused = node->lease_refused;
+        node->lease_refused = 0;
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -404,18 +481,26 @@ static void
 ngx_http_ratelimit_lease_args(ngx_http_ratelimit_lease_call_t *call,
     u_char *redis_key)
 {
-    ngx_uint_t                  a;
+    size_t                      len;
+    ngx_uint_t                  i, a;
     ngx_http_ratelimit_zone_t  *zone;
+
+    static const char  suffix[] = { 't', 'r', 'b' };
 
     zone = call->zone;
 
-    /* Redis mode's bucket: "rl:{zone:key}:t" */
-    call->argv[0] = (const char *) redis_key;
-    call->argvlen[0] = ngx_sprintf(redis_key, "rl:{%V:%V}:t", &zone->prefix,
-                                   &call->key)
-                       - redis_key;
+    /* Redis mode's bucket, "rl:{zone:key}:t", and its refusal count and
+     * ban, ":r" and ":b", in a zone with bans */
+    a = zone->ban_threshold ? NGX_HTTP_RATELIMIT_LEASE_BAN_KEYS
+                            : NGX_HTTP_RATELIMIT_LEASE_ITEM_KEYS;
+    len = sizeof("rl:{:}:t") - 1 + zone->prefix.len + call->key.len;
 
-    a = NGX_HTTP_RATELIMIT_LEASE_ITEM_KEYS;
+    for (i = 0; i < a; i++) {
+        call->argv[i] = (const char *) redis_key + i * len;
+        call->argvlen[i] = len;
+        ngx_sprintf(redis_key + i * len, "rl:{%V:%V}:%c", &zone->prefix,
+                    &call->key, suffix[i]);
+    }
 
 #define ngx_http_ratelimit_lease_arg(n, v)                                    \
     call->argv[a + n] = (const char *) call->nums[n];                         \
@@ -427,6 +512,14 @@ ngx_http_ratelimit_lease_args(ngx_http_ratelimit_lease_call_t *call,
     ngx_http_ratelimit_lease_arg(2, call->want);
     ngx_http_ratelimit_lease_arg(3, call->min);
     ngx_http_ratelimit_lease_arg(5, call->horizon);
+
+    if (zone->ban_threshold) {
+        ngx_http_ratelimit_lease_arg(6, zone->ban_threshold);
+        ngx_http_ratelimit_lease_arg(7, zone->ban_window);
+        ngx_http_ratelimit_lease_arg(8, zone->ban_duration);
+        ngx_http_ratelimit_lease_arg(9, call->refused);
+        ngx_http_ratelimit_lease_arg(10, call->ban ? 1 : 0);
+    }
 
     if (zone->clock == NGX_HTTP_RATELIMIT_CLOCK_NGINX) {
         ngx_http_ratelimit_lease_arg(4, ngx_edge_wall_usec());
@@ -444,23 +537,29 @@ static size_t
 ngx_http_ratelimit_lease_key_len(ngx_http_ratelimit_zone_t *zone,
     ngx_str_t *key)
 {
-    return sizeof("rl:{:}:t") - 1 + zone->prefix.len + key->len;
+    size_t  len;
+
+    len = sizeof("rl:{:}:t") - 1 + zone->prefix.len + key->len;
+
+    return zone->ban_threshold ? NGX_HTTP_RATELIMIT_LEASE_BAN_KEYS * len
+                               : len;
 }
 
 
 /*
  * The reply, to the key's entry: its tokens (the request's cost taken
  * first when a request waits for it), when Redis will have enough again,
- * and the fetch done.  Returns the tokens granted, 0 when Redis had too
- * few, NGX_ERROR for a reply of no known shape (then nothing changed but
- * the fetch flag).
+ * and the fetch done; or the key's ban, cached in the entry until it
+ * ends.  Returns the tokens granted, 0 when Redis had too few or the key
+ * is banned, NGX_ERROR for a reply of no known shape (then nothing
+ * changed but the fetch flag).
  */
 
 static ngx_int_t
 ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
     ngx_http_ratelimit_check_t *chk, redisReply *reply, ngx_flag_t leader)
 {
-    int64_t                     now, k, x, v, m, wait, need;
+    int64_t                     now, k, x, v, m, wait, need, ban;
     ngx_http_ratelimit_zone_t  *zone;
     ngx_http_ratelimit_node_t  *node;
 
@@ -468,8 +567,19 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
     k = -1;
     x = 0;
     v = 0;
+    ban = 0;
 
     if (reply
+        && zone->ban_threshold
+        && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[0]->integer > 0
+        && reply->element[0]->integer < NGX_HTTP_RATELIMIT_LEASE_REPLY_MAX)
+    {
+        ban = reply->element[0]->integer;
+        k = 0;
+
+    } else if (reply
         && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
         && reply->element[0]->type == REDIS_REPLY_INTEGER
         && reply->element[1]->type == REDIS_REPLY_INTEGER
@@ -498,7 +608,17 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
 
     if (node == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
-        return k;      /* the tokens are lost: under-admission only */
+
+        if (chk) {
+            /* no entry to spend from (the zone is full): the waiting
+             * request is refused as lease_take() refuses it, whatever
+             * Redis granted (the tokens are lost: under-admission only) */
+            chk->status = NGX_HTTP_RATELIMIT_REJECTED;
+            chk->verdict.allowed = 0;
+            chk->verdict.retry = chk->gcra.interval;
+        }
+
+        return (k < 0) ? NGX_ERROR : 0;
     }
 
     if (leader) {
@@ -508,6 +628,25 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
     if (k < 0) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return NGX_ERROR;
+    }
+
+    if (ban) {
+        /* the fleet's ban, this node's until it ends: the key's requests
+         * are refused here without asking Redis (lease_take()) */
+        node->ban_until = ngx_max(node->ban_until, now + ban);
+        node->rejects = 0;
+        node->lease_refused = 0;
+
+        if (chk) {
+            chk->status = NGX_HTTP_RATELIMIT_BANNED;
+            chk->verdict.allowed = 0;
+            chk->verdict.remaining = 0;
+            chk->verdict.retry = node->ban_until - now;
+            chk->verdict.reset = chk->verdict.retry;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return 0;
     }
 
     ngx_http_ratelimit_lease_age(zone, node, now);
@@ -531,12 +670,17 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
          * the last reserved one conforms; the request that asked is
          * refused until then (Retry-After), as are the others */
         node->lease_tokens += k;
-        node->lease_valid = now + v;
-        node->lease_expire = now + v + zone->lease_ttl;
+
+        /* with two leases in flight (an entry evicted and made again),
+         * the replies may come in either order: the tokens are valid
+         * once the later reservation's are */
+        node->lease_valid = ngx_max(node->lease_valid, now + v);
+        node->lease_expire = node->lease_valid + zone->lease_ttl;
         node->lease_next = ngx_max(node->lease_next, node->lease_valid);
 
         if (chk) {
-            ngx_http_ratelimit_lease_refuse(chk, node, v, now);
+            ngx_http_ratelimit_lease_refuse(chk, node,
+                                            node->lease_valid - now, now);
         }
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -560,7 +704,9 @@ ngx_http_ratelimit_lease_apply(ngx_http_ratelimit_lease_call_t *call,
     }
 
     if (chk) {
-        if (node->lease_tokens >= chk->gcra.cost) {
+        if (node->lease_tokens >= chk->gcra.cost
+            && node->lease_valid <= now)
+        {
             /* another lease came meanwhile */
             node->lease_tokens -= chk->gcra.cost;
             ngx_http_ratelimit_lease_spend(chk, node, now);
@@ -621,6 +767,8 @@ ngx_http_ratelimit_lease_call_init(ngx_http_ratelimit_lease_call_t *call,
     call->want = want;
     call->min = min;
     call->size = chk->lease_size;
+    call->refused = 0;
+    call->ban = 0;
 
     /* a key with a demand reserves its next tokens when Redis has too
      * few now, within lease_ttl; a key seen once does not (its client
@@ -634,7 +782,7 @@ ngx_http_ratelimit_lease_call_init(ngx_http_ratelimit_lease_call_t *call,
  * A request's decision in a lease zone: from the node's tokens at once;
  * or after a lease of its own (one round trip); or, when a lease is
  * already on its way for the key, after that one: the request is parked
- * and looks at the key's entry again every millisecond until the lease
+ * and looks at the key's entry again (1, 2, 4, then 8 ms) until the lease
  * has come (or its deadline passed), so that the requests that find the
  * tokens spent while a lease is on its way, on any worker of the node,
  * share it rather than each ask Redis.  The poll timer is not cancelable:
@@ -669,6 +817,7 @@ ngx_http_ratelimit_lease_start(ngx_http_request_t *r,
          * this one stays open while the request may still send */
         ngx_edge_redis_hold(chk->zone->redis);
         chk->lease_parked = 1;
+        chk->lease_polls = 0;
 
         ngx_add_timer(ev, 1);
         ngx_edge_wait_add(&ctx->wait);
@@ -714,7 +863,10 @@ ngx_http_ratelimit_lease_poll(ngx_event_t *ev)
     rc = ngx_http_ratelimit_lease_take(chk, now);
 
     if (rc == NGX_BUSY) {
-        ngx_add_timer(ev, 1);
+        /* 1, 2, 4, 8, 8 ... ms: a lease normally comes within the first;
+         * many parked requests on a slow Redis must not take the zone's
+         * lock a thousand times a second each */
+        ngx_add_timer(ev, (ngx_msec_t) 1 << ngx_min(++chk->lease_polls, 3));
         return;
     }
 
@@ -758,6 +910,7 @@ ngx_http_ratelimit_lease_send(ngx_http_request_t *r,
     ngx_http_ratelimit_lease_call_init(&call, chk, chk->lease_want,
                                        chk->gcra.cost, 1);
     call.key = chk->key;
+    call.refused = chk->lease_refused;
     call.argv = chk->argv;
     call.argvlen = chk->argvlen;
     call.nums = chk->nums;
@@ -811,6 +964,8 @@ ngx_http_ratelimit_lease_reply(void *data, redisReply *reply, ngx_int_t rc)
         ngx_http_ratelimit_fail(chk, ngx_http_ratelimit_now());
     }
 
+    ngx_http_ratelimit_lease_report(chk);
+
     ngx_edge_wait_done(&chk->ctx->wait);
 }
 
@@ -854,7 +1009,7 @@ ngx_http_ratelimit_lease_detach(ngx_http_ratelimit_check_t *chk)
 
 static void
 ngx_http_ratelimit_lease_refill(ngx_http_ratelimit_check_t *chk,
-    int64_t want)
+    int64_t want, int64_t refused, ngx_flag_t ban)
 {
     u_char                             *p;
     size_t                              size;
@@ -876,6 +1031,9 @@ ngx_http_ratelimit_lease_refill(ngx_http_ratelimit_check_t *chk,
 
     if (rf) {
         ngx_http_ratelimit_lease_call_init(&rf->call, chk, want, 1, 0);
+        rf->call.refused = refused;
+        rf->call.ban = ban;
+        rf->leader = !ban;
 
         p = rf->data;
         rf->call.tier.data = p;
@@ -902,7 +1060,12 @@ ngx_http_ratelimit_lease_refill(ngx_http_ratelimit_check_t *chk,
         ngx_free(rf);
     }
 
-    /* not sent: the next request that needs tokens asks */
+    /* not sent: the next request that needs tokens asks; a ban stays
+     * this node's */
+
+    if (ban) {
+        return;
+    }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -916,6 +1079,26 @@ ngx_http_ratelimit_lease_refill(ngx_http_ratelimit_check_t *chk,
 }
 
 
+/*
+ * The node banned the key itself (its own count reached the threshold):
+ * one item tells Redis at once, so that the ban is the fleet's; the
+ * request goes on (it is refused as banned already).  The item is a
+ * refill's, with the ban flag: it takes no tokens.
+ */
+
+static void
+ngx_http_ratelimit_lease_report(ngx_http_ratelimit_check_t *chk)
+{
+    if (!chk->lease_ban) {
+        return;
+    }
+
+    chk->lease_ban = 0;
+
+    ngx_http_ratelimit_lease_refill(chk, 1, chk->lease_refused, 1);
+}
+
+
 static void
 ngx_http_ratelimit_lease_refill_reply(void *data, redisReply *reply,
     ngx_int_t rc)
@@ -925,7 +1108,8 @@ ngx_http_ratelimit_lease_refill_reply(void *data, redisReply *reply,
     ngx_queue_remove(&rf->queue);
 
     if (ngx_http_ratelimit_lease_apply(&rf->call, NULL,
-                                       rc == NGX_OK ? reply : NULL, 1)
+                                       rc == NGX_OK ? reply : NULL,
+                                       rf->leader)
         == NGX_ERROR
         && rc == NGX_OK)
     {

@@ -151,6 +151,8 @@ typedef struct {
     int64_t                      lease_period; /* this lease_ttl's start */
     int64_t                      lease_asked;  /* tokens asked in it */
     int64_t                      lease_asked_prev; /* and in the last */
+    int64_t                      lease_refused; /* refusals not yet added
+                                                   to Redis's count */
     u_char                       data[1];
 } ngx_http_ratelimit_node_t;
 
@@ -223,10 +225,15 @@ typedef struct {
 } ngx_http_ratelimit_limit_t;
 
 
+/* a map of ngx_http_ratelimit_pg_map.c, opaque elsewhere */
+typedef struct ngx_http_ratelimit_pg_map_s  ngx_http_ratelimit_pg_map_t;
+
+
 /* ratelimit_ddos: the allow list, and the limit every location gets */
 typedef struct {
     ngx_radix_tree_t            *allow4;
     ngx_radix_tree_t            *allow6;
+    ngx_http_ratelimit_pg_map_t *allow_pg;     /* match=cidr, or NULL */
     ngx_http_ratelimit_limit_t   limit;
     ngx_edge_stats_t            *stats;
     ngx_edge_stats_id_t          st_allowed;
@@ -308,9 +315,10 @@ typedef struct {
     ngx_http_ratelimit_sw_t      sw;
 
     ngx_edge_redis_cmd_t        *cmd;
-    const char                  *argv[9];   /* 3 keys, 6 args */
-    size_t                       argvlen[9];
-    u_char                       nums[6][NGX_INT64_LEN];
+    const char                  *argv[14];  /* 3 keys, 11 args (a lease
+                                               with bans) */
+    size_t                       argvlen[14];
+    u_char                       nums[11][NGX_INT64_LEN];
 
     /* the sliding window in Redis: plain commands, one reply each */
     ngx_edge_redis_cmd_t        *sw_cmds[4];
@@ -327,8 +335,12 @@ typedef struct {
     int64_t                      lease_size;   /* the key's lease, L */
     ngx_event_t                  lease_poll;   /* parked: another lease
                                                   is on its way */
+    int64_t                      lease_refused; /* told to Redis with
+                                                   the request's lease */
+    ngx_uint_t                   lease_polls;  /* parked: polls so far */
     unsigned                     lease_leader:1; /* set lease_fetch */
     unsigned                     lease_parked:1;
+    unsigned                     lease_ban:1;  /* banned here: tell Redis */
 } ngx_http_ratelimit_check_t;
 
 
@@ -405,6 +417,7 @@ void ngx_http_ratelimit_sw_detach(ngx_http_ratelimit_check_t *chk);
 
 /* ngx_http_ratelimit_lease.c: mode=lease */
 extern ngx_str_t  ngx_http_ratelimit_lease_lua;
+extern ngx_str_t  ngx_http_ratelimit_lease_ban_lua;
 
 ngx_int_t ngx_http_ratelimit_lease_start(ngx_http_request_t *r,
     ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk,
@@ -458,6 +471,11 @@ char *ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_ratelimit_pg_init_process(ngx_cycle_t *cycle,
     ngx_http_ratelimit_main_conf_t *rmcf);
+ngx_http_ratelimit_pg_map_t *ngx_http_ratelimit_pg_map_find(
+    ngx_http_ratelimit_main_conf_t *rmcf, ngx_str_t *name);
+ngx_flag_t ngx_http_ratelimit_pg_map_is_cidr(ngx_http_ratelimit_pg_map_t *map);
+ngx_flag_t ngx_http_ratelimit_pg_map_match(ngx_http_ratelimit_pg_map_t *map,
+    ngx_uint_t family, u_char *addr);
 void ngx_http_ratelimit_pg_exit_process(ngx_cycle_t *cycle,
     ngx_http_ratelimit_main_conf_t *rmcf);
 

@@ -358,6 +358,7 @@ ngx_http_ratelimit_lookup(ngx_http_ratelimit_zone_t *zone, ngx_str_t *tier,
     lr->lease_period = 0;
     lr->lease_asked = 0;
     lr->lease_asked_prev = 0;
+    lr->lease_refused = 0;
     ngx_memcpy(ngx_cpymem(lr->data, tier->data, tier->len), key->data,
                key->len);
 

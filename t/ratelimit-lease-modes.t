@@ -294,3 +294,26 @@ qr/redis "main" at 127\.0\.0\.1:\d+: command timed out after 100 ms/
 ["GET /rl?k=c", "GET /rl?k=c"]
 --- response_headers eval
 ["X-Status: PASSED", "X-Status: PASSED"]
+
+
+
+=== TEST 13: a cost above the bucket never passes, as in Redis mode
+burst=2 holds 3 tokens; once the key's lease has grown, a cost of 10 must
+not reserve 10 tokens and pass when the last conforms (10 ms at this rate).
+--- http_config
+    ratelimit_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    ratelimit_zone $arg_k zone=rl:1m rate=1000r/s redis=main mode=lease;
+--- config
+    location = /ok { return 200 "ok\n"; }
+    location = /rl {
+        ratelimit zone=rl burst=2 cost=$arg_c nodelay;
+        add_header X-Status $ratelimit_status always;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+--- request eval
+[(map { "GET /rl?k=big&c=1" } 1 .. 3), (map { "GET /rl?k=big&c=10" } 1 .. 30)]
+--- error_code eval
+[200, 200, 200, (429) x 30]
+--- no_error_log
+[alert]
+[crit]
