@@ -305,6 +305,13 @@ static ngx_str_t  ngx_http_cache_purge_start_lua = ngx_string(
     "  return string.find(s, '^' .. sg[n][1], start) ~= nil\n"                \
     "end\n"
 
+/*
+ * A key the node cannot read but for its type is an error of the batch:
+ * a Cluster node demoted to a replica answers "non local key" for every
+ * key it still holds, and a batch that skipped them would end the node's
+ * scan with its entries left.  Failed, the batch is sent again, and the
+ * job moves on once the map no longer names the node.
+ */
 #define NGX_HTTP_CACHE_PURGE_SCAN_LUA                                         \
     "local sg\n"                                                              \
     "if kind == 'pattern' then sg = segs(match) end\n"                        \
@@ -316,6 +323,10 @@ static ngx_str_t  ngx_http_cache_purge_start_lua = ngx_string(
     "for _, k in ipairs(r[2]) do\n"                                           \
     "  scanned = scanned + 1\n"                                               \
     "  local h = redis.pcall('GETRANGE', k, 0, want - 1)\n"                   \
+    "  if type(h) == 'table' and h.err\n"                                     \
+    "     and string.sub(h.err, 1, 9) ~= 'WRONGTYPE' then\n"                  \
+    "    return redis.error_reply(h.err)\n"                                   \
+    "  end\n"                                                                 \
     "  if type(h) == 'string' and #h >= 88\n"                                 \
     "     and string.sub(h, 1, 4) == 'NXEC' then\n"                           \
     "    local b1, b2, b3, b4 = string.byte(h, 57, 60)\n"                     \
@@ -1389,6 +1400,38 @@ ngx_http_cache_purge_node_reply(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
+/*
+ * The node being scanned left the map (a failover demoted it, or its
+ * slots were resharded away): its keys are now on other primaries, maybe
+ * ones already scanned, so the job scans every primary again from the
+ * first (a key already unlinked is not found again).  Sending to the
+ * departed node instead would fail until the job is given up, the
+ * primaries after it never scanned.
+ */
+
+static void
+ngx_http_cache_purge_node_check(ngx_http_cache_purge_job_t *job)
+{
+    ngx_int_t  node;
+
+    node = ngx_edge_redis_next_node(job->worker->zone->redis,
+                                    (ngx_uint_t) job->node);
+
+    if (node == job->node || node == NGX_DECLINED) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "edge_cache: purge job \"%V\": the node it scans left "
+                  "the cluster map: scanning every primary again",
+                  &job->rkey);
+
+    job->node = -1;
+    job->cursor[0] = '0';
+    job->cursor_len = 1;
+}
+
+
 static void
 ngx_http_cache_purge_node_step(ngx_http_cache_purge_job_t *job)
 {
@@ -1397,6 +1440,10 @@ ngx_http_cache_purge_node_step(ngx_http_cache_purge_job_t *job)
     u_char       deleted[NGX_INT_T_LEN];
     const char  *argv[10];
     size_t       argvlen[10];
+
+    if (job->node >= 0 && !job->report) {
+        ngx_http_cache_purge_node_check(job);
+    }
 
     if (job->node < 0 && !job->report) {
         node = ngx_edge_redis_next_node(job->worker->zone->redis, 0);
