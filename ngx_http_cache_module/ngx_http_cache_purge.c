@@ -1340,6 +1340,21 @@ ngx_http_cache_purge_job_reply(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
+/*
+ * Redis Cluster: a node's batch failed.  The map is asked again (a node
+ * demoted by a failover fails every batch until the map says so), and
+ * the retry checks that the node is still in it.
+ */
+
+static void
+ngx_http_cache_purge_node_failed(ngx_http_cache_purge_job_t *job,
+    const char *why)
+{
+    ngx_edge_redis_refresh_map(job->worker->zone->redis);
+    ngx_http_cache_purge_job_failed(job, why);
+}
+
+
 /* Redis Cluster: a node's batch answered {cursor, scanned, deleted} */
 
 static void
@@ -1353,8 +1368,8 @@ ngx_http_cache_purge_node_reply(void *data, redisReply *reply, ngx_int_t rc)
     job->cmd = NULL;
 
     if (rc != NGX_OK) {
-        ngx_http_cache_purge_job_failed(job, rc == NGX_AGAIN ? "timeout"
-                                                            : "redis error");
+        ngx_http_cache_purge_node_failed(job, rc == NGX_AGAIN ? "timeout"
+                                                             : "redis error");
         return;
     }
 
@@ -1370,7 +1385,7 @@ ngx_http_cache_purge_node_reply(void *data, redisReply *reply, ngx_int_t rc)
                           (size_t) reply->len, reply->str);
         }
 
-        ngx_http_cache_purge_job_failed(job, "unexpected reply");
+        ngx_http_cache_purge_node_failed(job, "unexpected reply");
         return;
     }
 
