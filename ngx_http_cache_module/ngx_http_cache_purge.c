@@ -138,8 +138,11 @@ typedef struct {
     ngx_str_t                    glob;       /* "<zone>:{*}" */
 
     /* Redis Cluster: the node being scanned (-1: none yet), its cursor,
-     * and its last batch's counts, to add to the job's hash */
+     * and its last batch's counts, to add to the job's hash once (the
+     * batches are numbered: a progress call resent after a timeout is
+     * not added twice) */
     ngx_int_t                    node;
+    ngx_uint_t                   batch;
     ngx_str_t                    kind;
     ngx_str_t                    match;
     u_char                       cursor[NGX_INT64_LEN + 1];
@@ -387,7 +390,10 @@ static ngx_str_t  ngx_http_cache_purge_step_lua = ngx_string(
  * unlinked on its own, the victims being of many slots), returns {cursor,
  * scanned, deleted}; then the progress script adds it to the job's hash
  * (KEYS[1]; ARGV: scanned, deleted, now, "1" when the last node is done,
- * the cursor) and returns {state, scanned, deleted} as a step does.
+ * the cursor, the batch's number) and returns {state, scanned, deleted}
+ * as a step does.  The counts are added once per batch number: a
+ * progress call that timed out after it ran, and is sent again, does not
+ * count its batch twice.
  */
 static ngx_str_t  ngx_http_cache_purge_node_lua = ngx_string(
     NGX_HTTP_CACHE_PURGE_GLOB_LUA
@@ -401,11 +407,14 @@ static ngx_str_t  ngx_http_cache_purge_node_lua = ngx_string(
 
 
 static ngx_str_t  ngx_http_cache_purge_progress_lua = ngx_string(
-    "local st = redis.call('HGET', KEYS[1], 'state')\n"
-    "if not st then return {'gone', 0, 0} end\n"
-    "if st ~= 'running' then return {st, 0, 0} end\n"
-    "redis.call('HINCRBY', KEYS[1], 'scanned', ARGV[1])\n"
-    "redis.call('HINCRBY', KEYS[1], 'deleted', ARGV[2])\n"
+    "local st = redis.call('HMGET', KEYS[1], 'state', 'batches')\n"
+    "if not st[1] then return {'gone', 0, 0} end\n"
+    "if st[1] ~= 'running' then return {st[1], 0, 0} end\n"
+    "if tonumber(st[2] or '0') < tonumber(ARGV[6]) then\n"
+    "  redis.call('HINCRBY', KEYS[1], 'scanned', ARGV[1])\n"
+    "  redis.call('HINCRBY', KEYS[1], 'deleted', ARGV[2])\n"
+    "  redis.call('HSET', KEYS[1], 'batches', ARGV[6])\n"
+    "end\n"
     "local state = 'running'\n"
     "if ARGV[4] == '1' then\n"
     "  state = 'done'\n"
@@ -1397,6 +1406,7 @@ ngx_http_cache_purge_node_reply(void *data, redisReply *reply, ngx_int_t rc)
 
     job->scanned = (ngx_uint_t) reply->element[1]->integer;
     job->deleted = (ngx_uint_t) reply->element[2]->integer;
+    job->batch++;
     job->report = 1;
 
     if (cursor->len == 1 && cursor->str[0] == '0') {
@@ -1452,7 +1462,7 @@ ngx_http_cache_purge_node_step(ngx_http_cache_purge_job_t *job)
 {
     ngx_int_t    node;
     u_char       now[NGX_INT64_LEN], scanned[NGX_INT_T_LEN];
-    u_char       deleted[NGX_INT_T_LEN];
+    u_char       deleted[NGX_INT_T_LEN], batch[NGX_INT_T_LEN];
     const char  *argv[10];
     size_t       argvlen[10];
 
@@ -1499,10 +1509,12 @@ ngx_http_cache_purge_node_step(ngx_http_cache_purge_job_t *job)
         argvlen[7] = 1;
         argv[8] = (const char *) job->cursor;
         argvlen[8] = job->cursor_len;
+        argv[9] = (const char *) batch;
+        argvlen[9] = ngx_sprintf(batch, "%ui", job->batch) - batch;
 
         job->cmd = ngx_edge_redis_send_command(job->worker->zone->redis,
                                                ngx_http_cache_purge_job_reply,
-                                               job, 9, argv, argvlen);
+                                               job, 10, argv, argvlen);
 
     } else {
         argv[1] = (const char *) ngx_http_cache_purge_node_lua.data;

@@ -755,39 +755,43 @@ HTTP
     is(unpack('N', substr($tmpl, 56, 4)) . ' ' . substr($tmpl, 88, 13),
        "13 $text0", 'purge during a failover: its key text at 88');
 
-    # the entries, written to their primaries (pipelined, per node)
-    my @ranges = map { [$_->[0], $_->[1], $_->[2][1]] }
-        @{ rcmd($ports[0], 'CLUSTER', 'SLOTS') };
-    my (%cmds, %n, %text_of);
+    # entries like it, written to their primaries (pipelined, per node)
+    my (%n, %text_of);
     $text_of{ $key_of->($text0) } = $text0;
-    for my $text ((map { sprintf '/f/gone/%05d', $_ } 1 .. 2400),
-                  (map { sprintf '/f/keep/%05d', $_ } 1 .. 600))
-    {
-        my $k = $key_of->($text);
-        $text_of{$k} = $text;
-        my ($tag) = $k =~ /\{(.*)\}/;
-        my $slot = crc16($tag) % 16384;
-        my ($r) = grep { $slot >= $_->[0] && $slot <= $_->[1] } @ranges;
-        my $v = $tmpl;
-        substr($v, 88, 13) = $text;
-        $cmds{$r->[2]} .= "*3\r\n\$3\r\nSET\r\n\$" . length($k) . "\r\n$k\r\n"
-                          . '$' . length($v) . "\r\n$v\r\n";
-        $n{$r->[2]}++;
-    }
-    for my $p (keys %cmds) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                      PeerPort => $p, Timeout => 10)
-            or die "connect: $!";
-        print $s $cmds{$p};
-        Test::Edge::read_reply($s) for 1 .. $n{$p};
-        close $s;
-    }
+    my $write = sub {
+        my @ranges = map { [$_->[0], $_->[1], $_->[2][1]] }
+            @{ rcmd($ports[0], 'CLUSTER', 'SLOTS') };
+        my (%cmds, %count);
+        for my $text (@_) {
+            my $k = $key_of->($text);
+            $text_of{$k} = $text;
+            my ($tag) = $k =~ /\{(.*)\}/;
+            my $slot = crc16($tag) % 16384;
+            my ($r) = grep { $slot >= $_->[0] && $slot <= $_->[1] } @ranges;
+            my $v = $tmpl;
+            substr($v, 88, 13) = $text;
+            $cmds{$r->[2]} .= "*3\r\n\$3\r\nSET\r\n\$" . length($k)
+                              . "\r\n$k\r\n" . '$' . length($v) . "\r\n$v\r\n";
+            $count{$r->[2]}++;
+            $n{$r->[2]}++;
+        }
+        for my $p (keys %cmds) {
+            my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                          PeerPort => $p, Timeout => 10)
+                or die "connect: $!";
+            print $s $cmds{$p};
+            Test::Edge::read_reply($s) for 1 .. $count{$p};
+            close $s;
+        }
+    };
+    $write->((map { sprintf '/f/gone/%05d', $_ } 1 .. 2400),
+             (map { sprintf '/f/keep/%05d', $_ } 1 .. 600));
     my $entries = sub {
         my %on;
         for my $p (@_) {
             for my $k (@{ rcmd($p, 'KEYS', 'fz:{*}') // [] }) {
-                $on{ ($text_of{$k} // '') =~ m{^/f/gone/} ? 'gone'
-                                                           : 'keep' }++;
+                my ($what) = ($text_of{$k} // '') =~ m{^/f/(\w+)/};
+                $on{ $what // 'other' }++;
             }
         }
         return \%on;
@@ -848,6 +852,87 @@ HTTP
     $fn->stop;
     unlike($fn->final_log, qr/\[alert\]|\[crit\]|open socket/,
            'purge during a failover: no alert');
+
+    # a progress call that ran but whose answer never came is sent again:
+    # its batch is counted once.  Every primary refuses SCAN but the one
+    # that holds the job's hash, so the job is held on another one, V;
+    # right after one of its tries there, the hash's node is stopped
+    # (SIGSTOP) and V lets SCAN go: V's batch, then the progress call,
+    # which waits on the stopped node until the worker gives it up and
+    # closes the connection.  Continued, the node runs the call it had
+    # received (its answer goes nowhere), and the worker sends it again.
+    # A longer cluster-node-timeout meanwhile: the stop is no failure.
+    $write->(map { sprintf '/f/dupe/%05d', $_ } 1 .. 600);
+    rcmd($_, 'CONFIG', 'SET', 'cluster-node-timeout', 15000)
+        for @ports, $rport;
+    for my $p (@ports) {
+        rcmd($p, 'ACL', 'LOG', 'RESET');
+        rcmd($p, 'ACL', 'SETUSER', 'default', '-scan');
+    }
+    my $denied = sub {
+        my $n = 0;
+        for my $e (@{ rcmd($_[0], 'ACL', 'LOG') // [] }) {
+            my %h = @$e;
+            $n += $h{count} // 0;
+        }
+        return $n;
+    };
+    my $dn = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    edge_cache_redis c cluster=$seeds timeout=1s;
+    edge_cache_zone fz redis=c;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /purge { edge_cache_purge fz; }
+    }
+HTTP
+    ok(wait_until(10, sub {
+           $r = $dn->request('PURGE', '/purge?prefix=/f/dupe/');
+           ($r->{status} // 0) == 202 }),
+       'progress resent: the job started') or diag($r->{body});
+    $j = eval { JSON::PP::decode_json($r->{body}) } // {};
+    my $home = owner(rcmd($ports[0], 'CLUSTER', 'KEYSLOT',
+                          "fz:job:$j->{job}"));
+    rcmd($home, 'ACL', 'SETUSER', 'default', '+scan');
+    my $v;
+    ok(wait_until(10, sub {
+           ($v) = grep { $_ != $home && $denied->($_) } @ports }),
+       'progress resent: the job is held on a node without its hash');
+    my $tries = $denied->($v);
+    ok(wait_until(5, sub { $denied->($v) > $tries }),
+       'progress resent: a try on it, refused');
+    # the suite's nginx waits meanwhile: its map refresh would time out
+    # on the stopped node (and log it)
+    my @main = $nginx->worker_pids;
+    kill 'STOP', @main;
+    my $hpid = $pids{"redis-$home"};
+    kill 'STOP', $hpid;
+    my $stopped = time;
+    rcmd($v, 'ACL', 'SETUSER', 'default', '+scan');
+    my $dropped = wait_until(10, sub {
+        $dn->log =~ /redis "c" at 127\.0\.0\.1:$home: nothing received for \d+ ms while commands waited/ });
+    kill 'CONT', $hpid;
+    kill 'CONT', @main;
+    ok($dropped, 'progress resent: the progress call was given up, its '
+       . 'connection closed');
+    diag(sprintf 'progress resent: the node was stopped %.1f s',
+         time - $stopped);
+    rcmd($_, 'ACL', 'SETUSER', 'default', '+scan') for @ports;
+    ok(wait_until(20, sub {
+           my $g = $dn->get("/purge?job=$j->{job}");
+           $prog = eval { JSON::PP::decode_json($g->{body}) } // {};
+           ($prog->{state} // '') eq 'done' }),
+       'progress resent: the job is done') or diag(explain $prog);
+    is_deeply($entries->(@ports), { keep => 600 },
+              'progress resent: no entry of the prefix is left');
+    cmp_ok($prog->{deleted} // -1, '<=', 600,
+           'progress resent: its batch counted once (600 entries)');
+    diag("progress resent: deleted $prog->{deleted}, "
+         . "scanned $prog->{scanned}");
+    rcmd($_, 'CONFIG', 'SET', 'cluster-node-timeout', 2000)
+        for @ports, $rport;
+    $dn->stop;
+    unlike($dn->final_log, qr/\[alert\]|\[crit\]|open socket/,
+           'progress resent: no alert');
     diag(sprintf 'purge during a failover: the block took %.1f s',
          time - $t0);
 }
