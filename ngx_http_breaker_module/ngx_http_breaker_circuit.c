@@ -806,6 +806,10 @@ ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c, uint64_t tag,
         return;
     }
 
+    /* the odd sequence is seen before any of the stores below (a reader
+     * that sees one of them then finds the sequence changed) */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+
     __atomic_store_n(&sm->tag, tag, __ATOMIC_RELAXED);
     __atomic_store_n(&sm->calls, (uint64_t) sum->calls, __ATOMIC_RELAXED);
     __atomic_store_n(&sm->failures, (uint64_t) sum->failures,
@@ -1584,8 +1588,14 @@ ngx_http_breaker_zone_retire(ngx_http_breaker_zone_ctx_t *ctx,
 {
     ngx_queue_remove(&node->queue);
 
-    /* the processes of older configurations may still use it */
-    node->cycle = ctx->cycle;
+    /*
+     * the processes of older configurations may still use it; and so may
+     * this configuration's when it claimed the name earlier (a route
+     * circuit named as a peer circuit "upstream/address" with other
+     * buckets=): then only the processes of the next configuration may
+     * free it
+     */
+    node->cycle = (node->cycle == ctx->cycle) ? ctx->cycle + 1 : ctx->cycle;
     ngx_queue_insert_tail(&ctx->sh->retired, &node->queue);
 }
 

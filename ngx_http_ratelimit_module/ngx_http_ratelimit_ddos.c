@@ -6,10 +6,12 @@
  * the clients that send more than `threshold=` in a period (their
  * (threshold - rate + 1)-th refusal in it), and an allow list of
  * addresses and CIDRs (IPv4 and IPv6, written out or read from a file),
- * kept in radix trees as the geo module does.  The zone is limited in every
- * location: its limit is the http level's, and comes first in every
- * location with limits of its own, so a banned client is refused before
- * any other limit is looked at.
+ * kept in radix trees as the geo module does, and maybe a match=cidr
+ * ratelimit_pg_map (allow_pg=): its copy in shared memory, refreshed from
+ * PostgreSQL, looked up without a lock (ngx_http_ratelimit_pg_map.c).
+ * The zone is limited in every location: its limit is the http level's,
+ * and comes first in every location with limits of its own, so a banned
+ * client is refused before any other limit is looked at.
  */
 
 #include "ngx_http_ratelimit_module.h"
@@ -19,6 +21,9 @@ static ngx_int_t ngx_http_ratelimit_ddos_allow(ngx_conf_t *cf,
     ngx_http_ratelimit_ddos_t *ddos, ngx_str_t *value);
 static ngx_int_t ngx_http_ratelimit_ddos_file(ngx_conf_t *cf,
     ngx_http_ratelimit_ddos_t *ddos, ngx_str_t *name);
+static ngx_int_t ngx_http_ratelimit_ddos_allow_pg(ngx_conf_t *cf,
+    ngx_http_ratelimit_main_conf_t *rmcf, ngx_http_ratelimit_ddos_t *ddos,
+    ngx_str_t *value);
 static char *ngx_http_ratelimit_ddos_expand(ngx_conf_t *cf,
     ngx_command_t *cmd, ngx_str_t *args, ngx_uint_t nargs,
     char *(*set)(ngx_conf_t *cf, ngx_command_t *cmd, void *conf),
@@ -31,11 +36,13 @@ ngx_flag_t
 ngx_http_ratelimit_ddos_allowed(ngx_http_request_t *r,
     ngx_http_ratelimit_ddos_t *ddos)
 {
+    u_char               *addr;
     uintptr_t             v;
+    ngx_uint_t            family;
     struct sockaddr_in   *sin;
 #if (NGX_HAVE_INET6)
     u_char               *p;
-    in_addr_t             addr;
+    in_addr_t             a;
     struct sockaddr_in6  *sin6;
 #endif
 
@@ -45,29 +52,39 @@ ngx_http_ratelimit_ddos_allowed(ngx_http_request_t *r,
 
     case AF_INET:
         sin = (struct sockaddr_in *) r->connection->sockaddr;
+        family = AF_INET;
+        addr = (u_char *) &sin->sin_addr.s_addr;
         v = ngx_radix32tree_find(ddos->allow4, ntohl(sin->sin_addr.s_addr));
         break;
 
 #if (NGX_HAVE_INET6)
     case AF_INET6:
         sin6 = (struct sockaddr_in6 *) r->connection->sockaddr;
+        p = sin6->sin6_addr.s6_addr;
 
         if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-            p = sin6->sin6_addr.s6_addr;
-            addr = (in_addr_t) p[12] << 24 | p[13] << 16 | p[14] << 8 | p[15];
-            v = ngx_radix32tree_find(ddos->allow4, addr);
+            family = AF_INET;
+            addr = p + 12;
+            a = (in_addr_t) p[12] << 24 | p[13] << 16 | p[14] << 8 | p[15];
+            v = ngx_radix32tree_find(ddos->allow4, a);
             break;
         }
 
-        v = ngx_radix128tree_find(ddos->allow6, sin6->sin6_addr.s6_addr);
+        family = AF_INET6;
+        addr = p;
+        v = ngx_radix128tree_find(ddos->allow6, p);
         break;
 #endif
 
     default:
-        break;
+        /* a unix socket: no address to allow */
+        return 0;
     }
 
-    if (v == NGX_RADIX_NO_VALUE) {
+    if (v == NGX_RADIX_NO_VALUE
+        && (ddos->allow_pg == NULL
+            || !ngx_http_ratelimit_pg_map_match(ddos->allow_pg, family, addr)))
+    {
         return 0;
     }
 
@@ -224,6 +241,51 @@ done:
     }
 
     return rc;
+}
+
+
+/* allow_pg=$variable: a ratelimit_pg_map declared above, match=cidr */
+
+static ngx_int_t
+ngx_http_ratelimit_ddos_allow_pg(ngx_conf_t *cf,
+    ngx_http_ratelimit_main_conf_t *rmcf, ngx_http_ratelimit_ddos_t *ddos,
+    ngx_str_t *value)
+{
+    ngx_str_t                     name;
+    ngx_http_ratelimit_pg_map_t  *map;
+
+    name.data = value->data + 9;
+    name.len = value->len - 9;
+
+    if (ddos->allow_pg) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate \"allow_pg\" parameter \"%V\": one "
+                           "map per zone (a query can UNION several "
+                           "tables)", value);
+        return NGX_ERROR;
+    }
+
+    map = ngx_http_ratelimit_pg_map_find(rmcf, &name);
+
+    if (map == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": no \"ratelimit_pg_map\" declares the "
+                           "variable \"%V\" above this directive",
+                           value, &name);
+        return NGX_ERROR;
+    }
+
+    if (!ngx_http_ratelimit_pg_map_is_cidr(map)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": the \"ratelimit_pg_map\" of \"%V\" "
+                           "must have \"match=cidr\" (its keys are "
+                           "addresses and CIDRs)", value, &name);
+        return NGX_ERROR;
+    }
+
+    ddos->allow_pg = map;
+
+    return NGX_OK;
 }
 
 
@@ -417,6 +479,15 @@ ngx_http_ratelimit_ddos(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             s.len = value[i].len - 6;
 
             if (ngx_http_ratelimit_ddos_allow(cf, ddos, &s) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "allow_pg=", 9) == 0) {
+            if (ngx_http_ratelimit_ddos_allow_pg(cf, rmcf, ddos, &value[i])
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
             continue;

@@ -223,10 +223,15 @@ typedef struct {
 } ngx_http_ratelimit_limit_t;
 
 
+/* a map of ngx_http_ratelimit_pg_map.c, opaque elsewhere */
+typedef struct ngx_http_ratelimit_pg_map_s  ngx_http_ratelimit_pg_map_t;
+
+
 /* ratelimit_ddos: the allow list, and the limit every location gets */
 typedef struct {
     ngx_radix_tree_t            *allow4;
     ngx_radix_tree_t            *allow6;
+    ngx_http_ratelimit_pg_map_t *allow_pg;     /* match=cidr, or NULL */
     ngx_http_ratelimit_limit_t   limit;
     ngx_edge_stats_t            *stats;
     ngx_edge_stats_id_t          st_allowed;
@@ -458,6 +463,11 @@ char *ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_ratelimit_pg_init_process(ngx_cycle_t *cycle,
     ngx_http_ratelimit_main_conf_t *rmcf);
+ngx_http_ratelimit_pg_map_t *ngx_http_ratelimit_pg_map_find(
+    ngx_http_ratelimit_main_conf_t *rmcf, ngx_str_t *name);
+ngx_flag_t ngx_http_ratelimit_pg_map_is_cidr(ngx_http_ratelimit_pg_map_t *map);
+ngx_flag_t ngx_http_ratelimit_pg_map_match(ngx_http_ratelimit_pg_map_t *map,
+    ngx_uint_t family, u_char *addr);
 void ngx_http_ratelimit_pg_exit_process(ngx_cycle_t *cycle,
     ngx_http_ratelimit_main_conf_t *rmcf);
 

@@ -3,7 +3,7 @@
  *
  *     ratelimit_pg_map <source> $<variable> dsn=<conninfo> query=<SQL>
  *         [password_file=<path>] [refresh=30s] [timeout=5s]
- *         [default=<value>] [zone=<name>:<size>];
+ *         [default=<value>] [zone=<name>:<size>] [match=exact|cidr];
  *
  * The rows (key, value) of the operator's query live in a shared-memory
  * zone, so that every worker serves the same copy, and the request's path
@@ -43,6 +43,21 @@
  * interval, whichever worker fails.  Dates are ngx_current_msec: nginx
  * reads it from the monotonic clock, the same in every process of the node.
  *
+ * match=cidr.  The keys are addresses and CIDRs (IPv4 and IPv6), and a
+ * lookup is a longest-prefix match.  A row's key is stored in binary, as
+ * the family, the prefix length and the address with its host bits
+ * cleared, in the same table; the table also notes which prefix lengths
+ * it holds.  A lookup masks the address to each length present, longest
+ * first, and looks the result up as an exact key: as many hash lookups
+ * as there are distinct lengths (at most 33 or 129), under one pin, with
+ * no lock and no allocation.  IPv4-mapped IPv6 addresses (rows with a
+ * prefix of at least 96, and looked-up addresses) are IPv4.  A row whose
+ * key is not an address or CIDR is skipped; one warning says so, again
+ * only when the set of such rows changes (a CRC of their keys, kept in
+ * the zone), so a refresh every 30s does not repeat it.  ratelimit_ddos's
+ * allow_pg= looks the client's address up with
+ * ngx_http_ratelimit_pg_map_match().
+ *
  * Reloads.  Each configuration that gets the zone draws a generation number
  * (sh->gen_last) when the zone is initialized, but the refresh belongs to
  * the generation in sh->gen, and a configuration takes it only when one of
@@ -75,6 +90,14 @@
                                                        installed per pass */
 #define NGX_HTTP_RATELIMIT_PG_PASSWORD_MAX   1024
 
+#define NGX_HTTP_RATELIMIT_PG_MATCH_EXACT    0
+#define NGX_HTTP_RATELIMIT_PG_MATCH_CIDR     1
+
+/* a match=cidr key: family (0 IPv4, 1 IPv6), prefix length, address */
+#define NGX_HTTP_RATELIMIT_PG_CIDR_KEY_LEN   18
+#define NGX_HTTP_RATELIMIT_PG_SHOWN_MAX      64     /* bytes of a bad key
+                                                       in the log */
+
 
 typedef struct {
     uint32_t                         hash;
@@ -94,6 +117,9 @@ typedef struct {
     uint32_t                         nentries;
     uint32_t                        *buckets;    /* offset + 1, 0: none */
     u_char                          *arena;
+    u_char                           lens[2][129];   /* match=cidr: the
+                                                        prefix lengths
+                                                        present */
 } ngx_http_ratelimit_pg_table_t;
 
 
@@ -113,6 +139,8 @@ typedef struct {
     ngx_uint_t                       failures;   /* in a row */
     ngx_uint_t                       rows;       /* in the current copy */
     ngx_uint_t                       loaded;     /* a copy was ever loaded */
+    uint32_t                         bad_crc;    /* match=cidr: the bad
+                                                    keys last warned of */
 } ngx_http_ratelimit_pg_shctx_t;
 
 
@@ -124,6 +152,7 @@ typedef struct {
     ngx_uint_t                       too_long;
     ngx_uint_t                       duplicates;
     ngx_uint_t                       dropped;    /* no room in the zone */
+    ngx_uint_t                       bad;        /* not an address/CIDR */
 } ngx_http_ratelimit_pg_load_t;
 
 
@@ -154,10 +183,13 @@ typedef struct {
     ngx_msec_t                       since;      /* the result came */
     ngx_uint_t                       passes;     /* under the lock */
     int64_t                          lock_max;   /* usec, the longest */
+    int                              bad_first;  /* row + 1, 0: none */
+    uint32_t                         bad_crc;    /* of the bad keys */
+    unsigned                         bad_new:1;  /* not warned of yet */
 } ngx_http_ratelimit_pg_install_t;
 
 
-typedef struct {
+struct ngx_http_ratelimit_pg_map_s {
     ngx_str_t                        name;       /* "$variable", for logs */
     ngx_http_complex_value_t         source;
     ngx_edge_pg_dsn_t                dsn;
@@ -165,6 +197,7 @@ typedef struct {
     ngx_msec_t                       refresh;
     ngx_msec_t                       timeout;
     ngx_str_t                        default_value;
+    ngx_uint_t                       match;      /* exact or cidr */
 
     ngx_shm_zone_t                  *shm_zone;
     ngx_slab_pool_t                 *shpool;
@@ -184,14 +217,15 @@ typedef struct {
     ngx_msec_t                       started;
     unsigned                         refreshing:1;   /* holds the lease */
     unsigned                         superseded:1;   /* said once */
-} ngx_http_ratelimit_pg_map_t;
+};
 
 
 typedef enum {
     NGX_HTTP_RATELIMIT_PG_ROW_OK = 0,
     NGX_HTTP_RATELIMIT_PG_ROW_NULL,
     NGX_HTTP_RATELIMIT_PG_ROW_EMPTY,
-    NGX_HTTP_RATELIMIT_PG_ROW_TOO_LONG
+    NGX_HTTP_RATELIMIT_PG_ROW_TOO_LONG,
+    NGX_HTTP_RATELIMIT_PG_ROW_BAD_CIDR
 } ngx_http_ratelimit_pg_row_e;
 
 
@@ -200,6 +234,15 @@ static ngx_int_t ngx_http_ratelimit_pg_variable(ngx_http_request_t *r,
 static ngx_flag_t ngx_http_ratelimit_pg_lookup(
     ngx_http_ratelimit_pg_shctx_t *sh, ngx_str_t *key, u_char *value,
     size_t *len);
+static ngx_int_t ngx_http_ratelimit_pg_cidr_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_flag_t ngx_http_ratelimit_pg_cidr_lookup(
+    ngx_http_ratelimit_pg_shctx_t *sh, ngx_uint_t family, u_char *addr,
+    u_char *value, size_t *len);
+static ngx_flag_t ngx_http_ratelimit_pg_v4mapped(u_char *addr);
+static ngx_uint_t ngx_http_ratelimit_pg_pin(ngx_http_ratelimit_pg_shctx_t *sh);
+static ngx_http_ratelimit_pg_entry_t *ngx_http_ratelimit_pg_find(
+    ngx_http_ratelimit_pg_table_t *t, uint32_t hash, u_char *key, size_t len);
 
 static void ngx_http_ratelimit_pg_tick(ngx_event_t *ev);
 static ngx_flag_t ngx_http_ratelimit_pg_claim(
@@ -228,6 +271,12 @@ static void ngx_http_ratelimit_pg_schedule(ngx_http_ratelimit_pg_map_t *map,
 
 static ngx_http_ratelimit_pg_row_e ngx_http_ratelimit_pg_row(PGresult *res,
     int row, size_t *klen, size_t *vlen);
+static ngx_http_ratelimit_pg_row_e ngx_http_ratelimit_pg_parse_row(
+    ngx_http_ratelimit_pg_map_t *map, int row, u_char *buf, u_char **key,
+    size_t *klen, size_t *vlen);
+static ngx_int_t ngx_http_ratelimit_pg_cidr_key(ngx_str_t *text,
+    u_char *key, size_t *klen);
+static void ngx_http_ratelimit_pg_bad_rows(ngx_http_ratelimit_pg_map_t *map);
 static size_t ngx_http_ratelimit_pg_table_size(
     ngx_http_ratelimit_pg_install_t *in, ngx_uint_t n, uint32_t *nbuckets);
 static ngx_http_ratelimit_pg_table_t *ngx_http_ratelimit_pg_table_alloc(
@@ -303,16 +352,202 @@ static ngx_flag_t
 ngx_http_ratelimit_pg_lookup(ngx_http_ratelimit_pg_shctx_t *sh,
     ngx_str_t *key, u_char *value, size_t *len)
 {
-    uint32_t                        hash, off;
-    ngx_flag_t                      found;
-    ngx_atomic_uint_t               slot;
+    uint32_t                        hash;
+    ngx_uint_t                      slot;
     ngx_http_ratelimit_pg_entry_t  *e;
     ngx_http_ratelimit_pg_table_t  *t;
 
     hash = ngx_crc32_short(key->data, key->len);
 
-    /* pin the current slot; if it stopped being current meanwhile, its
-     * copy may be freed at any moment: leave it and pin the new one */
+    slot = ngx_http_ratelimit_pg_pin(sh);
+
+    t = sh->tables[slot];
+    e = t ? ngx_http_ratelimit_pg_find(t, hash, key->data, key->len) : NULL;
+
+    if (e) {
+        ngx_memcpy(value, e->data + e->klen, e->vlen);
+        *len = e->vlen;
+    }
+
+    (void) ngx_atomic_fetch_add(&sh->readers[slot], -1);
+
+    return e != NULL;
+}
+
+
+/* a match=cidr map's variable: the source is an address, as text */
+
+static ngx_int_t
+ngx_http_ratelimit_pg_cidr_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ratelimit_pg_map_t  *map = (ngx_http_ratelimit_pg_map_t *) data;
+
+    u_char     *p;
+    size_t      len;
+    in_addr_t   in;
+    ngx_str_t   src;
+    ngx_uint_t  family;
+    u_char      addr[16], value[NGX_HTTP_RATELIMIT_PG_MAX_LEN];
+
+    if (ngx_http_complex_value(r, &map->source, &src) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    len = 0;
+    family = 2;    /* not an address */
+
+    in = ngx_inet_addr(src.data, src.len);
+
+    if (in != INADDR_NONE) {
+        family = 0;
+        ngx_memcpy(addr, &in, 4);
+
+#if (NGX_HAVE_INET6)
+    } else if (src.len
+               && ngx_inet6_addr(src.data, src.len, addr) == NGX_OK)
+    {
+        family = 1;
+
+        if (ngx_http_ratelimit_pg_v4mapped(addr)) {
+            family = 0;
+            ngx_memmove(addr, addr + 12, 4);
+        }
+#endif
+    }
+
+    if (family == 2
+        || !ngx_http_ratelimit_pg_cidr_lookup(map->sh, family, addr, value,
+                                              &len))
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ratelimit_pg_map %V: \"%V\" matches no row",
+                       &map->name, &src);
+
+        v->len = map->default_value.len;
+        v->data = map->default_value.data;
+
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, value, len);
+
+    v->len = len;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+/* ::ffff:a.b.c.d, without the alignment IN6_IS_ADDR_V4MAPPED needs */
+
+static ngx_flag_t
+ngx_http_ratelimit_pg_v4mapped(u_char *addr)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 10; i++) {
+        if (addr[i] != 0) {
+            return 0;
+        }
+    }
+
+    return addr[10] == 0xff && addr[11] == 0xff;
+}
+
+
+/* the key of addr (4 or 16 bytes, network order) masked to bits */
+
+static size_t
+ngx_http_ratelimit_pg_cidr_mask(u_char *key, ngx_uint_t family,
+    u_char *addr, ngx_uint_t bits)
+{
+    size_t      alen, full;
+    ngx_uint_t  rem;
+
+    alen = family ? 16 : 4;
+    full = bits / 8;
+    rem = bits % 8;
+
+    key[0] = (u_char) family;
+    key[1] = (u_char) bits;
+
+    ngx_memcpy(key + 2, addr, full);
+
+    if (full < alen) {
+        key[2 + full] = rem ? (u_char) (addr[full] & (0xffu << (8 - rem)))
+                            : 0;
+        ngx_memzero(key + 3 + full, alen - full - 1);
+    }
+
+    return 2 + alen;
+}
+
+
+/* the longest prefix of the copy that holds addr, its value copied out */
+
+static ngx_flag_t
+ngx_http_ratelimit_pg_cidr_lookup(ngx_http_ratelimit_pg_shctx_t *sh,
+    ngx_uint_t family, u_char *addr, u_char *value, size_t *len)
+{
+    size_t                          klen;
+    ngx_int_t                       bits;
+    ngx_uint_t                      slot;
+    ngx_http_ratelimit_pg_entry_t  *e;
+    ngx_http_ratelimit_pg_table_t  *t;
+    u_char                          key[NGX_HTTP_RATELIMIT_PG_CIDR_KEY_LEN];
+
+    slot = ngx_http_ratelimit_pg_pin(sh);
+
+    t = sh->tables[slot];
+    e = NULL;
+
+    for (bits = family ? 128 : 32; t && bits >= 0; bits--) {
+
+        if (!t->lens[family][bits]) {
+            continue;
+        }
+
+        klen = ngx_http_ratelimit_pg_cidr_mask(key, family, addr, bits);
+
+        e = ngx_http_ratelimit_pg_find(t, ngx_crc32_short(key, klen), key,
+                                       klen);
+        if (e) {
+            if (value) {
+                ngx_memcpy(value, e->data + e->klen, e->vlen);
+                *len = e->vlen;
+            }
+
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&sh->readers[slot], -1);
+
+    return e != NULL;
+}
+
+
+/*
+ * Pins the current slot: the caller reads its copy and then leaves with
+ * ngx_atomic_fetch_add(&sh->readers[slot], -1).  If the slot stopped being
+ * current meanwhile, its copy may be freed at any moment: leave it and pin
+ * the new one.
+ */
+
+static ngx_uint_t
+ngx_http_ratelimit_pg_pin(ngx_http_ratelimit_pg_shctx_t *sh)
+{
+    ngx_atomic_uint_t  slot;
 
     for ( ;; ) {
         slot = sh->current;
@@ -328,32 +563,42 @@ ngx_http_ratelimit_pg_lookup(ngx_http_ratelimit_pg_shctx_t *sh,
 
     ngx_memory_barrier();
 
-    t = sh->tables[slot];
-    found = 0;
+    return slot;
+}
 
-    if (t) {
-        off = t->buckets[hash & t->mask];
 
-        while (off) {
-            e = (ngx_http_ratelimit_pg_entry_t *) (t->arena + off - 1);
+static ngx_http_ratelimit_pg_entry_t *
+ngx_http_ratelimit_pg_find(ngx_http_ratelimit_pg_table_t *t, uint32_t hash,
+    u_char *key, size_t len)
+{
+    uint32_t                        off;
+    ngx_http_ratelimit_pg_entry_t  *e;
 
-            if (e->hash == hash
-                && e->klen == key->len
-                && ngx_memcmp(e->data, key->data, key->len) == 0)
-            {
-                ngx_memcpy(value, e->data + e->klen, e->vlen);
-                *len = e->vlen;
-                found = 1;
-                break;
-            }
+    for (off = t->buckets[hash & t->mask]; off; off = e->next) {
+        e = (ngx_http_ratelimit_pg_entry_t *) (t->arena + off - 1);
 
-            off = e->next;
+        if (e->hash == hash
+            && e->klen == len
+            && ngx_memcmp(e->data, key, len) == 0)
+        {
+            return e;
         }
     }
 
-    (void) ngx_atomic_fetch_add(&sh->readers[slot], -1);
+    return NULL;
+}
 
-    return found;
+
+/* ratelimit_ddos's allow_pg=: is addr (AF_INET: 4 bytes, AF_INET6: 16,
+ * network order) in the map */
+
+ngx_flag_t
+ngx_http_ratelimit_pg_map_match(ngx_http_ratelimit_pg_map_t *map,
+    ngx_uint_t family, u_char *addr)
+{
+    return ngx_http_ratelimit_pg_cidr_lookup(map->sh,
+                                             family == AF_INET ? 0 : 1,
+                                             addr, NULL, NULL);
 }
 
 
@@ -563,16 +808,32 @@ static void
 ngx_http_ratelimit_pg_measure(ngx_http_ratelimit_pg_map_t *map)
 {
     int                               end;
+    u_char                           *key;
     size_t                            klen, vlen, size;
     uint32_t                          before;
     ngx_http_ratelimit_pg_install_t  *in;
+    u_char                            buf[NGX_HTTP_RATELIMIT_PG_CIDR_KEY_LEN];
 
     in = &map->in;
     end = ngx_min(in->rows, in->row + NGX_HTTP_RATELIMIT_PG_ROWS_PER_PASS);
 
     for ( /* void */ ; in->row < end; in->row++) {
 
-        switch (ngx_http_ratelimit_pg_row(in->res, in->row, &klen, &vlen)) {
+        switch (ngx_http_ratelimit_pg_parse_row(map, in->row, buf, &key,
+                                                &klen, &vlen))
+        {
+        case NGX_HTTP_RATELIMIT_PG_ROW_BAD_CIDR:
+            if (in->ld.bad++ == 0) {
+                in->bad_first = in->row + 1;
+                ngx_crc32_init(in->bad_crc);
+            }
+
+            /* the set of bad keys, to warn of it once */
+            ngx_crc32_update(&in->bad_crc,
+                             (u_char *) PQgetvalue(in->res, in->row, 0),
+                             PQgetlength(in->res, in->row, 0));
+            ngx_crc32_update(&in->bad_crc, (u_char *) "\n", 1);
+            continue;
 
         case NGX_HTTP_RATELIMIT_PG_ROW_NULL:
             in->ld.nulls++;
@@ -752,6 +1013,9 @@ ngx_http_ratelimit_pg_fill(ngx_http_ratelimit_pg_map_t *map)
         sh->rows = in->table->nentries;
         sh->loaded = 1;
 
+        in->bad_new = (in->ld.bad && in->bad_crc != sh->bad_crc);
+        sh->bad_crc = in->ld.bad ? in->bad_crc : 0;
+
         sh->next = now + map->refresh;
         sh->owner = 0;
     }
@@ -786,11 +1050,12 @@ ngx_http_ratelimit_pg_fill_rows(ngx_http_ratelimit_pg_map_t *map,
 {
     u_char                           *key, *value;
     size_t                            klen, vlen;
-    uint32_t                          hash, off, *head;
+    uint32_t                          hash, *head;
     ngx_uint_t                        i, installed;
     ngx_http_ratelimit_pg_entry_t    *e;
     ngx_http_ratelimit_pg_table_t    *t;
     ngx_http_ratelimit_pg_install_t  *in;
+    u_char                            buf[NGX_HTTP_RATELIMIT_PG_CIDR_KEY_LEN];
 
     in = &map->in;
     t = in->table;
@@ -798,7 +1063,8 @@ ngx_http_ratelimit_pg_fill_rows(ngx_http_ratelimit_pg_map_t *map,
 
     for (i = 0; i < max && in->row < in->rows && in->taken < in->n; i++) {
 
-        if (ngx_http_ratelimit_pg_row(in->res, in->row++, &klen, &vlen)
+        if (ngx_http_ratelimit_pg_parse_row(map, in->row++, buf, &key, &klen,
+                                            &vlen)
             != NGX_HTTP_RATELIMIT_PG_ROW_OK)
         {
             continue;
@@ -806,7 +1072,6 @@ ngx_http_ratelimit_pg_fill_rows(ngx_http_ratelimit_pg_map_t *map,
 
         in->taken++;
 
-        key = (u_char *) PQgetvalue(in->res, in->row - 1, 0);
         value = (u_char *) PQgetvalue(in->res, in->row - 1, 1);
 
         hash = ngx_crc32_short(key, klen);
@@ -814,20 +1079,14 @@ ngx_http_ratelimit_pg_fill_rows(ngx_http_ratelimit_pg_map_t *map,
 
         /* the first row wins */
 
-        for (off = *head; off; off = e->next) {
-            e = (ngx_http_ratelimit_pg_entry_t *) (t->arena + off - 1);
-
-            if (e->hash == hash
-                && e->klen == klen
-                && ngx_memcmp(e->data, key, klen) == 0)
-            {
-                break;
-            }
-        }
-
-        if (off) {
+        if (ngx_http_ratelimit_pg_find(t, hash, key, klen)) {
             in->ld.duplicates++;
             continue;
+        }
+
+        if (map->match == NGX_HTTP_RATELIMIT_PG_MATCH_CIDR) {
+            /* the copy is not current yet: no reader sees this */
+            t->lens[key[0]][key[1]] = 1;
         }
 
         e = (ngx_http_ratelimit_pg_entry_t *) (t->arena + in->used);
@@ -890,6 +1149,10 @@ ngx_http_ratelimit_pg_installed(ngx_http_ratelimit_pg_map_t *map,
                       "ratelimit_pg_map \"%V\": %ui rows dropped, zone "
                       "\"%V\" is full (it must hold two copies of the map)",
                       &map->name, in->ld.dropped, &map->shm_zone->shm.name);
+    }
+
+    if (in->ld.bad) {
+        ngx_http_ratelimit_pg_bad_rows(map);
     }
 
     ngx_http_ratelimit_pg_install_free(map);
@@ -1044,6 +1307,159 @@ ngx_http_ratelimit_pg_row(PGresult *res, int row, size_t *klen, size_t *vlen)
 }
 
 
+/* a row of this map's result: the key as stored (match=cidr: binary,
+ * in buf) */
+
+static ngx_http_ratelimit_pg_row_e
+ngx_http_ratelimit_pg_parse_row(ngx_http_ratelimit_pg_map_t *map, int row,
+    u_char *buf, u_char **key, size_t *klen, size_t *vlen)
+{
+    PGresult                     *res;
+    ngx_str_t                     text;
+    ngx_http_ratelimit_pg_row_e   rc;
+
+    res = map->in.res;
+
+    rc = ngx_http_ratelimit_pg_row(res, row, klen, vlen);
+
+    if (map->match != NGX_HTTP_RATELIMIT_PG_MATCH_CIDR) {
+        *key = (u_char *) PQgetvalue(res, row, 0);
+        return rc;
+    }
+
+    if (rc == NGX_HTTP_RATELIMIT_PG_ROW_TOO_LONG
+        && (size_t) PQgetlength(res, row, 0) > NGX_HTTP_RATELIMIT_PG_MAX_LEN)
+    {
+        /* no address is that long: a bad key, whatever the value */
+        return NGX_HTTP_RATELIMIT_PG_ROW_BAD_CIDR;
+    }
+
+    if (rc != NGX_HTTP_RATELIMIT_PG_ROW_OK) {
+        return rc;
+    }
+
+    text.data = (u_char *) PQgetvalue(res, row, 0);
+    text.len = *klen;
+
+    if (ngx_http_ratelimit_pg_cidr_key(&text, buf, klen) != NGX_OK) {
+        return NGX_HTTP_RATELIMIT_PG_ROW_BAD_CIDR;
+    }
+
+    *key = buf;
+
+    return NGX_HTTP_RATELIMIT_PG_ROW_OK;
+}
+
+
+/* "192.0.2.0/24", "2001:db8::/32", "192.0.2.7": the binary key, its host
+ * bits cleared (as PostgreSQL's inet type allows them) */
+
+static ngx_int_t
+ngx_http_ratelimit_pg_cidr_key(ngx_str_t *text, u_char *key, size_t *klen)
+{
+    u_char      *addr, *mask, b;
+    ngx_uint_t   family, bits, i, alen;
+    ngx_cidr_t   cidr;
+
+    if (ngx_ptocidr(text, &cidr) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    switch (cidr.family) {
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        family = 1;
+        addr = cidr.u.in6.addr.s6_addr;
+        mask = cidr.u.in6.mask.s6_addr;
+        alen = 16;
+        break;
+#endif
+
+    case AF_INET:
+        family = 0;
+        addr = (u_char *) &cidr.u.in.addr;
+        mask = (u_char *) &cidr.u.in.mask;
+        alen = 4;
+        break;
+
+    default:
+        return NGX_ERROR;
+    }
+
+    /* ngx_ptocidr() makes contiguous masks */
+    bits = 0;
+
+    for (i = 0; i < alen; i++) {
+        for (b = mask[i]; b & 0x80; b <<= 1) {
+            bits++;
+        }
+    }
+
+    if (family == 1 && bits >= 96 && ngx_http_ratelimit_pg_v4mapped(addr)) {
+        family = 0;
+        addr += 12;
+        bits -= 96;
+    }
+
+    *klen = ngx_http_ratelimit_pg_cidr_mask(key, family, addr, bits);
+
+    return NGX_OK;
+}
+
+
+/* one warning when the rows that are no address or CIDR change, an info
+ * line at the other loads */
+
+static void
+ngx_http_ratelimit_pg_bad_rows(ngx_http_ratelimit_pg_map_t *map)
+{
+    u_char                           *p, *key, *end;
+    size_t                            len;
+    ngx_uint_t                        level;
+    ngx_http_ratelimit_pg_install_t  *in;
+    u_char                            shown[NGX_HTTP_RATELIMIT_PG_SHOWN_MAX * 4
+                                            + 3];
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    in = &map->in;
+
+    key = (u_char *) PQgetvalue(in->res, in->bad_first - 1, 0);
+    len = PQgetlength(in->res, in->bad_first - 1, 0);
+
+    /* anything from the table: printable ASCII only in the log */
+
+    end = key + ngx_min(len, NGX_HTTP_RATELIMIT_PG_SHOWN_MAX);
+
+    for (p = shown; key < end; key++) {
+
+        if (*key >= 0x20 && *key < 0x7f && *key != '"' && *key != '\\') {
+            *p++ = *key;
+            continue;
+        }
+
+        *p++ = '\\';
+        *p++ = 'x';
+        *p++ = hex[*key >> 4];
+        *p++ = hex[*key & 0xf];
+    }
+
+    if (len > NGX_HTTP_RATELIMIT_PG_SHOWN_MAX) {
+        p = ngx_cpymem(p, "...", 3);
+    }
+
+    level = in->bad_new ? NGX_LOG_WARN : NGX_LOG_INFO;
+
+    ngx_log_error(level, map->log, 0,
+                  "ratelimit_pg_map \"%V\": %ui rows skipped, their key is "
+                  "not an address or CIDR, the first in row %d: \"%*s\"%s",
+                  &map->name, in->ld.bad, in->bad_first,
+                  (size_t) (p - shown), shown,
+                  in->bad_new ? "" : " (as at the previous load)");
+}
+
+
 /* the size of a copy of the first n usable rows */
 
 static size_t
@@ -1118,6 +1534,7 @@ ngx_http_ratelimit_pg_table_alloc(ngx_slab_pool_t *shpool,
     t->arena = (u_char *) (t->buckets + nb);
 
     ngx_memzero(t->buckets, nb * sizeof(uint32_t));
+    ngx_memzero(t->lens, sizeof(t->lens));
 
     in->n = n;
 
@@ -1448,6 +1865,24 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "match=", 6) == 0) {
+
+            if (ngx_strcmp(value[i].data + 6, "exact") == 0) {
+                map->match = NGX_HTTP_RATELIMIT_PG_MATCH_EXACT;
+
+            } else if (ngx_strcmp(value[i].data + 6, "cidr") == 0) {
+                map->match = NGX_HTTP_RATELIMIT_PG_MATCH_CIDR;
+
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"match\" value \"%V\": "
+                                   "\"exact\" or \"cidr\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
             if (ngx_edge_conf_parse_zone(cf, &value[i], &zname, &size)
                 != NGX_OK)
@@ -1553,7 +1988,9 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    v->get_handler = ngx_http_ratelimit_pg_variable;
+    v->get_handler = (map->match == NGX_HTTP_RATELIMIT_PG_MATCH_CIDR)
+                     ? ngx_http_ratelimit_pg_cidr_variable
+                     : ngx_http_ratelimit_pg_variable;
     v->data = (uintptr_t) map;
 
     if (rmcf->pg_maps == NULL) {
@@ -1572,4 +2009,47 @@ ngx_http_ratelimit_pg_map(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *mp = map;
 
     return NGX_CONF_OK;
+}
+
+
+/* ratelimit_ddos's allow_pg=: a map declared above, by its variable's
+ * name, with or without its "$" */
+
+ngx_http_ratelimit_pg_map_t *
+ngx_http_ratelimit_pg_map_find(ngx_http_ratelimit_main_conf_t *rmcf,
+    ngx_str_t *name)
+{
+    ngx_str_t                      n;
+    ngx_uint_t                     i;
+    ngx_http_ratelimit_pg_map_t  **maps;
+
+    if (rmcf->pg_maps == NULL || name->len == 0) {
+        return NULL;
+    }
+
+    n = *name;
+
+    if (n.data[0] == '$') {
+        n.data++;
+        n.len--;
+    }
+
+    maps = rmcf->pg_maps->elts;
+
+    for (i = 0; i < rmcf->pg_maps->nelts; i++) {
+        if (maps[i]->name.len == n.len + 1
+            && ngx_strncmp(maps[i]->name.data + 1, n.data, n.len) == 0)
+        {
+            return maps[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_flag_t
+ngx_http_ratelimit_pg_map_is_cidr(ngx_http_ratelimit_pg_map_t *map)
+{
+    return map->match == NGX_HTTP_RATELIMIT_PG_MATCH_CIDR;
 }

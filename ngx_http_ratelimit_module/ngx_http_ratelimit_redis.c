@@ -318,15 +318,22 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
  * pipelined with everything else the worker sends in this pass of its
  * event loop:
  *     INCRBY rl:{prefix:key}:s<k> cost     the current window's count
- *     PEXPIRE rl:{prefix:key}:s<k> ms      kept while it can be weighted
  *     GET rl:{prefix:key}:s<k-1>           the previous window's count
  *     [PTTL rl:{prefix:key}:b]             with bans: is the key banned
- * k is the window of this node's wall clock (the nodes' clocks must
- * agree: Redis's TIME cannot name a key in the same round trip).  The
- * decision is made here from the replies.  INCRBY counts the request
- * before anyone knows whether it passes, so a refused (or banned) request
- * takes its cost back with DECRBY (and PEXPIRE again) before it is
- * answered: refused requests change nothing, as with GCRA.  Between the
+ * and, once INCRBY's reply says the key is new (the count is the cost),
+ *     PEXPIRE rl:{prefix:key}:s<k> ms      kept while it can be weighted
+ * not waited for: a returning key costs Redis two commands, not three
+ * (PEXPIRE on every call was a third of Redis's time for them).  Should
+ * that PEXPIRE be lost (the connection lost between the two), the key
+ * gets it again when its count crosses a power of two (1, 2, 4, 8 ...:
+ * a few commands per window for a busy key), and at every refusal's
+ * DECRBY; only a key with no later request in its window stays without
+ * an expiry.  k is the window of this node's wall clock (the nodes'
+ * clocks must agree: Redis's TIME cannot name a key in the same round
+ * trip).  The decision is made here from the replies.  INCRBY counts the
+ * request before anyone knows whether it passes, so a refused (or banned)
+ * request takes its cost back with DECRBY (and PEXPIRE again) before it
+ * is answered: refused requests change nothing, as with GCRA.  Between the
  * two, concurrent decisions on the key see the refused cost too: they can
  * be refused when they would have passed, never passed when they should
  * have been refused.  With bans, a refusal also counts toward a ban, in
@@ -335,10 +342,10 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
  * and DEL of the count, as the GCRA script does.
  */
 
+/* chk->sw_cmds[]: the commands whose replies are waited for */
 #define NGX_HTTP_RATELIMIT_SW_INCR    0
-#define NGX_HTTP_RATELIMIT_SW_EXPIRE  1
-#define NGX_HTTP_RATELIMIT_SW_GET     2
-#define NGX_HTTP_RATELIMIT_SW_BAN     3
+#define NGX_HTTP_RATELIMIT_SW_GET     1
+#define NGX_HTTP_RATELIMIT_SW_BAN     2
 
 /* chk->argv holds the keys */
 #define NGX_HTTP_RATELIMIT_SW_CUR       0   /* the current window */
@@ -349,6 +356,7 @@ ngx_http_ratelimit_redis_reply(void *data, redisReply *reply, ngx_int_t rc)
 
 
 static void ngx_http_ratelimit_sw_conclude(ngx_http_ratelimit_check_t *chk);
+static void ngx_http_ratelimit_sw_expire(ngx_http_ratelimit_check_t *chk);
 
 
 static void
@@ -457,6 +465,43 @@ ngx_http_ratelimit_sw_integer(redisReply *reply, int64_t *n)
 }
 
 
+/*
+ * Does INCRBY's count (cost included) call for a PEXPIRE: the key is new
+ * (nothing before), or the count crossed a power of two, which gives a
+ * key whose first PEXPIRE was lost its expiry back at little cost
+ */
+
+static ngx_flag_t
+ngx_http_ratelimit_sw_expire_due(int64_t count, int64_t cost)
+{
+    int64_t  before;
+
+    before = count - cost;
+
+    if (before <= 0) {
+        return 1;
+    }
+
+    /* the highest bit of count is above those of before */
+    return (count ^ before) > before;
+}
+
+
+/* the current window's count is weighted until the next one ends */
+
+static void
+ngx_http_ratelimit_sw_expire(ngx_http_ratelimit_check_t *chk)
+{
+    int64_t  w, k;
+
+    w = chk->zone->window;
+    k = chk->sw_now / w;
+
+    ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_CUR, "PEXPIRE",
+                                 ((k + 2) * w - chk->sw_now) / 1000 + 1, 1);
+}
+
+
 static void
 ngx_http_ratelimit_sw_reply(ngx_http_ratelimit_check_t *chk, ngx_uint_t which,
     redisReply *reply, ngx_int_t rc)
@@ -485,6 +530,11 @@ ngx_http_ratelimit_sw_reply(ngx_http_ratelimit_check_t *chk, ngx_uint_t which,
         case NGX_HTTP_RATELIMIT_SW_INCR:
             chk->sw_count = n;
             chk->sw_counted = 1;
+
+            if (ngx_http_ratelimit_sw_expire_due(n, chk->gcra.cost)) {
+                ngx_http_ratelimit_sw_expire(chk);
+            }
+
             break;
 
         case NGX_HTTP_RATELIMIT_SW_GET:
@@ -514,14 +564,6 @@ ngx_http_ratelimit_sw_incr_reply(void *data, redisReply *reply, ngx_int_t rc)
 
 
 static void
-ngx_http_ratelimit_sw_expire_reply(void *data, redisReply *reply,
-    ngx_int_t rc)
-{
-    ngx_http_ratelimit_sw_reply(data, NGX_HTTP_RATELIMIT_SW_EXPIRE, reply, rc);
-}
-
-
-static void
 ngx_http_ratelimit_sw_get_reply(void *data, redisReply *reply, ngx_int_t rc)
 {
     ngx_http_ratelimit_sw_reply(data, NGX_HTTP_RATELIMIT_SW_GET, reply, rc);
@@ -539,8 +581,8 @@ ngx_int_t
 ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
     ngx_http_ratelimit_ctx_t *ctx, ngx_http_ratelimit_check_t *chk)
 {
-    u_char                     *p, cost[NGX_INT64_LEN], ttl[NGX_INT64_LEN];
-    size_t                      len, cost_len, ttl_len;
+    u_char                     *p, cost[NGX_INT64_LEN];
+    size_t                      len, cost_len;
     int64_t                     w, k, now;
     ngx_uint_t                  i;
     ngx_http_ratelimit_zone_t  *zone;
@@ -591,25 +633,17 @@ ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
 
     cost_len = ngx_sprintf(cost, "%L", chk->gcra.cost) - cost;
 
-    /* the current window's count is weighted until the next one ends */
-    ttl_len = ngx_sprintf(ttl, "%L", ((k + 2) * w - now) / 1000 + 1) - ttl;
-
     chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_INCR] =
         ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_incr_reply,
                                       NGX_HTTP_RATELIMIT_SW_CUR, "INCRBY",
                                       (const char *) cost, cost_len);
-
-    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_EXPIRE] =
-        ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_expire_reply,
-                                      NGX_HTTP_RATELIMIT_SW_CUR, "PEXPIRE",
-                                      (const char *) ttl, ttl_len);
 
     chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] =
         ngx_http_ratelimit_sw_command(chk, ngx_http_ratelimit_sw_get_reply,
                                       NGX_HTTP_RATELIMIT_SW_PREV, "GET",
                                       NULL, 0);
 
-    chk->sw_pending = 3;
+    chk->sw_pending = 2;
 
     if (zone->ban_threshold) {
         chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_BAN] =
@@ -617,7 +651,7 @@ ngx_http_ratelimit_sw_send(ngx_http_request_t *r,
                                           ngx_http_ratelimit_sw_ban_reply,
                                           NGX_HTTP_RATELIMIT_SW_BANNED,
                                           "PTTL", NULL, 0);
-        chk->sw_pending = 4;
+        chk->sw_pending = 3;
     }
 
     for (i = 0; i < chk->sw_pending; i++) {
@@ -679,6 +713,27 @@ ngx_http_ratelimit_sw_uncount_reply(void *data, redisReply *reply,
 }
 
 
+/* the ban's SET is answered: the request told BANNED next finds the ban
+ * wherever it goes (the SET fails: the worker's cache still bans it) */
+
+static void
+ngx_http_ratelimit_sw_ban_set_reply(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_ratelimit_check_t *chk = data;
+
+    chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_BAN] = NULL;
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_ratelimit_log_reply(chk, reply);
+    }
+
+    if (--chk->sw_pending == 0) {
+        ngx_http_ratelimit_sw_finish(chk);
+    }
+}
+
+
 /* in a zone with bans, the refusals' count decides between a refusal and
  * a ban */
 
@@ -688,7 +743,10 @@ ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
 {
     ngx_http_ratelimit_check_t *chk = data;
 
+    size_t                      len;
+    ngx_edge_redis_cmd_t       *cmd;
     ngx_http_ratelimit_zone_t  *zone;
+    u_char                      num[NGX_INT64_LEN];
 
     zone = chk->zone;
     chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_GET] = NULL;
@@ -704,11 +762,25 @@ ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
         }
 
         if (reply->integer >= (long long) zone->ban_threshold) {
-            ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_BANNED,
-                                         "SET", (int64_t) zone->ban_duration,
-                                         1);
+            /*
+             * The ban is in Redis before the request is answered: the
+             * client's next request, on another worker or node, must not
+             * race with it.  The count goes first, on the same
+             * connection, so it is gone by the SET's reply too.
+             */
             ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_REFUSALS,
                                          "DEL", 0, 0);
+
+            len = ngx_sprintf(num, "%M", zone->ban_duration) - num;
+
+            cmd = ngx_http_ratelimit_sw_command(chk,
+                                          ngx_http_ratelimit_sw_ban_set_reply,
+                                          NGX_HTTP_RATELIMIT_SW_BANNED, "SET",
+                                          (const char *) num, len);
+            if (cmd) {
+                chk->sw_cmds[NGX_HTTP_RATELIMIT_SW_BAN] = cmd;
+                chk->sw_pending++;
+            }
 
             chk->status = NGX_HTTP_RATELIMIT_BANNED;
             chk->verdict.retry = (int64_t) zone->ban_duration * 1000;
@@ -728,14 +800,11 @@ ngx_http_ratelimit_sw_refusals_reply(void *data, redisReply *reply,
 static void
 ngx_http_ratelimit_sw_uncount(ngx_http_ratelimit_check_t *chk)
 {
-    int64_t                     w, k;
     ngx_edge_redis_cmd_t       *cmd;
     ngx_http_ratelimit_zone_t  *zone;
     u_char                      num[NGX_INT64_LEN];
 
     zone = chk->zone;
-    w = zone->window;
-    k = chk->sw_now / w;
 
     chk->sw_pending = 0;
 
@@ -750,8 +819,7 @@ ngx_http_ratelimit_sw_uncount(ngx_http_ratelimit_check_t *chk)
         chk->sw_pending++;
     }
 
-    ngx_http_ratelimit_sw_effect(chk, NGX_HTTP_RATELIMIT_SW_CUR, "PEXPIRE",
-                                 ((k + 2) * w - chk->sw_now) / 1000 + 1, 1);
+    ngx_http_ratelimit_sw_expire(chk);
 
     if (zone->ban_threshold && chk->status == NGX_HTTP_RATELIMIT_REJECTED) {
         cmd = ngx_http_ratelimit_sw_command(chk,

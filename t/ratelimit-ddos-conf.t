@@ -135,3 +135,99 @@ X-Rate: d=100r/s,o=10r/s
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*invalid parameter "rate=100r\/s"/
+
+
+
+=== TEST 11: allow_pg= naming no ratelimit_pg_map is refused
+--- http_config
+    ratelimit_ddos zone=d:1m rate=100r/s threshold=200 ban=1h
+                   allow_pg=$partners;
+--- config
+    location = /t { root html; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"allow_pg=\$partners": no "ratelimit_pg_map" declares the variable "\$partners" above this directive/
+
+
+
+=== TEST 12: allow_pg= naming a map declared below is refused
+--- http_config
+    ratelimit_ddos zone=d:1m rate=100r/s threshold=200 ban=1h
+                   allow_pg=partners;
+    ratelimit_pg_map $remote_addr $partners match=cidr
+                     "dsn=$TEST_NGINX_PG_DSN" "query=SELECT 1, 2";
+--- config
+    location = /t { root html; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"allow_pg=partners": no "ratelimit_pg_map" declares the variable "partners" above this directive/
+
+
+
+=== TEST 13: allow_pg= naming a map of exact keys is refused
+--- http_config
+    ratelimit_pg_map $http_x_api_key $tier
+                     "dsn=$TEST_NGINX_PG_DSN" "query=SELECT 1, 2";
+    ratelimit_ddos zone=d:1m rate=100r/s threshold=200 ban=1h
+                   allow_pg=$tier;
+--- config
+    location = /t { root html; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"allow_pg=\$tier": the "ratelimit_pg_map" of "\$tier" must have "match=cidr"/
+
+
+
+=== TEST 14: allow_pg= given twice is refused
+--- http_config
+    ratelimit_pg_map $remote_addr $partners match=cidr
+                     "dsn=$TEST_NGINX_PG_DSN" "query=SELECT 1, 2";
+    ratelimit_ddos zone=d:1m rate=100r/s threshold=200 ban=1h
+                   allow_pg=$partners allow_pg=$partners;
+--- config
+    location = /t { root html; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*duplicate "allow_pg" parameter "allow_pg=\$partners"/
+
+
+
+=== TEST 15: an empty allow_pg= is refused
+--- http_config
+    ratelimit_ddos zone=d:1m rate=100r/s threshold=200 ban=1h allow_pg=;
+--- config
+    location = /t { root html; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"allow_pg=": no "ratelimit_pg_map" declares the variable "" above this directive/
+
+
+
+=== TEST 16: ratelimit_pg_map match= other than exact or cidr is refused
+--- http_config
+    ratelimit_pg_map $remote_addr $partners match=prefix
+                     "dsn=$TEST_NGINX_PG_DSN" "query=SELECT 1, 2";
+--- config
+    location = /t { root html; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "match" value "match=prefix": "exact" or "cidr"/
+
+
+
+=== TEST 17: allow_pg= with a match=cidr map declared above is accepted
+--- http_config
+    ratelimit_pg_map $remote_addr $partners match=cidr
+                     "dsn=$TEST_NGINX_PG_DSN" "query=SELECT 1, 2";
+    ratelimit_ddos zone=d:1m rate=100r/s threshold=200 ban=1h
+                   allow_pg=$partners;
+--- config
+    location = /t { return 200 "ok\n"; }
+--- request
+GET /t
+--- response_body
+ok
+--- no_error_log
+[emerg]
+[alert]
+[crit]

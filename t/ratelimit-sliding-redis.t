@@ -1,6 +1,7 @@
-# algorithm=sliding_window in Redis: plain pipelined commands (INCRBY and
-# PEXPIRE of the current window's key, GET of the previous one's, PTTL of
-# the ban with bans), no script.  Windows are aligned on the node's wall
+# algorithm=sliding_window in Redis: plain pipelined commands (INCRBY of
+# the current window's key, GET of the previous one's, PTTL of the ban
+# with bans; PEXPIRE of the current window's key once INCRBY says it is
+# new), no script.  Windows are aligned on the node's wall
 # clock, which this test reads too; nginx's cached time for a decision lies
 # between our sending the request (less a millisecond: nginx keeps
 # milliseconds) and reading its answer, and every timing assertion is a
@@ -130,14 +131,63 @@ ok(wait_until(10, sub { $nginx->decision('/sw?k=warm') eq '200 PASSED' }),
 }
 
 
-# --- the commands: INCRBY, PEXPIRE, GET, no script
-{
+# --- the commands: INCRBY, GET, PEXPIRE once the key is new, no script
+sub reset_stats {
     wait_until(10, sub { (redis_command('CONFIG', 'RESETSTAT') // '') eq 'OK'
                          && redis_calls('decrby') == 0 });
+}
+
+{
+    reset_stats();
     is($nginx->decision('/sw?k=' . fresh_key()), '200 PASSED', 'a decision');
+    # the PEXPIRE leaves once INCRBY's reply is in, not waited for
+    wait_until(10, sub { redis_calls('pexpire') >= 1 });
     is(redis_calls('incrby') . redis_calls('pexpire') . redis_calls('get')
        . redis_calls('evalsha'), '1110',
-       'one decision: INCRBY, PEXPIRE and GET, no EVALSHA');
+       'a new key: INCRBY, GET and its PEXPIRE, no EVALSHA');
+}
+
+
+# --- a returning key: INCRBY and GET only; PEXPIRE again when its count
+# crosses a power of two
+{
+    my ($k, @d) = within_one_window(60, sub {
+        my $key = fresh_key();
+        reset_stats();
+        my @a = decisions("/sw?k=$key", 4);
+        # counts 1, 2 and 4 cross a power of two
+        wait_until(10, sub { redis_calls('pexpire') >= 3 });
+        reset_stats();
+        push @a, decisions("/sw?k=$key", 3);    # counts 5, 6, 7
+        push @a, decisions("/sw?k=$key", 1);    # 8
+        wait_until(10, sub { redis_calls('pexpire') >= 1 });
+        @a;
+    });
+    is(count('200 PASSED', @d), 8, '8 decisions on one key pass');
+    is(redis_calls('incrby') . redis_calls('get') . redis_calls('pexpire'),
+       '441', 'counts 5 to 8: INCRBY and GET each, one PEXPIRE (at 8)');
+}
+
+
+# --- a key whose PEXPIRE was lost (the connection lost between INCRBY and
+# PEXPIRE) gets it back
+{
+    my ($lost, $back);
+    my ($k, @d) = within_one_window(60, sub {
+        my $key = fresh_key();
+        my $name = "rl:{sw:$key}:s" . floor(time / 60);
+        my @a = decisions("/sw?k=$key", 1);
+        wait_until(10, sub { (redis_command('PTTL', $name) // -2) > 0 });
+        redis_command('PERSIST', $name);
+        $lost = redis_command('PTTL', $name);
+        push @a, decisions("/sw?k=$key", 1);    # count 2
+        wait_until(10, sub { ($back = redis_command('PTTL', $name)) > 0 });
+        @a;
+    });
+    is(count('200 PASSED', @d), 2, 'two decisions pass');
+    is($lost, -1, 'the key without an expiry (PERSIST)');
+    ok($back > 0 && $back <= 120001,
+       "the next count that crosses a power of two sets it again ($back ms)");
 }
 
 
