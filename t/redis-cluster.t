@@ -77,7 +77,6 @@ sub calls {
 }
 
 my $free = \&Test::Edge::Nginx::free_port;
-my @ports = ($free->(), $free->(), $free->());
 
 
 # --- nginx -t: bad parameters
@@ -266,6 +265,10 @@ HTTP
 
 
 # --- a 3-primary cluster
+# the ports picked just before they are used: the blocks above start
+# servers of their own and other runs share the box, so a port picked at
+# the start may be taken by then (once a node did not start, no pid file)
+my @ports = ($free->(), $free->(), $free->());
 start_node($_) for @ports;
 my $out = `redis-cli --cluster create @{[map { "127.0.0.1:$_" } @ports]} --cluster-yes 2>&1`;
 is($? >> 8, 0, 'redis-cli --cluster create') or diag($out);
