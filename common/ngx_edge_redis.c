@@ -2173,6 +2173,15 @@ ngx_edge_redis_next_node(ngx_edge_redis_server_t *server, ngx_uint_t from)
 }
 
 
+void
+ngx_edge_redis_refresh_map(ngx_edge_redis_server_t *server)
+{
+    if (server->nseeds) {
+        ngx_edge_redis_cluster_refresh_soon(server->cluster);
+    }
+}
+
+
 /* a plain command on this server's (or Cluster node's) connection */
 
 static ngx_edge_redis_cmd_t *

@@ -267,6 +267,12 @@ NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_command(
 NGX_EDGE_API ngx_int_t ngx_edge_redis_next_node(
     ngx_edge_redis_server_t *server, ngx_uint_t from);
 
+/* A caller whose command to a node failed as if the map were stale (a
+ * node demoted to a replica answers "non local key" to a keyless
+ * script): the map is asked again soon, as after MOVED.  Nothing for a
+ * server that is not a Cluster. */
+NGX_EDGE_API void ngx_edge_redis_refresh_map(ngx_edge_redis_server_t *server);
+
 /* A plain command sent to that node whatever its keys (none, or keys the
  * node holds: a SCAN's); as ngx_edge_redis_send_command() otherwise. */
 NGX_EDGE_API ngx_edge_redis_cmd_t *ngx_edge_redis_send_command_to(

@@ -138,8 +138,11 @@ typedef struct {
     ngx_str_t                    glob;       /* "<zone>:{*}" */
 
     /* Redis Cluster: the node being scanned (-1: none yet), its cursor,
-     * and its last batch's counts, to add to the job's hash */
+     * and its last batch's counts, to add to the job's hash once (the
+     * batches are numbered: a progress call resent after a timeout is
+     * not added twice) */
     ngx_int_t                    node;
+    ngx_uint_t                   batch;
     ngx_str_t                    kind;
     ngx_str_t                    match;
     u_char                       cursor[NGX_INT64_LEN + 1];
@@ -305,6 +308,13 @@ static ngx_str_t  ngx_http_cache_purge_start_lua = ngx_string(
     "  return string.find(s, '^' .. sg[n][1], start) ~= nil\n"                \
     "end\n"
 
+/*
+ * A key the node cannot read but for its type is an error of the batch:
+ * a Cluster node demoted to a replica answers "non local key" for every
+ * key it still holds, and a batch that skipped them would end the node's
+ * scan with its entries left.  Failed, the batch is sent again, and the
+ * job moves on once the map no longer names the node.
+ */
 #define NGX_HTTP_CACHE_PURGE_SCAN_LUA                                         \
     "local sg\n"                                                              \
     "if kind == 'pattern' then sg = segs(match) end\n"                        \
@@ -316,6 +326,10 @@ static ngx_str_t  ngx_http_cache_purge_start_lua = ngx_string(
     "for _, k in ipairs(r[2]) do\n"                                           \
     "  scanned = scanned + 1\n"                                               \
     "  local h = redis.pcall('GETRANGE', k, 0, want - 1)\n"                   \
+    "  if type(h) == 'table' and h.err\n"                                     \
+    "     and string.sub(h.err, 1, 9) ~= 'WRONGTYPE' then\n"                  \
+    "    return redis.error_reply(h.err)\n"                                   \
+    "  end\n"                                                                 \
     "  if type(h) == 'string' and #h >= 88\n"                                 \
     "     and string.sub(h, 1, 4) == 'NXEC' then\n"                           \
     "    local b1, b2, b3, b4 = string.byte(h, 57, 60)\n"                     \
@@ -376,7 +390,10 @@ static ngx_str_t  ngx_http_cache_purge_step_lua = ngx_string(
  * unlinked on its own, the victims being of many slots), returns {cursor,
  * scanned, deleted}; then the progress script adds it to the job's hash
  * (KEYS[1]; ARGV: scanned, deleted, now, "1" when the last node is done,
- * the cursor) and returns {state, scanned, deleted} as a step does.
+ * the cursor, the batch's number) and returns {state, scanned, deleted}
+ * as a step does.  The counts are added once per batch number: a
+ * progress call that timed out after it ran, and is sent again, does not
+ * count its batch twice.
  */
 static ngx_str_t  ngx_http_cache_purge_node_lua = ngx_string(
     NGX_HTTP_CACHE_PURGE_GLOB_LUA
@@ -390,11 +407,14 @@ static ngx_str_t  ngx_http_cache_purge_node_lua = ngx_string(
 
 
 static ngx_str_t  ngx_http_cache_purge_progress_lua = ngx_string(
-    "local st = redis.call('HGET', KEYS[1], 'state')\n"
-    "if not st then return {'gone', 0, 0} end\n"
-    "if st ~= 'running' then return {st, 0, 0} end\n"
-    "redis.call('HINCRBY', KEYS[1], 'scanned', ARGV[1])\n"
-    "redis.call('HINCRBY', KEYS[1], 'deleted', ARGV[2])\n"
+    "local st = redis.call('HMGET', KEYS[1], 'state', 'batches')\n"
+    "if not st[1] then return {'gone', 0, 0} end\n"
+    "if st[1] ~= 'running' then return {st[1], 0, 0} end\n"
+    "if tonumber(st[2] or '0') < tonumber(ARGV[6]) then\n"
+    "  redis.call('HINCRBY', KEYS[1], 'scanned', ARGV[1])\n"
+    "  redis.call('HINCRBY', KEYS[1], 'deleted', ARGV[2])\n"
+    "  redis.call('HSET', KEYS[1], 'batches', ARGV[6])\n"
+    "end\n"
     "local state = 'running'\n"
     "if ARGV[4] == '1' then\n"
     "  state = 'done'\n"
@@ -1329,6 +1349,21 @@ ngx_http_cache_purge_job_reply(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
+/*
+ * Redis Cluster: a node's batch failed.  The map is asked again (a node
+ * demoted by a failover fails every batch until the map says so), and
+ * the retry checks that the node is still in it.
+ */
+
+static void
+ngx_http_cache_purge_node_failed(ngx_http_cache_purge_job_t *job,
+    const char *why)
+{
+    ngx_edge_redis_refresh_map(job->worker->zone->redis);
+    ngx_http_cache_purge_job_failed(job, why);
+}
+
+
 /* Redis Cluster: a node's batch answered {cursor, scanned, deleted} */
 
 static void
@@ -1342,8 +1377,8 @@ ngx_http_cache_purge_node_reply(void *data, redisReply *reply, ngx_int_t rc)
     job->cmd = NULL;
 
     if (rc != NGX_OK) {
-        ngx_http_cache_purge_job_failed(job, rc == NGX_AGAIN ? "timeout"
-                                                            : "redis error");
+        ngx_http_cache_purge_node_failed(job, rc == NGX_AGAIN ? "timeout"
+                                                             : "redis error");
         return;
     }
 
@@ -1359,7 +1394,7 @@ ngx_http_cache_purge_node_reply(void *data, redisReply *reply, ngx_int_t rc)
                           (size_t) reply->len, reply->str);
         }
 
-        ngx_http_cache_purge_job_failed(job, "unexpected reply");
+        ngx_http_cache_purge_node_failed(job, "unexpected reply");
         return;
     }
 
@@ -1371,6 +1406,7 @@ ngx_http_cache_purge_node_reply(void *data, redisReply *reply, ngx_int_t rc)
 
     job->scanned = (ngx_uint_t) reply->element[1]->integer;
     job->deleted = (ngx_uint_t) reply->element[2]->integer;
+    job->batch++;
     job->report = 1;
 
     if (cursor->len == 1 && cursor->str[0] == '0') {
@@ -1389,14 +1425,50 @@ ngx_http_cache_purge_node_reply(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
+/*
+ * The node being scanned left the map (a failover demoted it, or its
+ * slots were resharded away): its keys are now on other primaries, maybe
+ * ones already scanned, so the job scans every primary again from the
+ * first (a key already unlinked is not found again).  Sending to the
+ * departed node instead would fail until the job is given up, the
+ * primaries after it never scanned.
+ */
+
+static void
+ngx_http_cache_purge_node_check(ngx_http_cache_purge_job_t *job)
+{
+    ngx_int_t  node;
+
+    node = ngx_edge_redis_next_node(job->worker->zone->redis,
+                                    (ngx_uint_t) job->node);
+
+    if (node == job->node || node == NGX_DECLINED) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "edge_cache: purge job \"%V\": the node it scans left "
+                  "the cluster map: scanning every primary again",
+                  &job->rkey);
+
+    job->node = -1;
+    job->cursor[0] = '0';
+    job->cursor_len = 1;
+}
+
+
 static void
 ngx_http_cache_purge_node_step(ngx_http_cache_purge_job_t *job)
 {
     ngx_int_t    node;
     u_char       now[NGX_INT64_LEN], scanned[NGX_INT_T_LEN];
-    u_char       deleted[NGX_INT_T_LEN];
+    u_char       deleted[NGX_INT_T_LEN], batch[NGX_INT_T_LEN];
     const char  *argv[10];
     size_t       argvlen[10];
+
+    if (job->node >= 0 && !job->report) {
+        ngx_http_cache_purge_node_check(job);
+    }
 
     if (job->node < 0 && !job->report) {
         node = ngx_edge_redis_next_node(job->worker->zone->redis, 0);
@@ -1437,10 +1509,12 @@ ngx_http_cache_purge_node_step(ngx_http_cache_purge_job_t *job)
         argvlen[7] = 1;
         argv[8] = (const char *) job->cursor;
         argvlen[8] = job->cursor_len;
+        argv[9] = (const char *) batch;
+        argvlen[9] = ngx_sprintf(batch, "%ui", job->batch) - batch;
 
         job->cmd = ngx_edge_redis_send_command(job->worker->zone->redis,
                                                ngx_http_cache_purge_job_reply,
-                                               job, 9, argv, argvlen);
+                                               job, 10, argv, argvlen);
 
     } else {
         argv[1] = (const char *) ngx_http_cache_purge_node_lua.data;

@@ -77,7 +77,6 @@ sub calls {
 }
 
 my $free = \&Test::Edge::Nginx::free_port;
-my @ports = ($free->(), $free->(), $free->());
 
 
 # --- nginx -t: bad parameters
@@ -266,6 +265,10 @@ HTTP
 
 
 # --- a 3-primary cluster
+# the ports picked just before they are used: the blocks above start
+# servers of their own and other runs share the box, so a port picked at
+# the start may be taken by then (once a node did not start, no pid file)
+my @ports = ($free->(), $free->(), $free->());
 start_node($_) for @ports;
 my $out = `redis-cli --cluster create @{[map { "127.0.0.1:$_" } @ports]} --cluster-yes 2>&1`;
 is($? >> 8, 0, 'redis-cli --cluster create') or diag($out);
@@ -708,6 +711,233 @@ HTTP
     unlike($pn->log, qr/\[(?:error|alert|crit)\]/, 'purges: no error logged')
         or diag($pn->log);
     $pn->stop;
+}
+
+# --- a pattern purge while the primary it scans fails over: 3000 entries
+# on the three primaries; the victim (the primary with a replica) refuses
+# SCAN to the default user (an ACL, the victim's alone), so the job is
+# held on it, failing and retrying, until its replica takes over with
+# CLUSTER FAILOVER and the ACL is lifted (the demoted node then answers
+# READONLY).  Once the worker's map no longer names the node, the job
+# scans every primary again: it finishes (not "stalled"), and no matching
+# entry is left on the primaries
+{
+    require JSON::PP;
+    my $victim = $ports[2];
+    my $t0 = time;
+    my $fn = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    edge_cache_redis c cluster=$seeds timeout=2s;
+    edge_cache_zone fz redis=c;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location /f/ {
+            edge_cache fz;
+            edge_cache_key \$uri;
+            proxy_pass http://127.0.0.1:\$PORT/o/;
+        }
+        location /o/ {
+            default_type text/plain;
+            add_header Cache-Control "max-age=600";
+            return 200 "\$request_id";
+        }
+        location = /purge { edge_cache_purge fz; }
+    }
+HTTP
+    # one entry stored by nginx, the model of the others: the same bytes
+    # but the key text (at offset 88, its length at 56), of the same length
+    my $text0 = '/f/gone/00000';
+    my $key_of = sub { 'fz:{' . Digest::MD5::md5_hex($_[0]) . '}' };
+    my $tmpl;
+    ok(wait_until(20, sub {
+           $fn->get($text0);
+           $tmpl = rcmd(owner(rcmd($ports[0], 'CLUSTER', 'KEYSLOT',
+                                   $key_of->($text0))),
+                        'GET', $key_of->($text0));
+           defined $tmpl && !ref $tmpl }),
+       'purge during a failover: the model entry is stored');
+    is(unpack('N', substr($tmpl, 56, 4)) . ' ' . substr($tmpl, 88, 13),
+       "13 $text0", 'purge during a failover: its key text at 88');
+
+    # entries like it, written to their primaries (pipelined, per node)
+    my (%n, %text_of);
+    $text_of{ $key_of->($text0) } = $text0;
+    my $write = sub {
+        my @ranges = map { [$_->[0], $_->[1], $_->[2][1]] }
+            @{ rcmd($ports[0], 'CLUSTER', 'SLOTS') };
+        my (%cmds, %count);
+        for my $text (@_) {
+            my $k = $key_of->($text);
+            $text_of{$k} = $text;
+            my ($tag) = $k =~ /\{(.*)\}/;
+            my $slot = crc16($tag) % 16384;
+            my ($r) = grep { $slot >= $_->[0] && $slot <= $_->[1] } @ranges;
+            my $v = $tmpl;
+            substr($v, 88, 13) = $text;
+            $cmds{$r->[2]} .= "*3\r\n\$3\r\nSET\r\n\$" . length($k)
+                              . "\r\n$k\r\n" . '$' . length($v) . "\r\n$v\r\n";
+            $count{$r->[2]}++;
+            $n{$r->[2]}++;
+        }
+        for my $p (keys %cmds) {
+            my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                          PeerPort => $p, Timeout => 10)
+                or die "connect: $!";
+            print $s $cmds{$p};
+            Test::Edge::read_reply($s) for 1 .. $count{$p};
+            close $s;
+        }
+    };
+    $write->((map { sprintf '/f/gone/%05d', $_ } 1 .. 2400),
+             (map { sprintf '/f/keep/%05d', $_ } 1 .. 600));
+    my $entries = sub {
+        my %on;
+        for my $p (@_) {
+            for my $k (@{ rcmd($p, 'KEYS', 'fz:{*}') // [] }) {
+                my ($what) = ($text_of{$k} // '') =~ m{^/f/(\w+)/};
+                $on{ $what // 'other' }++;
+            }
+        }
+        return \%on;
+    };
+    is_deeply($entries->(@ports), { gone => 2401, keep => 600 },
+              'purge during a failover: 2401 matching entries, 600 others');
+    is(scalar(grep { $n{$_} } @ports), 3,
+       'purge during a failover: on the three primaries')
+        or diag(explain \%n);
+
+    # the job is held on the victim: SCAN refused there
+    rcmd($victim, 'ACL', 'LOG', 'RESET');
+    is(rcmd($victim, 'ACL', 'SETUSER', 'default', '-scan'), 'OK',
+       'purge during a failover: the victim refuses SCAN');
+    my $r = $fn->request('PURGE', '/purge?pattern=/f/*ne/0*');
+    my $j = eval { JSON::PP::decode_json($r->{body}) } // {};
+    is($r->{status}, 202, 'purge during a failover: the job started')
+        or diag($r->{body});
+    ok(wait_until(10, sub { @{ rcmd($victim, 'ACL', 'LOG') // [] } }),
+       'purge during a failover: the job reached the victim');
+
+    # its replica takes over; the demoted node answers READONLY
+    is(rcmd($rport, 'CLUSTER', 'FAILOVER'), 'OK',
+       'purge during a failover: CLUSTER FAILOVER on the replica');
+    ok(wait_until(10, sub {
+           (rcmd($rport, 'INFO', 'replication') // '') =~ /role:master/
+           && (rcmd($victim, 'INFO', 'replication') // '') =~ /role:slave/ }),
+       'purge during a failover: the replica is the primary now');
+    my $t1 = time;
+    rcmd($victim, 'ACL', 'SETUSER', 'default', '+scan');
+
+    my $prog = {};
+    ok(wait_until(25, sub {
+           my $g = $fn->get("/purge?job=$j->{job}");
+           $prog = eval { JSON::PP::decode_json($g->{body}) } // {};
+           ($prog->{state} // '') eq 'done' }),
+       'purge during a failover: the job is done') or diag(explain $prog);
+    diag(sprintf 'purge during a failover: done %.1f s after the failover',
+         time - $t1);
+    is_deeply($entries->($ports[0], $ports[1], $rport), { keep => 600 },
+              'purge during a failover: no matching entry is left, the '
+              . 'others are');
+    cmp_ok($prog->{deleted} // -1, '<=', 2401,
+           'purge during a failover: nothing counted twice');
+    like($fn->log, qr/purge job "fz:job:$j->{job}": the node it scans left the cluster map/,
+         'purge during a failover: the job said why it scans again');
+
+    # the victim takes its place back, for the blocks below
+    is(rcmd($victim, 'CLUSTER', 'FAILOVER'), 'OK',
+       'purge during a failover: the victim fails back');
+    ok(wait_until(15, sub {
+           (rcmd($victim, 'INFO', 'replication') // '') =~ /role:master/
+           && (rcmd($rport, 'INFO', 'replication') // '')
+              =~ /master_link_status:up/
+           && !grep { (rcmd($_, 'CLUSTER', 'INFO') // '')
+                          !~ /cluster_state:ok/ } @ports, $rport }),
+       'purge during a failover: the victim is the primary again');
+    $fn->stop;
+    unlike($fn->final_log, qr/\[alert\]|\[crit\]|open socket/,
+           'purge during a failover: no alert');
+
+    # a progress call that ran but whose answer never came is sent again:
+    # its batch is counted once.  Every primary refuses SCAN but the one
+    # that holds the job's hash, so the job is held on another one, V;
+    # right after one of its tries there, the hash's node is stopped
+    # (SIGSTOP) and V lets SCAN go: V's batch, then the progress call,
+    # which waits on the stopped node until the worker gives it up and
+    # closes the connection.  Continued, the node runs the call it had
+    # received (its answer goes nowhere), and the worker sends it again.
+    # A longer cluster-node-timeout meanwhile: the stop is no failure.
+    $write->(map { sprintf '/f/dupe/%05d', $_ } 1 .. 600);
+    rcmd($_, 'CONFIG', 'SET', 'cluster-node-timeout', 15000)
+        for @ports, $rport;
+    for my $p (@ports) {
+        rcmd($p, 'ACL', 'LOG', 'RESET');
+        rcmd($p, 'ACL', 'SETUSER', 'default', '-scan');
+    }
+    my $denied = sub {
+        my $n = 0;
+        for my $e (@{ rcmd($_[0], 'ACL', 'LOG') // [] }) {
+            my %h = @$e;
+            $n += $h{count} // 0;
+        }
+        return $n;
+    };
+    my $dn = Test::Edge::Nginx->start(workers => 1, http => <<"HTTP");
+    edge_cache_redis c cluster=$seeds timeout=1s;
+    edge_cache_zone fz redis=c;
+    server {
+        listen 127.0.0.1:\$PORT;
+        location = /purge { edge_cache_purge fz; }
+    }
+HTTP
+    ok(wait_until(10, sub {
+           $r = $dn->request('PURGE', '/purge?prefix=/f/dupe/');
+           ($r->{status} // 0) == 202 }),
+       'progress resent: the job started') or diag($r->{body});
+    $j = eval { JSON::PP::decode_json($r->{body}) } // {};
+    my $home = owner(rcmd($ports[0], 'CLUSTER', 'KEYSLOT',
+                          "fz:job:$j->{job}"));
+    rcmd($home, 'ACL', 'SETUSER', 'default', '+scan');
+    my $v;
+    ok(wait_until(10, sub {
+           ($v) = grep { $_ != $home && $denied->($_) } @ports }),
+       'progress resent: the job is held on a node without its hash');
+    my $tries = $denied->($v);
+    ok(wait_until(5, sub { $denied->($v) > $tries }),
+       'progress resent: a try on it, refused');
+    # the suite's nginx waits meanwhile: its map refresh would time out
+    # on the stopped node (and log it)
+    my @main = $nginx->worker_pids;
+    kill 'STOP', @main;
+    my $hpid = $pids{"redis-$home"};
+    kill 'STOP', $hpid;
+    my $stopped = time;
+    rcmd($v, 'ACL', 'SETUSER', 'default', '+scan');
+    my $dropped = wait_until(10, sub {
+        $dn->log =~ /redis "c" at 127\.0\.0\.1:$home: nothing received for \d+ ms while commands waited/ });
+    kill 'CONT', $hpid;
+    kill 'CONT', @main;
+    ok($dropped, 'progress resent: the progress call was given up, its '
+       . 'connection closed');
+    diag(sprintf 'progress resent: the node was stopped %.1f s',
+         time - $stopped);
+    rcmd($_, 'ACL', 'SETUSER', 'default', '+scan') for @ports;
+    ok(wait_until(20, sub {
+           my $g = $dn->get("/purge?job=$j->{job}");
+           $prog = eval { JSON::PP::decode_json($g->{body}) } // {};
+           ($prog->{state} // '') eq 'done' }),
+       'progress resent: the job is done') or diag(explain $prog);
+    is_deeply($entries->(@ports), { keep => 600 },
+              'progress resent: no entry of the prefix is left');
+    cmp_ok($prog->{deleted} // -1, '<=', 600,
+           'progress resent: its batch counted once (600 entries)');
+    diag("progress resent: deleted $prog->{deleted}, "
+         . "scanned $prog->{scanned}");
+    rcmd($_, 'CONFIG', 'SET', 'cluster-node-timeout', 2000)
+        for @ports, $rport;
+    $dn->stop;
+    unlike($dn->final_log, qr/\[alert\]|\[crit\]|open socket/,
+           'progress resent: no alert');
+    diag(sprintf 'purge during a failover: the block took %.1f s',
+         time - $t0);
 }
 
 # --- the stampede lock through the cluster, across a reload: 10 requests
