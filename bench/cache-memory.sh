@@ -36,12 +36,7 @@ cleanup() {
     for p in "$dir"/*/; do
         [ -d "$p/conf" ] && nginx_stop "${p%/}"
     done
-    if [ -s "$dir/redis/redis.pid" ]; then
-        p=$(cat "$dir/redis/redis.pid")
-        kill -TERM "$p" 2> /dev/null || true
-        for _ in $(seq 1 50); do running "$p" || break; sleep 0.1; done
-        if running "$p"; then kill -KILL "$p" 2> /dev/null || true; fi
-    fi
+    redis_stop "$dir/redis"
     rm -rf "$dir"
     exit "$rc"
 }

@@ -17,6 +17,17 @@ http_ok() {
 
 running() { edge_running "$@"; }
 
+# redis_stop DIR: stop the redis-server whose pid file is DIR/redis.pid
+# (TERM, up to 5 s, then KILL); nothing when there is none
+redis_stop() {
+    local p
+    [ -s "$1/redis.pid" ] || return 0
+    p=$(cat "$1/redis.pid")
+    kill -TERM "$p" 2> /dev/null || true
+    for _ in $(seq 1 50); do running "$p" || break; sleep 0.1; done
+    if running "$p"; then kill -KILL "$p" 2> /dev/null || true; fi
+}
+
 # render_conf TEMPLATE SCENARIO OUTPUT
 #
 # Copies TEMPLATE to OUTPUT.  A line holding only @SCENARIO_MAIN@,

@@ -166,12 +166,7 @@ cleanup() {
         wait "$bg_pid" 2> /dev/null || true
     fi
     stop_nodes
-    if [ -s "$dir/redis/redis.pid" ]; then
-        p=$(cat "$dir/redis/redis.pid")
-        kill -TERM "$p" 2> /dev/null || true
-        for _ in $(seq 1 50); do running "$p" || break; sleep 0.1; done
-        if running "$p"; then kill -KILL "$p" 2> /dev/null || true; fi
-    fi
+    redis_stop "$dir/redis"
     rm -rf "$dir"
     [ "$rc" = 0 ] || bench_say "stopped (status $rc), cleaned up"
     exit "$rc"
