@@ -180,8 +180,8 @@ static ngx_uint_t ngx_http_breaker_shed_admit(
     ngx_http_breaker_shed_shedder_t *sd, ngx_uint_t cls);
 static ngx_uint_t ngx_http_breaker_shed_reserve(
     ngx_http_breaker_shed_shedder_t *sd, ngx_uint_t limit, ngx_uint_t cls);
-static void ngx_http_breaker_shed_granted(ngx_http_breaker_shed_req_t *rq,
-    ngx_uint_t state);
+static void ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_http_breaker_shed_req_t *rq, ngx_uint_t state);
 static ngx_int_t ngx_http_breaker_shed_over_limit(ngx_http_request_t *r,
     ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf);
 static ngx_int_t ngx_http_breaker_shed_refuse(ngx_http_request_t *r,
@@ -211,8 +211,8 @@ static uint64_t ngx_http_breaker_shed_latency(
     ngx_http_breaker_shed_req_t *rq);
 static void ngx_http_breaker_shed_publish_limit(
     ngx_http_breaker_shed_shedder_t *sd);
-static void ngx_http_breaker_shed_slot_add(ngx_http_breaker_shed_node_t *node,
-    ngx_uint_t cls, ngx_uint_t queued, ngx_atomic_int_t delta);
+static ngx_inline void ngx_http_breaker_shed_slot_add(uint32_t *p,
+    int32_t delta);
 static void ngx_http_breaker_shed_reclaim(ngx_http_breaker_shed_shedder_t *sd,
     ngx_log_t *log);
 
@@ -617,6 +617,12 @@ ngx_http_breaker_shed_init_process(ngx_cycle_t *cycle)
         sd->poll_event.cancelable = 1;
 
         sd->good = ngx_current_msec;
+
+        if (sd->node && ngx_process_slot >= 0
+            && ngx_process_slot < NGX_HTTP_BREAKER_SHED_SLOTS)
+        {
+            sd->slot = &sd->node->slots[ngx_process_slot];
+        }
 
         ngx_http_breaker_shed_reclaim(sd, cycle->log);
 
@@ -1786,13 +1792,26 @@ ngx_http_breaker_shed_handler(ngx_http_request_t *r)
     cls = ngx_http_breaker_shed_class_of(r, lcf);
     rq->cls = cls;
 
+    if (sd->nwaiting == 0) {
+        /* no one waits in this worker: nothing to dispatch, no one ahead,
+         * and CoDel's "good" is set when the queue fills again */
+
+        if (ngx_http_breaker_shed_admit(sd, cls)) {
+            ngx_http_breaker_shed_granted(sd, rq,
+                                          NGX_HTTP_BREAKER_SHED_ADMITTED);
+            return NGX_DECLINED;
+        }
+
+        return ngx_http_breaker_shed_over_limit(r, rq, lcf);
+    }
+
     /* permits freed in other workers go to those waiting here first */
     ngx_http_breaker_shed_dispatch(sd);
 
     if (!ngx_http_breaker_shed_waiting_above(sd, cls)
         && ngx_http_breaker_shed_admit(sd, cls))
     {
-        ngx_http_breaker_shed_granted(rq, NGX_HTTP_BREAKER_SHED_ADMITTED);
+        ngx_http_breaker_shed_granted(sd, rq, NGX_HTTP_BREAKER_SHED_ADMITTED);
 
         /* no wait: a sojourn of 0 for CoDel */
         sd->good = ngx_current_msec;
@@ -1930,13 +1949,14 @@ ngx_http_breaker_shed_reserve(ngx_http_breaker_shed_shedder_t *sd,
 
 /*
  * One permit, or none.  The limit is a hard cap, taken by a CAS on the
- * in-flight count.  A class's guaranteed share reserves that many permits
- * for it while it has requests waiting (in any worker): another class is
- * admitted only if the permits left still cover the unused reservations
- * of the classes that wait; a class below its share is admitted whenever
- * a permit is free.  The reservations are read without a lock: two
- * workers admitting at the same instant may both count the same free
- * permit as unreserved, never more than the limit.
+ * in-flight count: with one class, that is all.  A class's guaranteed
+ * share reserves that many permits for it while it has requests waiting
+ * (in any worker): another class is admitted only if the permits left
+ * still cover the unused reservations of the classes that wait; a class
+ * below its share is admitted whenever a permit is free.  The
+ * reservations are read without a lock: two workers admitting at the same
+ * instant may both count the same free permit as unreserved, never more
+ * than the limit.
  */
 static ngx_uint_t
 ngx_http_breaker_shed_admit(ngx_http_breaker_shed_shedder_t *sd,
@@ -1948,6 +1968,24 @@ ngx_http_breaker_shed_admit(ngx_http_breaker_shed_shedder_t *sd,
 
     node = sd->node;
     limit = node->limit;
+
+    if (sd->nclasses == 1) {
+
+        do {
+            n = node->in_flight;
+
+            if (n >= limit) {
+                return 0;
+            }
+
+        } while (!ngx_atomic_cmp_set(&node->in_flight, n, n + 1));
+
+        if (sd->slot) {
+            ngx_http_breaker_shed_slot_add(&sd->slot->single, 1);
+        }
+
+        return 1;
+    }
 
     for ( ;; ) {
         n = node->in_flight;
@@ -1988,30 +2026,46 @@ ngx_http_breaker_shed_admit(ngx_http_breaker_shed_shedder_t *sd,
 
     (void) ngx_atomic_fetch_add(&node->class_in_flight[cls], 1);
 
-    ngx_http_breaker_shed_slot_add(node, cls, 0, 1);
+    if (sd->slot) {
+        ngx_http_breaker_shed_slot_add(&sd->slot->in_flight[cls], 1);
+    }
 
     return 1;
 }
 
 
 static void
-ngx_http_breaker_shed_granted(ngx_http_breaker_shed_req_t *rq,
-    ngx_uint_t state)
+ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_http_breaker_shed_req_t *rq, ngx_uint_t state)
 {
-    ngx_uint_t                        result;
-    ngx_http_breaker_shed_shedder_t  *sd;
+    uint64_t                           *p;
+    ngx_uint_t                          result;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
-    sd = ngx_http_breaker_shed_rq_shedder(rq);
     smcf = sd->main_conf;
 
     rq->state = state;
     rq->permit = 1;
-    rq->admitted = ngx_edge_mono_usec();
-    rq->epoch = (uint32_t) sd->node->ctl.epoch;
+
+    if (sd->adaptive) {
+        /* read by the controller's sample only (the latency when no
+         * upstream timed the request, and the phase) */
+        rq->admitted = ngx_edge_mono_usec();
+        rq->epoch = (uint32_t) sd->node->ctl.epoch;
+    }
 
     if (state == NGX_HTTP_BREAKER_SHED_ADMITTED) {
-        (void) ngx_atomic_fetch_add(&sd->node->admitted[rq->cls], 1);
+
+        if (sd->slot) {
+            /* this process's own count: no locked instruction */
+            p = &sd->slot->admitted[rq->cls];
+            __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1,
+                             __ATOMIC_RELAXED);
+
+        } else {
+            (void) ngx_atomic_fetch_add(&sd->node->admitted[rq->cls], 1);
+        }
+
         result = NGX_HTTP_BREAKER_SHED_R_ADMITTED;
 
     } else {
@@ -2187,7 +2241,11 @@ ngx_http_breaker_shed_enqueue(ngx_http_request_t *r,
 
     (void) ngx_atomic_fetch_add(&sd->node->queued, 1);
     (void) ngx_atomic_fetch_add(&sd->node->class_queued[rq->cls], 1);
-    ngx_http_breaker_shed_slot_add(sd->node, rq->cls, 1, 1);
+
+    if (sd->slot) {
+        ngx_http_breaker_shed_slot_add(&sd->slot->queued[rq->cls], 1);
+    }
+
     ngx_edge_stats_add(smcf->stats, sd->st_queue, 1);
 
     /*
@@ -2225,7 +2283,10 @@ ngx_http_breaker_shed_unqueue(ngx_http_breaker_shed_req_t *rq)
     ngx_queue_remove(&rq->queue);
     sd->nwaiting--;
 
-    ngx_http_breaker_shed_slot_add(sd->node, rq->cls, 1, -1);
+    if (sd->slot) {
+        ngx_http_breaker_shed_slot_add(&sd->slot->queued[rq->cls], -1);
+    }
+
     (void) ngx_atomic_fetch_add(&sd->node->queued, -1);
     (void) ngx_atomic_fetch_add(&sd->node->class_queued[rq->cls], -1);
     ngx_edge_stats_add(smcf->stats, sd->st_queue, -1);
@@ -2289,7 +2350,8 @@ ngx_http_breaker_shed_dispatch(ngx_http_breaker_shed_shedder_t *sd)
             wait = ngx_current_msec - rq->enqueued;
 
             ngx_http_breaker_shed_unqueue(rq);
-            ngx_http_breaker_shed_granted(rq, NGX_HTTP_BREAKER_SHED_QUEUED);
+            ngx_http_breaker_shed_granted(sd, rq,
+                                          NGX_HTTP_BREAKER_SHED_QUEUED);
 
             if (wait <= sd->codel_target) {
                 sd->good = ngx_current_msec;
@@ -2439,6 +2501,7 @@ static void
 ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
 {
     uint64_t                            usec;
+    ngx_atomic_uint_t                   epoch;
     ngx_http_breaker_shed_shedder_t    *sd;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
@@ -2447,8 +2510,19 @@ ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
 
     rq->permit = 0;
 
-    ngx_http_breaker_shed_slot_add(sd->node, rq->cls, 0, -1);
-    (void) ngx_atomic_fetch_add(&sd->node->class_in_flight[rq->cls], -1);
+    if (sd->nclasses == 1) {
+        if (sd->slot) {
+            ngx_http_breaker_shed_slot_add(&sd->slot->single, -1);
+        }
+
+    } else {
+        if (sd->slot) {
+            ngx_http_breaker_shed_slot_add(&sd->slot->in_flight[rq->cls], -1);
+        }
+
+        (void) ngx_atomic_fetch_add(&sd->node->class_in_flight[rq->cls], -1);
+    }
+
     (void) ngx_atomic_fetch_add(&sd->node->in_flight, -1);
     ngx_edge_stats_add(smcf->stats, sd->st_in_flight, -1);
 
@@ -2458,11 +2532,9 @@ ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
         /* an upgraded connection's lifetime is no response time */
 
         usec = ngx_http_breaker_shed_latency(rq);
+        epoch = ngx_http_breaker_shed_epoch(sd, rq);
 
-        if (ngx_http_breaker_shed_ctl_sample(sd,
-                                             ngx_http_breaker_shed_epoch(sd, rq),
-                                             usec))
-        {
+        if (ngx_http_breaker_shed_ctl_sample(sd, epoch, usec)) {
             ngx_http_breaker_shed_publish_limit(sd);
         }
     }
@@ -2556,25 +2628,12 @@ ngx_http_breaker_shed_publish_limit(ngx_http_breaker_shed_shedder_t *sd)
 }
 
 
-static void
-ngx_http_breaker_shed_slot_add(ngx_http_breaker_shed_node_t *node,
-    ngx_uint_t cls, ngx_uint_t queued, ngx_atomic_int_t delta)
+/* a count of this process's slot: only this process writes it (the one
+ * that follows a dead one, in init_process, before any request), so a
+ * plain add, no locked instruction; atomic stores for the readers */
+static ngx_inline void
+ngx_http_breaker_shed_slot_add(uint32_t *p, int32_t delta)
 {
-    ngx_atomic_t                  *p;
-    ngx_http_breaker_shed_slot_t  *slot;
-
-    if (ngx_process_slot < 0
-        || ngx_process_slot >= NGX_HTTP_BREAKER_SHED_SLOTS)
-    {
-        return;
-    }
-
-    slot = &node->slots[ngx_process_slot];
-    p = queued ? &slot->queued[cls] : &slot->in_flight[cls];
-
-    /* only the process of this slot writes it (the one that follows a
-     * dead one, in init_process, before any request): a plain add, no
-     * locked instruction; atomic stores for the readers */
     __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + delta,
                      __ATOMIC_RELAXED);
 }
@@ -2592,35 +2651,45 @@ ngx_http_breaker_shed_reclaim(ngx_http_breaker_shed_shedder_t *sd,
 {
     ngx_uint_t                          c, permits, waiting;
     ngx_atomic_uint_t                   v;
+    ngx_http_breaker_shed_node_t       *node;
     ngx_http_breaker_shed_slot_t       *slot;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
-    if (sd->node == NULL || ngx_process_slot < 0
-        || ngx_process_slot >= NGX_HTTP_BREAKER_SHED_SLOTS)
-    {
+    slot = sd->slot;
+
+    if (slot == NULL) {
         return;
     }
 
-    slot = &sd->node->slots[ngx_process_slot];
-    permits = 0;
+    /* the requests it admitted stay counted: the slot's for ever */
+
+    node = sd->node;
+
+    permits = slot->single;
+
+    if (permits) {
+        slot->single = 0;
+        (void) ngx_atomic_fetch_add(&node->in_flight, -permits);
+    }
+
     waiting = 0;
 
     for (c = 0; c < NGX_HTTP_BREAKER_SHED_MAX_CLASSES; c++) {
         v = slot->in_flight[c];
 
         if (v) {
-            (void) ngx_atomic_fetch_add(&slot->in_flight[c], -v);
-            (void) ngx_atomic_fetch_add(&sd->node->class_in_flight[c], -v);
-            (void) ngx_atomic_fetch_add(&sd->node->in_flight, -v);
+            slot->in_flight[c] = 0;
+            (void) ngx_atomic_fetch_add(&node->class_in_flight[c], -v);
+            (void) ngx_atomic_fetch_add(&node->in_flight, -v);
             permits += v;
         }
 
         v = slot->queued[c];
 
         if (v) {
-            (void) ngx_atomic_fetch_add(&slot->queued[c], -v);
-            (void) ngx_atomic_fetch_add(&sd->node->class_queued[c], -v);
-            (void) ngx_atomic_fetch_add(&sd->node->queued, -v);
+            slot->queued[c] = 0;
+            (void) ngx_atomic_fetch_add(&node->class_queued[c], -v);
+            (void) ngx_atomic_fetch_add(&node->queued, -v);
             waiting += v;
         }
     }
@@ -2773,11 +2842,31 @@ ngx_http_breaker_shed_adaptive_json(ngx_http_breaker_shed_shedder_t *sd)
 }
 
 
+/* the requests of a class admitted at once: the node's count (processes
+ * in untracked slots) and every slot's */
+static uint64_t
+ngx_http_breaker_shed_admitted(ngx_http_breaker_shed_node_t *node,
+    ngx_uint_t cls)
+{
+    uint64_t    n;
+    ngx_uint_t  i;
+
+    n = node->admitted[cls];
+
+    for (i = 0; i < NGX_HTTP_BREAKER_SHED_SLOTS; i++) {
+        n += __atomic_load_n(&node->slots[i].admitted[cls], __ATOMIC_RELAXED);
+    }
+
+    return n;
+}
+
+
 static json_t *
 ngx_http_breaker_shed_classes_json(ngx_http_breaker_shed_shedder_t *sd)
 {
     json_t                        *classes, *c;
     ngx_uint_t                     i;
+    ngx_atomic_uint_t              in;
     ngx_http_breaker_shed_node_t  *node;
 
     node = sd->node;
@@ -2788,12 +2877,17 @@ ngx_http_breaker_shed_classes_json(ngx_http_breaker_shed_shedder_t *sd)
     }
 
     for (i = 0; i < sd->nclasses; i++) {
+
+        /* one class: not kept apart, it is the shedder's count */
+        in = (sd->nclasses == 1) ? node->in_flight : node->class_in_flight[i];
+
         c = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
                       "priority", (json_int_t) sd->classes[i].priority,
                       "share", (json_int_t) sd->classes[i].share,
-                      "in_flight", (json_int_t) node->class_in_flight[i],
+                      "in_flight", (json_int_t) in,
                       "queue", (json_int_t) node->class_queued[i],
-                      "admitted", (json_int_t) node->admitted[i],
+                      "admitted",
+                      (json_int_t) ngx_http_breaker_shed_admitted(node, i),
                       "queued", (json_int_t) node->dequeued[i],
                       "shed", (json_int_t) node->shed[i]);
 

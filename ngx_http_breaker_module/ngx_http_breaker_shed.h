@@ -58,20 +58,40 @@ typedef struct {
  * What the process in one slot of nginx's process table holds, so that a
  * worker started in the slot of one that died (a slot is reused only
  * once its process is reaped) gives back the permits and waiting counts
- * it left.  Slots from NGX_HTTP_BREAKER_SHED_SLOTS on are not tracked.
+ * it left; and the requests it admitted at once, a count that the slot
+ * keeps for ever (the next process in the slot adds to it: the sum over
+ * the slots never goes back and counts each request once).  Only the
+ * process of a slot writes it: plain loads and stores, no locked
+ * instruction.  Slots from NGX_HTTP_BREAKER_SHED_SLOTS on are not
+ * tracked (their admissions go to the node's own counts).
+ *
+ * The permits of a shedder with one class are counted in "single", not
+ * in in_flight[0]: such a shedder keeps no class_in_flight (it equals
+ * in_flight), and a worker that takes a dead one's slot must not take
+ * back from class_in_flight what was never added to it, whatever the
+ * configuration of the dead one.
  */
 #define NGX_HTTP_BREAKER_SHED_SLOTS        64
 
 typedef struct {
-    ngx_atomic_t   in_flight[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
-    ngx_atomic_t   queued[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    uint32_t       in_flight[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    uint32_t       queued[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    uint32_t       single;                     /* one class: permits */
+    uint32_t       unused;
+    uint64_t       admitted[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
 } ngx_http_breaker_shed_slot_t;
 
 
-/* the node's layout: a zone kept across a reload by another build of the
- * module gets new nodes rather than misread ones */
+/*
+ * The node's layout: a zone kept across a reload by another build of the
+ * module gets new nodes rather than misread ones.  The node's size (under
+ * 64 KiB), and a version for the changes that keep the size.
+ */
+#define NGX_HTTP_BREAKER_SHED_VERSION      2
+
 #define NGX_HTTP_BREAKER_SHED_LAYOUT                                         \
-    (0x53484400 + sizeof(ngx_http_breaker_shed_node_t) % 256)
+    (0x53000000 + (NGX_HTTP_BREAKER_SHED_VERSION << 16)                      \
+     + sizeof(ngx_http_breaker_shed_node_t) % 0x10000)
 
 
 /* one shedder, in shared memory (next, len, name, layout stay first) */
@@ -94,6 +114,9 @@ struct ngx_http_breaker_shed_node_s {
     ngx_atomic_t                 mode;          /* configuration stamp */
     ngx_atomic_t                 last_shed;     /* usec, monotonic */
 
+    /* with one class, class_in_flight is not kept (see the slots);
+     * admitted: of the processes in untracked slots, the rest is in the
+     * slots */
     ngx_atomic_t   class_in_flight[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
     ngx_atomic_t   class_queued[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
     ngx_atomic_t   admitted[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
@@ -155,6 +178,8 @@ typedef struct {
     ngx_uint_t                   nwaiting;
     ngx_msec_t                   good;          /* CoDel: queue last good */
     ngx_event_t                  poll_event;
+    ngx_http_breaker_shed_slot_t *slot;         /* this process's in the
+                                                   node, or NULL */
 
     /* metrics */
     ngx_edge_stats_id_t  st_requests[NGX_HTTP_BREAKER_SHED_MAX_CLASSES][3];
