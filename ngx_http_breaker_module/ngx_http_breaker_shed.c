@@ -170,6 +170,10 @@ static void ngx_http_breaker_shed_configure_node(
     ngx_http_breaker_shed_shedder_t *sd, ngx_uint_t fresh);
 
 static ngx_int_t ngx_http_breaker_shed_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_breaker_shed_decided(ngx_http_request_t *r,
+    ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf);
+static ngx_int_t ngx_http_breaker_shed_behind(ngx_http_request_t *r,
+    ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf);
 static ngx_http_breaker_shed_req_t *ngx_http_breaker_shed_get(
     ngx_http_request_t *r);
 static ngx_http_breaker_shed_req_t *ngx_http_breaker_shed_create(
@@ -182,6 +186,8 @@ static ngx_uint_t ngx_http_breaker_shed_reserve(
     ngx_http_breaker_shed_shedder_t *sd, ngx_uint_t limit, ngx_uint_t cls);
 static void ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
     ngx_http_breaker_shed_req_t *rq, ngx_uint_t state);
+static void ngx_http_breaker_shed_stamp(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_http_breaker_shed_req_t *rq);
 static ngx_int_t ngx_http_breaker_shed_over_limit(ngx_http_request_t *r,
     ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf);
 static ngx_int_t ngx_http_breaker_shed_refuse(ngx_http_request_t *r,
@@ -205,6 +211,8 @@ static void ngx_http_breaker_shed_cleanup(void *data);
 static ngx_http_breaker_shed_shedder_t *ngx_http_breaker_shed_rq_shedder(
     ngx_http_breaker_shed_req_t *rq);
 static void ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq);
+static void ngx_http_breaker_shed_sample(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_http_breaker_shed_req_t *rq);
 static ngx_atomic_uint_t ngx_http_breaker_shed_epoch(
     ngx_http_breaker_shed_shedder_t *sd, ngx_http_breaker_shed_req_t *rq);
 static uint64_t ngx_http_breaker_shed_latency(
@@ -1740,10 +1748,14 @@ ngx_http_breaker_shed_configure_node(ngx_http_breaker_shed_shedder_t *sd,
 /* the request path */
 
 
+/*
+ * The path of a request admitted at once is kept short: no request waits
+ * in this worker (nothing to dispatch, no one ahead), one class or a
+ * priority to evaluate, the CAS on the permits.
+ */
 static ngx_int_t
 ngx_http_breaker_shed_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                         cls;
     ngx_http_breaker_shed_req_t       *rq;
     ngx_http_breaker_shed_shedder_t   *sd;
     ngx_http_breaker_shed_loc_conf_t  *lcf;
@@ -1761,27 +1773,14 @@ ngx_http_breaker_shed_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    rq = ngx_http_breaker_shed_get(r);
+    rq = ngx_http_get_module_ctx(r, ngx_http_breaker_shed_module);
+
+    if (rq == NULL && r->internal) {
+        rq = ngx_http_breaker_shed_get(r);
+    }
 
     if (rq) {
-        /* resumed, or again after an internal redirect: decided once */
-
-        switch (rq->state) {
-
-        case NGX_HTTP_BREAKER_SHED_WAITING:
-            return NGX_AGAIN;
-
-        case NGX_HTTP_BREAKER_SHED_SHED:
-            if (!rq->refused) {
-                return ngx_http_breaker_shed_refuse(r, rq, lcf);
-            }
-
-            /* the fallback (error_page) of a shed request is served */
-            return NGX_DECLINED;
-
-        default:
-            return NGX_DECLINED;
-        }
+        return ngx_http_breaker_shed_decided(r, rq, lcf);
     }
 
     rq = ngx_http_breaker_shed_create(r, sd);
@@ -1789,27 +1788,63 @@ ngx_http_breaker_shed_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    cls = ngx_http_breaker_shed_class_of(r, lcf);
-    rq->cls = cls;
+    if (sd->nclasses > 1) {
+        rq->cls = ngx_http_breaker_shed_class_of(r, lcf);
+    }
 
-    if (sd->nwaiting == 0) {
-        /* no one waits in this worker: nothing to dispatch, no one ahead,
-         * and CoDel's "good" is set when the queue fills again */
+    if (sd->nwaiting) {
+        return ngx_http_breaker_shed_behind(r, rq, lcf);
+    }
 
-        if (ngx_http_breaker_shed_admit(sd, cls)) {
-            ngx_http_breaker_shed_granted(sd, rq,
-                                          NGX_HTTP_BREAKER_SHED_ADMITTED);
-            return NGX_DECLINED;
+    /* CoDel's "good" is set when the queue fills again */
+
+    if (ngx_http_breaker_shed_admit(sd, rq->cls)) {
+        ngx_http_breaker_shed_granted(sd, rq, NGX_HTTP_BREAKER_SHED_ADMITTED);
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_breaker_shed_over_limit(r, rq, lcf);
+}
+
+
+/* resumed, or again after an internal redirect: decided once */
+static ngx_int_t
+ngx_http_breaker_shed_decided(ngx_http_request_t *r,
+    ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf)
+{
+    switch (rq->state) {
+
+    case NGX_HTTP_BREAKER_SHED_WAITING:
+        return NGX_AGAIN;
+
+    case NGX_HTTP_BREAKER_SHED_SHED:
+        if (!rq->refused) {
+            return ngx_http_breaker_shed_refuse(r, rq, lcf);
         }
 
-        return ngx_http_breaker_shed_over_limit(r, rq, lcf);
+        /* the fallback (error_page) of a shed request is served */
+        return NGX_DECLINED;
+
+    default:
+        return NGX_DECLINED;
     }
+}
+
+
+/* a new request while others wait in this worker */
+static ngx_int_t
+ngx_http_breaker_shed_behind(ngx_http_request_t *r,
+    ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf)
+{
+    ngx_http_breaker_shed_shedder_t  *sd;
+
+    sd = lcf->shedder;
 
     /* permits freed in other workers go to those waiting here first */
     ngx_http_breaker_shed_dispatch(sd);
 
-    if (!ngx_http_breaker_shed_waiting_above(sd, cls)
-        && ngx_http_breaker_shed_admit(sd, cls))
+    if (!ngx_http_breaker_shed_waiting_above(sd, rq->cls)
+        && ngx_http_breaker_shed_admit(sd, rq->cls))
     {
         ngx_http_breaker_shed_granted(sd, rq, NGX_HTTP_BREAKER_SHED_ADMITTED);
 
@@ -1823,6 +1858,8 @@ ngx_http_breaker_shed_handler(ngx_http_request_t *r)
 }
 
 
+/* the request's permit or place: its context, or after an internal
+ * redirect its cleanup */
 static ngx_http_breaker_shed_req_t *
 ngx_http_breaker_shed_get(ngx_http_request_t *r)
 {
@@ -1902,9 +1939,13 @@ ngx_http_breaker_shed_create(ngx_http_request_t *r,
 }
 
 
-/* the class of the highest priority not above the request's; a request
- * below every class, or without a numeric priority, is in the lowest */
-static ngx_uint_t
+/*
+ * The class (of a shedder with several) of the highest priority not above
+ * the request's; a request below every class, or without a numeric
+ * priority, is in the lowest.  Never inlined: its addressed local would
+ * give the handler a stack canary on every request's path.
+ */
+static __attribute__((noinline)) ngx_uint_t
 ngx_http_breaker_shed_class_of(ngx_http_request_t *r,
     ngx_http_breaker_shed_loc_conf_t *lcf)
 {
@@ -1915,7 +1956,7 @@ ngx_http_breaker_shed_class_of(ngx_http_request_t *r,
 
     sd = lcf->shedder;
 
-    if (sd->nclasses == 1 || lcf->priority == NULL) {
+    if (lcf->priority == NULL) {
         return sd->nclasses - 1;
     }
 
@@ -2048,10 +2089,7 @@ ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
     rq->permit = 1;
 
     if (sd->adaptive) {
-        /* read by the controller's sample only (the latency when no
-         * upstream timed the request, and the phase) */
-        rq->admitted = ngx_edge_mono_usec();
-        rq->epoch = (uint32_t) sd->node->ctl.epoch;
+        ngx_http_breaker_shed_stamp(sd, rq);
     }
 
     if (state == NGX_HTTP_BREAKER_SHED_ADMITTED) {
@@ -2075,6 +2113,21 @@ ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
 
     ngx_edge_stats_add(smcf->stats, sd->st_requests[rq->cls][result], 1);
     ngx_edge_stats_add(smcf->stats, sd->st_in_flight, 1);
+}
+
+
+/*
+ * What the adaptive controller's sample reads: the time of admission (the
+ * latency when no upstream timed the request) and the phase.  Never
+ * inlined: the clock's addressed timespec would give its caller a stack
+ * canary on every admission.
+ */
+static __attribute__((noinline)) void
+ngx_http_breaker_shed_stamp(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_http_breaker_shed_req_t *rq)
+{
+    rq->admitted = ngx_edge_mono_usec();
+    rq->epoch = (uint32_t) sd->node->ctl.epoch;
 }
 
 
@@ -2471,12 +2524,12 @@ ngx_http_breaker_shed_cleanup(void *data)
 
     ngx_event_t  *wev;
 
-    wev = rq->request->connection->write;
-
     if (rq->state == NGX_HTTP_BREAKER_SHED_WAITING) {
         /* the client went away while waiting */
         ngx_http_breaker_shed_unqueue(rq);
         rq->state = 0;
+
+        wev = rq->request->connection->write;
 
         if (wev->timer_set) {
             ngx_del_timer(wev);
@@ -2485,6 +2538,8 @@ ngx_http_breaker_shed_cleanup(void *data)
 
     if (rq->posted) {
         rq->posted = 0;
+
+        wev = rq->request->connection->write;
 
         if (wev->posted) {
             ngx_delete_posted_event(wev);
@@ -2500,8 +2555,6 @@ ngx_http_breaker_shed_cleanup(void *data)
 static void
 ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
 {
-    uint64_t                            usec;
-    ngx_atomic_uint_t                   epoch;
     ngx_http_breaker_shed_shedder_t    *sd;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
@@ -2526,20 +2579,40 @@ ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
     (void) ngx_atomic_fetch_add(&sd->node->in_flight, -1);
     ngx_edge_stats_add(smcf->stats, sd->st_in_flight, -1);
 
-    if (sd->adaptive
-        && !(rq->request->upstream && rq->request->upstream->upgrade))
-    {
-        /* an upgraded connection's lifetime is no response time */
-
-        usec = ngx_http_breaker_shed_latency(rq);
-        epoch = ngx_http_breaker_shed_epoch(sd, rq);
-
-        if (ngx_http_breaker_shed_ctl_sample(sd, epoch, usec)) {
-            ngx_http_breaker_shed_publish_limit(sd);
-        }
+    if (sd->adaptive) {
+        ngx_http_breaker_shed_sample(sd, rq);
     }
 
     ngx_http_breaker_shed_dispatch(sd);
+}
+
+
+/*
+ * The adaptive controller's sample of a request that gave its permit
+ * back.  Never inlined: the clock's addressed timespec would give the
+ * release of every permit a stack canary.
+ */
+static __attribute__((noinline)) void
+ngx_http_breaker_shed_sample(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_http_breaker_shed_req_t *rq)
+{
+    uint64_t                  usec;
+    ngx_atomic_uint_t         epoch;
+    ngx_http_upstream_t      *u;
+
+    u = rq->request->upstream;
+
+    if (u && u->upgrade) {
+        /* an upgraded connection's lifetime is no response time */
+        return;
+    }
+
+    usec = ngx_http_breaker_shed_latency(rq);
+    epoch = ngx_http_breaker_shed_epoch(sd, rq);
+
+    if (ngx_http_breaker_shed_ctl_sample(sd, epoch, usec)) {
+        ngx_http_breaker_shed_publish_limit(sd);
+    }
 }
 
 
@@ -2717,17 +2790,30 @@ static ngx_int_t
 ngx_http_breaker_shed_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    ngx_str_t                    *state;
     ngx_http_breaker_shed_req_t  *rq;
 
-    rq = ngx_http_breaker_shed_get(r->main);
+    /* read with every response in a header or the log: the context first */
+    rq = ngx_http_get_module_ctx(r->main, ngx_http_breaker_shed_module);
 
-    if (rq == NULL || ngx_http_breaker_shed_states[rq->state].len == 0) {
+    if (rq == NULL) {
+        rq = ngx_http_breaker_shed_get(r->main);
+    }
+
+    if (rq == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    v->data = ngx_http_breaker_shed_states[rq->state].data;
-    v->len = ngx_http_breaker_shed_states[rq->state].len;
+    state = &ngx_http_breaker_shed_states[rq->state];
+
+    if (state->len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = state->data;
+    v->len = state->len;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
