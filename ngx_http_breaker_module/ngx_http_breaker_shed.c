@@ -232,12 +232,21 @@ static ngx_int_t ngx_http_breaker_shed_number_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
-static ngx_str_t  ngx_http_breaker_shed_states[] = {
-    ngx_null_string,
-    ngx_null_string,                       /* waiting: not decided yet */
-    ngx_string("ADMITTED"),
-    ngx_string("QUEUED"),
-    ngx_string("SHED")
+/* $shed_status by state, copied whole: len, valid, no_cacheable,
+ * not_found, escape, data */
+#define ngx_http_breaker_shed_state(s)                                       \
+    { sizeof(s) - 1, 1, 1, 0, 0, (u_char *) s }
+
+static ngx_http_variable_value_t  ngx_http_breaker_shed_not_found = {
+    0, 0, 1, 1, 0, NULL
+};
+
+static ngx_http_variable_value_t  ngx_http_breaker_shed_states[] = {
+    { 0, 0, 1, 1, 0, NULL },
+    { 0, 0, 1, 1, 0, NULL },               /* waiting: not decided yet */
+    ngx_http_breaker_shed_state("ADMITTED"),
+    ngx_http_breaker_shed_state("QUEUED"),
+    ngx_http_breaker_shed_state("SHED")
 };
 
 
@@ -1909,16 +1918,16 @@ ngx_http_breaker_shed_create(ngx_http_request_t *r,
 {
     ngx_http_breaker_shed_req_t  *rq;
 
-    /* every field set here: no memset on the hot path */
+    /* the fields read before they are written are set here: no memset */
     rq = ngx_palloc(r->pool, sizeof(ngx_http_breaker_shed_req_t));
     if (rq == NULL) {
         return NULL;
     }
 
+    /* queue: set when it is queued; admitted, epoch: set with the permit
+     * of an adaptive shedder, read only then */
+
     rq->request = r;
-    ngx_queue_init(&rq->queue);
-    rq->admitted = 0;
-    rq->epoch = 0;
     rq->shedder = sd->index;
     rq->cls = 0;
     rq->state = 0;
@@ -2790,7 +2799,6 @@ static ngx_int_t
 ngx_http_breaker_shed_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t                    *state;
     ngx_http_breaker_shed_req_t  *rq;
 
     /* read with every response in a header or the log: the context first */
@@ -2800,23 +2808,8 @@ ngx_http_breaker_shed_status_variable(ngx_http_request_t *r,
         rq = ngx_http_breaker_shed_get(r->main);
     }
 
-    if (rq == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    state = &ngx_http_breaker_shed_states[rq->state];
-
-    if (state->len == 0) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    v->data = state->data;
-    v->len = state->len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
+    *v = rq ? ngx_http_breaker_shed_states[rq->state]
+            : ngx_http_breaker_shed_not_found;
 
     return NGX_OK;
 }
