@@ -180,12 +180,15 @@ static ngx_http_breaker_shed_req_t *ngx_http_breaker_shed_create(
     ngx_http_request_t *r, ngx_http_breaker_shed_shedder_t *sd);
 static ngx_uint_t ngx_http_breaker_shed_class_of(ngx_http_request_t *r,
     ngx_http_breaker_shed_loc_conf_t *lcf);
-static ngx_uint_t ngx_http_breaker_shed_admit(
+static ngx_inline ngx_uint_t ngx_http_breaker_shed_admit(
+    ngx_http_breaker_shed_shedder_t *sd, ngx_uint_t cls);
+static ngx_uint_t ngx_http_breaker_shed_admit_class(
     ngx_http_breaker_shed_shedder_t *sd, ngx_uint_t cls);
 static ngx_uint_t ngx_http_breaker_shed_reserve(
     ngx_http_breaker_shed_shedder_t *sd, ngx_uint_t limit, ngx_uint_t cls);
-static void ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
-    ngx_http_breaker_shed_req_t *rq, ngx_uint_t state);
+static ngx_inline void ngx_http_breaker_shed_granted(
+    ngx_http_breaker_shed_shedder_t *sd, ngx_http_breaker_shed_req_t *rq,
+    ngx_uint_t state);
 static void ngx_http_breaker_shed_stamp(ngx_http_breaker_shed_shedder_t *sd,
     ngx_http_breaker_shed_req_t *rq);
 static ngx_int_t ngx_http_breaker_shed_over_limit(ngx_http_request_t *r,
@@ -1999,17 +2002,52 @@ ngx_http_breaker_shed_reserve(ngx_http_breaker_shed_shedder_t *sd,
 
 /*
  * One permit, or none.  The limit is a hard cap, taken by a CAS on the
- * in-flight count: with one class, that is all.  A class's guaranteed
- * share reserves that many permits for it while it has requests waiting
- * (in any worker): another class is admitted only if the permits left
- * still cover the unused reservations of the classes that wait; a class
- * below its share is admitted whenever a permit is free.  The
- * reservations are read without a lock: two workers admitting at the same
- * instant may both count the same free permit as unreserved, never more
- * than the limit.
+ * in-flight count: with one class, that is all (inlined where it is
+ * called).
+ */
+static ngx_inline ngx_uint_t
+ngx_http_breaker_shed_admit(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_uint_t cls)
+{
+    ngx_uint_t                     limit;
+    ngx_atomic_uint_t              n;
+    ngx_http_breaker_shed_node_t  *node;
+
+    if (sd->nclasses > 1) {
+        return ngx_http_breaker_shed_admit_class(sd, cls);
+    }
+
+    node = sd->node;
+    limit = node->limit;
+
+    do {
+        n = node->in_flight;
+
+        if (n >= limit) {
+            return 0;
+        }
+
+    } while (!ngx_atomic_cmp_set(&node->in_flight, n, n + 1));
+
+    if (sd->slot) {
+        ngx_http_breaker_shed_slot_add(&sd->slot->single, 1);
+    }
+
+    return 1;
+}
+
+
+/*
+ * With several classes, a class's guaranteed share reserves that many
+ * permits for it while it has requests waiting (in any worker): another
+ * class is admitted only if the permits left still cover the unused
+ * reservations of the classes that wait; a class below its share is
+ * admitted whenever a permit is free.  The reservations are read without
+ * a lock: two workers admitting at the same instant may both count the
+ * same free permit as unreserved, never more than the limit.
  */
 static ngx_uint_t
-ngx_http_breaker_shed_admit(ngx_http_breaker_shed_shedder_t *sd,
+ngx_http_breaker_shed_admit_class(ngx_http_breaker_shed_shedder_t *sd,
     ngx_uint_t cls)
 {
     ngx_uint_t                     k, limit, held, reserve, in;
@@ -2018,24 +2056,6 @@ ngx_http_breaker_shed_admit(ngx_http_breaker_shed_shedder_t *sd,
 
     node = sd->node;
     limit = node->limit;
-
-    if (sd->nclasses == 1) {
-
-        do {
-            n = node->in_flight;
-
-            if (n >= limit) {
-                return 0;
-            }
-
-        } while (!ngx_atomic_cmp_set(&node->in_flight, n, n + 1));
-
-        if (sd->slot) {
-            ngx_http_breaker_shed_slot_add(&sd->slot->single, 1);
-        }
-
-        return 1;
-    }
 
     for ( ;; ) {
         n = node->in_flight;
@@ -2084,7 +2104,8 @@ ngx_http_breaker_shed_admit(ngx_http_breaker_shed_shedder_t *sd,
 }
 
 
-static void
+/* the permit is the request's: counted (inlined, the state a constant) */
+static ngx_inline void
 ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
     ngx_http_breaker_shed_req_t *rq, ngx_uint_t state)
 {

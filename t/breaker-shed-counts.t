@@ -112,10 +112,18 @@ sub master_of {
     return $pid;
 }
 
+# the processes listening on the nginx's port
+sub listeners {
+    my ($n) = @_;
+    my $port = $n->port;
+    my $out = `ss -ltnpH 'sport = :$port' 2>/dev/null`;
+    return map { $_ => 1 } $out =~ /pid=(\d+)/g;
+}
+
 # rewrites nginx.conf with $edit and sends HUP; true once a worker that
-# was not there before runs and $ready says the new configuration answers
-# (an old worker may still answer a request or two until it has closed
-# its listening sockets: what follows polls too)
+# was not there before runs, no older one listens any more (one may still
+# be finishing a request: it no longer accepts any) and $ready says the
+# new configuration answers
 sub reload {
     my ($n, $edit, $ready) = @_;
     my %old = map { $_ => 1 } $n->worker_pids;
@@ -130,7 +138,9 @@ sub reload {
     rename "$conf.new", $conf or die $!;
     kill 'HUP', master_of($n);
     return wait_until(20, sub {
-        (grep { !$old{$_} } $n->worker_pids) && $ready->();
+        my %l = listeners($n);
+        (grep { !$old{$_} } $n->worker_pids)
+            && !(grep { $l{$_} } keys %old) && $ready->();
     });
 }
 
