@@ -36,7 +36,10 @@
  * of another epoch, sums the buckets itself, as every outcome did
  * before).  The current and the previous buckets are read live, so the
  * sum is the same as the whole loop's: minimum calls and rates are judged
- * on the same counts.
+ * on the same counts.  A fast success is not judged at all once a
+ * judgement in the same epoch (and generation) found min_calls reached
+ * and both rates below their thresholds (the `quiet` tag): it can only
+ * lower the rates, and no bucket leaves the window before the epoch ends.
  *
  * The probes.  In HALF_OPEN one more word counts the permits: generation
  * (21 bits, must be the state word's), issued, done, failed, slow (11,
@@ -108,6 +111,8 @@ typedef struct {
 
 struct ngx_http_breaker_circuit_s {
     uint64_t                     word;
+    uint64_t                     quiet;      /* tag of an epoch judged
+                                                quiet (see _record) */
     uint64_t                     probes;
     uint64_t                     opens;      /* consecutive, for back-off */
     uint64_t                     reason;     /* of the last trip */
@@ -210,6 +215,7 @@ ngx_http_breaker_circuit_init(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf)
 {
     c->word = ngx_http_breaker_word(NGX_HTTP_BREAKER_CLOSED, 1, 0);
+    c->quiet = 0;
     c->probes = 0;
     c->opens = 0;
     c->reason = NGX_HTTP_BREAKER_REASON_NONE;
@@ -218,6 +224,30 @@ ngx_http_breaker_circuit_init(ngx_http_breaker_circuit_t *c,
 
     ngx_memzero(&c->summary, sizeof(ngx_http_breaker_summary_t));
     ngx_memzero(c->buckets, conf->buckets * sizeof(ngx_http_breaker_bucket_t));
+}
+
+
+ngx_uint_t
+ngx_http_breaker_circuit_admit_closed(ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_circuit_conf_t *conf, ngx_http_breaker_ticket_t *t)
+{
+    uint64_t  w;
+
+    if (conf->mode != NGX_HTTP_BREAKER_CLOSED) {
+        return 0;
+    }
+
+    w = ngx_http_breaker_load(&c->word);
+
+    if (ngx_http_breaker_w_state(w) != NGX_HTTP_BREAKER_CLOSED) {
+        return 0;
+    }
+
+    t->generation = ngx_http_breaker_w_gen(w);
+    t->probe = 0;
+    t->admitted = 1;
+
+    return 1;
 }
 
 
@@ -324,7 +354,7 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_ticket_t *t, ngx_http_breaker_outcome_e outcome,
     int64_t latency, int64_t now, ngx_log_t *log)
 {
-    uint64_t                   w, epoch, slot;
+    uint64_t                   w, epoch, slot, tag;
     ngx_uint_t                 failed, slow, state, reason;
     ngx_http_breaker_counts_t  sum;
 
@@ -382,6 +412,21 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
         return;
     }
 
+    tag = ((uint64_t) (t->generation & NGX_HTTP_BREAKER_GEN_MASK) << 40)
+          | epoch;
+
+    if (!failed && !slow
+        && __atomic_load_n(&c->quiet, __ATOMIC_RELAXED) == tag)
+    {
+        /*
+         * A fast success lowers both rates and the window's buckets
+         * expire only when the epoch ends: a window judged in this epoch
+         * with min_calls reached and both rates below their thresholds
+         * stays below them until a failure or a slow call, each judged.
+         */
+        return;
+    }
+
     ngx_http_breaker_window_judge_sum(c, t->generation, now, epoch, slot,
                                       &sum);
 
@@ -389,6 +434,13 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
 
     if (reason != NGX_HTTP_BREAKER_REASON_NONE) {
         (void) ngx_http_breaker_trip(c, conf, name, w, reason, &sum, now, log);
+        return;
+    }
+
+    if (sum.calls >= conf->min_calls && sum.calls > 0
+        && __atomic_load_n(&c->quiet, __ATOMIC_RELAXED) != tag)
+    {
+        __atomic_store_n(&c->quiet, tag, __ATOMIC_RELAXED);
     }
 }
 
@@ -1323,18 +1375,6 @@ ngx_http_breaker_circuit_conf_check(ngx_conf_t *cf,
     }
 
     return NGX_CONF_OK;
-}
-
-
-ngx_uint_t
-ngx_http_breaker_circuit_failure_status(ngx_http_breaker_circuit_conf_t *conf,
-    ngx_uint_t status)
-{
-    if (status < 100 || status > 599) {
-        return 0;
-    }
-
-    return (conf->statuses[status / 8] >> (status % 8)) & 1;
 }
 
 

@@ -105,6 +105,13 @@ ngx_int_t ngx_http_breaker_circuit_admit(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name, int64_t now,
     ngx_http_breaker_ticket_t *t, int64_t *retry_after, ngx_log_t *log);
 
+/* added: admission of a circuit CLOSED in automatic mode, the common case,
+ * without the clock: 1 and t filled if it is; 0 if not (the caller reads
+ * the clock and calls _admit(), which decides) */
+ngx_uint_t ngx_http_breaker_circuit_admit_closed(
+    ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf,
+    ngx_http_breaker_ticket_t *t);
+
 /* an admitted request's outcome; latency in usec (slow when >= slow_call) */
 void ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name,
@@ -247,9 +254,18 @@ const char *ngx_http_breaker_reason_name(ngx_uint_t code);
 ngx_http_breaker_state_e ngx_http_breaker_circuit_stored_state(
     ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf);
 
-/* added: 1 if the status is one of the conf's statuses= (a failure) */
-ngx_uint_t ngx_http_breaker_circuit_failure_status(
-    ngx_http_breaker_circuit_conf_t *conf, ngx_uint_t status);
+/* added: 1 if the status is one of the conf's statuses= (a failure);
+ * inline: once per outcome */
+static ngx_inline ngx_uint_t
+ngx_http_breaker_circuit_failure_status(ngx_http_breaker_circuit_conf_t *conf,
+    ngx_uint_t status)
+{
+    if (status < 100 || status > 599) {
+        return 0;
+    }
+
+    return (conf->statuses[status / 8] >> (status % 8)) & 1;
+}
 
 
 #endif /* _NGX_HTTP_BREAKER_CIRCUIT_H_INCLUDED_ */
