@@ -1761,9 +1761,10 @@ ngx_http_breaker_shed_configure_node(ngx_http_breaker_shed_shedder_t *sd,
 
 
 /*
- * The path of a request admitted at once is kept short: no request waits
- * in this worker (nothing to dispatch, no one ahead), one class or a
- * priority to evaluate, the CAS on the permits.
+ * The path of a request admitted at once is kept short: the priority is
+ * evaluated only with several classes; when no request waits in this
+ * worker there is nothing to dispatch and no one ahead, only the CAS on
+ * the permits.
  */
 static ngx_int_t
 ngx_http_breaker_shed_handler(ngx_http_request_t *r)
