@@ -1181,6 +1181,57 @@ ngx_edge_stats_observe(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
 }
 
 
+uint64_t *
+ngx_edge_stats_ref(ngx_edge_stats_t *st, ngx_edge_stats_id_t id)
+{
+    ngx_edge_stats_sh_t  *sh;
+
+    if (st == NULL || id < 0 || !ngx_edge_stats_ready(st)) {
+        return NULL;
+    }
+
+    sh = st->sh;
+
+    if ((ngx_uint_t) id >= sh->nstatic
+        || (ngx_uint_t) id >= __atomic_load_n(&sh->nseries, __ATOMIC_RELAXED))
+    {
+        /* a run-time series may be freed and its values reused */
+        return NULL;
+    }
+
+    return st->slot + sh->series[id].off;
+}
+
+
+void
+ngx_edge_stats_hist_ref(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
+    ngx_edge_stats_hist_ref_t *h)
+{
+    ngx_edge_stats_series_t   *s;
+    ngx_edge_stats_cfamily_t  *cf;
+
+    ngx_memzero(h, sizeof(ngx_edge_stats_hist_ref_t));
+
+    h->values = ngx_edge_stats_ref(st, id);
+
+    if (h->values == NULL) {
+        return;
+    }
+
+    s = &st->sh->series[id];
+    cf = (ngx_edge_stats_cfamily_t *) st->families.elts + s->family;
+
+    if (cf->sh.type != NGX_EDGE_STATS_HISTOGRAM) {
+        h->values = NULL;
+        return;
+    }
+
+    h->bounds = cf->sh.bounds;
+    h->nbounds = cf->sh.nbounds;
+    h->start = cf->start;
+}
+
+
 /*
  * Whether series s is the one of (family, hash, values).  Lock-free: a
  * run-time series may be freed and reused while it is read, so its

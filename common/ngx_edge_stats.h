@@ -101,6 +101,62 @@ NGX_EDGE_API void ngx_edge_stats_observe(ngx_edge_stats_t *st,
 
 
 /*
+ * Hot-path handles of a static series (registered at configuration): the
+ * series' values in this process's slot, resolved once per process, so
+ * that an update is one atomic add with no lookup.  A handle is valid in
+ * the process that resolved it (a forked worker has its slot: resolve
+ * in the worker, e.g. on its first update, keyed on ngx_worker) for the
+ * life of the configuration.  A handle of nothing (no zone yet, an id
+ * NGX_EDGE_STATS_NONE, a run-time series) is NULL / values NULL, and
+ * updates through it do nothing.
+ */
+typedef struct {
+    uint64_t                    *values;      /* buckets, +Inf, sum */
+    uint64_t                    *bounds;
+    u_char                      *start;       /* first bucket by bit */
+    ngx_uint_t                   nbounds;
+} ngx_edge_stats_hist_ref_t;
+
+NGX_EDGE_API uint64_t *ngx_edge_stats_ref(ngx_edge_stats_t *st,
+    ngx_edge_stats_id_t id);
+NGX_EDGE_API void ngx_edge_stats_hist_ref(ngx_edge_stats_t *st,
+    ngx_edge_stats_id_t id, ngx_edge_stats_hist_ref_t *h);
+
+
+static ngx_inline void
+ngx_edge_stats_ref_add(uint64_t *ref, int64_t delta)
+{
+    if (ref) {
+        __atomic_fetch_add(ref, (uint64_t) delta, __ATOMIC_RELAXED);
+    }
+}
+
+
+static ngx_inline void
+ngx_edge_stats_ref_observe(ngx_edge_stats_hist_ref_t *h, uint64_t value)
+{
+    ngx_uint_t  i;
+
+    if (h->values == NULL) {
+        return;
+    }
+
+    i = 0;
+
+    if (value > h->bounds[0]) {
+        /* value >= 1: start past the bounds below its highest bit */
+        for (i = h->start[63 - __builtin_clzll(value)];
+             i < h->nbounds && value > h->bounds[i];
+             i++)
+        { /* void */ }
+    }
+
+    __atomic_fetch_add(&h->values[i], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->values[h->nbounds + 1], value, __ATOMIC_RELAXED);
+}
+
+
+/*
  * Run-time series (families with NGX_EDGE_STATS_DYNAMIC, or max_series > 0).
  *
  * A family with max_series > 0 has a budget of that many series of its

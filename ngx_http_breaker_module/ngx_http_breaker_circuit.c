@@ -180,6 +180,10 @@ static ngx_uint_t ngx_http_breaker_summary_read(ngx_http_breaker_circuit_t *c,
     uint64_t tag, ngx_http_breaker_counts_t *sum);
 static void ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c,
     uint64_t tag, ngx_http_breaker_counts_t *sum);
+static NGX_EDGE_COLD void ngx_http_breaker_judge_window(
+    ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf,
+    ngx_str_t *name, uint64_t w, uint64_t tag, int64_t now, uint64_t slot,
+    ngx_log_t *log);
 static ngx_uint_t ngx_http_breaker_judge(ngx_http_breaker_circuit_conf_t *conf,
     ngx_http_breaker_counts_t *sum);
 static ngx_uint_t ngx_http_breaker_trip(ngx_http_breaker_circuit_t *c,
@@ -354,9 +358,8 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_ticket_t *t, ngx_http_breaker_outcome_e outcome,
     int64_t latency, int64_t now, ngx_log_t *log)
 {
-    uint64_t                   w, epoch, slot, tag;
-    ngx_uint_t                 failed, slow, state, reason;
-    ngx_http_breaker_counts_t  sum;
+    uint64_t    w, epoch, slot, tag;
+    ngx_uint_t  failed, slow, state;
 
     if (!t->admitted) {
         return;
@@ -427,7 +430,22 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
         return;
     }
 
-    ngx_http_breaker_window_judge_sum(c, t->generation, now, epoch, slot,
+    ngx_http_breaker_judge_window(c, conf, name, w, tag, now, slot, log);
+}
+
+
+/* an outcome of a CLOSED circuit judged on the window: trips it, or marks
+ * the epoch quiet (tag: the outcome's generation and epoch) */
+static void
+ngx_http_breaker_judge_window(ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name, uint64_t w,
+    uint64_t tag, int64_t now, uint64_t slot, ngx_log_t *log)
+{
+    ngx_uint_t                 reason;
+    ngx_http_breaker_counts_t  sum;
+
+    ngx_http_breaker_window_judge_sum(c, (uint32_t) (tag >> 40), now,
+                                      tag & NGX_HTTP_BREAKER_EPOCH_MASK, slot,
                                       &sum);
 
     reason = ngx_http_breaker_judge(conf, &sum);

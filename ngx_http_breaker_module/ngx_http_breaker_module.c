@@ -55,10 +55,10 @@ typedef struct {
 /* one per request that met a breaker, with its pool cleanup in one
  * allocation (the request's pool is near a block's end: every byte and
  * call counts); found again after an internal redirect through that
- * cleanup, whose data is the request */
+ * cleanup, whose data is the ctx */
 typedef struct {
-    ngx_pool_cleanup_t               cln;        /* first: the ctx's
-                                                    address */
+    ngx_pool_cleanup_t               cln;
+    ngx_http_request_t              *request;
     ngx_http_breaker_route_t        *route;
     ngx_http_breaker_ticket_t        ticket;
     uint32_t                         retry_after;   /* msec, refused */
@@ -71,21 +71,25 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_breaker_handler(ngx_http_request_t *r);
+static NGX_EDGE_COLD ngx_int_t ngx_http_breaker_check(ngx_http_request_t *r,
+    ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx);
 static ngx_int_t ngx_http_breaker_refuse(ngx_http_request_t *r,
     ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx);
-static ngx_int_t ngx_http_breaker_log_handler(ngx_http_request_t *r);
 static void ngx_http_breaker_cleanup(void *data);
 static void ngx_http_breaker_finish(ngx_http_request_t *r,
     ngx_http_breaker_ctx_t *ctx);
 static ngx_http_breaker_ctx_t *ngx_http_breaker_find_ctx(
     ngx_http_request_t *r);
+static int64_t ngx_http_breaker_upstream_usec(ngx_http_request_t *r);
 static ngx_int_t ngx_http_breaker_classify(ngx_http_request_t *r,
-    ngx_http_breaker_circuit_conf_t *conf, int64_t *latency);
+    ngx_http_breaker_circuit_conf_t *conf);
 static ngx_http_breaker_ctx_t *ngx_http_breaker_get_ctx(
     ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_breaker_state_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_breaker_state_variable_lookup(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v);
 static ngx_int_t ngx_http_breaker_reason_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_breaker_retry_after_variable(ngx_http_request_t *r,
@@ -252,8 +256,6 @@ ngx_http_breaker_msec_up(int64_t usec)
 static ngx_int_t
 ngx_http_breaker_handler(ngx_http_request_t *r)
 {
-    int64_t                       now, retry;
-    ngx_int_t                     rc;
     ngx_http_breaker_ctx_t       *ctx;
     ngx_http_breaker_route_t     *route;
     ngx_http_breaker_loc_conf_t  *lcf;
@@ -277,6 +279,7 @@ ngx_http_breaker_handler(ngx_http_request_t *r)
     }
 
     ngx_memzero(&ctx->ticket, sizeof(ngx_http_breaker_ticket_t));
+    ctx->request = r;
     ctx->route = route;
     ctx->reason = NGX_HTTP_BREAKER_ROUTE_NONE;
     ctx->retry_after = 0;
@@ -287,7 +290,7 @@ ngx_http_breaker_handler(ngx_http_request_t *r)
 
     /* what ngx_pool_cleanup_add() does, without its two allocations */
     ctx->cln.handler = ngx_http_breaker_cleanup;
-    ctx->cln.data = r;
+    ctx->cln.data = ctx;
     ctx->cln.next = r->pool->cleanup;
     r->pool->cleanup = &ctx->cln;
 
@@ -298,6 +301,28 @@ ngx_http_breaker_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    if (ngx_http_breaker_circuit_admit_closed(route->circuit, &route->conf,
+                                              &ctx->ticket))
+    {
+        ctx->has_state = 1;
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_breaker_check(r, lcf, ctx);
+}
+
+
+/* a circuit not simply CLOSED: admitted (a probe, forced closed, ...) or
+ * refused; apart from the handler, whose common path stays small */
+static ngx_int_t
+ngx_http_breaker_check(ngx_http_request_t *r,
+    ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx)
+{
+    int64_t                    now, retry;
+    ngx_int_t                  rc;
+    ngx_http_breaker_route_t  *route;
+
+    route = ctx->route;
     now = ngx_edge_mono_usec();
 
     rc = ngx_http_breaker_circuit_admit(route->circuit, &route->conf,
@@ -398,70 +423,20 @@ ngx_http_breaker_refuse(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
-ngx_http_breaker_log_handler(ngx_http_request_t *r)
-{
-    ngx_http_breaker_ctx_t        *ctx;
-    ngx_http_breaker_main_conf_t  *bmcf;
-
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_breaker_module);
-
-    if (bmcf->routes.nelts == 0) {
-        /* no route circuit: no need to look for a context */
-        return NGX_OK;
-    }
-
-    ctx = ngx_http_breaker_get_ctx(r);
-
-    if (ctx != NULL && !ctx->done) {
-        ngx_http_breaker_finish(r, ctx);
-    }
-
-    return NGX_OK;
-}
-
-
 /*
- * The request's pool goes away (data: the request).  The main request was
- * logged before (ngx_http_free_request): one still holding its ticket
- * never had an outcome, and gives its probe back.  A subrequest is logged
- * only with log_subrequest on: its outcome is recorded here (its memory
- * is the main request's pool, still whole while the cleanups run).
+ * The request's pool goes away (data: the ctx): the outcome is recorded
+ * here, for the main request (just logged: ngx_http_free_request logs it
+ * and then destroys its pool, whose memory is whole while the cleanups
+ * run) and for a subrequest (its pool is the main request's).  A request
+ * that never went upstream gives its probe back.
  */
 static void
 ngx_http_breaker_cleanup(void *data)
 {
-    ngx_http_request_t  *r = data;
+    ngx_http_breaker_ctx_t  *ctx = data;
 
-    ngx_http_breaker_ctx_t    *ctx;
-    ngx_http_breaker_route_t  *route;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_breaker_module);
-
-    if (ctx == NULL && r->pool != NULL) {
-        /*
-         * A subrequest after an internal redirect (its pool is the main
-         * request's, whole while the cleanups run).  The main request's
-         * pool is already detached from it (ngx_http_free_request), but
-         * its log handler, which ran before, found its ctx again.
-         */
-        ctx = ngx_http_breaker_find_ctx(r);
-    }
-
-    if (ctx == NULL || ctx->done) {
-        return;
-    }
-
-    if (r != r->main) {
-        ngx_http_breaker_finish(r, ctx);
-        return;
-    }
-
-    ctx->done = 1;
-    route = ctx->route;
-
-    if (route->circuit) {
-        ngx_http_breaker_circuit_cancel(route->circuit, &ctx->ticket);
+    if (!ctx->done) {
+        ngx_http_breaker_finish(ctx->request, ctx);
     }
 }
 
@@ -481,13 +456,15 @@ ngx_http_breaker_finish(ngx_http_request_t *r, ngx_http_breaker_ctx_t *ctx)
         return;
     }
 
-    outcome = ngx_http_breaker_classify(r, &route->conf, &latency);
+    outcome = ngx_http_breaker_classify(r, &route->conf);
 
     if (outcome == NGX_HTTP_BREAKER_NO_OUTCOME) {
         /* never went upstream (a redirect, an error page): no call */
         ngx_http_breaker_circuit_cancel(route->circuit, &ctx->ticket);
         return;
     }
+
+    latency = ngx_http_breaker_upstream_usec(r);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "breaker \"%V\" outcome %s, %L usec", &route->name,
@@ -497,37 +474,22 @@ ngx_http_breaker_finish(ngx_http_request_t *r, ngx_http_breaker_ctx_t *ctx)
 
     ngx_http_breaker_circuit_record(route->circuit, &route->conf,
                                     &route->name, &ctx->ticket, outcome,
-                                    latency, ngx_edge_mono_usec(),
+                                    latency, ngx_edge_mono_usec_cached(),
                                     r->connection->log);
 }
 
 
-/*
- * The request's outcome from its upstream states.  The route circuit
- * judges the request as the client saw it: the last attempt counts
- * (a retry that succeeded is a success), the latency is the time spent
- * upstream over every attempt.  No response and 504: a timeout; no
- * response and 502: a connect (or read) error.  The client gone before
- * the upstream answered: ignored.
- */
-static ngx_int_t
-ngx_http_breaker_classify(ngx_http_request_t *r,
-    ngx_http_breaker_circuit_conf_t *conf, int64_t *latency)
+/* the time spent upstream over every attempt, usec (the states hold
+ * msec; an attempt cut short has none: the time since it started) */
+static int64_t
+ngx_http_breaker_upstream_usec(ngx_http_request_t *r)
 {
     ngx_uint_t                   i, n;
     ngx_msec_t                   ms;
-    ngx_http_upstream_state_t   *state, *last;
-
-    *latency = 0;
-
-    if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
-        return NGX_HTTP_BREAKER_NO_OUTCOME;
-    }
+    ngx_http_upstream_state_t   *state;
 
     state = r->upstream_states->elts;
     n = r->upstream_states->nelts;
-    last = &state[n - 1];
-
     ms = 0;
 
     for (i = 0; i < n; i++) {
@@ -539,7 +501,29 @@ ngx_http_breaker_classify(ngx_http_request_t *r,
         }
     }
 
-    *latency = (int64_t) ms * 1000;
+    return (int64_t) ms * 1000;
+}
+
+
+/*
+ * The request's outcome from its upstream states.  The route circuit
+ * judges the request as the client saw it: the last attempt counts
+ * (a retry that succeeded is a success).  No response and 504: a
+ * timeout; no response and 502: a connect (or read) error.  The client
+ * gone before the upstream answered: ignored.
+ */
+static ngx_int_t
+ngx_http_breaker_classify(ngx_http_request_t *r,
+    ngx_http_breaker_circuit_conf_t *conf)
+{
+    ngx_http_upstream_state_t   *last;
+
+    if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
+        return NGX_HTTP_BREAKER_NO_OUTCOME;
+    }
+
+    last = (ngx_http_upstream_state_t *) r->upstream_states->elts
+           + r->upstream_states->nelts - 1;
 
     if (last->status == 0
         || (last->header_time == (ngx_msec_t) -1
@@ -604,7 +588,9 @@ ngx_http_breaker_find_ctx(ngx_http_request_t *r)
     ngx_pool_cleanup_t  *cln;
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_breaker_cleanup && cln->data == r) {
+        if (cln->handler == ngx_http_breaker_cleanup
+            && ((ngx_http_breaker_ctx_t *) cln->data)->request == r)
+        {
             return (ngx_http_breaker_ctx_t *) cln;
         }
     }
@@ -660,6 +646,34 @@ ngx_http_breaker_variable_ctx(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_breaker_state_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t               *name;
+    ngx_http_breaker_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_breaker_module);
+
+    if (ctx == NULL || !ctx->has_state) {
+        /* redirected, not checked (yet), or no circuit */
+        return ngx_http_breaker_state_variable_lookup(r, v);
+    }
+
+    name = ngx_http_breaker_state_name(ctx->state);
+
+    v->data = name->data;
+    v->len = name->len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* the state variable of a request whose ctx is not at hand (the checked
+ * request's ctx after an internal redirect, or the circuit's state now) */
+static ngx_int_t
+ngx_http_breaker_state_variable_lookup(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v)
 {
     ngx_str_t               *name;
     ngx_http_breaker_ctx_t  *ctx, tmp;
@@ -834,6 +848,7 @@ ngx_http_breaker_stats_add(ngx_conf_t *cf, ngx_str_t *name,
     }
 
     bst->stats = bmcf->stats;
+    bst->worker = 0;
     values[0] = *name;
 
     for (i = 0; i < NGX_HTTP_BREAKER_NSTATES; i++) {
@@ -893,19 +908,17 @@ ngx_http_breaker_stats_transition(ngx_http_breaker_stats_t *bst,
 
 
 void
-ngx_http_breaker_stats_call(ngx_http_breaker_stats_t *bst,
-    ngx_http_breaker_outcome_e outcome, int64_t latency)
+ngx_http_breaker_stats_resolve(ngx_http_breaker_stats_t *bst)
 {
-    if (bst->stats == NULL) {
-        return;
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_BREAKER_NOUTCOMES; i++) {
+        bst->calls_ref[i] = ngx_edge_stats_ref(bst->stats, bst->calls[i]);
     }
 
-    ngx_edge_stats_add(bst->stats, bst->calls[outcome], 1);
+    ngx_edge_stats_hist_ref(bst->stats, bst->duration, &bst->duration_ref);
 
-    if (outcome != NGX_HTTP_BREAKER_IGNORED) {
-        ngx_edge_stats_observe(bst->stats, bst->duration,
-                               (uint64_t) (latency > 0 ? latency : 0));
-    }
+    bst->worker = ngx_worker + 1;
 }
 
 
@@ -1458,13 +1471,6 @@ ngx_http_breaker_init(ngx_conf_t *cf)
                 * sizeof(ngx_http_handler_pt));
 
     *h = ngx_http_breaker_handler;
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_breaker_log_handler;
 
     return ngx_http_breaker_peers_postconfiguration(cf);
 }

@@ -26,6 +26,12 @@ typedef struct {
     ngx_edge_stats_id_t          rejected;
     ngx_edge_stats_id_t          state;
     ngx_edge_stats_id_t          duration;
+
+    /* the per-call series' handles in this worker's slot, resolved on
+     * its first call (worker: ngx_worker + 1 then, 0 before) */
+    ngx_uint_t                   worker;
+    uint64_t                    *calls_ref[NGX_HTTP_BREAKER_NOUTCOMES];
+    ngx_edge_stats_hist_ref_t    duration_ref;
 } ngx_http_breaker_stats_t;
 
 
@@ -47,9 +53,26 @@ ngx_int_t ngx_http_breaker_stats_add(ngx_conf_t *cf, ngx_str_t *name,
 /* at run time: a transition won by this worker, an outcome, a refusal */
 void ngx_http_breaker_stats_transition(ngx_http_breaker_stats_t *bst,
     ngx_http_breaker_state_e from, ngx_http_breaker_state_e to);
-void ngx_http_breaker_stats_call(ngx_http_breaker_stats_t *bst,
-    ngx_http_breaker_outcome_e outcome, int64_t latency);
 void ngx_http_breaker_stats_rejected(ngx_http_breaker_stats_t *bst);
+void ngx_http_breaker_stats_resolve(ngx_http_breaker_stats_t *bst);
+
+
+/* an outcome (once per request: inline, through the handles) */
+static ngx_inline void
+ngx_http_breaker_stats_call(ngx_http_breaker_stats_t *bst,
+    ngx_http_breaker_outcome_e outcome, int64_t latency)
+{
+    if (bst->worker != ngx_worker + 1) {
+        ngx_http_breaker_stats_resolve(bst);
+    }
+
+    ngx_edge_stats_ref_add(bst->calls_ref[outcome], 1);
+
+    if (outcome != NGX_HTTP_BREAKER_IGNORED) {
+        ngx_edge_stats_ref_observe(&bst->duration_ref,
+                                   (uint64_t) (latency > 0 ? latency : 0));
+    }
+}
 
 /* added: in the master at init_module, once the circuit is found in its
  * zone: the state gauge becomes the circuit's stored state (a new stats

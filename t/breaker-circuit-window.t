@@ -99,6 +99,53 @@ subtest 'outcomes older than the window are not counted' => sub {
 };
 
 
+# A fast success is not judged once a judgement in the same epoch found
+# the window at min_calls with both rates below their thresholds (it can
+# only lower them); buckets leave the window only when an epoch ends, so
+# in the next epoch a success is judged again.  Here the successes that
+# kept the rate low leave the window, failures that came a bucket later
+# stay, and a success is the call that trips the circuit.  Buckets of
+# 3 s: the successes (before $ta) are out of the window from $ta + 6 s,
+# the failures (after $tb) in it until $tb + 3 s; a run whose requests
+# miss those bounds on a busy machine is started again.
+subtest 'a success in a later epoch is judged: the old successes have left the window' => sub {
+    my $run = sub {
+        my $n = Test::Edge::Nginx->start(
+            http => http_conf('window=6s buckets=2 min_calls=4 failure_rate=50 '
+                              . 'open=30s jitter=0'));
+        is(statuses($n, '/ok', 4), '200 200 200 200', '4 successes');
+        my $ta = time;
+        wait_past($ta + 4.0);
+        my $tb = time;
+        is(statuses($n, '/fail', 3), '500 500 500', '3 failures');
+        like(state($n), qr/^closed\|/, 'closed: 3 of 7, or 3 calls');
+        wait_past($ta + 6.2);
+        my $ts = time;
+        my $status = $n->get('/ok')->{status};
+        my $in_bounds = time < $tb + 2.8;
+        if (!$in_bounds) {
+            diag(sprintf('late: failures at +%.2fs, success sent at +%.2fs; '
+                         . 'again', $tb - $ta, $ts - $ta));
+            $n->stop;
+            return 0;
+        }
+        is($status, 200, 'a success');
+        like(state($n), qr/^open\|failure_rate$/, 'open: 3 failed of 4');
+        like($n->log,
+             qr/closed -> open \(failure_rate: 3 failed, 0 slow of 4 calls\)/,
+             'judged on the window: the failures and the success');
+        unlike($n->log, qr/\[(error|alert|crit)\]/, 'no error');
+        $n->stop;
+        return 1;
+    };
+    my $done = 0;
+    for my $try (1 .. 3) {
+        $done = $run->() and last;
+    }
+    ok($done, 'a run within the bounds');
+};
+
+
 # Not the window, but the other path this work reworked: a subrequest's
 # outcome is recorded by the pool cleanup, which finds the request's
 # context through the pool's cleanups when an internal redirect (here
