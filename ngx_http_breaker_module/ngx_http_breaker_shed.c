@@ -191,6 +191,8 @@ static ngx_inline void ngx_http_breaker_shed_granted(
     ngx_uint_t state);
 static void ngx_http_breaker_shed_stamp(ngx_http_breaker_shed_shedder_t *sd,
     ngx_http_breaker_shed_req_t *rq);
+static void ngx_http_breaker_shed_stats_refs(
+    ngx_http_breaker_shed_shedder_t *sd);
 static ngx_int_t ngx_http_breaker_shed_over_limit(ngx_http_request_t *r,
     ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf);
 static ngx_int_t ngx_http_breaker_shed_refuse(ngx_http_request_t *r,
@@ -2111,10 +2113,7 @@ ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
     ngx_http_breaker_shed_req_t *rq, ngx_uint_t state)
 {
     uint64_t                           *p;
-    ngx_uint_t                          result;
     ngx_http_breaker_shed_main_conf_t  *smcf;
-
-    smcf = sd->main_conf;
 
     rq->state = state;
     rq->permit = 1;
@@ -2122,6 +2121,12 @@ ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
     if (sd->adaptive) {
         ngx_http_breaker_shed_stamp(sd, rq);
     }
+
+    if (sd->refs_worker != (ngx_uint_t) ngx_worker + 1) {
+        ngx_http_breaker_shed_stats_refs(sd);
+    }
+
+    ngx_edge_stats_ref_add(sd->ref_in_flight, 1);
 
     if (state == NGX_HTTP_BREAKER_SHED_ADMITTED) {
 
@@ -2135,15 +2140,41 @@ ngx_http_breaker_shed_granted(ngx_http_breaker_shed_shedder_t *sd,
             (void) ngx_atomic_fetch_add(&sd->node->admitted[rq->cls], 1);
         }
 
-        result = NGX_HTTP_BREAKER_SHED_R_ADMITTED;
+        ngx_edge_stats_ref_add(sd->ref_admitted[rq->cls], 1);
 
-    } else {
-        (void) ngx_atomic_fetch_add(&sd->node->dequeued[rq->cls], 1);
-        result = NGX_HTTP_BREAKER_SHED_R_QUEUED;
+        return;
     }
 
-    ngx_edge_stats_add(smcf->stats, sd->st_requests[rq->cls][result], 1);
-    ngx_edge_stats_add(smcf->stats, sd->st_in_flight, 1);
+    (void) ngx_atomic_fetch_add(&sd->node->dequeued[rq->cls], 1);
+
+    smcf = sd->main_conf;
+    ngx_edge_stats_add(smcf->stats,
+                       sd->st_requests[rq->cls][NGX_HTTP_BREAKER_SHED_R_QUEUED],
+                       1);
+}
+
+
+/*
+ * A process resolves the handles of the series it updates with every
+ * permit (this configuration's, in its slot of the stats zone) at its
+ * first grant: in the worker, whatever the process model.
+ */
+static void
+ngx_http_breaker_shed_stats_refs(ngx_http_breaker_shed_shedder_t *sd)
+{
+    ngx_uint_t                          c;
+    ngx_edge_stats_id_t                 id;
+    ngx_http_breaker_shed_main_conf_t  *smcf;
+
+    smcf = sd->main_conf;
+
+    for (c = 0; c < sd->nclasses; c++) {
+        id = sd->st_requests[c][NGX_HTTP_BREAKER_SHED_R_ADMITTED];
+        sd->ref_admitted[c] = ngx_edge_stats_ref(smcf->stats, id);
+    }
+
+    sd->ref_in_flight = ngx_edge_stats_ref(smcf->stats, sd->st_in_flight);
+    sd->refs_worker = ngx_worker + 1;
 }
 
 
@@ -2586,11 +2617,9 @@ ngx_http_breaker_shed_cleanup(void *data)
 static void
 ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
 {
-    ngx_http_breaker_shed_shedder_t    *sd;
-    ngx_http_breaker_shed_main_conf_t  *smcf;
+    ngx_http_breaker_shed_shedder_t  *sd;
 
     sd = ngx_http_breaker_shed_rq_shedder(rq);
-    smcf = sd->main_conf;
 
     rq->permit = 0;
 
@@ -2608,7 +2637,9 @@ ngx_http_breaker_shed_release(ngx_http_breaker_shed_req_t *rq)
     }
 
     (void) ngx_atomic_fetch_add(&sd->node->in_flight, -1);
-    ngx_edge_stats_add(smcf->stats, sd->st_in_flight, -1);
+
+    /* resolved by the grant of the permit, in this process */
+    ngx_edge_stats_ref_add(sd->ref_in_flight, -1);
 
     if (sd->adaptive) {
         ngx_http_breaker_shed_sample(sd, rq);

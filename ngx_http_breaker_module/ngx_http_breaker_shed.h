@@ -188,6 +188,12 @@ typedef struct {
     ngx_edge_stats_id_t          st_limit;
     ngx_edge_stats_id_t          st_wait;
 
+    /* the hot series' values in this process's slot (resolved on the
+     * first grant of the process: ngx_worker + 1 in refs_worker) */
+    uint64_t            *ref_admitted[NGX_HTTP_BREAKER_SHED_MAX_CLASSES];
+    uint64_t                    *ref_in_flight;
+    ngx_uint_t                   refs_worker;
+
     ngx_uint_t                   index;         /* in smcf->shedders */
 } ngx_http_breaker_shed_shedder_t;
 
