@@ -241,6 +241,12 @@ static const uint64_t  ngx_http_breaker_duration_bounds[] = {
     (NGX_HTTP_BREAKER_ROUTE_CIRCUIT + ngx_http_breaker_circuit_reason_code(c))
 
 
+/* $breaker_state's values by state, from the state names (at
+ * preconfiguration) */
+static ngx_http_variable_value_t
+    ngx_http_breaker_state_values[NGX_HTTP_BREAKER_NSTATES];
+
+
 /* usec to msec, rounded up (a Retry-After rounded up to seconds from it
  * is the same as from the usec); 0 for none */
 static ngx_inline uint32_t
@@ -268,7 +274,9 @@ ngx_http_breaker_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (ngx_http_breaker_get_ctx(r) != NULL) {
+    if (ngx_http_get_module_ctx(r, ngx_http_breaker_module) != NULL
+        || (r->internal && ngx_http_breaker_get_ctx(r) != NULL))
+    {
         /* decided once per request, internal redirects included */
         return NGX_DECLINED;
     }
@@ -647,7 +655,6 @@ static ngx_int_t
 ngx_http_breaker_state_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t               *name;
     ngx_http_breaker_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_breaker_module);
@@ -657,13 +664,8 @@ ngx_http_breaker_state_variable(ngx_http_request_t *r,
         return ngx_http_breaker_state_variable_lookup(r, v);
     }
 
-    name = ngx_http_breaker_state_name(ctx->state);
-
-    v->data = name->data;
-    v->len = name->len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
+    /* read with every response in a header or the log: a prepared value */
+    *v = ngx_http_breaker_state_values[ctx->state];
 
     return NGX_OK;
 }
@@ -1420,7 +1422,18 @@ ngx_http_breaker_fallback(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_breaker_add_variables(ngx_conf_t *cf)
 {
+    ngx_str_t            *name;
+    ngx_uint_t            i;
     ngx_http_variable_t  *var, *v;
+
+    for (i = 0; i < NGX_HTTP_BREAKER_NSTATES; i++) {
+        name = ngx_http_breaker_state_name(i);
+        ngx_http_breaker_state_values[i].len = name->len;
+        ngx_http_breaker_state_values[i].data = name->data;
+        ngx_http_breaker_state_values[i].valid = 1;
+        ngx_http_breaker_state_values[i].no_cacheable = 1;
+        ngx_http_breaker_state_values[i].not_found = 0;
+    }
 
     for (v = ngx_http_breaker_vars; v->name.len; v++) {
         var = ngx_http_add_variable(cf, &v->name, v->flags);
