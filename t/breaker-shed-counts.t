@@ -105,13 +105,6 @@ sub ok_times {
     return $ok;
 }
 
-sub master_of {
-    my ($n) = @_;
-    open my $fh, '<', "$n->{prefix}/logs/nginx.pid" or die $!;
-    chomp(my $pid = <$fh>);
-    return $pid;
-}
-
 # the processes listening on the nginx's port
 sub listeners {
     my ($n) = @_;
@@ -127,16 +120,8 @@ sub listeners {
 sub reload {
     my ($n, $edit, $ready) = @_;
     my %old = map { $_ => 1 } $n->worker_pids;
-    my $conf = "$n->{prefix}/conf/nginx.conf";
-    open my $in, '<', $conf or die $!;
-    my $text = do { local $/; <$in> };
-    close $in;
-    $edit->($text);
-    open my $out, '>', "$conf.new" or die $!;
-    print $out $text;
-    close $out;
-    rename "$conf.new", $conf or die $!;
-    kill 'HUP', master_of($n);
+    $n->edit_conf($edit);
+    kill 'HUP', $n->master_pid;
     return wait_until(20, sub {
         my %l = listeners($n);
         (grep { !$old{$_} } $n->worker_pids)

@@ -27,27 +27,12 @@ use IO::Socket::INET;
 
 my $Slow = $Test::Edge::Valgrind::Slowdown;
 
-sub master_of {
-    my ($n) = @_;
-    open my $fh, '<', "$n->{prefix}/logs/nginx.pid" or die $!;
-    chomp(my $pid = <$fh>);
-    return $pid;
-}
-
 # rewrites nginx.conf with $edit, sends HUP, waits for two new workers
 sub reload {
     my ($n, $edit, $what) = @_;
-    my $conf = "$n->{prefix}/conf/nginx.conf";
-    open my $in, '<', $conf or die $!;
-    my $text = do { local $/; <$in> };
-    close $in;
-    $edit->($text);
-    open my $out, '>', "$conf.new" or die $!;
-    print $out $text;
-    close $out;
-    rename "$conf.new", $conf or die $!;
+    $n->edit_conf($edit);
     my %old = map { $_ => 1 } $n->worker_pids;
-    kill 'HUP', master_of($n);
+    kill 'HUP', $n->master_pid;
     return wait_until(20, sub {
         my @w = $n->worker_pids;
         return @w == 2 && !grep { $old{$_} } @w;
@@ -274,16 +259,8 @@ HTTP
     my $hup = sub {
         my ($edit, $ready) = @_;
         my %before = map { $_ => 1 } grep { $_ != $old } $n->worker_pids;
-        my $conf = "$n->{prefix}/conf/nginx.conf";
-        open my $in, '<', $conf or die $!;
-        my $text = do { local $/; <$in> };
-        close $in;
-        $edit->($text);
-        open my $out, '>', "$conf.new" or die $!;
-        print $out $text;
-        close $out;
-        rename "$conf.new", $conf or die $!;
-        kill 'HUP', master_of($n);
+        $n->edit_conf($edit);
+        kill 'HUP', $n->master_pid;
         return wait_until(20, sub {
             my @w = grep { $_ != $old } $n->worker_pids;
             return @w == 1 && !$before{$w[0]} && $ready->();

@@ -148,13 +148,35 @@ sub log {
     return <$fh>;
 }
 
+# the master's pid, from the pid file ('' when there is none)
+sub master_pid {
+    my ($self) = @_;
+    open my $fh, '<', "$self->{prefix}/logs/nginx.pid" or return '';
+    chomp(my $master = <$fh> // '');
+    return $master =~ /^\d+$/ ? $master : '';
+}
+
 # the worker processes' pids, children of the master in the pid file
 sub worker_pids {
     my ($self) = @_;
-    open my $fh, '<', "$self->{prefix}/logs/nginx.pid" or return ();
-    chomp(my $master = <$fh> // '');
-    return () unless $master =~ /^\d+$/;
+    my $master = $self->master_pid;
+    return () unless $master;
     return grep { /^\d+$/ } split /\s+/, `pgrep -P $master`;
+}
+
+# rewrites conf/nginx.conf through $edit (called with the text in $_[0],
+# to change in place), replaced at once (rename): a reload reads it whole
+sub edit_conf {
+    my ($self, $edit) = @_;
+    my $conf = "$self->{prefix}/conf/nginx.conf";
+    open my $in, '<', $conf or die $!;
+    my $text = do { local $/; <$in> };
+    close $in;
+    $edit->($text);
+    open my $out, '>', "$conf.new" or die $!;
+    print $out $text;
+    close $out;
+    rename "$conf.new", $conf or die $!;
 }
 
 # "status X-Status" of GET path: the rate-limit suites' locations add the
