@@ -1,8 +1,10 @@
 /*
- * Configuration helpers shared by the edge modules.
+ * Configuration helpers shared by the edge modules (and the out-of-line
+ * clock read of ngx_edge_time.h: every module links this file).
  */
 
 #include "ngx_edge_common.h"
+#include "ngx_edge_time.h"
 
 
 ngx_conf_enum_t  ngx_edge_log_levels[] = {
@@ -242,4 +244,11 @@ ngx_edge_http_arg(ngx_http_request_t *r, const char *name, ngx_str_t *value)
     value->len = dst - value->data;
 
     return NGX_OK;
+}
+
+
+int64_t
+ngx_edge_mono_usec_read(void)
+{
+    return ngx_edge_mono_usec();
 }

@@ -45,18 +45,31 @@ ngx_edge_mono_usec(void)
  * Monotonic microseconds as of the event loop's last time update, at
  * millisecond resolution: free to read, for a hot path that needs no
  * more.  Where nginx has clock_gettime(CLOCK_MONOTONIC) (Linux),
- * ngx_current_msec is that clock: the same as ngx_edge_mono_usec(), at
- * most one event-loop iteration (or timer_resolution) behind it.
- * Elsewhere the clock is read.
+ * ngx_current_msec is that clock: the same as ngx_edge_mono_usec(), behind
+ * it by the current turn of the event loop.  The clock is read instead
+ * with timer_resolution (the cached time is then updated only by the
+ * timer, up to that much behind), and where ngx_msec_t has 32 bits (it
+ * wraps every 49.7 days of uptime, apart from the clock).  A deadline
+ * compared with ngx_edge_mono_usec() is better computed from that.
  */
+NGX_EDGE_API int64_t ngx_edge_mono_usec_read(void);
+
 static ngx_inline int64_t
 ngx_edge_mono_usec_cached(void)
 {
-#if (NGX_HAVE_CLOCK_MONOTONIC)
-    return (int64_t) ngx_current_msec * 1000;
-#else
-    return ngx_edge_mono_usec();
+#if (NGX_HAVE_CLOCK_MONOTONIC && NGX_PTR_SIZE == 8)
+    ngx_core_conf_t  *ccf;
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                           ngx_core_module);
+
+    if (ccf->timer_resolution == 0) {
+        return (int64_t) ngx_current_msec * 1000;
+    }
 #endif
+
+    /* out of line: the caller's frame needs no room for a timespec */
+    return ngx_edge_mono_usec_read();
 }
 
 

@@ -38,8 +38,10 @@
  * sum is the same as the whole loop's: minimum calls and rates are judged
  * on the same counts.  A fast success is not judged at all once a
  * judgement in the same epoch (and generation) found min_calls reached
- * and both rates below their thresholds (the `quiet` tag): it can only
- * lower the rates, and no bucket leaves the window before the epoch ends.
+ * and both rates below their thresholds (the caller's `quiet` tag, in
+ * process memory: judged by this process's thresholds, which a reload may
+ * change while the circuit is kept): it can only lower the rates, and no
+ * bucket leaves the window before the epoch ends.
  *
  * The probes.  In HALF_OPEN one more word counts the permits: generation
  * (21 bits, must be the state word's), issued, done, failed, slow (11,
@@ -111,8 +113,6 @@ typedef struct {
 
 struct ngx_http_breaker_circuit_s {
     uint64_t                     word;
-    uint64_t                     quiet;      /* tag of an epoch judged
-                                                quiet (see _record) */
     uint64_t                     probes;
     uint64_t                     opens;      /* consecutive, for back-off */
     uint64_t                     reason;     /* of the last trip */
@@ -183,7 +183,7 @@ static void ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c,
 static NGX_EDGE_COLD void ngx_http_breaker_judge_window(
     ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf,
     ngx_str_t *name, uint64_t w, uint64_t tag, int64_t now, uint64_t slot,
-    ngx_log_t *log);
+    uint64_t *quiet, ngx_log_t *log);
 static ngx_uint_t ngx_http_breaker_judge(ngx_http_breaker_circuit_conf_t *conf,
     ngx_http_breaker_counts_t *sum);
 static ngx_uint_t ngx_http_breaker_trip(ngx_http_breaker_circuit_t *c,
@@ -219,7 +219,6 @@ ngx_http_breaker_circuit_init(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf)
 {
     c->word = ngx_http_breaker_word(NGX_HTTP_BREAKER_CLOSED, 1, 0);
-    c->quiet = 0;
     c->probes = 0;
     c->opens = 0;
     c->reason = NGX_HTTP_BREAKER_REASON_NONE;
@@ -356,7 +355,7 @@ void
 ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name,
     ngx_http_breaker_ticket_t *t, ngx_http_breaker_outcome_e outcome,
-    int64_t latency, int64_t now, ngx_log_t *log)
+    int64_t latency, int64_t now, uint64_t *quiet, ngx_log_t *log)
 {
     uint64_t    w, epoch, slot, tag;
     ngx_uint_t  failed, slow, state;
@@ -419,7 +418,7 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
           | epoch;
 
     if (!failed && !slow
-        && __atomic_load_n(&c->quiet, __ATOMIC_RELAXED) == tag)
+        && quiet != NULL && *quiet == tag)
     {
         /*
          * A fast success lowers both rates and the window's buckets
@@ -430,16 +429,18 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
         return;
     }
 
-    ngx_http_breaker_judge_window(c, conf, name, w, tag, now, slot, log);
+    ngx_http_breaker_judge_window(c, conf, name, w, tag, now, slot, quiet,
+                                  log);
 }
 
 
 /* an outcome of a CLOSED circuit judged on the window: trips it, or marks
- * the epoch quiet (tag: the outcome's generation and epoch) */
+ * the epoch quiet for this process (tag: the outcome's generation and
+ * epoch) */
 static void
 ngx_http_breaker_judge_window(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name, uint64_t w,
-    uint64_t tag, int64_t now, uint64_t slot, ngx_log_t *log)
+    uint64_t tag, int64_t now, uint64_t slot, uint64_t *quiet, ngx_log_t *log)
 {
     ngx_uint_t                 reason;
     ngx_http_breaker_counts_t  sum;
@@ -455,10 +456,8 @@ ngx_http_breaker_judge_window(ngx_http_breaker_circuit_t *c,
         return;
     }
 
-    if (sum.calls >= conf->min_calls && sum.calls > 0
-        && __atomic_load_n(&c->quiet, __ATOMIC_RELAXED) != tag)
-    {
-        __atomic_store_n(&c->quiet, tag, __ATOMIC_RELAXED);
+    if (quiet != NULL && sum.calls >= conf->min_calls && sum.calls > 0) {
+        *quiet = tag;
     }
 }
 
@@ -961,6 +960,10 @@ ngx_http_breaker_trip(ngx_http_breaker_circuit_t *c,
             ? 1 : (ngx_uint_t) ngx_http_breaker_load(&c->opens) + 1;
 
     d = ngx_http_breaker_open_time(conf, opens);
+
+    /* an outcome's time may be the event loop's cached one, behind the
+     * clock the deadline is compared with: open from now, not earlier */
+    now = ngx_max(now, ngx_edge_mono_usec());
     until = (now + d) / 1000;        /* never above d: Retry-After <= d */
 
     nw = ngx_http_breaker_word(NGX_HTTP_BREAKER_OPEN,

@@ -112,11 +112,15 @@ ngx_uint_t ngx_http_breaker_circuit_admit_closed(
     ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf,
     ngx_http_breaker_ticket_t *t);
 
-/* an admitted request's outcome; latency in usec (slow when >= slow_call) */
+/* an admitted request's outcome; latency in usec (slow when >= slow_call).
+ * Changed: quiet is the caller's word for this circuit in process memory
+ * (0 at first; NULL: judge every outcome), where record() remembers the
+ * epoch in which the window was judged quiet, so that fast successes of
+ * that epoch are only counted */
 void ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name,
     ngx_http_breaker_ticket_t *t, ngx_http_breaker_outcome_e outcome,
-    int64_t latency, int64_t now, ngx_log_t *log);
+    int64_t latency, int64_t now, uint64_t *quiet, ngx_log_t *log);
 
 /* the admitted request went away without an outcome (gives back a probe) */
 void ngx_http_breaker_circuit_cancel(ngx_http_breaker_circuit_t *c,

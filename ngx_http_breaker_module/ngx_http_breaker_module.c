@@ -30,6 +30,8 @@ typedef struct {
     ngx_http_breaker_circuit_conf_t  conf;
     ngx_http_breaker_circuit_t      *circuit;    /* set at init_module */
     ngx_http_breaker_stats_t         stats;
+    uint64_t                         quiet;      /* this worker's, see
+                                                    _circuit_record() */
 } ngx_http_breaker_route_t;
 
 
@@ -483,7 +485,7 @@ ngx_http_breaker_finish(ngx_http_request_t *r, ngx_http_breaker_ctx_t *ctx)
     ngx_http_breaker_circuit_record(route->circuit, &route->conf,
                                     &route->name, &ctx->ticket, outcome,
                                     latency, ngx_edge_mono_usec_cached(),
-                                    r->connection->log);
+                                    &route->quiet, r->connection->log);
 }
 
 

@@ -43,6 +43,9 @@ typedef struct {
 
     /* the circuit's series, label circuit="<upstream>/<peer>" */
     ngx_http_breaker_stats_t         stats;
+
+    uint64_t                         quiet;      /* this worker's, see
+                                                    _circuit_record() */
 } ngx_http_breaker_peer_t;
 
 
@@ -691,7 +694,8 @@ ngx_http_breaker_peers_free(ngx_peer_connection_t *pc, void *data,
 
         ngx_http_breaker_circuit_record(peer->circuit, &bp->conf->circuit,
                                         &peer->name, &bp->ticket, outcome,
-                                        now - bp->start, now, pc->log);
+                                        now - bp->start, now, &peer->quiet,
+                                        pc->log);
 
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                        "breaker peer \"%V\" outcome %d",

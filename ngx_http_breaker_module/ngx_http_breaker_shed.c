@@ -130,6 +130,8 @@ static void *ngx_http_breaker_shed_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_breaker_shed_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_breaker_shed_init_module(ngx_cycle_t *cycle);
+static void ngx_http_breaker_shed_poll_init(
+    ngx_http_breaker_shed_shedder_t *sd, ngx_log_t *log);
 static ngx_int_t ngx_http_breaker_shed_init_process(ngx_cycle_t *cycle);
 
 static char *ngx_http_breaker_shed_zone(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -567,6 +569,21 @@ ngx_http_breaker_shed_resolve(ngx_conf_t *cf,
 }
 
 
+/* the worker's poll of a shedder for permits freed elsewhere */
+static void
+ngx_http_breaker_shed_poll_init(ngx_http_breaker_shed_shedder_t *sd,
+    ngx_log_t *log)
+{
+    sd->poll_event.handler = ngx_http_breaker_shed_poll;
+    sd->poll_event.data = sd;
+    sd->poll_event.log = log;
+
+    /* the poll does not hold a worker that shuts down; a waiting
+     * request's own timer does, until it is admitted or shed */
+    sd->poll_event.cancelable = 1;
+}
+
+
 static ngx_int_t
 ngx_http_breaker_shed_init_process(ngx_cycle_t *cycle)
 {
@@ -630,13 +647,7 @@ ngx_http_breaker_shed_init_process(ngx_cycle_t *cycle)
     for (i = 0; i < smcf->shedders.nelts; i++) {
         sd = sds[i];
 
-        sd->poll_event.handler = ngx_http_breaker_shed_poll;
-        sd->poll_event.data = sd;
-        sd->poll_event.log = cycle->log;
-
-        /* the poll does not hold a worker that shuts down; a waiting
-         * request's own timer does, until it is admitted or shed */
-        sd->poll_event.cancelable = 1;
+        ngx_http_breaker_shed_poll_init(sd, cycle->log);
 
         sd->good = ngx_current_msec;
 
@@ -648,7 +659,12 @@ ngx_http_breaker_shed_init_process(ngx_cycle_t *cycle)
 
         ngx_http_breaker_shed_reclaim(sd, cycle->log);
 
-        if (ngx_worker == 0) {
+        if (ngx_worker == 0
+            && (ngx_process == NGX_PROCESS_WORKER
+                || ngx_process == NGX_PROCESS_SINGLE))
+        {
+            /* one process publishes (the cache manager and loader run
+             * init_process too, with ngx_worker 0) */
             ngx_http_breaker_shed_publish_limit(sd);
         }
     }
@@ -2374,6 +2390,11 @@ ngx_http_breaker_shed_enqueue(ngx_http_request_t *r,
     r->write_event_handler = ngx_http_breaker_shed_wake;
 
     ngx_add_timer(r->connection->write, sd->queue_timeout);
+
+    if (sd->poll_event.handler == NULL) {
+        /* master_process off: a reload's cycle runs no init_process */
+        ngx_http_breaker_shed_poll_init(sd, ngx_cycle->log);
+    }
 
     if (!sd->poll_event.timer_set) {
         ngx_add_timer(&sd->poll_event, sd->poll);

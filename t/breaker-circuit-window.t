@@ -8,7 +8,8 @@ use strict;
 use warnings;
 
 use Test::More;
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time sleep clock_gettime CLOCK_MONOTONIC);
+use Test::Edge qw(wait_until);
 use Test::Edge::Nginx;
 use Test::Edge::Origin;
 
@@ -143,6 +144,76 @@ subtest 'a success in a later epoch is judged: the old successes have left the w
         $done = $run->() and last;
     }
     ok($done, 'a run within the bounds');
+};
+
+
+# The quiet epoch is remembered per worker: a reload may keep the circuit
+# (same buckets and width: same generation) and lower a threshold, and the
+# new worker judges by its own.  Buckets of 60 s (nginx's epochs are the
+# same CLOCK_MONOTONIC / width as here): a run that crosses an epoch is
+# started again.
+subtest 'a lowered failure_rate judges the next success after a reload' => sub {
+    my $width = 60;
+    my $epoch = sub { int(clock_gettime(CLOCK_MONOTONIC) / $width) };
+    my $run = sub {
+        # not too close to the end of an epoch
+        sleep 0.2
+            while clock_gettime(CLOCK_MONOTONIC) / $width - $epoch->() > 0.7;
+        my $e0 = $epoch->();
+        my $circuit = 'window=600s buckets=10 min_calls=10 open=30s jitter=0';
+        my $n = Test::Edge::Nginx->start(
+            http => http_conf("$circuit failure_rate=50"));
+        is(statuses($n, '/ok', 6), '200 200 200 200 200 200', '6 successes');
+        is(statuses($n, '/fail', 4), '500 500 500 500', '4 failures');
+        like(state($n), qr/^closed\|/, 'closed: 4 of 10 < 50%');
+
+        $n->edit_conf(sub { $_[0] =~ s/failure_rate=50/failure_rate=30/ });
+        my %old = map { $_ => 1 } $n->worker_pids;
+        kill 'HUP', $n->master_pid;
+        ok(wait_until(20, sub {
+            my @w = $n->worker_pids;
+            return @w == 1 && !$old{$w[0]};
+        }), 'reloaded: a new worker');
+        like(state($n), qr/^closed\|/, 'still closed after the reload');
+
+        is($n->get('/ok')->{status}, 200, 'a success: 4 of 11 = 36% >= 30%');
+        my $st = state($n);
+        if ($epoch->() != $e0) {
+            diag('crossed an epoch; again');
+            $n->stop;
+            return 0;
+        }
+        like($st, qr/^open\|failure_rate$/,
+             'open: judged by the new threshold');
+        unlike($n->log, qr/\[(error|alert|crit)\]/, 'no error');
+        $n->stop;
+        return 1;
+    };
+    my $done = 0;
+    for my $try (1 .. 3) {
+        $done = $run->() and last;
+    }
+    ok($done, 'a run within one epoch');
+};
+
+
+# An outcome's time is the event loop's cached one, but a trip opens the
+# circuit for `open` from the clock: with timer_resolution the cached time
+# is updated only by the timer (here 10 s apart: 6 s after the worker
+# started it is about 6 s behind), and the deadline is still `open` ahead.
+subtest 'timer_resolution: a trip opens the circuit for open=, from the clock' => sub {
+    my $n = Test::Edge::Nginx->start(
+        main => "timer_resolution 10s;\n",
+        http => http_conf('window=60s buckets=1 min_calls=2 failure_rate=50 '
+                          . 'open=30s jitter=0'));
+    sleep 6;
+    is(statuses($n, '/fail', 2), '500 500', 'two failures: trips');
+    my $r = $n->get('/fail');
+    is($r->{status}, 503, 'refused');
+    my $ra = $r->{headers}{'retry-after'} // 0;
+    ok($ra >= 29 && $ra <= 30, "Retry-After $ra: open for 30 s");
+    like($n->log, qr/closed -> open/, 'tripped');
+    $n->stop;
 };
 
 
