@@ -949,7 +949,7 @@ ngx_http_breaker_trip(ngx_http_breaker_circuit_t *c,
     ngx_uint_t reason, ngx_http_breaker_counts_t *sum, int64_t now,
     ngx_log_t *log)
 {
-    int64_t     d, until;
+    int64_t     d, until, mono;
     uint64_t    nw;
     ngx_uint_t  opens, from;
 
@@ -963,7 +963,8 @@ ngx_http_breaker_trip(ngx_http_breaker_circuit_t *c,
 
     /* an outcome's time may be the event loop's cached one, behind the
      * clock the deadline is compared with: open from now, not earlier */
-    now = ngx_max(now, ngx_edge_mono_usec());
+    mono = ngx_edge_mono_usec();
+    now = ngx_max(now, mono);
     until = (now + d) / 1000;        /* never above d: Retry-After <= d */
 
     nw = ngx_http_breaker_word(NGX_HTTP_BREAKER_OPEN,
