@@ -234,6 +234,8 @@ static ngx_int_t ngx_http_ratelimit_pg_variable(ngx_http_request_t *r,
 static ngx_flag_t ngx_http_ratelimit_pg_lookup(
     ngx_http_ratelimit_pg_shctx_t *sh, ngx_str_t *key, u_char *value,
     size_t *len);
+static ngx_int_t ngx_http_ratelimit_pg_copy_value(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, u_char *value, size_t len);
 static ngx_int_t ngx_http_ratelimit_pg_cidr_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_flag_t ngx_http_ratelimit_pg_cidr_lookup(
@@ -299,7 +301,6 @@ ngx_http_ratelimit_pg_variable(ngx_http_request_t *r,
 {
     ngx_http_ratelimit_pg_map_t  *map = (ngx_http_ratelimit_pg_map_t *) data;
 
-    u_char     *p;
     size_t      len;
     ngx_str_t   key;
     u_char      value[NGX_HTTP_RATELIMIT_PG_MAX_LEN];
@@ -328,17 +329,9 @@ ngx_http_ratelimit_pg_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    /* a copy: the table may be replaced while the request still runs */
-
-    p = ngx_pnalloc(r->pool, len + 1);
-    if (p == NULL) {
+    if (ngx_http_ratelimit_pg_copy_value(r, v, value, len) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    ngx_memcpy(p, value, len);
-
-    v->len = len;
-    v->data = p;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ratelimit_pg_map %V: \"%V\" -> \"%v\"",
@@ -383,7 +376,6 @@ ngx_http_ratelimit_pg_cidr_variable(ngx_http_request_t *r,
 {
     ngx_http_ratelimit_pg_map_t  *map = (ngx_http_ratelimit_pg_map_t *) data;
 
-    u_char     *p;
     size_t      len;
     in_addr_t   in;
     ngx_str_t   src;
@@ -433,6 +425,18 @@ ngx_http_ratelimit_pg_cidr_variable(ngx_http_request_t *r,
 
         return NGX_OK;
     }
+
+    return ngx_http_ratelimit_pg_copy_value(r, v, value, len);
+}
+
+
+/* a row's value into the request's pool: the table may be replaced while
+ * the request still runs */
+static ngx_int_t
+ngx_http_ratelimit_pg_copy_value(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, u_char *value, size_t len)
+{
+    u_char  *p;
 
     p = ngx_pnalloc(r->pool, len + 1);
     if (p == NULL) {

@@ -53,6 +53,16 @@ sub wait_past {
     sleep 0.05 while time < $t;
 }
 
+# a timed scenario: $run returns 0 when the clock passed a bound it needs
+# (a busy machine), and is then started again, at most 3 times
+sub runs_within_bounds {
+    my ($run) = @_;
+    for my $try (1 .. 3) {
+        return 1 if $run->();
+    }
+    return 0;
+}
+
 $o->set('/ok', status => 200, body => "ok\n");
 $o->set('/fail', status => 500, body => "fail\n");
 
@@ -139,11 +149,7 @@ subtest 'a success in a later epoch is judged: the old successes have left the w
         $n->stop;
         return 1;
     };
-    my $done = 0;
-    for my $try (1 .. 3) {
-        $done = $run->() and last;
-    }
-    ok($done, 'a run within the bounds');
+    ok(runs_within_bounds($run), 'a run within the bounds');
 };
 
 
@@ -189,11 +195,7 @@ subtest 'a lowered failure_rate judges the next success after a reload' => sub {
         $n->stop;
         return 1;
     };
-    my $done = 0;
-    for my $try (1 .. 3) {
-        $done = $run->() and last;
-    }
-    ok($done, 'a run within one epoch');
+    ok(runs_within_bounds($run), 'a run within one epoch');
 };
 
 
