@@ -38,7 +38,7 @@
  * sum is the same as the whole loop's: minimum calls and rates are judged
  * on the same counts.  A fast success is not judged at all once a
  * judgement in the same epoch (and generation) found min_calls reached
- * and both rates below their thresholds (the caller's `quiet` tag, in
+ * and both rates below their thresholds (the caller's `quiet` record, in
  * process memory: judged by this process's thresholds, which a reload may
  * change while the circuit is kept): it can only lower the rates, and no
  * bucket leaves the window before the epoch ends.
@@ -90,14 +90,6 @@
 #define ngx_http_breaker_cas(p, o, n)                                        \
     __atomic_compare_exchange_n(p, o, n, 0, __ATOMIC_ACQ_REL,                \
                                 __ATOMIC_ACQUIRE)
-
-
-typedef struct {
-    uint64_t                     tag;        /* gen << 40 | epoch */
-    uint64_t                     calls;
-    uint64_t                     failures;
-    uint64_t                     slow;
-} ngx_http_breaker_bucket_t;
 
 
 /* the sum of a window's buckets but the two newest (a seqlock: seq is odd
@@ -183,7 +175,7 @@ static void ngx_http_breaker_summary_write(ngx_http_breaker_circuit_t *c,
 static NGX_EDGE_COLD void ngx_http_breaker_judge_window(
     ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf,
     ngx_str_t *name, uint64_t w, uint64_t tag, int64_t now, uint64_t slot,
-    uint64_t *quiet, ngx_log_t *log);
+    ngx_http_breaker_quiet_t *quiet, ngx_log_t *log);
 static ngx_uint_t ngx_http_breaker_judge(ngx_http_breaker_circuit_conf_t *conf,
     ngx_http_breaker_counts_t *sum);
 static ngx_uint_t ngx_http_breaker_trip(ngx_http_breaker_circuit_t *c,
@@ -355,7 +347,8 @@ void
 ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name,
     ngx_http_breaker_ticket_t *t, ngx_http_breaker_outcome_e outcome,
-    int64_t latency, int64_t now, uint64_t *quiet, ngx_log_t *log)
+    int64_t latency, int64_t now, ngx_http_breaker_quiet_t *quiet,
+    ngx_log_t *log)
 {
     uint64_t    w, epoch, slot, tag;
     ngx_uint_t  failed, slow, state;
@@ -418,7 +411,7 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
           | epoch;
 
     if (!failed && !slow
-        && quiet != NULL && *quiet == tag)
+        && quiet != NULL && quiet->tag == tag)
     {
         /*
          * A fast success lowers both rates and the window's buckets
@@ -440,7 +433,8 @@ ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
 static void
 ngx_http_breaker_judge_window(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name, uint64_t w,
-    uint64_t tag, int64_t now, uint64_t slot, uint64_t *quiet, ngx_log_t *log)
+    uint64_t tag, int64_t now, uint64_t slot, ngx_http_breaker_quiet_t *quiet,
+    ngx_log_t *log)
 {
     ngx_uint_t                 reason;
     ngx_http_breaker_counts_t  sum;
@@ -457,7 +451,12 @@ ngx_http_breaker_judge_window(ngx_http_breaker_circuit_t *c,
     }
 
     if (quiet != NULL && sum.calls >= conf->min_calls && sum.calls > 0) {
-        *quiet = tag;
+        quiet->word = &c->word;
+        quiet->judged = w;
+        quiet->tag = tag;
+        quiet->from = now - now % c->width;
+        quiet->until = quiet->from + c->width;
+        quiet->bucket = &c->buckets[slot];
     }
 }
 

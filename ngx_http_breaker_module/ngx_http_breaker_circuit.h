@@ -112,15 +112,80 @@ ngx_uint_t ngx_http_breaker_circuit_admit_closed(
     ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf,
     ngx_http_breaker_ticket_t *t);
 
+/*
+ * Added: a bucket of a circuit's window, in shared memory (here for
+ * ngx_http_breaker_circuit_record_quiet() below; the layers never touch
+ * one).
+ */
+typedef struct {
+    uint64_t                     tag;        /* gen << 40 | epoch */
+    uint64_t                     calls;
+    uint64_t                     failures;
+    uint64_t                     slow;
+} ngx_http_breaker_bucket_t;
+
+/*
+ * Added: what a process remembers of the last judgement of a circuit that
+ * found its window quiet (min_calls reached, both rates below their
+ * thresholds): the caller's, one per circuit, in process memory, zeroed
+ * at first (a reload may change the thresholds while the circuit is kept:
+ * each process judges by its own).  Until the epoch ends or the state
+ * word changes, a fast success can only lower both rates and no bucket
+ * leaves the window: it is only counted.
+ */
+typedef struct {
+    uint64_t                    *word;       /* the circuit's state word */
+    uint64_t                     judged;     /* its value then; 0: none */
+    uint64_t                     tag;        /* gen << 40 | epoch */
+    int64_t                      from;       /* the epoch, usec */
+    int64_t                      until;
+    ngx_http_breaker_bucket_t   *bucket;     /* the epoch's */
+} ngx_http_breaker_quiet_t;
+
 /* an admitted request's outcome; latency in usec (slow when >= slow_call).
- * Changed: quiet is the caller's word for this circuit in process memory
- * (0 at first; NULL: judge every outcome), where record() remembers the
- * epoch in which the window was judged quiet, so that fast successes of
- * that epoch are only counted */
+ * Changed: quiet is the caller's record for this circuit (NULL: judge
+ * every outcome), see ngx_http_breaker_quiet_t */
 void ngx_http_breaker_circuit_record(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name,
     ngx_http_breaker_ticket_t *t, ngx_http_breaker_outcome_e outcome,
-    int64_t latency, int64_t now, uint64_t *quiet, ngx_log_t *log);
+    int64_t latency, int64_t now, ngx_http_breaker_quiet_t *quiet,
+    ngx_log_t *log);
+
+/*
+ * Added: the common outcome on the caller's path, inline: a success
+ * faster than slow_call, of a request admitted (not as a probe) under the
+ * state word that this process judged quiet, in that epoch, is added to
+ * the epoch's bucket and nothing else (what _circuit_record() would do).
+ * 1: recorded; 0: call _circuit_record().
+ */
+static ngx_inline ngx_uint_t
+ngx_http_breaker_circuit_record_quiet(ngx_http_breaker_quiet_t *q,
+    ngx_http_breaker_circuit_conf_t *conf, ngx_http_breaker_ticket_t *t,
+    int64_t latency, int64_t now)
+{
+    uint64_t  w;
+
+    if (now >= q->until || now < q->from || latency >= conf->slow_call
+        || !t->admitted || t->probe
+        || t->generation != (uint32_t) (q->tag >> 40))
+    {
+        return 0;
+    }
+
+    w = __atomic_load_n(q->word, __ATOMIC_ACQUIRE);
+
+    if (w != q->judged
+        || __atomic_load_n(&q->bucket->tag, __ATOMIC_ACQUIRE) != q->tag)
+    {
+        return 0;
+    }
+
+    __atomic_fetch_add(&q->bucket->calls, 1, __ATOMIC_RELAXED);
+
+    t->admitted = 0;
+
+    return 1;
+}
 
 /* the admitted request went away without an outcome (gives back a probe) */
 void ngx_http_breaker_circuit_cancel(ngx_http_breaker_circuit_t *c,

@@ -21,6 +21,7 @@
 #include "ngx_http_breaker_module.h"
 #include "ngx_http_breaker_status.h"
 #include "ngx_http_breaker_peer.h"
+#include "ngx_http_breaker_shed.h"
 
 
 /* a route circuit: breaker_circuit NAME zone=... (process memory) */
@@ -30,8 +31,7 @@ typedef struct {
     ngx_http_breaker_circuit_conf_t  conf;
     ngx_http_breaker_circuit_t      *circuit;    /* set at init_module */
     ngx_http_breaker_stats_t         stats;
-    uint64_t                         quiet;      /* this worker's, see
-                                                    _circuit_record() */
+    ngx_http_breaker_quiet_t         quiet;      /* this worker's */
 } ngx_http_breaker_route_t;
 
 
@@ -73,6 +73,7 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_breaker_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_breaker_route_handler(ngx_http_request_t *r);
 static NGX_EDGE_COLD ngx_int_t ngx_http_breaker_check(ngx_http_request_t *r,
     ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx);
 static ngx_int_t ngx_http_breaker_refuse(ngx_http_request_t *r,
@@ -258,11 +259,33 @@ ngx_http_breaker_msec_up(int64_t usec)
 }
 
 
+/*
+ * The one PRECONTENT handler of both layers, when the configuration has
+ * both: the shedder's permit first (a request waits for it in the queue
+ * before the circuit admits it: a half-open probe is taken only by a
+ * request about to go upstream), then the route circuit.  One handler,
+ * not two: each costs a turn of the phase engine on every request.
+ */
+static ngx_int_t
+ngx_http_breaker_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_breaker_shed_handler(r);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_http_breaker_route_handler(r);
+}
+
+
 /* the route layer */
 
 
 static ngx_int_t
-ngx_http_breaker_handler(ngx_http_request_t *r)
+ngx_http_breaker_route_handler(ngx_http_request_t *r)
 {
     ngx_http_breaker_ctx_t       *ctx;
     ngx_http_breaker_route_t     *route;
@@ -454,7 +477,7 @@ ngx_http_breaker_cleanup(void *data)
 static void
 ngx_http_breaker_finish(ngx_http_request_t *r, ngx_http_breaker_ctx_t *ctx)
 {
-    int64_t                    latency;
+    int64_t                    latency, now;
     ngx_int_t                  outcome;
     ngx_http_breaker_route_t  *route;
 
@@ -482,10 +505,19 @@ ngx_http_breaker_finish(ngx_http_request_t *r, ngx_http_breaker_ctx_t *ctx)
 
     ngx_http_breaker_stats_call(&route->stats, outcome, latency);
 
+    now = ngx_edge_mono_usec_cached();
+
+    if (outcome == NGX_HTTP_BREAKER_SUCCESS
+        && ngx_http_breaker_circuit_record_quiet(&route->quiet, &route->conf,
+                                                 &ctx->ticket, latency, now))
+    {
+        return;
+    }
+
     ngx_http_breaker_circuit_record(route->circuit, &route->conf,
                                     &route->name, &ctx->ticket, outcome,
-                                    latency, ngx_edge_mono_usec_cached(),
-                                    &route->quiet, r->connection->log);
+                                    latency, now, &route->quiet,
+                                    r->connection->log);
 }
 
 
@@ -1454,6 +1486,7 @@ ngx_http_breaker_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_breaker_init(ngx_conf_t *cf)
 {
+    ngx_uint_t                     routes, shedders;
     ngx_http_handler_pt           *h;
     ngx_http_core_main_conf_t     *cmcf;
     ngx_http_breaker_main_conf_t  *bmcf;
@@ -1461,9 +1494,12 @@ ngx_http_breaker_init(ngx_conf_t *cf)
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
     bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_breaker_module);
 
-    if (bmcf->routes.nelts == 0) {
-        /* no breaker_circuit, no route layer: no handler on any request
-         * (a location's "breaker" names one, or is off) */
+    routes = (bmcf->routes.nelts != 0);
+    shedders = ngx_http_breaker_shed_configured(cf);
+
+    if (!routes && !shedders) {
+        /* no breaker_circuit, no breaker_shedder: no handler on any
+         * request (the per-peer circuits wrap the balancer) */
         return ngx_http_breaker_peers_postconfiguration(cf);
     }
 
@@ -1472,7 +1508,7 @@ ngx_http_breaker_init(ngx_conf_t *cf)
      * ours goes first in the array, so it runs after every other
      * PRECONTENT handler whatever the load_module order (the cache's
      * lookup, try_files, mirror): a request answered from the cache
-     * never takes a probe nor is refused.
+     * never takes a permit or a probe, nor is refused.
      */
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
@@ -1485,7 +1521,9 @@ ngx_http_breaker_init(ngx_conf_t *cf)
                 (cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers.nelts - 1)
                 * sizeof(ngx_http_handler_pt));
 
-    *h = ngx_http_breaker_handler;
+    *h = !shedders ? ngx_http_breaker_route_handler
+         : !routes ? ngx_http_breaker_shed_handler
+         : ngx_http_breaker_handler;
 
     return ngx_http_breaker_peers_postconfiguration(cf);
 }

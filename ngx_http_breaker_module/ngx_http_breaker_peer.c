@@ -44,8 +44,7 @@ typedef struct {
     /* the circuit's series, label circuit="<upstream>/<peer>" */
     ngx_http_breaker_stats_t         stats;
 
-    uint64_t                         quiet;      /* this worker's, see
-                                                    _circuit_record() */
+    ngx_http_breaker_quiet_t         quiet;      /* this worker's */
 } ngx_http_breaker_peer_t;
 
 
@@ -692,10 +691,18 @@ ngx_http_breaker_peers_free(ngx_peer_connection_t *pc, void *data,
 
         ngx_http_breaker_stats_call(&peer->stats, outcome, now - bp->start);
 
-        ngx_http_breaker_circuit_record(peer->circuit, &bp->conf->circuit,
-                                        &peer->name, &bp->ticket, outcome,
-                                        now - bp->start, now, &peer->quiet,
-                                        pc->log);
+        if (outcome != NGX_HTTP_BREAKER_SUCCESS
+            || !ngx_http_breaker_circuit_record_quiet(&peer->quiet,
+                                                      &bp->conf->circuit,
+                                                      &bp->ticket,
+                                                      now - bp->start, now))
+        {
+            ngx_http_breaker_circuit_record(peer->circuit,
+                                            &bp->conf->circuit, &peer->name,
+                                            &bp->ticket, outcome,
+                                            now - bp->start, now,
+                                            &peer->quiet, pc->log);
+        }
 
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                        "breaker peer \"%V\" outcome %d",

@@ -122,7 +122,6 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_breaker_shed_add_variables(ngx_conf_t *cf);
-static ngx_int_t ngx_http_breaker_shed_init(ngx_conf_t *cf);
 static void *ngx_http_breaker_shed_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_breaker_shed_init_main_conf(ngx_conf_t *cf,
     void *conf);
@@ -171,7 +170,6 @@ static void ngx_http_breaker_shed_retire_unused(
 static void ngx_http_breaker_shed_configure_node(
     ngx_http_breaker_shed_shedder_t *sd, ngx_uint_t fresh);
 
-static ngx_int_t ngx_http_breaker_shed_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_breaker_shed_decided(ngx_http_request_t *r,
     ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf);
 static ngx_int_t ngx_http_breaker_shed_behind(ngx_http_request_t *r,
@@ -323,7 +321,8 @@ static ngx_command_t  ngx_http_breaker_shed_commands[] = {
 
 static ngx_http_module_t  ngx_http_breaker_shed_module_ctx = {
     ngx_http_breaker_shed_add_variables,   /* preconfiguration */
-    ngx_http_breaker_shed_init,            /* postconfiguration */
+    NULL,                                  /* postconfiguration: the
+                                              breaker's handler */
 
     ngx_http_breaker_shed_create_main_conf, /* create main configuration */
     ngx_http_breaker_shed_init_main_conf,  /* init main configuration */
@@ -407,30 +406,15 @@ ngx_http_breaker_shed_add_variables(ngx_conf_t *cf)
 }
 
 
-static ngx_int_t
-ngx_http_breaker_shed_init(ngx_conf_t *cf)
+ngx_uint_t
+ngx_http_breaker_shed_configured(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt                *h;
-    ngx_http_core_main_conf_t          *cmcf;
     ngx_http_breaker_shed_main_conf_t  *smcf;
 
-    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
     smcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_breaker_shed_module);
 
-    if (smcf->shedders.nelts == 0) {
-        /* no breaker_shedder: no handler on any request */
-        return NGX_OK;
-    }
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_breaker_shed_handler;
-
-    return NGX_OK;
+    return smcf->shedders.nelts != 0;
 }
 
 
@@ -1784,7 +1768,7 @@ ngx_http_breaker_shed_configure_node(ngx_http_breaker_shed_shedder_t *sd,
  * worker there is nothing to dispatch and no one ahead, only the CAS on
  * the permits.
  */
-static ngx_int_t
+ngx_int_t
 ngx_http_breaker_shed_handler(ngx_http_request_t *r)
 {
     ngx_http_breaker_shed_req_t       *rq;
