@@ -252,3 +252,22 @@ ngx_edge_mono_usec_read(void)
 {
     return ngx_edge_mono_usec();
 }
+
+
+ngx_uint_t  ngx_edge_time_cached_ok;
+
+
+void
+ngx_edge_time_init(ngx_cycle_t *cycle)
+{
+#if (NGX_HAVE_CLOCK_MONOTONIC && NGX_PTR_SIZE == 8)
+    ngx_core_conf_t  *ccf;
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    ngx_edge_time_cached_ok = (ccf->timer_resolution == 0);
+#else
+    (void) cycle;
+    ngx_edge_time_cached_ok = 0;
+#endif
+}

@@ -1181,8 +1181,15 @@ ngx_edge_stats_observe(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
 }
 
 
-uint64_t *
-ngx_edge_stats_ref(ngx_edge_stats_t *st, ngx_edge_stats_id_t id)
+/* where the handles of nothing point (process memory): a counter, or a
+ * histogram of no bounds (its +Inf bucket and its sum) */
+static uint64_t  ngx_edge_stats_sink[2];
+static uint64_t  ngx_edge_stats_sink_bound = (uint64_t) -1;
+static u_char    ngx_edge_stats_sink_start[64];
+
+
+static uint64_t *
+ngx_edge_stats_static_values(ngx_edge_stats_t *st, ngx_edge_stats_id_t id)
 {
     ngx_edge_stats_sh_t  *sh;
 
@@ -1203,6 +1210,17 @@ ngx_edge_stats_ref(ngx_edge_stats_t *st, ngx_edge_stats_id_t id)
 }
 
 
+uint64_t *
+ngx_edge_stats_ref(ngx_edge_stats_t *st, ngx_edge_stats_id_t id)
+{
+    uint64_t  *values;
+
+    values = ngx_edge_stats_static_values(st, id);
+
+    return values ? values : ngx_edge_stats_sink;
+}
+
+
 void
 ngx_edge_stats_hist_ref(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
     ngx_edge_stats_hist_ref_t *h)
@@ -1210,11 +1228,12 @@ ngx_edge_stats_hist_ref(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
     ngx_edge_stats_series_t   *s;
     ngx_edge_stats_cfamily_t  *cf;
 
-    ngx_memzero(h, sizeof(ngx_edge_stats_hist_ref_t));
+    h->values = ngx_edge_stats_sink;
+    h->bounds = &ngx_edge_stats_sink_bound;
+    h->start = ngx_edge_stats_sink_start;
+    h->nbounds = 0;
 
-    h->values = ngx_edge_stats_ref(st, id);
-
-    if (h->values == NULL) {
+    if (ngx_edge_stats_static_values(st, id) == NULL) {
         return;
     }
 
@@ -1222,9 +1241,10 @@ ngx_edge_stats_hist_ref(ngx_edge_stats_t *st, ngx_edge_stats_id_t id,
     cf = (ngx_edge_stats_cfamily_t *) st->families.elts + s->family;
 
     if (cf->sh.type != NGX_EDGE_STATS_HISTOGRAM) {
-        h->values = NULL;
         return;
     }
+
+    h->values = st->slot + s->off;
 
     h->bounds = cf->sh.bounds;
     h->nbounds = cf->sh.nbounds;

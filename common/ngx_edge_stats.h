@@ -107,8 +107,9 @@ NGX_EDGE_API void ngx_edge_stats_observe(ngx_edge_stats_t *st,
  * the process that resolved it (a forked worker has its slot: resolve
  * in the worker, e.g. on its first update, keyed on ngx_worker) for the
  * life of the configuration.  A handle of nothing (no zone yet, an id
- * NGX_EDGE_STATS_NONE, a run-time series) is NULL / values NULL, and
- * updates through it do nothing.
+ * NGX_EDGE_STATS_NONE, a run-time series) points to a sink of this
+ * process's, where updates count for nothing: an update takes no test.
+ * A handle must be resolved before it is used (a zeroed one is not).
  */
 typedef struct {
     uint64_t                    *values;      /* buckets, +Inf, sum */
@@ -126,9 +127,7 @@ NGX_EDGE_API void ngx_edge_stats_hist_ref(ngx_edge_stats_t *st,
 static ngx_inline void
 ngx_edge_stats_ref_add(uint64_t *ref, int64_t delta)
 {
-    if (ref) {
-        __atomic_fetch_add(ref, (uint64_t) delta, __ATOMIC_RELAXED);
-    }
+    __atomic_fetch_add(ref, (uint64_t) delta, __ATOMIC_RELAXED);
 }
 
 
@@ -136,10 +135,6 @@ static ngx_inline void
 ngx_edge_stats_ref_observe(ngx_edge_stats_hist_ref_t *h, uint64_t value)
 {
     ngx_uint_t  i;
-
-    if (h->values == NULL) {
-        return;
-    }
 
     i = 0;
 

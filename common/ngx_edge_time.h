@@ -54,19 +54,20 @@ ngx_edge_mono_usec(void)
  */
 NGX_EDGE_API int64_t ngx_edge_mono_usec_read(void);
 
+/* 1 when the cached time may stand for the clock (above): set for the
+ * cycle by ngx_edge_time_init(), which a module that reads
+ * ngx_edge_mono_usec_cached() calls at init_module (in the master before
+ * the workers are forked, and again on each reload); 0 until then */
+NGX_EDGE_API extern ngx_uint_t  ngx_edge_time_cached_ok;
+
+NGX_EDGE_API void ngx_edge_time_init(ngx_cycle_t *cycle);
+
 static ngx_inline int64_t
 ngx_edge_mono_usec_cached(void)
 {
-#if (NGX_HAVE_CLOCK_MONOTONIC && NGX_PTR_SIZE == 8)
-    ngx_core_conf_t  *ccf;
-
-    ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
-                                           ngx_core_module);
-
-    if (ccf->timer_resolution == 0) {
+    if (ngx_edge_time_cached_ok) {
         return (int64_t) ngx_current_msec * 1000;
     }
-#endif
 
     /* out of line: the caller's frame needs no room for a timespec */
     return ngx_edge_mono_usec_read();

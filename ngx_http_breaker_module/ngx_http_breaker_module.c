@@ -74,6 +74,9 @@ typedef struct {
 
 static ngx_int_t ngx_http_breaker_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_breaker_route_handler(ngx_http_request_t *r);
+static ngx_inline ngx_int_t ngx_http_breaker_route_phase(
+    ngx_http_request_t *r, ngx_http_breaker_loc_conf_t *lcf,
+    ngx_http_breaker_ctx_t *ctx);
 static NGX_EDGE_COLD ngx_int_t ngx_http_breaker_check(ngx_http_request_t *r,
     ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx);
 static ngx_int_t ngx_http_breaker_refuse(ngx_http_request_t *r,
@@ -269,15 +272,22 @@ ngx_http_breaker_msec_up(int64_t usec)
 static ngx_int_t
 ngx_http_breaker_handler(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
+    ngx_http_breaker_shed_rc_t    rc;
+    ngx_http_breaker_loc_conf_t  *lcf;
 
-    rc = ngx_http_breaker_shed_handler(r);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_breaker_module);
 
-    if (rc != NGX_DECLINED) {
-        return rc;
+    /* the route's context in the shedder's allocation, if it makes one */
+
+    rc = ngx_http_breaker_shed_handler_spare(r,
+                                             lcf->route
+                                             ? sizeof(ngx_http_breaker_ctx_t)
+                                             : 0);
+    if (rc.rc != NGX_DECLINED) {
+        return rc.rc;
     }
 
-    return ngx_http_breaker_route_handler(r);
+    return ngx_http_breaker_route_phase(r, lcf, rc.spare);
 }
 
 
@@ -287,11 +297,17 @@ ngx_http_breaker_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_breaker_route_handler(ngx_http_request_t *r)
 {
-    ngx_http_breaker_ctx_t       *ctx;
-    ngx_http_breaker_route_t     *route;
-    ngx_http_breaker_loc_conf_t  *lcf;
+    return ngx_http_breaker_route_phase(r,
+               ngx_http_get_module_loc_conf(r, ngx_http_breaker_module), NULL);
+}
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_breaker_module);
+
+/* ctx: room for the request's context, or NULL */
+static ngx_inline ngx_int_t
+ngx_http_breaker_route_phase(ngx_http_request_t *r,
+    ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx)
+{
+    ngx_http_breaker_route_t  *route;
 
     route = lcf->route;
 
@@ -306,9 +322,11 @@ ngx_http_breaker_route_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx = ngx_palloc(r->pool, sizeof(ngx_http_breaker_ctx_t));
     if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        ctx = ngx_palloc(r->pool, sizeof(ngx_http_breaker_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     ngx_memzero(&ctx->ticket, sizeof(ngx_http_breaker_ticket_t));
@@ -532,6 +550,12 @@ ngx_http_breaker_upstream_usec(ngx_http_request_t *r)
 
     state = r->upstream_states->elts;
     n = r->upstream_states->nelts;
+
+    if (n == 1 && state[0].response_time != (ngx_msec_t) -1) {
+        /* one attempt, the common case */
+        return (int64_t) state[0].response_time * 1000;
+    }
+
     ms = 0;
 
     for (i = 0; i < n; i++) {
@@ -1690,6 +1714,9 @@ ngx_http_breaker_init_module(ngx_cycle_t *cycle)
     ngx_uint_t                     i;
     ngx_http_breaker_route_t     **routes;
     ngx_http_breaker_main_conf_t  *bmcf;
+
+    /* the outcomes' time: ngx_edge_mono_usec_cached() */
+    ngx_edge_time_init(cycle);
 
     bmcf = ngx_http_breaker_cycle_main_conf(cycle);
 

@@ -176,8 +176,12 @@ static ngx_int_t ngx_http_breaker_shed_behind(ngx_http_request_t *r,
     ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf);
 static ngx_http_breaker_shed_req_t *ngx_http_breaker_shed_get(
     ngx_http_request_t *r);
-static ngx_http_breaker_shed_req_t *ngx_http_breaker_shed_create(
-    ngx_http_request_t *r, ngx_http_breaker_shed_shedder_t *sd);
+static ngx_inline ngx_int_t ngx_http_breaker_shed_phase(
+    ngx_http_request_t *r, size_t extra, void **spare)
+    __attribute__((always_inline));
+static ngx_inline ngx_http_breaker_shed_req_t *ngx_http_breaker_shed_create(
+    ngx_http_request_t *r, ngx_http_breaker_shed_shedder_t *sd, size_t extra,
+    void **spare) __attribute__((always_inline));
 static ngx_uint_t ngx_http_breaker_shed_class_of(ngx_http_request_t *r,
     ngx_http_breaker_shed_loc_conf_t *lcf);
 static ngx_inline ngx_uint_t ngx_http_breaker_shed_admit(
@@ -1762,14 +1766,36 @@ ngx_http_breaker_shed_configure_node(ngx_http_breaker_shed_shedder_t *sd,
 /* the request path */
 
 
+ngx_int_t
+ngx_http_breaker_shed_handler(ngx_http_request_t *r)
+{
+    return ngx_http_breaker_shed_phase(r, 0, NULL);
+}
+
+
+ngx_http_breaker_shed_rc_t
+ngx_http_breaker_shed_handler_spare(ngx_http_request_t *r, size_t extra)
+{
+    ngx_http_breaker_shed_rc_t  rc;
+
+    rc.spare = NULL;
+    rc.rc = ngx_http_breaker_shed_phase(r, extra, &rc.spare);
+
+    return rc;
+}
+
+
 /*
  * The path of a request admitted at once is kept short: the priority is
  * evaluated only with several classes; when no request waits in this
  * worker there is nothing to dispatch and no one ahead, only the CAS on
- * the permits.
+ * the permits.  With extra, a new context is allocated with that many
+ * bytes after it, handed to the caller in *spare (one allocation for the
+ * breaker's two layers).
  */
-ngx_int_t
-ngx_http_breaker_shed_handler(ngx_http_request_t *r)
+static ngx_inline ngx_int_t
+ngx_http_breaker_shed_phase(ngx_http_request_t *r, size_t extra,
+    void **spare)
 {
     ngx_http_breaker_shed_req_t       *rq;
     ngx_http_breaker_shed_shedder_t   *sd;
@@ -1798,7 +1824,7 @@ ngx_http_breaker_shed_handler(ngx_http_request_t *r)
         return ngx_http_breaker_shed_decided(r, rq, lcf);
     }
 
-    rq = ngx_http_breaker_shed_create(r, sd);
+    rq = ngx_http_breaker_shed_create(r, sd, extra, spare);
     if (rq == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1918,16 +1944,20 @@ ngx_http_breaker_shed_rq_shedder(ngx_http_breaker_shed_req_t *rq)
 }
 
 
-static ngx_http_breaker_shed_req_t *
+static ngx_inline ngx_http_breaker_shed_req_t *
 ngx_http_breaker_shed_create(ngx_http_request_t *r,
-    ngx_http_breaker_shed_shedder_t *sd)
+    ngx_http_breaker_shed_shedder_t *sd, size_t extra, void **spare)
 {
     ngx_http_breaker_shed_req_t  *rq;
 
     /* the fields read before they are written are set here: no memset */
-    rq = ngx_palloc(r->pool, sizeof(ngx_http_breaker_shed_req_t));
+    rq = ngx_palloc(r->pool, sizeof(ngx_http_breaker_shed_req_t) + extra);
     if (rq == NULL) {
         return NULL;
+    }
+
+    if (extra) {
+        *spare = rq + 1;
     }
 
     /* queue: set when it is queued; admitted, epoch: set with the permit

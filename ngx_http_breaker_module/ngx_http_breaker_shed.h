@@ -210,7 +210,18 @@ ngx_uint_t ngx_http_breaker_shed_configured(ngx_conf_t *cf);
  * subrequest); NGX_AGAIN while it waits in the queue; NGX_DONE or a
  * status when it is shed.
  */
-ngx_int_t ngx_http_breaker_shed_handler(ngx_http_request_t *r);
+NGX_EDGE_API ngx_int_t ngx_http_breaker_shed_handler(ngx_http_request_t *r);
+
+/* the same, and when it allocates the request's context, extra bytes
+ * after it (aligned), handed back in spare (NULL otherwise); returned by
+ * value: the caller's frame has no address taken (no stack canary) */
+typedef struct {
+    ngx_int_t                    rc;
+    void                        *spare;
+} ngx_http_breaker_shed_rc_t;
+
+NGX_EDGE_API ngx_http_breaker_shed_rc_t ngx_http_breaker_shed_handler_spare(
+    ngx_http_request_t *r, size_t extra);
 
 
 /* ngx_http_breaker_shed_adaptive.c */
