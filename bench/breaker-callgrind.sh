@@ -22,10 +22,18 @@
 # cycles, a cache miss hundreds, and neither shows here beyond one
 # instruction.  Read it with the CPU-time column of bench/run.sh.
 #
+# With CALLGRIND_ROUNDS=N the scenarios run N times, interleaved, and the
+# table shows each one's median round, with the range of its Ir per
+# request: the count outside the modules moves by tens of instructions
+# from run to run (how many requests a turn of the event loop serves
+# depends on the machine's load), the modules' own count by one or two.
+#
 # Environment: BENCH_SCENARIOS (default bench/breaker), BENCH_ONLY (as
 # bench/run.sh: the baseline 00-proxy always runs), CALLGRIND_SECONDS=5,
+# CALLGRIND_ROUNDS=1,
 # CALLGRIND_KEEP=1 (keep the temporary directory: callgrind_annotate its
-# */callgrind.out.1 for the whole profile), NGINX.  Everything runs on 127.0.0.1 and is stopped on exit or Ctrl-C.
+# */callgrind.out.1 for the whole profile, one directory per scenario
+# and round), NGINX.  Everything runs on 127.0.0.1 and is stopped on exit or Ctrl-C.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,9 +49,11 @@ modules_dir=$root/build/modules
 scenario_dir=${BENCH_SCENARIOS:-$bench/breaker}
 only=${BENCH_ONLY:-}
 seconds=${CALLGRIND_SECONDS:-5}
+rounds=${CALLGRIND_ROUNDS:-1}
 baseline=00-proxy
 
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || bench_die "CALLGRIND_SECONDS must be a whole number >= 1"
+[[ $rounds =~ ^[1-9][0-9]?$ ]] || bench_die "CALLGRIND_ROUNDS must be a whole number from 1 to 99"
 for cmd in valgrind callgrind_control callgrind_annotate wrk curl perl; do
     command -v "$cmd" > /dev/null || bench_die "$cmd is not installed"
 done
@@ -101,16 +111,16 @@ raw=$dir/raw.txt
 : > "$raw"
 
 measure() {
-    local file=$1 id prefix port path url out n total edge top
+    local file=$1 round=$2 id prefix port path url out n total edge top
     id=$(basename "$file" .conf)
-    prefix=$dir/$id
+    prefix=$dir/$id.$round
     port=$(free_port)
     path=$(scenario_opt "$file" path)
     url=http://127.0.0.1:$port${path:-/}
     mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/temp"
     EDGE_FRONT_PORT=$port EDGE_PREFIX=$prefix \
         render_conf "$bench/front.conf" "$file" "$prefix/conf/nginx.conf"
-    bench_say "== $id: $(sed -n '1s/^#[[:space:]]*//p' "$file")"
+    bench_say "== $id (round $round): $(sed -n '1s/^#[[:space:]]*//p' "$file")"
     out=$prefix/callgrind.out
     valgrind --tool=callgrind --callgrind-out-file="$out" --log-file="$prefix/valgrind.log" \
         "$nginx" -p "$prefix/" -c conf/nginx.conf -g 'daemon off; master_process off;' \
@@ -161,21 +171,47 @@ measure() {
     echo "$id $n $total $edge ${top:--}" >> "$raw"
 }
 
-for f in "${scenarios[@]}"; do
-    measure "$f"
+# rounds interleave the scenarios: a change of the machine's load (which
+# changes how many requests each turn of the event loop serves, and so
+# its cost per request) falls on all of them alike; the table shows each
+# scenario's median round (of Ir per request)
+for round in $(seq 1 "$rounds"); do
+    for f in "${scenarios[@]}"; do
+        measure "$f" "$round"
+    done
 done
 
 echo
 awk -v base="$baseline" '
-    $2 == "FAILED" { failed[$1] = 1; order[++n] = $1; next }
-    { order[++n] = $1; per[$1] = $3 / $2; edge[$1] = $4 / $2; top[$1] = $5; reqs[$1] = $2 }
+    !($1 in seen) { seen[$1] = 1; order[++n] = $1 }
+    $2 == "FAILED" { failed[$1] = 1; next }
+    { k = ++runs[$1]; run_per[$1, k] = $3 / $2; run_line[$1, k] = $0 }
     END {
+        # the median round of each scenario (the lower middle of an even
+        # number), by Ir per request
+        for (i = 1; i <= n; i++) {
+            id = order[i]
+            if (id in failed || !(id in runs)) { failed[id] = 1; continue }
+            m = runs[id]
+            for (a = 1; a <= m; a++) idx[a] = a
+            for (a = 1; a <= m; a++)
+                for (b = a + 1; b <= m; b++)
+                    if (run_per[id, idx[b]] < run_per[id, idx[a]]) {
+                        t = idx[a]; idx[a] = idx[b]; idx[b] = t
+                    }
+            split(run_line[id, idx[int((m + 1) / 2)]], f, " ")
+            per[id] = f[3] / f[2]; edge[id] = f[4] / f[2]; top[id] = f[5]; reqs[id] = f[2]
+            if (m > 1) {
+                spread[id] = sprintf(" (%.0f..%.0f)", run_per[id, idx[1]], run_per[id, idx[m]])
+            }
+        }
+
         printf "%-24s %9s %11s %9s %7s %11s  %s\n", "scenario", "requests", "Ir/request", "extra Ir", "ratio", "edge Ir/req", "top edge functions, Ir/request (self)"
         for (i = 1; i <= n; i++) {
             id = order[i]; name = id; sub(/^[0-9]+-/, "", name)
             if (id in failed) { printf "%-24s FAILED\n", name; continue }
             r = (base in per) ? sprintf("%.3f", per[base] / per[id]) : "-"
             x = (base in per) ? sprintf("%+.0f", per[id] - per[base]) : "-"
-            printf "%-24s %9d %11.0f %9s %7s %11.0f  %s\n", name, reqs[id], per[id], x, r, edge[id], top[id]
+            printf "%-24s %9d %11.0f %9s %7s %11.0f  %s%s\n", name, reqs[id], per[id], x, r, edge[id], top[id], spread[id]
         }
     }' "$raw"

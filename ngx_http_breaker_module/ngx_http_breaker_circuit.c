@@ -56,13 +56,8 @@
 #include "ngx_http_breaker_circuit.h"
 
 
-#define NGX_HTTP_BREAKER_GEN_BITS     21
-#define NGX_HTTP_BREAKER_GEN_MASK     ((1U << NGX_HTTP_BREAKER_GEN_BITS) - 1)
 #define NGX_HTTP_BREAKER_EPOCH_MASK   (((uint64_t) 1 << 40) - 1)
 
-#define ngx_http_breaker_w_state(w)   ((ngx_uint_t) ((w) & 7))
-#define ngx_http_breaker_w_gen(w)                                            \
-    ((uint32_t) (((w) >> 3) & NGX_HTTP_BREAKER_GEN_MASK))
 #define ngx_http_breaker_w_msec(w)    ((int64_t) ((w) >> 24))
 #define ngx_http_breaker_word(state, gen, msec)                              \
     ((uint64_t) (state)                                                      \
@@ -90,29 +85,6 @@
 #define ngx_http_breaker_cas(p, o, n)                                        \
     __atomic_compare_exchange_n(p, o, n, 0, __ATOMIC_ACQ_REL,                \
                                 __ATOMIC_ACQUIRE)
-
-
-/* the sum of a window's buckets but the two newest (a seqlock: seq is odd
- * while a worker writes it) */
-typedef struct {
-    uint64_t                     seq;
-    uint64_t                     tag;        /* gen << 40 | epoch */
-    uint64_t                     calls;
-    uint64_t                     failures;
-    uint64_t                     slow;
-} ngx_http_breaker_summary_t;
-
-
-struct ngx_http_breaker_circuit_s {
-    uint64_t                     word;
-    uint64_t                     probes;
-    uint64_t                     opens;      /* consecutive, for back-off */
-    uint64_t                     reason;     /* of the last trip */
-    int64_t                      width;      /* usec per bucket */
-    uint64_t                     nbuckets;
-    ngx_http_breaker_summary_t   summary;
-    ngx_http_breaker_bucket_t    buckets[];
-};
 
 
 enum {
@@ -219,30 +191,6 @@ ngx_http_breaker_circuit_init(ngx_http_breaker_circuit_t *c,
 
     ngx_memzero(&c->summary, sizeof(ngx_http_breaker_summary_t));
     ngx_memzero(c->buckets, conf->buckets * sizeof(ngx_http_breaker_bucket_t));
-}
-
-
-ngx_uint_t
-ngx_http_breaker_circuit_admit_closed(ngx_http_breaker_circuit_t *c,
-    ngx_http_breaker_circuit_conf_t *conf, ngx_http_breaker_ticket_t *t)
-{
-    uint64_t  w;
-
-    if (conf->mode != NGX_HTTP_BREAKER_CLOSED) {
-        return 0;
-    }
-
-    w = ngx_http_breaker_load(&c->word);
-
-    if (ngx_http_breaker_w_state(w) != NGX_HTTP_BREAKER_CLOSED) {
-        return 0;
-    }
-
-    t->generation = ngx_http_breaker_w_gen(w);
-    t->probe = 0;
-    t->admitted = 1;
-
-    return 1;
 }
 
 

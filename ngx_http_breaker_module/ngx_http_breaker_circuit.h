@@ -73,7 +73,7 @@ struct ngx_http_breaker_circuit_conf_s {
 };
 
 
-/* a circuit's state in shared memory; opaque to the layers */
+/* a circuit's state in shared memory; the layers use the functions below */
 typedef struct ngx_http_breaker_circuit_s  ngx_http_breaker_circuit_t;
 
 /* what admit() hands to record(): the generation the request was admitted
@@ -105,12 +105,6 @@ ngx_int_t ngx_http_breaker_circuit_admit(ngx_http_breaker_circuit_t *c,
     ngx_http_breaker_circuit_conf_t *conf, ngx_str_t *name, int64_t now,
     ngx_http_breaker_ticket_t *t, int64_t *retry_after, ngx_log_t *log);
 
-/* added: admission of a circuit CLOSED in automatic mode, the common case,
- * without the clock: 1 and t filled if it is; 0 if not (the caller reads
- * the clock and calls _admit(), which decides) */
-ngx_uint_t ngx_http_breaker_circuit_admit_closed(
-    ngx_http_breaker_circuit_t *c, ngx_http_breaker_circuit_conf_t *conf,
-    ngx_http_breaker_ticket_t *t);
 
 /*
  * Added: a bucket of a circuit's window, in shared memory (here for
@@ -141,6 +135,67 @@ typedef struct {
     int64_t                      until;
     ngx_http_breaker_bucket_t   *bucket;     /* the epoch's */
 } ngx_http_breaker_quiet_t;
+
+/*
+ * Added: a circuit in shared memory, here for the inline admission and
+ * record below (the layers read it through these functions only; the
+ * layout is explained in ngx_http_breaker_circuit.c).
+ */
+#define NGX_HTTP_BREAKER_GEN_BITS     21
+#define NGX_HTTP_BREAKER_GEN_MASK     ((1U << NGX_HTTP_BREAKER_GEN_BITS) - 1)
+
+#define ngx_http_breaker_w_state(w)   ((ngx_uint_t) ((w) & 7))
+#define ngx_http_breaker_w_gen(w)                                            \
+    ((uint32_t) (((w) >> 3) & NGX_HTTP_BREAKER_GEN_MASK))
+
+/* the sum of a window's buckets but the two newest (a seqlock: seq is odd
+ * while a worker writes it) */
+typedef struct {
+    uint64_t                     seq;
+    uint64_t                     tag;        /* gen << 40 | epoch */
+    uint64_t                     calls;
+    uint64_t                     failures;
+    uint64_t                     slow;
+} ngx_http_breaker_summary_t;
+
+struct ngx_http_breaker_circuit_s {
+    uint64_t                     word;
+    uint64_t                     probes;
+    uint64_t                     opens;      /* consecutive, for back-off */
+    uint64_t                     reason;     /* of the last trip */
+    int64_t                      width;      /* usec per bucket */
+    uint64_t                     nbuckets;
+    ngx_http_breaker_summary_t   summary;
+    ngx_http_breaker_bucket_t    buckets[];
+};
+
+
+/* added: admission of a circuit CLOSED in automatic mode, the common case,
+ * without the clock, inline: 1 and t filled if it is; 0 if not (the
+ * caller reads the clock and calls _admit(), which decides) */
+static ngx_inline ngx_uint_t
+ngx_http_breaker_circuit_admit_closed(ngx_http_breaker_circuit_t *c,
+    ngx_http_breaker_circuit_conf_t *conf, ngx_http_breaker_ticket_t *t)
+{
+    uint64_t  w;
+
+    if (conf->mode != NGX_HTTP_BREAKER_CLOSED) {
+        return 0;
+    }
+
+    w = __atomic_load_n(&c->word, __ATOMIC_ACQUIRE);
+
+    if (ngx_http_breaker_w_state(w) != NGX_HTTP_BREAKER_CLOSED) {
+        return 0;
+    }
+
+    t->generation = ngx_http_breaker_w_gen(w);
+    t->probe = 0;
+    t->admitted = 1;
+
+    return 1;
+}
+
 
 /* an admitted request's outcome; latency in usec (slow when >= slow_call).
  * Changed: quiet is the caller's record for this circuit (NULL: judge

@@ -76,12 +76,15 @@ static ngx_int_t ngx_http_breaker_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_breaker_route_handler(ngx_http_request_t *r);
 static ngx_inline ngx_int_t ngx_http_breaker_route_phase(
     ngx_http_request_t *r, ngx_http_breaker_loc_conf_t *lcf,
-    ngx_http_breaker_ctx_t *ctx);
+    ngx_http_breaker_ctx_t *ctx) __attribute__((always_inline));
 static NGX_EDGE_COLD ngx_int_t ngx_http_breaker_check(ngx_http_request_t *r,
     ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx);
 static ngx_int_t ngx_http_breaker_refuse(ngx_http_request_t *r,
     ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx);
 static void ngx_http_breaker_cleanup(void *data);
+static NGX_EDGE_COLD void ngx_http_breaker_record(ngx_http_request_t *r,
+    ngx_http_breaker_ctx_t *ctx, ngx_int_t outcome, int64_t latency,
+    int64_t now);
 static void ngx_http_breaker_finish(ngx_http_request_t *r,
     ngx_http_breaker_ctx_t *ctx);
 static ngx_http_breaker_ctx_t *ngx_http_breaker_find_ctx(
@@ -517,10 +520,6 @@ ngx_http_breaker_finish(ngx_http_request_t *r, ngx_http_breaker_ctx_t *ctx)
 
     latency = ngx_http_breaker_upstream_usec(r);
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "breaker \"%V\" outcome %s, %L usec", &route->name,
-                   ngx_http_breaker_outcome_names[outcome], latency);
-
     ngx_http_breaker_stats_call(&route->stats, outcome, latency);
 
     now = ngx_edge_mono_usec_cached();
@@ -531,6 +530,24 @@ ngx_http_breaker_finish(ngx_http_request_t *r, ngx_http_breaker_ctx_t *ctx)
     {
         return;
     }
+
+    ngx_http_breaker_record(r, ctx, outcome, latency, now);
+}
+
+
+/* an outcome judged on the window (not a fast success of a quiet epoch):
+ * out of line, the cleanup's common path stays small */
+static NGX_EDGE_COLD void
+ngx_http_breaker_record(ngx_http_request_t *r, ngx_http_breaker_ctx_t *ctx,
+    ngx_int_t outcome, int64_t latency, int64_t now)
+{
+    ngx_http_breaker_route_t  *route;
+
+    route = ctx->route;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "breaker \"%V\" outcome %s, %L usec", &route->name,
+                   ngx_http_breaker_outcome_names[outcome], latency);
 
     ngx_http_breaker_circuit_record(route->circuit, &route->conf,
                                     &route->name, &ctx->ticket, outcome,
