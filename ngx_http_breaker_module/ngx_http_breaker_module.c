@@ -24,17 +24,6 @@
 #include "ngx_http_breaker_shed.h"
 
 
-/* a route circuit: breaker_circuit NAME zone=... (process memory) */
-typedef struct {
-    ngx_str_t                        name;
-    ngx_shm_zone_t                  *zone;
-    ngx_http_breaker_circuit_conf_t  conf;
-    ngx_http_breaker_circuit_t      *circuit;    /* set at init_module */
-    ngx_http_breaker_stats_t         stats;
-    ngx_http_breaker_quiet_t         quiet;      /* this worker's */
-} ngx_http_breaker_route_t;
-
-
 typedef struct {
     ngx_array_t                      routes;     /* of route * */
     ngx_edge_stats_t                *stats;
@@ -42,46 +31,9 @@ typedef struct {
 } ngx_http_breaker_main_conf_t;
 
 
-typedef struct {
-    ngx_str_t                        name;       /* breaker NAME */
-    ngx_http_breaker_route_t        *route;      /* NULL: off */
-    ngx_flag_t                       subrequests;
-    ngx_uint_t                       status_code;
-    ngx_str_t                        fallback;
-    ngx_uint_t                       set;        /* breaker given here */
-    u_char                          *file;
-    ngx_uint_t                       line;
-} ngx_http_breaker_loc_conf_t;
-
-
-/* one per request that met a breaker, with its pool cleanup in one
- * allocation (the request's pool is near a block's end: every byte and
- * call counts); found again after an internal redirect through that
- * cleanup, whose data is the ctx */
-typedef struct {
-    ngx_pool_cleanup_t               cln;
-    ngx_http_request_t              *request;
-    ngx_http_breaker_route_t        *route;
-    ngx_http_breaker_ticket_t        ticket;
-    uint32_t                         retry_after;   /* msec, refused */
-    unsigned                         state:8;       /* _state_e */
-    unsigned                         reason:4;      /* _REASON_* below */
-    unsigned                         refused:1;
-    unsigned                         done:1;
-    unsigned                         has_state:1;
-} ngx_http_breaker_ctx_t;
-
-
-static ngx_int_t ngx_http_breaker_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_breaker_route_handler(ngx_http_request_t *r);
-static ngx_inline ngx_int_t ngx_http_breaker_route_phase(
-    ngx_http_request_t *r, ngx_http_breaker_loc_conf_t *lcf,
-    ngx_http_breaker_ctx_t *ctx) __attribute__((always_inline));
-static NGX_EDGE_COLD ngx_int_t ngx_http_breaker_check(ngx_http_request_t *r,
-    ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx);
 static ngx_int_t ngx_http_breaker_refuse(ngx_http_request_t *r,
     ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx);
-static void ngx_http_breaker_cleanup(void *data);
 static NGX_EDGE_COLD void ngx_http_breaker_record(ngx_http_request_t *r,
     ngx_http_breaker_ctx_t *ctx, ngx_int_t outcome, int64_t latency,
     int64_t now);
@@ -92,8 +44,6 @@ static ngx_http_breaker_ctx_t *ngx_http_breaker_find_ctx(
 static int64_t ngx_http_breaker_upstream_usec(ngx_http_request_t *r);
 static ngx_int_t ngx_http_breaker_classify(ngx_http_request_t *r,
     ngx_http_breaker_circuit_conf_t *conf);
-static ngx_http_breaker_ctx_t *ngx_http_breaker_get_ctx(
-    ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_breaker_state_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -239,12 +189,6 @@ static const uint64_t  ngx_http_breaker_duration_bounds[] = {
 #define NGX_HTTP_BREAKER_NO_OUTCOME  (-1)
 
 
-/* $breaker_reason: the route layer's own, then the circuit's reasons
- * (NGX_HTTP_BREAKER_ROUTE_CIRCUIT + the circuit's reason code) */
-#define NGX_HTTP_BREAKER_ROUTE_NONE     0
-#define NGX_HTTP_BREAKER_ROUTE_FORCED   1
-#define NGX_HTTP_BREAKER_ROUTE_PROBES   2
-#define NGX_HTTP_BREAKER_ROUTE_CIRCUIT  3
 
 #define ngx_http_breaker_circuit_reason_of(c)                                \
     (NGX_HTTP_BREAKER_ROUTE_CIRCUIT + ngx_http_breaker_circuit_reason_code(c))
@@ -265,35 +209,6 @@ ngx_http_breaker_msec_up(int64_t usec)
 }
 
 
-/*
- * The one PRECONTENT handler of both layers, when the configuration has
- * both: the shedder's permit first (a request waits for it in the queue
- * before the circuit admits it: a half-open probe is taken only by a
- * request about to go upstream), then the route circuit.  One handler,
- * not two: each costs a turn of the phase engine on every request.
- */
-static ngx_int_t
-ngx_http_breaker_handler(ngx_http_request_t *r)
-{
-    ngx_http_breaker_shed_rc_t    rc;
-    ngx_http_breaker_loc_conf_t  *lcf;
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_breaker_module);
-
-    /* the route's context in the shedder's allocation, if it makes one */
-
-    rc = ngx_http_breaker_shed_handler_spare(r,
-                                             lcf->route
-                                             ? sizeof(ngx_http_breaker_ctx_t)
-                                             : 0);
-    if (rc.rc != NGX_DECLINED) {
-        return rc.rc;
-    }
-
-    return ngx_http_breaker_route_phase(r, lcf, rc.spare);
-}
-
-
 /* the route layer */
 
 
@@ -305,70 +220,9 @@ ngx_http_breaker_route_handler(ngx_http_request_t *r)
 }
 
 
-/* ctx: room for the request's context, or NULL */
-static ngx_inline ngx_int_t
-ngx_http_breaker_route_phase(ngx_http_request_t *r,
-    ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx)
-{
-    ngx_http_breaker_route_t  *route;
-
-    route = lcf->route;
-
-    if (route == NULL || (r != r->main && !lcf->subrequests)) {
-        return NGX_DECLINED;
-    }
-
-    if (ngx_http_get_module_ctx(r, ngx_http_breaker_module) != NULL
-        || (r->internal && ngx_http_breaker_get_ctx(r) != NULL))
-    {
-        /* decided once per request, internal redirects included */
-        return NGX_DECLINED;
-    }
-
-    if (ctx == NULL) {
-        ctx = ngx_palloc(r->pool, sizeof(ngx_http_breaker_ctx_t));
-        if (ctx == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    ngx_memzero(&ctx->ticket, sizeof(ngx_http_breaker_ticket_t));
-    ctx->request = r;
-    ctx->route = route;
-    ctx->reason = NGX_HTTP_BREAKER_ROUTE_NONE;
-    ctx->retry_after = 0;
-    ctx->state = NGX_HTTP_BREAKER_CLOSED;
-    ctx->refused = 0;
-    ctx->done = 0;
-    ctx->has_state = 0;
-
-    /* what ngx_pool_cleanup_add() does, without its two allocations */
-    ctx->cln.handler = ngx_http_breaker_cleanup;
-    ctx->cln.data = ctx;
-    ctx->cln.next = r->pool->cleanup;
-    r->pool->cleanup = &ctx->cln;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_breaker_module);
-
-    if (route->circuit == NULL) {
-        /* the zone was full: admitted, as if disabled (logged then) */
-        return NGX_DECLINED;
-    }
-
-    if (ngx_http_breaker_circuit_admit_closed(route->circuit, &route->conf,
-                                              &ctx->ticket))
-    {
-        ctx->has_state = 1;
-        return NGX_DECLINED;
-    }
-
-    return ngx_http_breaker_check(r, lcf, ctx);
-}
-
-
 /* a circuit not simply CLOSED: admitted (a probe, forced closed, ...) or
  * refused; apart from the handler, whose common path stays small */
-static ngx_int_t
+ngx_int_t
 ngx_http_breaker_check(ngx_http_request_t *r,
     ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx)
 {
@@ -484,7 +338,7 @@ ngx_http_breaker_refuse(ngx_http_request_t *r,
  * run) and for a subrequest (its pool is the main request's).  A request
  * that never went upstream gives its probe back.
  */
-static void
+void
 ngx_http_breaker_cleanup(void *data)
 {
     ngx_http_breaker_ctx_t  *ctx = data;
@@ -635,7 +489,7 @@ ngx_http_breaker_classify(ngx_http_request_t *r,
 }
 
 
-static ngx_http_breaker_ctx_t *
+ngx_http_breaker_ctx_t *
 ngx_http_breaker_get_ctx(ngx_http_request_t *r)
 {
     ngx_http_breaker_ctx_t  *ctx;
@@ -1564,7 +1418,7 @@ ngx_http_breaker_init(ngx_conf_t *cf)
 
     *h = !shedders ? ngx_http_breaker_route_handler
          : !routes ? ngx_http_breaker_shed_handler
-         : ngx_http_breaker_handler;
+         : ngx_http_breaker_shed_route_handler;
 
     return ngx_http_breaker_peers_postconfiguration(cf);
 }

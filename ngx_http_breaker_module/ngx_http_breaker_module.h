@@ -35,7 +35,9 @@ typedef struct {
 } ngx_http_breaker_stats_t;
 
 
-extern ngx_module_t  ngx_http_breaker_module;
+/* hidden: the .so's own references are direct (nginx finds the modules
+ * through ngx_modules[], not by name) */
+NGX_EDGE_API extern ngx_module_t  ngx_http_breaker_module;
 
 
 /*
@@ -87,6 +89,132 @@ void ngx_http_breaker_stats_sync_state(ngx_cycle_t *cycle,
 int ngx_http_breaker_circuit_json_fields(json_t *o,
     ngx_http_breaker_circuit_info_t *info,
     ngx_http_breaker_circuit_conf_t *conf);
+
+
+/*
+ * The route layer's part of a request (ngx_http_breaker_module.c), here
+ * for the one PRECONTENT handler of both layers
+ * (ngx_http_breaker_shed_route_handler(), ngx_http_breaker_shed.c), which
+ * inlines it after the shedder's.
+ */
+
+/* a route circuit: breaker_circuit NAME zone=... (process memory) */
+typedef struct {
+    ngx_str_t                        name;
+    ngx_shm_zone_t                  *zone;
+    ngx_http_breaker_circuit_conf_t  conf;
+    ngx_http_breaker_circuit_t      *circuit;    /* set at init_module */
+    ngx_http_breaker_stats_t         stats;
+    ngx_http_breaker_quiet_t         quiet;      /* this worker's */
+} ngx_http_breaker_route_t;
+
+
+typedef struct {
+    ngx_str_t                        name;       /* breaker NAME */
+    ngx_http_breaker_route_t        *route;      /* NULL: off */
+    ngx_flag_t                       subrequests;
+    ngx_uint_t                       status_code;
+    ngx_str_t                        fallback;
+    ngx_uint_t                       set;        /* breaker given here */
+    u_char                          *file;
+    ngx_uint_t                       line;
+} ngx_http_breaker_loc_conf_t;
+
+
+/* one per request that met a breaker, with its pool cleanup in one
+ * allocation (the request's pool is near a block's end: every byte and
+ * call counts); found again after an internal redirect through that
+ * cleanup, whose data is the ctx */
+typedef struct {
+    ngx_pool_cleanup_t               cln;
+    ngx_http_request_t              *request;
+    ngx_http_breaker_route_t        *route;
+    ngx_http_breaker_ticket_t        ticket;
+    uint32_t                         retry_after;   /* msec, refused */
+    unsigned                         state:8;       /* _state_e */
+    unsigned                         reason:4;      /* _REASON_* below */
+    unsigned                         refused:1;
+    unsigned                         done:1;
+    unsigned                         has_state:1;
+} ngx_http_breaker_ctx_t;
+
+
+/* $breaker_reason: the route layer's own, then the circuit's reasons
+ * (NGX_HTTP_BREAKER_ROUTE_CIRCUIT + the circuit's reason code) */
+#define NGX_HTTP_BREAKER_ROUTE_NONE     0
+#define NGX_HTTP_BREAKER_ROUTE_FORCED   1
+#define NGX_HTTP_BREAKER_ROUTE_PROBES   2
+#define NGX_HTTP_BREAKER_ROUTE_CIRCUIT  3
+
+
+/* the route's rare paths and its pool cleanup (ngx_http_breaker_module.c) */
+NGX_EDGE_API NGX_EDGE_COLD ngx_int_t ngx_http_breaker_check(
+    ngx_http_request_t *r, ngx_http_breaker_loc_conf_t *lcf,
+    ngx_http_breaker_ctx_t *ctx);
+NGX_EDGE_API ngx_http_breaker_ctx_t *ngx_http_breaker_get_ctx(
+    ngx_http_request_t *r);
+NGX_EDGE_API void ngx_http_breaker_cleanup(void *data);
+
+
+/* ctx: room for the request's context, or NULL */
+static ngx_inline __attribute__((always_inline)) ngx_int_t
+ngx_http_breaker_route_phase(ngx_http_request_t *r,
+    ngx_http_breaker_loc_conf_t *lcf, ngx_http_breaker_ctx_t *ctx)
+{
+    ngx_http_breaker_route_t  *route;
+
+    route = lcf->route;
+
+    if (route == NULL || (r != r->main && !lcf->subrequests)) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_get_module_ctx(r, ngx_http_breaker_module) != NULL
+        || (r->internal && ngx_http_breaker_get_ctx(r) != NULL))
+    {
+        /* decided once per request, internal redirects included */
+        return NGX_DECLINED;
+    }
+
+    if (ctx == NULL) {
+        ctx = ngx_palloc(r->pool, sizeof(ngx_http_breaker_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ngx_memzero(&ctx->ticket, sizeof(ngx_http_breaker_ticket_t));
+    ctx->request = r;
+    ctx->route = route;
+    ctx->reason = NGX_HTTP_BREAKER_ROUTE_NONE;
+    ctx->retry_after = 0;
+    ctx->state = NGX_HTTP_BREAKER_CLOSED;
+    ctx->refused = 0;
+    ctx->done = 0;
+    ctx->has_state = 0;
+
+    /* what ngx_pool_cleanup_add() does, without its two allocations */
+    ctx->cln.handler = ngx_http_breaker_cleanup;
+    ctx->cln.data = ctx;
+    ctx->cln.next = r->pool->cleanup;
+    r->pool->cleanup = &ctx->cln;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_breaker_module);
+
+    if (route->circuit == NULL) {
+        /* the zone was full: admitted, as if disabled (logged then) */
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_breaker_circuit_admit_closed(route->circuit, &route->conf,
+                                              &ctx->ticket))
+    {
+        ctx->has_state = 1;
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_breaker_check(r, lcf, ctx);
+}
 
 
 #endif /* _NGX_HTTP_BREAKER_MODULE_H_INCLUDED_ */

@@ -26,6 +26,7 @@
 
 #include "ngx_http_breaker_shed.h"
 #include "ngx_http_breaker_circuit.h"
+#include "ngx_http_breaker_module.h"
 #include "ngx_http_breaker_status.h"
 #include "ngx_edge_time.h"
 #include "ngx_edge_utf8.h"
@@ -1773,17 +1774,36 @@ ngx_http_breaker_shed_handler(ngx_http_request_t *r)
 }
 
 
-ngx_http_breaker_shed_rc_t
-ngx_http_breaker_shed_handler_spare(ngx_http_request_t *r, size_t extra)
+/*
+ * The one PRECONTENT handler of both layers, when the configuration has
+ * both (ngx_http_breaker_module.c registers it): the shedder's permit
+ * first (a request waits for it in the queue before the circuit admits
+ * it: a half-open probe is taken only by a request about to go upstream),
+ * then the route circuit, whose context shares the shedder's allocation.
+ * One handler, not two, each inlined: every handler costs a turn of the
+ * phase engine on every request.
+ */
+ngx_int_t
+ngx_http_breaker_shed_route_handler(ngx_http_request_t *r)
 {
-    ngx_http_breaker_shed_rc_t  rc;
+    void                         *spare;
+    ngx_int_t                     rc;
+    ngx_http_breaker_loc_conf_t  *lcf;
 
-    rc.spare = NULL;
-    rc.rc = ngx_http_breaker_shed_phase(r, extra, &rc.spare);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_breaker_module);
 
-    return rc;
+    spare = NULL;
+
+    rc = ngx_http_breaker_shed_phase(r,
+                                     lcf->route
+                                     ? sizeof(ngx_http_breaker_ctx_t) : 0,
+                                     &spare);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_http_breaker_route_phase(r, lcf, spare);
 }
-
 
 /*
  * The path of a request admitted at once is kept short: the priority is

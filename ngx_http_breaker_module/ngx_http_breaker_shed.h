@@ -198,7 +198,7 @@ typedef struct {
 } ngx_http_breaker_shed_shedder_t;
 
 
-extern ngx_module_t  ngx_http_breaker_shed_module;
+NGX_EDGE_API extern ngx_module_t  ngx_http_breaker_shed_module;
 
 /* 1 if the configuration has a breaker_shedder */
 ngx_uint_t ngx_http_breaker_shed_configured(ngx_conf_t *cf);
@@ -212,16 +212,10 @@ ngx_uint_t ngx_http_breaker_shed_configured(ngx_conf_t *cf);
  */
 NGX_EDGE_API ngx_int_t ngx_http_breaker_shed_handler(ngx_http_request_t *r);
 
-/* the same, and when it allocates the request's context, extra bytes
- * after it (aligned), handed back in spare (NULL otherwise); returned by
- * value: the caller's frame has no address taken (no stack canary) */
-typedef struct {
-    ngx_int_t                    rc;
-    void                        *spare;
-} ngx_http_breaker_shed_rc_t;
-
-NGX_EDGE_API ngx_http_breaker_shed_rc_t ngx_http_breaker_shed_handler_spare(
-    ngx_http_request_t *r, size_t extra);
+/* the one handler of both layers, when the configuration has route
+ * circuits and shedders: the shedder's part, then the route's */
+NGX_EDGE_API ngx_int_t ngx_http_breaker_shed_route_handler(
+    ngx_http_request_t *r);
 
 
 /* ngx_http_breaker_shed_adaptive.c */
