@@ -3,9 +3,11 @@
  * shared memory so every worker agrees.
  *
  * This file holds the module's tables, the directives, the route layer
- * (a PRECONTENT handler that admits a request or fails it fast, a LOG
- * handler that records its upstream outcome), the variables, the metrics
- * and what the status endpoints read (ngx_http_breaker_status.h).  The
+ * (the PRECONTENT handler of both layers, registered here, whose route
+ * part admits a request or fails it fast: ngx_http_breaker_module.h; the
+ * pool cleanup that records its upstream outcome), the variables, the
+ * metrics and what the status endpoints read (ngx_http_breaker_status.h).
+ * The shedder is ngx_http_breaker_shed.c.  The
  * state machine is ngx_http_breaker_circuit.c; the per-peer circuits are
  * ngx_http_breaker_peer.c.
  *

@@ -7,7 +7,9 @@
  *
  * A request takes a permit in the PRECONTENT phase (after the rewrite,
  * rate-limit and access phases, so that a request refused there never
- * holds a permit, and before the content handler) and gives it back in a
+ * holds a permit; after the other PRECONTENT handlers, the cache's lookup
+ * among them, in the breaker's one handler, before the route circuit's
+ * part; and before the content handler) and gives it back in a
  * cleanup of its pool, as limit_conn does: on every path (a response, an
  * upstream error or timeout, a client abort), and only when the request
  * is freed, so an upgraded (WebSocket) connection keeps its permit while
