@@ -108,7 +108,8 @@ ngx_int_t ngx_http_breaker_circuit_admit(ngx_http_breaker_circuit_t *c,
 
 /*
  * Added: a bucket of a circuit's window, in shared memory (here for
- * ngx_http_breaker_circuit_record_quiet() below; the layers never touch
+ * ngx_http_breaker_circuit_record_quiet() below, which the layers call
+ * inline: the only code outside ngx_http_breaker_circuit.c that adds to
  * one).
  */
 typedef struct {

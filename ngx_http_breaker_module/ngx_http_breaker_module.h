@@ -123,7 +123,8 @@ typedef struct {
 
 /* one per request that met a breaker, with its pool cleanup in one
  * allocation (the request's pool is near a block's end: every byte and
- * call counts); found again after an internal redirect through that
+ * call counts), the shedder's when both layers meet the request (its
+ * `extra` bytes); found again after an internal redirect through that
  * cleanup, whose data is the ctx */
 typedef struct {
     ngx_pool_cleanup_t               cln;

@@ -179,6 +179,8 @@ static ngx_int_t ngx_http_breaker_shed_behind(ngx_http_request_t *r,
     ngx_http_breaker_shed_req_t *rq, ngx_http_breaker_shed_loc_conf_t *lcf);
 static ngx_http_breaker_shed_req_t *ngx_http_breaker_shed_get(
     ngx_http_request_t *r);
+static NGX_EDGE_COLD ngx_int_t ngx_http_breaker_shed_background(
+    ngx_http_request_t *r);
 static ngx_inline ngx_int_t ngx_http_breaker_shed_phase(
     ngx_http_request_t *r, size_t extra, void **spare)
     __attribute__((always_inline));
@@ -1824,8 +1826,10 @@ ngx_http_breaker_shed_phase(ngx_http_request_t *r, size_t extra,
     ngx_http_breaker_shed_loc_conf_t  *lcf;
 
     if (r != r->main) {
-        /* a subrequest runs under its main request's permit */
-        return NGX_DECLINED;
+        /* a subrequest runs under its main request's permit, but for a
+         * background one that its main request does not cover */
+        return r->background ? ngx_http_breaker_shed_background(r)
+                             : NGX_DECLINED;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_breaker_shed_module);
@@ -1939,14 +1943,78 @@ ngx_http_breaker_shed_get(ngx_http_request_t *r)
     /* an internal redirect wiped the module contexts, not the cleanups */
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_breaker_shed_cleanup) {
-            rq = cln->data;
+        if (cln->handler != ngx_http_breaker_shed_cleanup) {
+            continue;
+        }
+
+        rq = cln->data;
+
+        if (rq->request == r) {
+            /* a background subrequest's permit is in its main request's
+             * pool too */
             ngx_http_set_ctx(r, rq, ngx_http_breaker_shed_module);
             return rq;
         }
     }
 
     return NULL;
+}
+
+
+/*
+ * A background subrequest (the cache module's update of a stale entry, a
+ * mirror) goes upstream on its own, while its main request may hold no
+ * permit: it was answered before the shedder (a stale hit from the
+ * cache), or it was shed.  Such a subrequest takes a permit of its own,
+ * at once or not at all: it cannot wait in the queue (its connection is
+ * its main request's, whose response may be on its way), nor ahead of
+ * requests that wait.  It is of the lowest class, and holds the permit
+ * until its main request is freed (the pool is its main request's), as a
+ * main request's permit covers its subrequests.
+ */
+static NGX_EDGE_COLD ngx_int_t
+ngx_http_breaker_shed_background(ngx_http_request_t *r)
+{
+    ngx_http_breaker_shed_req_t       *rq;
+    ngx_http_breaker_shed_shedder_t   *sd;
+    ngx_http_breaker_shed_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_breaker_shed_module);
+
+    sd = lcf->shedder;
+
+    if (sd == NULL || sd->node == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rq = ngx_http_breaker_shed_get(r);
+
+    if (rq) {
+        /* again, after an internal redirect of the subrequest */
+        return ngx_http_breaker_shed_decided(r, rq, lcf);
+    }
+
+    rq = ngx_http_breaker_shed_get(r->main);
+
+    if (rq && rq->permit) {
+        return NGX_DECLINED;
+    }
+
+    rq = ngx_http_breaker_shed_create(r, sd, 0, NULL);
+    if (rq == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rq->cls = sd->nclasses - 1;
+
+    if (sd->nwaiting == 0 && ngx_http_breaker_shed_admit(sd, rq->cls)) {
+        ngx_http_breaker_shed_granted(sd, rq, NGX_HTTP_BREAKER_SHED_ADMITTED);
+        return NGX_DECLINED;
+    }
+
+    ngx_http_breaker_shed_drop(rq, NGX_HTTP_BREAKER_SHED_LIMIT);
+
+    return ngx_http_breaker_shed_refuse(r, rq, lcf);
 }
 
 

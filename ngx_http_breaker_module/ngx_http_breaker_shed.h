@@ -201,14 +201,14 @@ typedef struct {
 NGX_EDGE_API extern ngx_module_t  ngx_http_breaker_shed_module;
 
 /* 1 if the configuration has a breaker_shedder */
-ngx_uint_t ngx_http_breaker_shed_configured(ngx_conf_t *cf);
+NGX_EDGE_API ngx_uint_t ngx_http_breaker_shed_configured(ngx_conf_t *cf);
 
 /*
- * The shedder's part of the breaker's one PRECONTENT handler
- * (ngx_http_breaker_module.c), which calls it first: NGX_DECLINED when the
+ * The PRECONTENT handler of a configuration with shedders and no route
+ * circuit (ngx_http_breaker_init() registers it): NGX_DECLINED when the
  * request holds a permit (or its location has no shedder, or it is a
- * subrequest); NGX_AGAIN while it waits in the queue; NGX_DONE or a
- * status when it is shed.
+ * subrequest that its main request's permit covers); NGX_AGAIN while it
+ * waits in the queue; NGX_DONE or a status when it is shed.
  */
 NGX_EDGE_API ngx_int_t ngx_http_breaker_shed_handler(ngx_http_request_t *r);
 
