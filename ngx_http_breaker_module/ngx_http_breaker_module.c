@@ -49,7 +49,7 @@ static ngx_int_t ngx_http_breaker_classify(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_breaker_state_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_breaker_state_variable_lookup(
+static NGX_EDGE_COLD ngx_int_t ngx_http_breaker_state_variable_lookup(
     ngx_http_request_t *r, ngx_http_variable_value_t *v);
 static ngx_int_t ngx_http_breaker_reason_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -603,7 +603,9 @@ ngx_http_breaker_state_variable(ngx_http_request_t *r,
 
 
 /* the state variable of a request whose ctx is not at hand (the checked
- * request's ctx after an internal redirect, or the circuit's state now) */
+ * request's ctx after an internal redirect, or the circuit's state now);
+ * out of line: its addressed local would give the variable's common path
+ * a stack canary */
 static ngx_int_t
 ngx_http_breaker_state_variable_lookup(ngx_http_request_t *r,
     ngx_http_variable_value_t *v)
