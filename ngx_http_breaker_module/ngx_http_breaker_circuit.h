@@ -130,9 +130,10 @@ typedef struct {
  */
 typedef struct {
     uint64_t                    *word;       /* the circuit's state word */
-    uint64_t                     judged;     /* its value then; 0: none */
+    uint64_t                     judged;     /* its value then */
     uint64_t                     tag;        /* gen << 40 | epoch */
-    int64_t                      from;       /* the epoch, usec */
+    int64_t                      from;       /* the epoch, usec (until 0:
+                                                nothing judged yet) */
     int64_t                      until;
     ngx_http_breaker_bucket_t   *bucket;     /* the epoch's */
 } ngx_http_breaker_quiet_t;

@@ -191,7 +191,8 @@ static const uint64_t  ngx_http_breaker_duration_bounds[] = {
 #define NGX_HTTP_BREAKER_NO_OUTCOME  (-1)
 
 
-
+/* $breaker_reason's code of a circuit's reason (the route's own codes:
+ * ngx_http_breaker_module.h) */
 #define ngx_http_breaker_circuit_reason_of(c)                                \
     (NGX_HTTP_BREAKER_ROUTE_CIRCUIT + ngx_http_breaker_circuit_reason_code(c))
 
