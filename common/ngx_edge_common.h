@@ -28,6 +28,19 @@
 #endif
 
 
+/* links a pool cleanup that lives inside the caller's own allocation:
+ * what ngx_pool_cleanup_add() does, without its two allocations */
+static ngx_inline void
+ngx_edge_pool_cleanup_link(ngx_pool_t *pool, ngx_pool_cleanup_t *cln,
+    ngx_pool_cleanup_pt handler, void *data)
+{
+    cln->handler = handler;
+    cln->data = data;
+    cln->next = pool->cleanup;
+    pool->cleanup = cln;
+}
+
+
 /* the log levels an operator may pick for a module's decision messages */
 NGX_EDGE_API extern ngx_conf_enum_t  ngx_edge_log_levels[];
 

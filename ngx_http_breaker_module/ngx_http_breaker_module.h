@@ -194,11 +194,8 @@ ngx_http_breaker_route_phase(ngx_http_request_t *r,
     ctx->done = 0;
     ctx->has_state = 0;
 
-    /* what ngx_pool_cleanup_add() does, without its two allocations */
-    ctx->cln.handler = ngx_http_breaker_cleanup;
-    ctx->cln.data = ctx;
-    ctx->cln.next = r->pool->cleanup;
-    r->pool->cleanup = &ctx->cln;
+    ngx_edge_pool_cleanup_link(r->pool, &ctx->cln, ngx_http_breaker_cleanup,
+                               ctx);
 
     ngx_http_set_ctx(r, ctx, ngx_http_breaker_module);
 

@@ -2062,11 +2062,8 @@ ngx_http_breaker_shed_create(ngx_http_request_t *r,
     rq->posted = 0;
     rq->refused = 0;
 
-    /* what ngx_pool_cleanup_add() does, without its two allocations */
-    rq->cln.handler = ngx_http_breaker_shed_cleanup;
-    rq->cln.data = rq;
-    rq->cln.next = r->pool->cleanup;
-    r->pool->cleanup = &rq->cln;
+    ngx_edge_pool_cleanup_link(r->pool, &rq->cln,
+                               ngx_http_breaker_shed_cleanup, rq);
 
     ngx_http_set_ctx(r, rq, ngx_http_breaker_shed_module);
 
