@@ -6,7 +6,6 @@ use strict;
 use warnings;
 
 use Test::More;
-use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use Test::Edge qw(wait_until);
 use Test::Edge::Nginx;
@@ -54,14 +53,6 @@ sub metric {
     return $body =~ /^nginx_\Q$series\E (\S+)$/m ? $1 : undef;
 }
 
-sub send_async {
-    my ($n, $path) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $n->port, Timeout => 30)
-        or die "connect: $!";
-    print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    return $s;
-}
 
 sub read_status {
     my ($s) = @_;
@@ -124,7 +115,7 @@ subtest 'two workers: exactly `probes` of many concurrent requests pass in half-
     is($n->get('/fail')->{status}, 500, 'trip');
     ok(wait_until(5, sub { state($n) =~ /^half_open\|/ }), 'half_open');
     my $before = $o->hits('/held');
-    my @s = map { send_async($n, '/held') } 1 .. 20;
+    my @s = map { $n->send_get('/held') } 1 .. 20;
     my @st = map { read_status($_) } @s;
     is($o->hits('/held') - $before, 2, 'exactly 2 reached the origin');
     is(scalar(grep { $_ == 200 } @st), 2, '2 answered');

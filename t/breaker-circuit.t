@@ -12,7 +12,6 @@ use strict;
 use warnings;
 
 use Test::More;
-use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use Test::Edge qw(wait_until);
 use Test::Edge::Nginx;
@@ -72,15 +71,6 @@ sub metric {
     return $body =~ /^nginx_\Q$series\E (\S+)$/m ? $1 : undef;
 }
 
-# a request sent now, answered later: returns the socket
-sub send_async {
-    my ($n, $path) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $n->port, Timeout => 30)
-        or die "connect: $!";
-    print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    return $s;
-}
 
 sub read_status {
     my ($s) = @_;
@@ -241,7 +231,7 @@ subtest 'half-open: exactly `probes` concurrent requests reach the origin; they 
        'half_open once the open time is over (seen lazily)');
 
     my $before = $o->hits('/held');
-    my @s = map { send_async($n, '/held') } 1 .. 8;
+    my @s = map { $n->send_get('/held') } 1 .. 8;
     my @st = sort map { read_status($_) } @s;
     is($o->hits('/held') - $before, 3, 'exactly 3 reached the origin');
     is(join(' ', @st), '200 200 200 503 503 503 503 503',
@@ -262,7 +252,7 @@ subtest 'half-open: a probe refused gets Retry-After 1 and reason probes' => sub
                           . 'jitter=0 slow_call=60s'));
     is(statuses($n, '/fail', 1), '500', 'trip');
     ok(wait_until(5, sub { state($n) =~ /^half_open\|/ }), 'half_open');
-    my $s = send_async($n, '/held');
+    my $s = $n->send_get('/held');
     ok(wait_until(5, sub { $o->hits('/held') >= 1 }), 'the probe is out');
     my $r = $n->get('/ok');
     is($r->{status}, 503, 'the second is refused');
@@ -325,7 +315,7 @@ subtest 'half_open_wait: probes that do not complete in time reopen the circuit;
                           . 500 * $S . 'ms'));
     is($n->get('/fail')->{status}, 500, 'trip');
     ok(wait_until(5, sub { state($n) =~ /^half_open\|/ }), 'half_open');
-    my $s = send_async($n, '/hang');
+    my $s = $n->send_get('/hang');
     ok(wait_until(5, sub { $o->hits('/hang') >= 1 }), 'the probe hangs');
     is($n->get('/ok')->{status}, 503, 'probes taken');
     ok(wait_until(5, sub { state($n) =~ /^open\|/ }),
@@ -353,7 +343,7 @@ subtest 'generation: an outcome of a request admitted before a transition is ign
     my $n = Test::Edge::Nginx->start(
         http => http_conf('min_calls=1 failure_rate=100 open=300ms '
                           . 'probes=1 jitter=0'));
-    my $late = send_async($n, '/slowfail');
+    my $late = $n->send_get('/slowfail');
     ok(wait_until(5, sub { $o->hits('/slowfail') >= 1 }), 'admitted, closed');
     is($n->get('/fail')->{status}, 500, 'trip');
     ok(wait_until(5, sub { state($n) =~ /^half_open\|/ }), 'half_open');
@@ -376,7 +366,7 @@ subtest 'client abort: ignored, and a probe held by it is given back' => sub {
                           . 'probes=1 jitter=0 half_open_wait=60s'));
     is($n->get('/fail')->{status}, 500, 'trip');
     ok(wait_until(5, sub { state($n) =~ /^half_open\|/ }), 'half_open');
-    my $s = send_async($n, '/hang');
+    my $s = $n->send_get('/hang');
     ok(wait_until(5, sub { $o->hits('/hang') >= 1 }), 'the probe is out');
     is($n->get('/ok')->{status}, 503, 'probes taken');
     close $s;
@@ -387,7 +377,7 @@ subtest 'client abort: ignored, and a probe held by it is given back' => sub {
        'the abort is counted as ignored');
 
     # closed: aborts never fill the window
-    my @s = map { send_async($n, '/hang') } 1 .. 3;
+    my @s = map { $n->send_get('/hang') } 1 .. 3;
     ok(wait_until(5, sub { $o->hits('/hang') >= 4 }), 'three more out');
     close $_ for @s;
     ok(wait_until(5, sub {

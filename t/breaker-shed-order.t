@@ -25,7 +25,6 @@ use Test::Edge qw(:all);
 use Test::Edge::Nginx;
 use Test::Edge::Origin;
 use Digest::MD5 qw(md5_hex);
-use IO::Socket::INET;
 use IO::Select;
 use Time::HiRes qw(time sleep);
 
@@ -89,15 +88,6 @@ HTTP
 
 sub rkey { 'pages:{' . md5_hex($_[0]) . '}' }
 
-# a request that the origin holds; the socket is returned, left open
-sub hold {
-    my ($n, $path) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $n->port, Timeout => 10)
-        or die "connect: $!";
-    print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    return $s;
-}
 
 sub in_flight { $_[0]->get("/state/$_[1]")->{body} }
 
@@ -133,7 +123,7 @@ subtest 'a cached page is served while every permit is taken' => sub {
            defined redis_command('GET', rkey('/c/a')) }), 'a stored');
 
     $origin->set('/c/hang', mode => 'hang');
-    my $held = hold($n, '/c/hang');
+    my $held = $n->send_get('/c/hang');
     ok(wait_until(10, sub { $origin->hits('/c/hang') == 1 }),
        'a request holds the only permit');
     is(in_flight($n, 'one'), 1, 'one permit in flight');
@@ -174,7 +164,7 @@ subtest 'a stale hit\'s background update takes a permit of its own' => sub {
     sleep 1.2;    # stale now (max-age=1), within stale-while-revalidate
 
     $origin->set('/c/hang', mode => 'hang');
-    my $held = hold($n, '/c/hang');
+    my $held = $n->send_get('/c/hang');
     ok(wait_until(10, sub { $origin->hits('/c/hang') == 1 }),
        'a request holds the only permit');
 
@@ -208,7 +198,7 @@ subtest 'try_files to a named location: that location decides' => sub {
     my $n = Test::Edge::Nginx->start(http => $http);
 
     $origin->set('/c/hang', mode => 'hang');
-    my $held = hold($n, '/c/hang');
+    my $held = $n->send_get('/c/hang');
     ok(wait_until(10, sub { $origin->hits('/c/hang') == 1 }),
        'a request holds the only permit of "one"');
 
@@ -233,7 +223,7 @@ subtest 'both layers: the permit first, then the circuit' => sub {
     # hold the permit while the circuit is closed, then open the circuit
     # with the held request's failure
     $origin->set('/b/hang', mode => 'hang');
-    my $held = hold($n, '/b/hang');
+    my $held = $n->send_get('/b/hang');
     ok(wait_until(10, sub { $origin->hits('/b/hang') == 1 }),
        'a request holds the only permit of "two"');
     my $r = $n->get('/b/x');

@@ -192,6 +192,19 @@ sub get {
     return $self->request('GET', $path, %headers);
 }
 
+# send_get(path): a GET sent now and answered later (a request the test
+# holds open, e.g. at an origin that hangs): returns the socket, whose
+# answer the caller reads (or which it closes: a client abort)
+sub send_get {
+    my ($self, $path) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $self->{port},
+                                  Timeout => 30 * $Slow)
+        or die "connect: $!";
+    print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    return $s;
+}
+
 # request(METHOD, path, header => value ...): as get; a body is sent for
 # any method when a 'body' pseudo-header is given
 sub request {
